@@ -1,0 +1,87 @@
+"""The one place AWS clients are built.
+
+Endpoint, region and credentials come from the SDK's own environment (AWS_ENDPOINT_URL,
+AWS_REGION / AWS_DEFAULT_REGION, the credential chain), so the same code talks to AWS,
+LocalStack or moto. The pool is sized for our concurrency (aiobotocore defaults to 10)
+and retries use botocore's adaptive mode, which also rate-limits client-side on throttling.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aioboto3
+from aiobotocore.config import AioConfig
+
+DEFAULT_REGION = "us-east-1"
+
+
+def region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+
+
+def client_config(concurrency: int, max_attempts: int | None = None) -> AioConfig:
+    attempts = max_attempts if max_attempts is not None else int(
+        os.environ.get("AWS_MAX_ATTEMPTS", "5")
+    )
+    return AioConfig(
+        max_pool_connections=max(10, concurrency + 8),
+        retries={"mode": "adaptive", "max_attempts": attempts},
+        connect_timeout=5,
+        read_timeout=30,
+        tcp_keepalive=True,
+    )
+
+
+@dataclass
+class Clients:
+    """Open clients for one process; built by `open_clients`."""
+
+    dynamodb: Any
+    sqs: Any
+    s3: Any
+    sesv2: Any
+    firehose: Any
+    sts: Any
+    _account_id: str | None = None
+    # (service, Operation) of every call made through these clients: the IAM
+    # least-privilege test compares it with what the deployment grants.
+    calls: set[tuple[str, str]] = field(default_factory=set)
+
+    async def account_id(self) -> str:
+        if self._account_id is None:
+            ident = await self.sts.get_caller_identity()
+            self._account_id = str(ident["Account"])
+        return self._account_id
+
+
+@asynccontextmanager
+async def open_clients(concurrency: int = 32, max_attempts: int | None = None) -> AsyncIterator[Clients]:
+    session = aioboto3.Session(region_name=region())
+    config = client_config(concurrency, max_attempts)
+    async with AsyncExitStack() as stack:
+
+        calls: set[tuple[str, str]] = set()
+
+        async def make(name: str) -> Any:
+            client = await stack.enter_async_context(session.client(name, config=config))
+
+            def record(model: Any, **_: Any) -> None:
+                calls.add((name, model.name))
+
+            client.meta.events.register("before-call.*.*", record)
+            return client
+
+        yield Clients(
+            dynamodb=await make("dynamodb"),
+            sqs=await make("sqs"),
+            s3=await make("s3"),
+            sesv2=await make("sesv2"),
+            firehose=await make("firehose"),
+            sts=await make("sts"),
+            calls=calls,
+        )

@@ -1,0 +1,156 @@
+"""The partner: who it is, what it may do, and what it has done (plain data, no I/O)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+PARTNER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+UNATTRIBUTED = "_unattributed"
+
+# Counter names, in the order reports print them (DESIGN.md, "Reputation semantics").
+COUNTERS: tuple[str, ...] = (
+    "sent", "delivered", "hard_bounces", "soft_bounces", "suppressed", "complaints",
+    "rejects", "delivery_delays", "opens", "clicks", "rendering_failures",
+)
+
+
+class InvalidPartnerId(ValueError):
+    pass
+
+
+def check_partner_id(value: str) -> str:
+    """Partner ids are what SES tag values and tenant names both allow."""
+    if not isinstance(value, str) or not PARTNER_ID_RE.fullmatch(value):
+        raise InvalidPartnerId(
+            f"invalid partner id {value!r}: use 1-64 characters from A-Z a-z 0-9 _ -"
+        )
+    return value
+
+
+class Status(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+
+
+class PausedBy(StrEnum):
+    POLICY = "policy"
+    OPERATOR = "operator"
+
+
+@dataclass(frozen=True)
+class Limits:
+    bounce_rate: float = 0.05
+    complaint_rate: float = 0.001
+    min_volume: int = 200
+    warn_ratio: float = 0.5
+
+    def as_json(self) -> dict[str, float | int]:
+        return {
+            "bounce_rate": self.bounce_rate,
+            "complaint_rate": self.complaint_rate,
+            "min_volume": self.min_volume,
+            "warn_ratio": self.warn_ratio,
+        }
+
+
+@dataclass
+class Counters:
+    """Per-recipient counts of SES events (one hour bucket, a window, or all time)."""
+
+    sent: int = 0
+    delivered: int = 0
+    hard_bounces: int = 0
+    soft_bounces: int = 0
+    suppressed: int = 0
+    complaints: int = 0
+    rejects: int = 0
+    delivery_delays: int = 0
+    opens: int = 0
+    clicks: int = 0
+    rendering_failures: int = 0
+
+    def add(self, other: Counters) -> None:
+        for name in COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def minus(self, other: Counters) -> Counters:
+        """Difference, never below zero (a baseline can't exceed what it was taken from)."""
+        return Counters(
+            **{n: max(0, getattr(self, n) - getattr(other, n)) for n in COUNTERS}
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {n: getattr(self, n) for n in COUNTERS}
+
+    def nonzero(self) -> dict[str, int]:
+        return {n: v for n, v in self.as_dict().items() if v}
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, object]) -> Counters:
+        return cls(**{n: int(data.get(n, 0) or 0) for n in COUNTERS})  # type: ignore[call-overload]
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, f.name) for f in fields(self))
+
+
+@dataclass(frozen=True)
+class Rearm:
+    """Where the detector restarts after a resume: the resume time and the counts its
+    hour bucket already held then (subtracted, so pre-resume traffic is not judged again)."""
+
+    at: datetime
+    baseline: Counters = field(default_factory=Counters)
+
+
+@dataclass(frozen=True)
+class Profile:
+    partner_id: str
+    contact_email: str
+    limits: Limits
+    status: Status = Status.ACTIVE
+    paused_reason: str | None = None
+    paused_at: datetime | None = None
+    paused_by: PausedBy | None = None
+    resumed_at: datetime | None = None
+    rearm: Rearm | None = None
+    tenant_name: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def paused(self) -> bool:
+        return self.status is Status.PAUSED
+
+    def with_limits(self, **changes: float | int) -> Profile:
+        return replace(self, limits=replace(self.limits, **changes))
+
+
+@dataclass
+class PartnerState:
+    """Everything the gate and reports need about one partner, from one read."""
+
+    partner_id: str
+    profile: Profile | None
+    totals: Counters
+    buckets: dict[datetime, Counters]  # hour start (UTC) -> counts
+
+    @property
+    def registered(self) -> bool:
+        return self.profile is not None
+
+
+def hour_floor(ts: datetime) -> datetime:
+    ts = ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def hours_back(now: datetime, hours: int) -> datetime:
+    """Start of the oldest hour bucket inside a window of `hours` ending at `now`."""
+    return hour_floor(now) - timedelta(hours=hours - 1)

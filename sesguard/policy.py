@@ -1,0 +1,149 @@
+"""Reputation policy: pure functions from counts and limits to a verdict.
+
+Semantics (DESIGN.md): only hard bounces count, sends are the denominator, each window
+judges only with at least `min_volume` sends, a rate *above* its limit pauses, a rate at
+or above `warn_ratio * limit` warns, and a resume re-arms the detector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum
+
+from sesguard.partners import Counters, Limits, Rearm, hour_floor, hours_back
+
+DEFAULT_WINDOWS: tuple[int, ...] = (24, 168)
+
+
+class Level(IntEnum):
+    OK = 0
+    WARN = 1
+    PAUSE = 2
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class Window:
+    hours: int
+    sent: int
+    hard_bounces: int
+    complaints: int
+
+    @property
+    def bounce_rate(self) -> float | None:
+        return self.hard_bounces / self.sent if self.sent else None
+
+    @property
+    def complaint_rate(self) -> float | None:
+        return self.complaints / self.sent if self.sent else None
+
+    def as_json(self) -> dict[str, float | int | None]:
+        return {
+            "hours": self.hours,
+            "sent": self.sent,
+            "hard_bounces": self.hard_bounces,
+            "complaints": self.complaints,
+            "bounce_rate": self.bounce_rate,
+            "complaint_rate": self.complaint_rate,
+        }
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Level
+    metric: str  # "bounce_rate" | "complaint_rate"
+    window_hours: int
+    rate: float
+    limit: float
+    sent: int
+
+    @property
+    def reason(self) -> str:
+        word = {"bounce_rate": "bounce rate", "complaint_rate": "complaint rate"}[self.metric]
+        verb = "exceeds limit" if self.level is Level.PAUSE else "near limit"
+        return (
+            f"{word} {self.rate:.2%} {verb} {self.limit:.2%} over {_span(self.window_hours)}"
+            f" ({self.sent} sent)"
+        )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    level: Level
+    findings: tuple[Finding, ...]
+    windows: tuple[Window, ...]
+
+    @property
+    def reason(self) -> str:
+        """Human-readable reason of the most severe finding ('' when ok)."""
+        worst = [f for f in self.findings if f.level is self.level]
+        return "; ".join(f.reason for f in worst)
+
+    @property
+    def first(self) -> Finding | None:
+        worst = [f for f in self.findings if f.level is self.level]
+        return worst[0] if worst else None
+
+
+def _span(hours: int) -> str:
+    return f"{hours // 24} days" if hours % 24 == 0 and hours > 24 else f"{hours} hours"
+
+
+def compute_windows(
+    buckets: Mapping[datetime, Counters],
+    now: datetime,
+    window_hours: Iterable[int] = DEFAULT_WINDOWS,
+    rearm: Rearm | None = None,
+) -> tuple[Window, ...]:
+    """Sum hourly buckets into rolling windows ending at `now`, after the last re-arm."""
+    rearm_hour = hour_floor(rearm.at) if rearm else None
+    current = hour_floor(now)
+    result = []
+    for hours in window_hours:
+        start = hours_back(now, hours)
+        if rearm_hour is not None and rearm_hour > start:
+            start = rearm_hour
+        total = Counters()
+        for hour, counts in buckets.items():
+            if start <= hour <= current:
+                if rearm and hour == rearm_hour:
+                    counts = counts.minus(rearm.baseline)
+                total.add(counts)
+        result.append(Window(hours, total.sent, total.hard_bounces, total.complaints))
+    return tuple(result)
+
+
+def judge(limits: Limits, windows: Iterable[Window]) -> Verdict:
+    """Judge precomputed windows against limits."""
+    windows = tuple(windows)
+    findings: list[Finding] = []
+    for w in windows:
+        if w.sent < limits.min_volume:
+            continue  # too little traffic to judge this window
+        for metric, limit, rate in (
+            ("bounce_rate", limits.bounce_rate, w.bounce_rate),
+            ("complaint_rate", limits.complaint_rate, w.complaint_rate),
+        ):
+            assert rate is not None  # sent >= min_volume >= 1
+            if rate > limit:
+                findings.append(Finding(Level.PAUSE, metric, w.hours, rate, limit, w.sent))
+            elif rate >= limit * limits.warn_ratio:
+                findings.append(Finding(Level.WARN, metric, w.hours, rate, limit, w.sent))
+    findings.sort(key=lambda f: (-f.level, f.window_hours, f.metric))
+    level = max((f.level for f in findings), default=Level.OK)
+    return Verdict(level, tuple(findings), windows)
+
+
+def evaluate(
+    limits: Limits,
+    buckets: Mapping[datetime, Counters],
+    now: datetime,
+    rearm: Rearm | None = None,
+    window_hours: Iterable[int] = DEFAULT_WINDOWS,
+) -> Verdict:
+    """(limits, hourly counters, last resume, now) -> ok / warn / pause with reasons."""
+    return judge(limits, compute_windows(buckets, now, window_hours, rearm))

@@ -1,0 +1,79 @@
+"""Every knob sesguard has, read once from SESGUARD_* variables (and nothing else).
+
+AWS endpoints, region and credentials are deliberately *not* here: they come from the
+SDK's standard variables so the same code runs against AWS, LocalStack and moto.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from pydantic import EmailStr, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """A configuration value is wrong; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SESGUARD_", extra="ignore", frozen=True)
+
+    # Resource names (DESIGN.md).
+    table: str = Field("sesguard", min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.-]+$")
+    send_queue: str = Field("sesguard-send-jobs", min_length=1, max_length=75)
+    events_queue: str = Field("sesguard-ses-events", min_length=1, max_length=75)
+    events_bucket: str | None = Field(None, description="default: sesguard-ses-events-<account>")
+    events_prefix: str = ""
+    firehose_stream: str = Field("sesguard-ses-events", min_length=1, max_length=64)
+    configuration_set: str = Field("sesguard", min_length=1, max_length=64)
+    notify_from: EmailStr | None = None
+    simulate_events: bool = False
+    firehose_role_arn: str | None = None
+    ses_firehose_role_arn: str | None = None
+
+    # Reputation defaults for partners created without explicit limits.
+    default_bounce_limit: float = Field(0.05, gt=0, le=1)
+    default_complaint_limit: float = Field(0.001, gt=0, le=1)
+    default_min_volume: int = Field(200, ge=1)
+    warn_ratio: float = Field(0.5, gt=0, lt=1)
+    window_hours: tuple[int, ...] = (24, 168)
+    bucket_retention_days: int = Field(14, ge=8, description="TTL of hourly counter buckets")
+
+    # Service behaviour.
+    concurrency: int = Field(32, ge=1, le=512)
+    gate_cache_seconds: float = Field(5.0, ge=0, le=300)
+    max_send_rate: float | None = Field(None, gt=0, description="SES sends/s; default: account")
+    sender_tasks: int = Field(1, ge=1, description="tasks sharing the account's send rate")
+    visibility_timeout: int = Field(60, ge=10, le=43200)
+    stop_grace_seconds: float = Field(20.0, gt=0, le=110)
+    dlq_max_receives: int = Field(5, ge=1, le=1000)
+    job_record_days: int = Field(14, ge=1)
+    use_tenants: bool = False
+    heartbeat_file: str = "/tmp/sesguard-heartbeat"  # noqa: S108 - container-local by design
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: str = Field("auto", pattern=r"^(auto|json|console)$")
+
+    @model_validator(mode="after")
+    def _windows_sorted(self) -> Settings:
+        if not self.window_hours or any(h < 1 for h in self.window_hours):
+            raise ValueError("window_hours must be positive hour counts")
+        return self
+
+    @cached_property
+    def max_window_hours(self) -> int:
+        return max(self.window_hours)
+
+    def bucket_name(self, account_id: str) -> str:
+        return self.events_bucket or f"sesguard-ses-events-{account_id}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings, turning pydantic's report into one line that names the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        var = f"SESGUARD_{field.upper()}"
+        raise SettingsError(f"{var}: {err['msg']}") from None

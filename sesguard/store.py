@@ -1,0 +1,366 @@
+"""Partners in DynamoDB: profiles, counters, and the conditional status transitions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from sesguard import table as t
+from sesguard.partners import (
+    Counters,
+    Limits,
+    PartnerState,
+    PausedBy,
+    Profile,
+    Rearm,
+    Status,
+    hour_floor,
+    hours_back,
+    utcnow,
+)
+
+
+class StoreError(Exception):
+    """An operational problem with the table (missing, unreachable)."""
+
+
+class PartnerNotFound(LookupError):
+    pass
+
+
+class PartnerExists(Exception):
+    pass
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.astimezone(UTC).isoformat() if ts else None
+
+
+def _dt(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def profile_to_item(p: Profile) -> dict[str, Any]:
+    return t.to_item(
+        {
+            "pk": t.partner_pk(p.partner_id),
+            "sk": t.PROFILE,
+            "partner_id": p.partner_id,
+            "contact_email": p.contact_email,
+            "bounce_limit": p.limits.bounce_rate,
+            "complaint_limit": p.limits.complaint_rate,
+            "min_volume": p.limits.min_volume,
+            "warn_ratio": p.limits.warn_ratio,
+            "status": p.status.value,
+            "paused_reason": p.paused_reason,
+            "paused_at": _iso(p.paused_at),
+            "paused_by": p.paused_by.value if p.paused_by else None,
+            "resumed_at": _iso(p.resumed_at),
+            "tenant_name": p.tenant_name,
+            "created_at": _iso(p.created_at),
+            "updated_at": _iso(p.updated_at),
+        }
+    )
+
+
+def profile_from_item(item: dict[str, Any]) -> Profile:
+    d = t.from_item(item)
+    rearm = None
+    if d.get("rearm_at"):
+        rearm = Rearm(
+            at=datetime.fromisoformat(d["rearm_at"]),
+            baseline=Counters.from_mapping(d.get("rearm_baseline") or {}),
+        )
+    return Profile(
+        partner_id=d["partner_id"],
+        contact_email=d["contact_email"],
+        limits=Limits(
+            bounce_rate=float(d["bounce_limit"]),
+            complaint_rate=float(d["complaint_limit"]),
+            min_volume=int(d["min_volume"]),
+            warn_ratio=float(d.get("warn_ratio", 0.5)),
+        ),
+        status=Status(d.get("status", "active")),
+        paused_reason=d.get("paused_reason"),
+        paused_at=_dt(d.get("paused_at")),
+        paused_by=PausedBy(d["paused_by"]) if d.get("paused_by") else None,
+        resumed_at=_dt(d.get("resumed_at")),
+        rearm=rearm,
+        tenant_name=d.get("tenant_name"),
+        created_at=_dt(d.get("created_at")),
+        updated_at=_dt(d.get("updated_at")),
+    )
+
+
+def counter_update(
+    table: str, pk: str, sk: str, counts: Counters, expires_at: int | None = None
+) -> dict[str, Any]:
+    """One Update (for TransactWriteItems) that ADDs the non-zero counters to an item."""
+    nonzero = counts.nonzero()
+    names = {f"#{n}": n for n in nonzero}
+    values = {f":{n}": {"N": str(v)} for n, v in nonzero.items()}
+    expr = "ADD " + ", ".join(f"#{n} :{n}" for n in nonzero)
+    if expires_at is not None:
+        expr += f" SET #ttl = if_not_exists(#ttl, :ttl)"
+        names["#ttl"] = t.TTL_ATTRIBUTE
+        values[":ttl"] = {"N": str(expires_at)}
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": t.key(pk, sk),
+            "UpdateExpression": expr,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+    }
+
+
+@dataclass
+class PartnerStore:
+    """All reads and writes of partner items; the only module that knows their layout."""
+
+    dynamodb: Any
+    table: str
+    window_hours: tuple[int, ...] = (24, 168)
+    retention_days: int = 14
+
+    # ---- reads -------------------------------------------------------------------
+
+    async def get_state(self, partner_id: str, now: datetime | None = None) -> PartnerState:
+        """Profile, totals and the buckets of the longest window: one Query (one page)."""
+        now = now or utcnow()
+        oldest = hours_back(now, max(self.window_hours))
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND sk >= :from",
+            "ExpressionAttributeValues": {
+                ":pk": {"S": t.partner_pk(partner_id)},
+                ":from": {"S": t.bucket_sk(oldest)},
+            },
+        }
+        while True:
+            resp = await self._call("query", **kwargs)
+            items.extend(resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return self._state_from_items(partner_id, items)
+
+    def _state_from_items(self, partner_id: str, items: list[dict[str, Any]]) -> PartnerState:
+        profile = None
+        totals = Counters()
+        buckets: dict[datetime, Counters] = {}
+        for item in items:
+            sk = item["sk"]["S"]
+            if sk == t.PROFILE:
+                profile = profile_from_item(item)
+            elif sk == t.TOTALS:
+                totals = Counters.from_mapping(t.from_item(item))
+            elif sk.startswith("B#"):
+                buckets[t.parse_bucket_sk(sk)] = Counters.from_mapping(t.from_item(item))
+        return PartnerState(partner_id, profile, totals, buckets)
+
+    async def get_profile(self, partner_id: str) -> Profile | None:
+        resp = await self._call(
+            "get_item",
+            TableName=self.table,
+            Key=t.key(t.partner_pk(partner_id), t.PROFILE),
+            ConsistentRead=True,
+        )
+        return profile_from_item(resp["Item"]) if "Item" in resp else None
+
+    async def require_profile(self, partner_id: str) -> Profile:
+        profile = await self.get_profile(partner_id)
+        if profile is None:
+            raise PartnerNotFound(partner_id)
+        return profile
+
+    async def list_partner_ids(self) -> tuple[list[str], list[str]]:
+        """(registered ids, ids seen in traffic without a profile), both sorted."""
+        registered: set[str] = set()
+        seen: set[str] = set()
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "FilterExpression": "sk IN (:p, :t)",
+            "ProjectionExpression": "pk, sk",
+            "ExpressionAttributeValues": {":p": {"S": t.PROFILE}, ":t": {"S": t.TOTALS}},
+        }
+        while True:
+            resp = await self._call("scan", **kwargs)
+            for item in resp.get("Items", []):
+                pid = item["pk"]["S"][2:]
+                (registered if item["sk"]["S"] == t.PROFILE else seen).add(pid)
+            if "LastEvaluatedKey" not in resp:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return sorted(registered), sorted(seen - registered)
+
+    async def count_held(self, partner_id: str) -> int:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": t.held_pk(partner_id)}},
+            "Select": "COUNT",
+        }
+        count = 0
+        while True:
+            resp = await self._call("query", **kwargs)
+            count += int(resp.get("Count", 0))
+            if "LastEvaluatedKey" not in resp:
+                return count
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    # ---- profile writes ----------------------------------------------------------
+
+    async def create(self, profile: Profile) -> None:
+        now = utcnow()
+        item = profile_to_item(
+            Profile(**{**profile.__dict__, "created_at": now, "updated_at": now})
+        )
+        try:
+            await self._call(
+                "put_item",
+                TableName=self.table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                raise PartnerExists(profile.partner_id) from None
+            raise
+
+    async def update(self, partner_id: str, **fields: Any) -> Profile:
+        """Change profile attributes (contact_email, bounce_limit, ...) of an existing partner."""
+        fields = {k: v for k, v in fields.items() if v is not None}
+        fields["updated_at"] = _iso(utcnow())
+        names = {f"#{k}": k for k in fields}
+        values = {f":{k}": t.to_attr(v) for k, v in fields.items()}
+        try:
+            resp = await self._call(
+                "update_item",
+                TableName=self.table,
+                Key=t.key(t.partner_pk(partner_id), t.PROFILE),
+                UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields),
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                raise PartnerNotFound(partner_id) from None
+            raise
+        return profile_from_item(resp["Attributes"])
+
+    async def try_pause(
+        self, partner_id: str, reason: str, by: PausedBy, now: datetime | None = None
+    ) -> bool:
+        """active -> paused as one conditional write; True only for the writer that won."""
+        now = now or utcnow()
+        try:
+            await self._call(
+                "update_item",
+                TableName=self.table,
+                Key=t.key(t.partner_pk(partner_id), t.PROFILE),
+                UpdateExpression=(
+                    "SET #s = :paused, paused_reason = :r, paused_at = :at, paused_by = :by,"
+                    " updated_at = :at"
+                ),
+                ConditionExpression="attribute_exists(pk) AND #s = :active",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":paused": {"S": Status.PAUSED.value},
+                    ":active": {"S": Status.ACTIVE.value},
+                    ":r": {"S": reason[:1000] or "paused"},
+                    ":at": {"S": _iso(now) or ""},
+                    ":by": {"S": by.value},
+                },
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    async def resume(self, partner_id: str, now: datetime | None = None) -> bool:
+        """paused -> active, re-arming the detector; False if it was not paused."""
+        now = now or utcnow()
+        baseline = await self._bucket(partner_id, now)
+        try:
+            await self._call(
+                "update_item",
+                TableName=self.table,
+                Key=t.key(t.partner_pk(partner_id), t.PROFILE),
+                UpdateExpression=(
+                    "SET #s = :active, resumed_at = :at, rearm_at = :at, rearm_baseline = :b,"
+                    " updated_at = :at REMOVE paused_reason, paused_at, paused_by"
+                ),
+                ConditionExpression="attribute_exists(pk) AND #s = :paused",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":paused": {"S": Status.PAUSED.value},
+                    ":active": {"S": Status.ACTIVE.value},
+                    ":at": {"S": _iso(now) or ""},
+                    ":b": t.to_attr(baseline.nonzero()),
+                },
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                await self.require_profile(partner_id)
+                return False
+            raise
+        return True
+
+    async def delete(self, partner_id: str) -> None:
+        await self._call(
+            "delete_item", TableName=self.table, Key=t.key(t.partner_pk(partner_id), t.PROFILE)
+        )
+
+    # ---- counters ----------------------------------------------------------------
+
+    def counter_updates(self, partner_id: str, hour: datetime, counts: Counters) -> list[dict[str, Any]]:
+        """The two transaction items that add `counts` to one hour bucket and the totals."""
+        if not counts:
+            return []
+        pk = t.partner_pk(partner_id)
+        expires = int((hour_floor(hour) + timedelta(days=self.retention_days)).timestamp())
+        return [
+            counter_update(self.table, pk, t.bucket_sk(hour), counts, expires),
+            counter_update(self.table, pk, t.TOTALS, counts),
+        ]
+
+    async def add_counts(self, partner_id: str, hour: datetime, counts: Counters) -> None:
+        """Apply one partner-hour of counts atomically (bucket and totals together)."""
+        items = self.counter_updates(partner_id, hour, counts)
+        if items:
+            await self._call("transact_write_items", TransactItems=items)
+
+    async def _bucket(self, partner_id: str, hour: datetime) -> Counters:
+        resp = await self._call(
+            "get_item",
+            TableName=self.table,
+            Key=t.key(t.partner_pk(partner_id), t.bucket_sk(hour)),
+            ConsistentRead=True,
+        )
+        return Counters.from_mapping(t.from_item(resp.get("Item", {})))
+
+    # ---- plumbing ----------------------------------------------------------------
+
+    async def _call(self, op: str, **kwargs: Any) -> Any:
+        try:
+            return await getattr(self.dynamodb, op)(**kwargs)
+        except ClientError as exc:
+            if _code(exc) == "ResourceNotFoundException":
+                raise StoreError(
+                    f"DynamoDB table {self.table!r} not found: run `sesguard bootstrap` first"
+                ) from None
+            raise
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+

@@ -1,0 +1,53 @@
+"""The pause transition shared by worker, sender and operators.
+
+Only the writer that wins the conditional active->paused write sends the notice, so a
+partner gets exactly one notice per pause however many tasks race to pause it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sesguard.logging import get_logger
+from sesguard.notify import compose_pause_notice, send_notice
+from sesguard.partners import PausedBy, utcnow
+from sesguard.policy import Finding
+from sesguard.store import PartnerStore
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class PauseOutcome:
+    won: bool
+    notice_id: str | None = None
+
+
+async def pause_partner(
+    store: PartnerStore,
+    sesv2: object,
+    partner_id: str,
+    reason: str,
+    by: PausedBy,
+    notify_from: str | None,
+    finding: Finding | None = None,
+    configuration_set: str | None = None,
+    now: datetime | None = None,
+) -> PauseOutcome:
+    now = now or utcnow()
+    won = await store.try_pause(partner_id, reason, by, now)
+    if not won:
+        log.debug("pause_lost_race", partner_id=partner_id)
+        return PauseOutcome(False)
+    log.warning("partner_paused", partner_id=partner_id, reason=reason, by=by.value)
+    profile = await store.require_profile(partner_id)
+    notice = compose_pause_notice(profile, reason, now, finding)
+    try:
+        notice_id = await send_notice(sesv2, notice, notify_from, configuration_set)
+    except Exception as exc:  # the pause stands; the notice failure must be visible
+        log.error("notice_failed", partner_id=partner_id, error=str(exc))
+        return PauseOutcome(True)
+    if notice_id:
+        log.info("notice_sent", partner_id=partner_id, message_id=notice_id)
+    return PauseOutcome(True, notice_id)

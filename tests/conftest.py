@@ -1,0 +1,86 @@
+"""One real moto server (HTTP) per test session; every test starts from an empty account."""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+# Never let a test reach real AWS, whatever the developer's environment holds.
+for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+    os.environ.pop(_var, None)
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105 - moto's fake credentials
+    AWS_REGION="us-east-1",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_MAX_ATTEMPTS="1",
+    SESGUARD_NOTIFY_FROM="guard@isv.example.com",
+    SESGUARD_LOG_FORMAT="json",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def moto_reset(moto_endpoint: str) -> None:
+    req = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
+    urllib.request.urlopen(req, timeout=10).close()  # noqa: S310 - loopback moto server
+
+
+@pytest.fixture(scope="session")
+async def clients(moto_endpoint: str) -> AsyncIterator[object]:
+    from sesguard.aws import open_clients
+
+    async with open_clients(concurrency=32, max_attempts=1) as c:
+        yield c
+
+
+@pytest.fixture
+def settings(monkeypatch: pytest.MonkeyPatch) -> object:
+    from sesguard.settings import load_settings
+
+    return load_settings()
+
+
+@pytest.fixture
+async def table(clients: object, settings: object) -> str:
+    """The sesguard table, created by bootstrap's own table step."""
+    from sesguard.bootstrap import ensure_table
+
+    await ensure_table(clients, settings)  # type: ignore[arg-type]
+    return settings.table  # type: ignore[attr-defined,no-any-return]
+
+
+@pytest.fixture
+async def store(clients: object, table: str) -> object:
+    from sesguard.store import PartnerStore
+
+    return PartnerStore(clients.dynamodb, table)  # type: ignore[attr-defined]
+
+
+def moto_data(endpoint: str) -> dict[str, object]:
+    import json
+
+    with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=10) as r:  # noqa: S310
+        return json.loads(r.read())  # type: ignore[no-any-return]
