@@ -25,8 +25,8 @@ def region() -> str:
 
 
 def client_config(concurrency: int, max_attempts: int | None = None) -> AioConfig:
-    attempts = max_attempts if max_attempts is not None else int(
-        os.environ.get("AWS_MAX_ATTEMPTS", "5")
+    attempts = (
+        max_attempts if max_attempts is not None else int(os.environ.get("AWS_MAX_ATTEMPTS", "5"))
     )
     return AioConfig(
         max_pool_connections=max(10, concurrency + 8),
@@ -60,11 +60,12 @@ class Clients:
 
 
 @asynccontextmanager
-async def open_clients(concurrency: int = 32, max_attempts: int | None = None) -> AsyncIterator[Clients]:
+async def open_clients(
+    concurrency: int = 32, max_attempts: int | None = None
+) -> AsyncIterator[Clients]:
     session = aioboto3.Session(region_name=region())
     config = client_config(concurrency, max_attempts)
     async with AsyncExitStack() as stack:
-
         calls: set[tuple[str, str]] = set()
 
         async def make(name: str) -> Any:

@@ -114,9 +114,9 @@ async def ensure_queue(
             report.add(f"sqs queue {name}", UPDATED, ", ".join(sorted(drift)))
         else:
             report.add(f"sqs queue {name}", EXISTS)
-    arn = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))[
-        "Attributes"
-    ]["QueueArn"]
+    arn = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))["Attributes"][
+        "QueueArn"
+    ]
     return url, arn
 
 
@@ -188,7 +188,7 @@ async def ensure_bucket(
             ],
         }
     )
-    current = (await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["Policy"]))
+    current = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["Policy"])
     if _same_attr(current.get("Attributes", {}).get("Policy"), policy):
         report.add(f"sqs policy {settings.events_queue}", EXISTS)
     else:
@@ -322,8 +322,15 @@ async def _ensure_event_destination(
             EventDestination={
                 "Enabled": True,
                 "MatchingEventTypes": [
-                    "SEND", "REJECT", "BOUNCE", "COMPLAINT", "DELIVERY", "OPEN", "CLICK",
-                    "RENDERING_FAILURE", "DELIVERY_DELAY",
+                    "SEND",
+                    "REJECT",
+                    "BOUNCE",
+                    "COMPLAINT",
+                    "DELIVERY",
+                    "OPEN",
+                    "CLICK",
+                    "RENDERING_FAILURE",
+                    "DELIVERY_DELAY",
                 ],
                 "KinesisFirehoseDestination": {
                     "IamRoleArn": settings.ses_firehose_role_arn

@@ -41,7 +41,9 @@ def _no_crlf(value: str) -> str:
 def _address(value: str) -> str:
     """An e-mail address, optionally with a display name: `Name <a@b.example>`."""
     _no_crlf(value)
-    match = re.fullmatch(r"\s*(?:(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]+)>|(?P<bare>[^<>\s]+))\s*", value)
+    match = re.fullmatch(
+        r"\s*(?:(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]+)>|(?P<bare>[^<>\s]+))\s*", value
+    )
     if not match:
         raise ValueError(f"not an e-mail address: {value!r}")
     addr = match.group("addr") or match.group("bare")

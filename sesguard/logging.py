@@ -17,9 +17,20 @@ import structlog
 # Keys whose values must never appear in a log line (mail content and credentials).
 _REDACTED_KEYS = frozenset(
     {
-        "text", "html", "body", "content", "raw", "password", "secret", "token",
-        "aws_secret_access_key", "aws_session_token", "secret_access_key", "session_token",
-        "authorization", "credentials",
+        "text",
+        "html",
+        "body",
+        "content",
+        "raw",
+        "password",
+        "secret",
+        "token",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "secret_access_key",
+        "session_token",
+        "authorization",
+        "credentials",
     }
 )
 
@@ -66,9 +77,7 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", stream: Any = None
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level]),
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
@@ -12,8 +12,17 @@ UNATTRIBUTED = "_unattributed"
 
 # Counter names, in the order reports print them (DESIGN.md, "Reputation semantics").
 COUNTERS: tuple[str, ...] = (
-    "sent", "delivered", "hard_bounces", "soft_bounces", "suppressed", "complaints",
-    "rejects", "delivery_delays", "opens", "clicks", "rendering_failures",
+    "sent",
+    "delivered",
+    "hard_bounces",
+    "soft_bounces",
+    "suppressed",
+    "complaints",
+    "rejects",
+    "delivery_delays",
+    "opens",
+    "clicks",
+    "rendering_failures",
 )
 
 
@@ -78,9 +87,7 @@ class Counters:
 
     def minus(self, other: Counters) -> Counters:
         """Difference, never below zero (a baseline can't exceed what it was taken from)."""
-        return Counters(
-            **{n: max(0, getattr(self, n) - getattr(other, n)) for n in COUNTERS}
-        )
+        return Counters(**{n: max(0, getattr(self, n) - getattr(other, n)) for n in COUNTERS})
 
     def as_dict(self) -> dict[str, int]:
         return {n: getattr(self, n) for n in COUNTERS}
@@ -123,9 +130,6 @@ class Profile:
     @property
     def paused(self) -> bool:
         return self.status is Status.PAUSED
-
-    def with_limits(self, **changes: float | int) -> Profile:
-        return replace(self, limits=replace(self.limits, **changes))
 
 
 @dataclass

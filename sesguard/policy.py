@@ -111,8 +111,9 @@ def compute_windows(
         for hour, counts in buckets.items():
             if start <= hour <= current:
                 if rearm and hour == rearm_hour:
-                    counts = counts.minus(rearm.baseline)
-                total.add(counts)
+                    total.add(counts.minus(rearm.baseline))
+                else:
+                    total.add(counts)
         result.append(Window(hours, total.sent, total.hard_bounces, total.complaints))
     return tuple(result)
 

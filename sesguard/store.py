@@ -104,7 +104,7 @@ def counter_update(
     values = {f":{n}": {"N": str(v)} for n, v in nonzero.items()}
     expr = "ADD " + ", ".join(f"#{n} :{n}" for n in nonzero)
     if expires_at is not None:
-        expr += f" SET #ttl = if_not_exists(#ttl, :ttl)"
+        expr += " SET #ttl = if_not_exists(#ttl, :ttl)"
         names["#ttl"] = t.TTL_ATTRIBUTE
         values[":ttl"] = {"N": str(expires_at)}
     return {
@@ -322,7 +322,9 @@ class PartnerStore:
 
     # ---- counters ----------------------------------------------------------------
 
-    def counter_updates(self, partner_id: str, hour: datetime, counts: Counters) -> list[dict[str, Any]]:
+    def counter_updates(
+        self, partner_id: str, hour: datetime, counts: Counters
+    ) -> list[dict[str, Any]]:
         """The two transaction items that add `counts` to one hour bucket and the totals."""
         if not counts:
             return []
@@ -363,4 +365,3 @@ class PartnerStore:
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
-

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 
@@ -14,7 +13,7 @@ for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
     os.environ.pop(_var, None)
 os.environ.update(
     AWS_ACCESS_KEY_ID="testing",
-    AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105 - moto's fake credentials
+    AWS_SECRET_ACCESS_KEY="testing",
     AWS_REGION="us-east-1",
     AWS_DEFAULT_REGION="us-east-1",
     AWS_MAX_ATTEMPTS="1",
@@ -23,29 +22,19 @@ os.environ.update(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
+    """moto over HTTP, with DynamoDB's atomic conditional writes (see sesguard.localaws)."""
+    from sesguard.localaws import local_aws
 
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
-    yield endpoint
-    server.stop()
+    with local_aws() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(autouse=True)
 def moto_reset(moto_endpoint: str) -> None:
     req = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
-    urllib.request.urlopen(req, timeout=10).close()  # noqa: S310 - loopback moto server
+    urllib.request.urlopen(req, timeout=10).close()
 
 
 @pytest.fixture(scope="session")
@@ -82,5 +71,10 @@ async def store(clients: object, table: str) -> object:
 def moto_data(endpoint: str) -> dict[str, object]:
     import json
 
-    with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=10) as r:  # noqa: S310
+    with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=10) as r:
         return json.loads(r.read())  # type: ignore[no-any-return]
+
+
+def sent_emails(endpoint: str) -> list[dict[str, object]]:
+    """Every message moto's SES accepted: source, destinations, subject, body."""
+    return list(moto_data(endpoint).get("ses", {}).get("Message", []))  # type: ignore[attr-defined]

@@ -1,0 +1,540 @@
+"""`sesguard`: the operator's command line.
+
+Exit codes: 0 done, 1 operational failure (AWS unreachable, table missing, ...),
+2 usage or validation error. Every refusal is one line on stderr; tracebacks only with
+--debug. The services (`sesguard sender`, `sesguard worker`) are imported lazily so the
+core never depends on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn
+
+import orjson
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from email_validator import EmailNotValidError, validate_email
+
+from sesguard import __version__
+from sesguard.aws import Clients, open_clients
+from sesguard.jobs import JobError, job_schema, parse_job
+from sesguard.logging import configure_logging
+from sesguard.partners import InvalidPartnerId, Limits, PausedBy, Profile, check_partner_id, utcnow
+from sesguard.settings import Settings, SettingsError, load_settings
+from sesguard.store import PartnerExists, PartnerNotFound, PartnerStore, StoreError
+
+EXIT_OK, EXIT_OPERATIONAL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the operator (exit 2)."""
+
+
+class OperationalError(Exception):
+    """Something outside the operator's input failed (exit 1)."""
+
+
+# ---- argument types: each refusal names what is wrong --------------------------------
+
+
+def partner_id_arg(value: str) -> str:
+    try:
+        return check_partner_id(value)
+    except InvalidPartnerId as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def email_arg(value: str) -> str:
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise argparse.ArgumentTypeError(f"invalid e-mail address {value!r}: {exc}") from None
+
+
+def rate_arg(value: str) -> float:
+    try:
+        rate = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0 < rate <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is outside (0, 1]: give a fraction, 0.05 = 5%")
+    return rate
+
+
+def volume_arg(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"min volume must be >= 1, got {n}")
+    return n
+
+
+def warn_arg(value: str) -> float:
+    rate = rate_arg(value)
+    if rate >= 1:
+        raise argparse.ArgumentTypeError("warn ratio must be below 1")
+    return rate
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line (no usage dump) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"sesguard: error: {message} (see `{self.prog} --help`)\n")
+
+
+# ---- command implementations --------------------------------------------------------
+
+
+def _store(clients: Clients, settings: Settings) -> PartnerStore:
+    return PartnerStore(
+        clients.dynamodb, settings.table, settings.window_hours, settings.bucket_retention_days
+    )
+
+
+async def cmd_bootstrap(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
+    from sesguard.bootstrap import bootstrap
+
+    identities = list(args.identity or [])
+    report = await bootstrap(clients, settings, identities)
+    for resource, outcome, detail in report.steps:
+        print(f"{outcome:8} {resource}" + (f"  ({detail})" if detail else ""))
+    print(
+        "bootstrap: " + ("resources created or updated" if report.changed else "nothing to change")
+    )
+    return EXIT_OK
+
+
+async def cmd_partners_add(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
+    limits = Limits(
+        bounce_rate=args.bounce_limit or settings.default_bounce_limit,
+        complaint_rate=args.complaint_limit or settings.default_complaint_limit,
+        min_volume=args.min_volume or settings.default_min_volume,
+        warn_ratio=args.warn_ratio or settings.warn_ratio,
+    )
+    profile = Profile(args.partner_id, args.contact, limits, tenant_name=args.tenant)
+    try:
+        await _store(clients, settings).create(profile)
+    except PartnerExists:
+        raise UsageError(
+            f"partner {args.partner_id} already exists: use `sesguard partners set`"
+        ) from None
+    print(f"added partner {args.partner_id}")
+    return EXIT_OK
+
+
+async def cmd_partners_set(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
+    changes = {
+        "contact_email": args.contact,
+        "bounce_limit": args.bounce_limit,
+        "complaint_limit": args.complaint_limit,
+        "min_volume": args.min_volume,
+        "warn_ratio": args.warn_ratio,
+        "tenant_name": args.tenant,
+    }
+    if all(v is None for v in changes.values()):
+        raise UsageError("nothing to change: give at least one option (see --help)")
+    try:
+        await _store(clients, settings).update(args.partner_id, **changes)
+    except PartnerNotFound:
+        raise UsageError(f"no partner {args.partner_id}: add it first") from None
+    print(f"updated partner {args.partner_id}")
+    return EXIT_OK
+
+
+async def cmd_partners_pause(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
+    from sesguard.transitions import pause_partner
+
+    store = _store(clients, settings)
+    profile = await store.get_profile(args.partner_id)
+    if profile is None:
+        raise UsageError(f"no partner {args.partner_id}")
+    outcome = await pause_partner(
+        store,
+        clients.sesv2,
+        args.partner_id,
+        args.reason,
+        PausedBy.OPERATOR,
+        None if args.no_notify else settings.notify_from,
+    )
+    if outcome.won:
+        print(
+            f"paused partner {args.partner_id}" + ("" if outcome.notice_id else " (no notice sent)")
+        )
+    else:
+        print(f"partner {args.partner_id} was already paused")
+    return EXIT_OK
+
+
+async def cmd_partners_resume(
+    args: argparse.Namespace, settings: Settings, clients: Clients
+) -> int:
+    store = _store(clients, settings)
+    resumed = await _call_store(store.resume(args.partner_id), args.partner_id)
+    print(
+        f"resumed partner {args.partner_id}"
+        if resumed
+        else f"partner {args.partner_id} was not paused"
+    )
+    held = await _held_jobs(clients, settings)
+    if args.replay:
+        url = (await clients.sqs.get_queue_url(QueueName=settings.send_queue))["QueueUrl"]
+        n = await held.replay(args.partner_id, url)
+        print(f"replayed {n} held jobs")
+    elif args.discard:
+        n = await held.discard(args.partner_id)
+        print(f"discarded {n} held jobs")
+    else:
+        n = await held.count(args.partner_id)
+        if n:
+            print(
+                f"{n} jobs remain held: run `sesguard partners resume {args.partner_id} "
+                "--replay` to send them or --discard to drop them"
+            )
+    return EXIT_OK
+
+
+async def _held_jobs(clients: Clients, settings: Settings) -> Any:
+    from sesguard.held import HeldJobs
+
+    return HeldJobs(clients.dynamodb, settings.table, clients.sqs)
+
+
+async def _call_store(awaitable: Awaitable[Any], partner_id: str) -> Any:
+    try:
+        return await awaitable
+    except PartnerNotFound:
+        raise UsageError(f"no partner {partner_id}") from None
+
+
+async def _partner_report(
+    store: PartnerStore, settings: Settings, partner_id: str
+) -> dict[str, Any] | None:
+    from sesguard.report import partner_json
+
+    now = utcnow()
+    state = await store.get_state(partner_id, now)
+    if state.profile is None and not state.totals and not state.buckets:
+        return None
+    held = await store.count_held(partner_id)
+    defaults = Limits(
+        settings.default_bounce_limit,
+        settings.default_complaint_limit,
+        settings.default_min_volume,
+        settings.warn_ratio,
+    )
+    return partner_json(state, held, now, settings.window_hours, defaults)
+
+
+async def cmd_partners_show(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
+    from sesguard.report import partner_text
+
+    report = await _partner_report(_store(clients, settings), settings, args.partner_id)
+    if report is None:
+        raise UsageError(f"no partner {args.partner_id} (and no traffic under that id)")
+    print(
+        orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
+        if args.json
+        else partner_text(report)
+    )
+    return EXIT_OK
+
+
+async def cmd_partners_list(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
+    from sesguard.report import partners_table
+
+    store = _store(clients, settings)
+    registered, unregistered = await store.list_partner_ids()
+    reports = await asyncio.gather(
+        *(_partner_report(store, settings, pid) for pid in [*registered, *unregistered])
+    )
+    rows = [r for r in reports if r is not None]
+    if args.json:
+        print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+    elif rows:
+        print(partners_table(rows))
+    else:
+        print("no partners yet: add one with `sesguard partners add ID --contact EMAIL`")
+    return EXIT_OK
+
+
+async def cmd_enqueue(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
+    from sesguard.enqueue import Enqueuer
+
+    jobs = args.jobs
+    enqueuer = await Enqueuer.for_queue(clients.sqs, settings.send_queue)
+    ids = await enqueuer.send(jobs)
+    for job_id in ids:
+        print(job_id)
+    print(f"enqueued {len(ids)} job{'s' if len(ids) != 1 else ''}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _jobs_from_args(args: argparse.Namespace) -> list[Any]:
+    """Validate every job before the first AWS call: a bad file sends nothing."""
+    from sesguard.enqueue import read_jobs_file
+
+    try:
+        if args.file:
+            if args.file == "-":
+                return read_jobs_file(sys.stdin)
+            try:
+                with open(args.file, encoding="utf-8") as fh:
+                    return read_jobs_file(fh)
+            except OSError as exc:
+                raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise UsageError(f"{args.file} is not UTF-8 text") from None
+        given = {
+            "--partner": args.partner,
+            "--from": args.from_,
+            "--to": args.to,
+            "--subject": args.subject,
+        }
+        missing = [flag for flag, value in given.items() if not value]
+        if missing:
+            raise UsageError(f"missing {', '.join(missing)} (or give --file)")
+        if not (args.text or args.html):
+            raise UsageError("give --text or --html (or both)")
+        job: dict[str, Any] = {
+            "partner_id": args.partner,
+            "from": args.from_,
+            "to": args.to,
+            "subject": args.subject,
+        }
+        for name in ("cc", "bcc", "reply_to", "text", "html", "job_id"):
+            if getattr(args, name):
+                job[name] = getattr(args, name)
+        if args.tag:
+            job["tags"] = dict(_split_tag(t) for t in args.tag)
+        return [parse_job(job)]
+    except JobError as exc:
+        raise UsageError(f"invalid job: {exc}") from None
+
+
+def _split_tag(value: str) -> tuple[str, str]:
+    name, sep, tag_value = value.partition("=")
+    if not sep:
+        raise UsageError(f"--tag {value!r}: use NAME=VALUE")
+    return name, tag_value
+
+
+def cmd_job_schema(_args: argparse.Namespace) -> int:
+    print(orjson.dumps(job_schema(), option=orjson.OPT_INDENT_2).decode())
+    return EXIT_OK
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from sesguard import health
+
+    settings = load_settings()
+    return int(health.check(settings.heartbeat_file, args.max_age))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sesguard import demo
+
+    return int(demo.main(args))
+
+
+def service_args(name: str, argv: Sequence[str]) -> tuple[Any, argparse.Namespace]:
+    """Parse `sesguard sender|worker ...` with the service's own options."""
+    module = importlib.import_module(f"{name}.main")
+    parser = _Parser(prog=f"sesguard {name}", description=f"Run the {name} service.")
+    module.add_arguments(parser)
+    return module, parser.parse_args(list(argv))
+
+
+# ---- parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sesguard", description="Per-partner sending-reputation guard for Amazon SES.")
+    p.add_argument("--version", action="version", version=f"sesguard {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    b = sub.add_parser("bootstrap", help="create all resources (idempotent)")
+    b.add_argument(
+        "--identity",
+        action="append",
+        metavar="DOMAIN_OR_ADDRESS",
+        help="SES identity to create (repeatable)",
+    )
+    b.set_defaults(handler=cmd_bootstrap)
+
+    for name in ("sender", "worker"):
+        # The service parses its own options (same as `python -m sender`): imported only
+        # when run, so the core never depends on the services.
+        sp = sub.add_parser(name, help=f"run the {name} service", add_help=False)
+        sp.add_argument("service_args", nargs=argparse.REMAINDER)
+        sp.set_defaults(service=name)
+
+    parts = sub.add_parser("partners", help="manage partners").add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=_Parser
+    )
+
+    def limit_options(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--bounce-limit", type=rate_arg, metavar="F", help="e.g. 0.05 for 5%%")
+        sp.add_argument(
+            "--complaint-limit", type=rate_arg, metavar="F", help="e.g. 0.001 for 0.1%%"
+        )
+        sp.add_argument(
+            "--min-volume",
+            type=volume_arg,
+            metavar="N",
+            help="sends a window needs before it judges",
+        )
+        sp.add_argument(
+            "--warn-ratio",
+            type=warn_arg,
+            metavar="F",
+            help="warn at this fraction of a limit (default 0.5)",
+        )
+        sp.add_argument(
+            "--tenant",
+            type=partner_id_arg,
+            metavar="NAME",
+            help="SES tenant to send as (with SESGUARD_USE_TENANTS)",
+        )
+
+    a = parts.add_parser("add", help="register a partner")
+    a.add_argument("partner_id", type=partner_id_arg, metavar="ID")
+    a.add_argument("--contact", type=email_arg, required=True, metavar="EMAIL")
+    limit_options(a)
+    a.set_defaults(handler=cmd_partners_add)
+
+    s = parts.add_parser("set", help="change a partner's contact or limits")
+    s.add_argument("partner_id", type=partner_id_arg, metavar="ID")
+    s.add_argument("--contact", type=email_arg, metavar="EMAIL")
+    limit_options(s)
+    s.set_defaults(handler=cmd_partners_set)
+
+    pa = parts.add_parser("pause", help="pause a partner (its jobs are held)")
+    pa.add_argument("partner_id", type=partner_id_arg, metavar="ID")
+    pa.add_argument("--reason", default="paused by operator", metavar="TEXT")
+    pa.add_argument("--no-notify", action="store_true", help="do not e-mail the partner")
+    pa.set_defaults(handler=cmd_partners_pause)
+
+    r = parts.add_parser("resume", help="resume a paused partner")
+    r.add_argument("partner_id", type=partner_id_arg, metavar="ID")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--replay", action="store_true", help="send the held jobs")
+    g.add_argument("--discard", action="store_true", help="drop the held jobs")
+    r.set_defaults(handler=cmd_partners_resume)
+
+    ls = parts.add_parser("list", help="all partners with their rates")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=cmd_partners_list)
+
+    sh = parts.add_parser("show", help="one partner in detail")
+    sh.add_argument("partner_id", type=partner_id_arg, metavar="ID")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(handler=cmd_partners_show)
+
+    e = sub.add_parser("enqueue", help="put send jobs on the send queue")
+    e.add_argument("--file", metavar="PATH", help="JSON lines, one job per line ('-' for stdin)")
+    e.add_argument("--partner", type=partner_id_arg, metavar="ID")
+    e.add_argument("--from", dest="from_", metavar="ADDR")
+    e.add_argument("--to", action="append", metavar="ADDR")
+    e.add_argument("--cc", action="append", metavar="ADDR")
+    e.add_argument("--bcc", action="append", metavar="ADDR")
+    e.add_argument("--reply-to", action="append", metavar="ADDR")
+    e.add_argument("--subject", metavar="S")
+    e.add_argument("--text", metavar="T")
+    e.add_argument("--html", metavar="H")
+    e.add_argument("--tag", action="append", metavar="NAME=VALUE")
+    e.add_argument("--job-id", metavar="X")
+    e.set_defaults(handler=cmd_enqueue)
+
+    js = sub.add_parser("job-schema", help="print the send job's JSON Schema")
+    js.set_defaults(local=cmd_job_schema)
+
+    h = sub.add_parser("health", help="exit 0 if this container's service loop is alive")
+    h.add_argument("--max-age", type=float, default=90.0, metavar="SECONDS")
+    h.set_defaults(local=cmd_health)
+
+    d = sub.add_parser("demo", help="the whole loop on an embedded AWS stand-in (no Docker)")
+    d.add_argument("--jobs", type=volume_arg, default=300, metavar="N", help="jobs to send")
+    d.add_argument(
+        "--keep-running", action="store_true", help="leave the embedded endpoint up after the demo"
+    )
+    d.set_defaults(local=cmd_demo)
+    return p
+
+
+Handler = Callable[[argparse.Namespace, Settings, Clients], Awaitable[int]]
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "service", None):
+        module, service_ns = service_args(args.service, args.service_args)
+        return int(await module.run(service_ns, settings))
+    handler: Handler = args.handler
+    async with open_clients(settings.concurrency) as clients:
+        return await handler(args, settings, clients)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = bool(args.debug)
+    try:
+        if getattr(args, "local", None):
+            configure_logging("auto", "DEBUG" if debug else "WARNING")
+            return int(args.local(args))
+        service = getattr(args, "service", None)
+        if service:
+            service_args(service, args.service_args)  # --help and bad options before settings
+        settings = load_settings()
+        configure_logging(
+            settings.log_format,
+            "DEBUG" if debug else (settings.log_level if service else "WARNING"),
+        )
+        if args.command == "enqueue":
+            args.jobs = _jobs_from_args(args)
+        return asyncio.run(_dispatch(args, settings))
+    except SettingsError as exc:
+        return _fail(EXIT_USAGE, f"configuration: {exc}", debug)
+    except UsageError as exc:
+        return _fail(EXIT_USAGE, str(exc), debug)
+    except (StoreError, OperationalError) as exc:
+        return _fail(EXIT_OPERATIONAL, str(exc), debug)
+    except NoCredentialsError:
+        return _fail(
+            EXIT_OPERATIONAL,
+            "no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID)",
+            debug,
+        )
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        hint = ""
+        if err.get("Code") in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            hint = ": run `sesguard bootstrap` first"
+        return _fail(
+            EXIT_OPERATIONAL,
+            f"AWS {err.get('Code', 'error')}: {err.get('Message', '')}{hint}",
+            debug,
+        )
+    except (BotoCoreError, OSError) as exc:
+        return _fail(EXIT_OPERATIONAL, f"cannot reach AWS: {exc}", debug)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(code: int, message: str, debug: bool) -> int:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    print(f"sesguard: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
