@@ -525,6 +525,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_OPERATIONAL, f"cannot reach AWS: {exc}", debug)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug or an unforeseen failure: still one line, exit 1
+        return _fail(EXIT_OPERATIONAL, f"unexpected error: {exc!r} (run with --debug)", debug)
 
 
 def _fail(code: int, message: str, debug: bool) -> int:

@@ -1,0 +1,258 @@
+"""The operator CLI end to end: the real `sesguard` command against the moto server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sesguard.bootstrap import bootstrap
+
+SESGUARD = str(Path(sys.executable).with_name("sesguard"))
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def cli(*args: str, stdin: str | None = None, **env: str) -> Result:
+    proc = subprocess.run(
+        [SESGUARD, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+        check=False,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def one_line_error(r: Result, code: int, *needles: str) -> None:
+    assert r.code == code, (r.code, r.out, r.err)
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1, r.err  # one clear line, no traceback
+    assert "Traceback" not in r.err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture
+async def ready(clients, settings) -> None:
+    await bootstrap(clients, settings, ["isv.example.com"])
+
+
+async def queue_bodies(clients, name: str = "sesguard-send-jobs") -> list[dict]:
+    url = (await clients.sqs.get_queue_url(QueueName=name))["QueueUrl"]
+    bodies = []
+    while True:
+        resp = await clients.sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+        )
+        msgs = resp.get("Messages", [])
+        if not msgs:
+            return bodies
+        bodies.extend(json.loads(m["Body"]) for m in msgs)
+
+
+# ---- partners --------------------------------------------------------------------------
+
+
+async def test_partners_lifecycle(ready) -> None:
+    r = cli("partners", "add", "acme", "--contact", "ops@acme.example.com", "--bounce-limit", "0.04")
+    assert r.code == 0 and "added partner acme" in r.out
+    one_line_error(cli("partners", "add", "acme", "--contact", "x@acme.example.com"), 2, "exists")
+
+    r = cli("partners", "set", "acme", "--complaint-limit", "0.002", "--min-volume", "50")
+    assert r.code == 0, r.err
+    shown = json.loads(cli("partners", "show", "acme", "--json").out)
+    for key in (
+        "partner_id", "status", "contact_email", "limits", "totals", "windows",
+        "held_jobs", "paused_reason",
+    ):
+        assert key in shown
+    assert shown["limits"] == {
+        "bounce_rate": 0.04, "complaint_rate": 0.002, "min_volume": 50, "warn_ratio": 0.5
+    }
+    assert set(shown["totals"]) == {
+        "sent", "delivered", "hard_bounces", "soft_bounces", "suppressed", "complaints",
+        "rejects", "delivery_delays", "opens", "clicks", "rendering_failures",
+    }
+    assert [w["hours"] for w in shown["windows"]] == [24, 168]
+    assert set(shown["windows"][0]) >= {
+        "hours", "sent", "hard_bounces", "complaints", "bounce_rate", "complaint_rate"
+    }
+    assert shown["status"] == "active" and shown["held_jobs"] == 0
+
+    r = cli("partners", "pause", "acme", "--reason", "list audit")
+    assert r.code == 0 and "paused partner acme" in r.out, r.err
+    shown = json.loads(cli("partners", "show", "acme", "--json").out)
+    assert shown["status"] == "paused" and shown["paused_reason"] == "list audit"
+    assert shown["paused_by"] == "operator"
+    assert "already paused" in cli("partners", "pause", "acme").out
+
+    r = cli("partners", "resume", "acme")
+    assert r.code == 0 and "resumed partner acme" in r.out, r.err
+    assert json.loads(cli("partners", "show", "acme", "--json").out)["status"] == "active"
+
+    listed = json.loads(cli("partners", "list", "--json").out)
+    assert [p["partner_id"] for p in listed] == ["acme"]
+    text = cli("partners", "list").out
+    assert text.splitlines()[0].startswith("PARTNER") and "acme" in text
+    assert "bounce 4.00%" in cli("partners", "show", "acme").out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["partners", "add", "bad id!", "--contact", "a@b.example.com"], "invalid partner id"),
+        (["partners", "add", "x" * 65, "--contact", "a@b.example.com"], "invalid partner id"),
+        (["partners", "add", "acme", "--contact", "not-an-email"], "invalid e-mail"),
+        (["partners", "add", "acme"], "--contact"),
+        (["partners", "add", "acme", "--contact", "a@b.example.com", "--bounce-limit", "0"],
+         "outside (0, 1]"),
+        (["partners", "add", "acme", "--contact", "a@b.example.com", "--bounce-limit", "1.5"],
+         "outside (0, 1]"),
+        (["partners", "add", "acme", "--contact", "a@b.example.com", "--complaint-limit", "x"],
+         "not a number"),
+        (["partners", "add", "acme", "--contact", "a@b.example.com", "--min-volume", "0"],
+         "min volume must be >= 1"),
+        (["partners", "add", "acme", "--contact", "a@b.example.com", "--min-volume", "2.5"],
+         "not a whole number"),
+        (["partners", "resume", "acme", "--replay", "--discard"], "not allowed with"),
+        (["partners", "frobnicate"], "invalid choice"),
+        (["nosuchcommand"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(moto_endpoint, args, needle) -> None:
+    one_line_error(cli(*args), 2, needle)
+
+
+async def test_unknown_partner_refusals(ready) -> None:
+    one_line_error(cli("partners", "show", "ghost"), 2, "no partner ghost")
+    one_line_error(cli("partners", "set", "ghost", "--min-volume", "3"), 2, "no partner ghost")
+    one_line_error(cli("partners", "pause", "ghost"), 2, "no partner ghost")
+    one_line_error(cli("partners", "resume", "ghost"), 2, "no partner ghost")
+    one_line_error(cli("partners", "set", "ghost"), 2, "nothing to change")
+
+
+def test_operational_errors_exit_1(moto_endpoint) -> None:
+    # No bootstrap: the table does not exist.
+    one_line_error(cli("partners", "list"), 1, "run `sesguard bootstrap`")
+    one_line_error(
+        cli("enqueue", "--partner", "acme", "--from", "a@acme.example.com", "--to",
+            "b@x.example.org", "--subject", "s", "--text", "t"),
+        1, "run `sesguard bootstrap`",
+    )
+    one_line_error(
+        cli("partners", "list", AWS_ENDPOINT_URL="http://127.0.0.1:9"), 1, "cannot reach AWS"
+    )
+    r = cli("--debug", "partners", "list")
+    assert r.code == 1 and "Traceback" in r.err
+
+
+def test_bad_settings_name_the_variable(moto_endpoint) -> None:
+    one_line_error(cli("partners", "list", SESGUARD_CONCURRENCY="lots"), 2, "SESGUARD_CONCURRENCY")
+    one_line_error(cli("partners", "list", SESGUARD_NOTIFY_FROM="nope"), 2, "SESGUARD_NOTIFY_FROM")
+
+
+def test_bootstrap_twice(moto_endpoint) -> None:
+    first = cli("bootstrap", "--identity", "isv.example.com")
+    assert first.code == 0, first.err
+    assert "created  dynamodb table sesguard" in first.out
+    second = cli("bootstrap", "--identity", "isv.example.com")
+    assert second.code == 0 and "nothing to change" in second.out
+    assert "created" not in second.out
+
+
+# ---- enqueue ---------------------------------------------------------------------------
+
+
+JOB = {
+    "partner_id": "acme",
+    "from": "Acme <news@acme.example.com>",
+    "to": ["ana@customer.example.org"],
+    "subject": "Hello",
+    "text": "Hi Ana",
+}
+
+
+async def test_enqueue_from_flags(ready, clients) -> None:
+    r = cli("enqueue", "--partner", "acme", "--from", "news@acme.example.com",
+            "--to", "a@x.example.org", "--to", "b@x.example.org", "--subject", "Hi",
+            "--html", "<p>hi</p>", "--tag", "campaign=nov", "--job-id", "job-1")
+    assert r.code == 0, r.err
+    assert r.out.strip() == "job-1"
+    [body] = await queue_bodies(clients)
+    assert body["job_id"] == "job-1" and body["to"] == ["a@x.example.org", "b@x.example.org"]
+    assert body["tags"] == {"campaign": "nov"} and body["html"] == "<p>hi</p>"
+
+
+async def test_enqueue_file_in_batches(ready, clients, tmp_path) -> None:
+    path = tmp_path / "jobs.jsonl"
+    path.write_text("\n".join(json.dumps({**JOB, "job_id": f"j{i}"}) for i in range(23)) + "\n")
+    r = cli("enqueue", "--file", str(path))
+    assert r.code == 0, r.err
+    assert "enqueued 23 jobs" in r.err
+    bodies = await queue_bodies(clients)
+    assert sorted(b["job_id"] for b in bodies) == sorted(f"j{i}" for i in range(23))
+    r = cli("enqueue", "--file", "-", stdin=json.dumps({**JOB, "job_id": "stdin-1"}))
+    assert r.code == 0 and r.out.strip() == "stdin-1"
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ("{not json", "line 2: not JSON"),
+        ("[1, 2]", "line 2: a send job must be a JSON object"),
+        (json.dumps({**JOB, "to": ["nobody"]}), "line 2: to.0: not an e-mail address"),
+        (json.dumps({**JOB, "subject": "hi\r\nBcc: all@x.example.org"}),
+         "line 2: subject: must not contain CR or LF"),
+        (json.dumps({**JOB, "from": "a@b.example.com\nBcc: c@d.example.com"}),
+         "line 2: from: must not contain CR or LF"),
+        (json.dumps({k: v for k, v in JOB.items() if k != "text"}),
+         "line 2: text or html is required"),
+        (json.dumps({k: v for k, v in JOB.items() if k != "partner_id"}),
+         "line 2: partner_id: Field required"),
+        (json.dumps({**JOB, "partner_id": "no spaces"}), "line 2: partner_id"),
+        (json.dumps({**JOB, "tags": {"bad tag": "x"}}), "line 2: tags"),
+        (json.dumps({**JOB, "tags": {"partner_id": "other"}}), "reserved"),
+        (json.dumps({**JOB, "surprise": 1}), "line 2: surprise: Extra inputs"),
+        (json.dumps({**JOB, "text": "x" * 300_000}), "line 2: job is"),
+    ],
+)
+async def test_enqueue_file_with_a_bad_line_sends_nothing(
+    ready, clients, tmp_path, line, needle
+) -> None:
+    path = tmp_path / "jobs.jsonl"
+    path.write_text(json.dumps(JOB) + "\n" + line + "\n" + json.dumps(JOB) + "\n")
+    one_line_error(cli("enqueue", "--file", str(path)), 2, needle)
+    assert await queue_bodies(clients) == []
+
+
+def test_enqueue_usage_errors(moto_endpoint, tmp_path) -> None:
+    one_line_error(cli("enqueue", "--partner", "acme"), 2, "missing --from, --to, --subject")
+    one_line_error(
+        cli("enqueue", "--partner", "acme", "--from", "a@acme.example.com", "--to",
+            "b@x.example.org", "--subject", "s"), 2, "--text or --html",
+    )
+    one_line_error(cli("enqueue", "--file", str(tmp_path / "missing.jsonl")), 2, "cannot read")
+    one_line_error(
+        cli("enqueue", "--partner", "acme", "--from", "a@acme.example.com", "--to",
+            "b@x.example.org", "--subject", "s", "--text", "t", "--tag", "novalue"),
+        2, "NAME=VALUE",
+    )
+
+
+def test_job_schema_printable() -> None:
+    r = cli("job-schema")
+    schema = json.loads(r.out)
+    assert r.code == 0 and set(schema["required"]) >= {"partner_id", "from", "to", "subject"}
