@@ -213,7 +213,7 @@ async def _call_store(awaitable: Awaitable[Any], partner_id: str) -> Any:
         raise UsageError(f"no partner {partner_id}") from None
 
 
-async def _partner_report(
+async def partner_report(
     store: PartnerStore, settings: Settings, partner_id: str
 ) -> dict[str, Any] | None:
     from sesguard.report import partner_json
@@ -235,7 +235,7 @@ async def _partner_report(
 async def cmd_partners_show(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
     from sesguard.report import partner_text
 
-    report = await _partner_report(_store(clients, settings), settings, args.partner_id)
+    report = await partner_report(_store(clients, settings), settings, args.partner_id)
     if report is None:
         raise UsageError(f"no partner {args.partner_id} (and no traffic under that id)")
     print(
@@ -252,7 +252,7 @@ async def cmd_partners_list(args: argparse.Namespace, settings: Settings, client
     store = _store(clients, settings)
     registered, unregistered = await store.list_partner_ids()
     reports = await asyncio.gather(
-        *(_partner_report(store, settings, pid) for pid in [*registered, *unregistered])
+        *(partner_report(store, settings, pid) for pid in [*registered, *unregistered])
     )
     rows = [r for r in reports if r is not None]
     if args.json:

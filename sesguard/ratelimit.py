@@ -28,6 +28,11 @@ class SystemClock:
         await asyncio.sleep(seconds)
 
 
+# Float slack: after sleeping exactly (1 - tokens) / rate, the refill can land a hair
+# below 1.0; without slack a fake clock (or a large monotonic value) would spin.
+_EPSILON = 1e-9
+
+
 class TokenBucket:
     """`rate` tokens per second, at most `burst` saved up; `acquire()` waits for one.
 
@@ -59,9 +64,11 @@ class TokenBucket:
         return self._tokens
 
     def try_acquire(self) -> bool:
-        """Take a token if one is there now; never waits."""
+        """Take a token if one is there now and nobody is queued for one; never waits."""
+        if self._lock.locked():
+            return False
         self._refill()
-        if self._tokens >= 1:
+        if self._tokens >= 1 - _EPSILON:
             self._tokens -= 1
             return True
         return False
@@ -71,10 +78,10 @@ class TokenBucket:
         async with self._lock:
             while True:
                 self._refill()
-                if self._tokens >= 1:
+                if self._tokens >= 1 - _EPSILON:
                     self._tokens -= 1
                     return
-                await self.clock.sleep((1 - self._tokens) / self.rate)
+                await self.clock.sleep(max(_EPSILON, (1 - self._tokens) / self.rate))
 
     def drain(self) -> None:
         """Forget saved-up tokens: after SES says "slow down", no burst follows."""

@@ -1,0 +1,422 @@
+"""Benchmark of the send service against a naive consumer, in one run.
+
+    python bench/sender.py [--jobs 300] [--partners 5] [--concurrency 32] [--latency-ms 0,10]
+
+Standalone: starts its own moto server (a child process on a free port, so the server
+and the consumers do not share one interpreter lock), sets fake AWS credentials, creates
+the resources, registers the partners and verifies the sending domain. Then the same N
+jobs go through:
+
+  naive  a consumer written here: receive 1 message, read the partner (one Query),
+         SendEmail, delete the message; one job at a time;
+  ours   sender.service.SenderService (long polls of 1 s as in --drain; batched receives
+         and deletes, cached gate, once-per-job claim, bounded concurrency).
+
+The queue is kept shallow for both (moto's SQS slows down sharply with depth): a feeder
+on its own, unmetered clients tops the queue up in batches of 10 so that at most --depth
+jobs are waiting. Throughput is N / (time from the consumer's start to the delete of its
+last job), so neither side is charged for noticing that the queue is empty. Calls are
+counted with botocore event hooks on the clients. The send rate setting is raised
+because moto has no SES quota.
+
+moto answers every request with a few milliseconds of CPU in one process, so on moto
+the speedup is bounded by the ratio of requests per job (naive 4, ours about 2.3), not
+by waiting. On AWS a call is a network round trip (milliseconds to tens of milliseconds)
+that concurrency hides and a one-at-a-time consumer pays in full. The scenarios after
+the first add a fixed simulated round trip (--latency-ms) to every call of both
+consumers to show that regime; the headline numbers are from the first scenario
+(default: no added latency). moto timings are not AWS timings.
+
+Prints a table, then as the last line one JSON object with speedup (ours / naive jobs
+per second), sqs_calls_per_job, dynamodb_reads_per_job (gate), ses_calls_per_job, and
+speedup_at_<L>ms_latency for each further scenario.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Fake credentials and a local endpoint before any AWS client exists.
+for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+    os.environ.pop(_var, None)
+os.environ.update(
+    AWS_ACCESS_KEY_ID="bench",
+    AWS_SECRET_ACCESS_KEY="bench",  # moto's fake credentials
+    AWS_REGION="us-east-1",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_MAX_ATTEMPTS="2",
+    SESGUARD_NOTIFY_FROM="guard@isv.example.com",
+    SESGUARD_LOG_LEVEL="WARNING",
+)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import orjson  # noqa: E402
+
+from sender.service import SenderService  # noqa: E402
+from sender.ses import send_params  # noqa: E402
+from sesguard.aws import Clients, open_clients  # noqa: E402
+from sesguard.bootstrap import bootstrap  # noqa: E402
+from sesguard.jobs import parse_job  # noqa: E402
+from sesguard.logging import configure_logging  # noqa: E402
+from sesguard.partners import Limits, Profile  # noqa: E402
+from sesguard.settings import Settings, load_settings  # noqa: E402
+from sesguard.store import PartnerStore  # noqa: E402
+
+DOMAIN = "isv.example.com"
+READ_OPS = frozenset({"Query", "GetItem", "BatchGetItem", "Scan"})
+WRITE_OPS = frozenset(
+    {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
+)
+
+
+# ---- moto -----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_moto() -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise SystemExit("moto server did not start") from None
+            time.sleep(0.1)
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    return proc, endpoint
+
+
+# ---- measuring ------------------------------------------------------------------------
+
+
+@dataclass
+class Meter:
+    """Counts calls per (service, operation) and when the N-th job was deleted."""
+
+    target: int = 0
+    calls: Counter[tuple[str, str]] = field(default_factory=Counter)
+    deleted: int = 0
+    ses_ok: int = 0
+    start: float = 0.0
+    done_at: float | None = None
+    latency: float = 0.0  # seconds added to every metered call
+
+    def reset(self, target: int, latency: float = 0.0) -> None:
+        self.target = target
+        self.latency = latency
+        self.calls.clear()
+        self.deleted = 0
+        self.ses_ok = 0
+        self.start = time.perf_counter()
+        self.done_at = None
+
+    def attach(self, clients: Clients) -> None:
+        for name in ("sqs", "dynamodb", "sesv2"):
+            client = getattr(clients, name)
+
+            async def before(model: Any, _name: str = name, **_: Any) -> None:
+                self.calls[(_name, model.name)] += 1
+                if self.latency > 0:
+                    await asyncio.sleep(self.latency)  # a simulated network round trip
+
+            client.meta.events.register("before-call.*.*", before, unique_id=f"bench-{name}")
+        clients.sqs.meta.events.register("after-call.sqs.DeleteMessage", self._deleted_one)
+        clients.sqs.meta.events.register("after-call.sqs.DeleteMessageBatch", self._deleted_batch)
+        clients.sesv2.meta.events.register("after-call.sesv2.SendEmail", self._sent)
+
+    def _mark(self, n: int) -> None:
+        self.deleted += n
+        if self.done_at is None and self.deleted >= self.target:
+            self.done_at = time.perf_counter()
+
+    def _deleted_one(self, http_response: Any, **_: Any) -> None:
+        if http_response.status_code < 300:
+            self._mark(1)
+
+    def _deleted_batch(self, http_response: Any, parsed: dict[str, Any], **_: Any) -> None:
+        if http_response.status_code < 300:
+            self._mark(len(parsed.get("Successful", [])))
+
+    def _sent(self, http_response: Any, **_: Any) -> None:
+        if http_response.status_code < 300:
+            self.ses_ok += 1
+
+    def summary(self, name: str, jobs: int, total: float) -> dict[str, Any]:
+        busy = (self.done_at or time.perf_counter()) - self.start
+        per = {
+            svc: sum(n for (s, _), n in self.calls.items() if s == svc)
+            for svc in ("sqs", "dynamodb", "sesv2")
+        }
+        reads = sum(n for (s, op), n in self.calls.items() if s == "dynamodb" and op in READ_OPS)
+        writes = sum(n for (s, op), n in self.calls.items() if s == "dynamodb" and op in WRITE_OPS)
+        return {
+            "name": name,
+            "jobs": jobs,
+            "seconds": busy,
+            "seconds_total": total,
+            "jobs_per_s": jobs / busy if busy > 0 else 0.0,
+            "sqs_calls_per_job": per["sqs"] / jobs,
+            "dynamodb_reads_per_job": reads / jobs,
+            "dynamodb_writes_per_job": writes / jobs,
+            "ses_calls_per_job": per["sesv2"] / jobs,
+            "sent": self.ses_ok,
+        }
+
+
+# ---- the two consumers ----------------------------------------------------------------
+
+
+async def naive_consumer(
+    clients: Clients, settings: Settings, store: PartnerStore, meter: Meter
+) -> None:
+    """What one would write first: one message at a time, one partner read per job."""
+    url = (await clients.sqs.get_queue_url(QueueName=settings.send_queue))["QueueUrl"]
+    while meter.done_at is None:
+        resp = await clients.sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=1
+        )
+        messages = resp.get("Messages", [])
+        if not messages:
+            continue
+        msg = messages[0]
+        job = parse_job(msg["Body"])
+        state = await store.get_state(job.partner_id)
+        if state.profile is not None and not state.profile.paused:
+            await clients.sesv2.send_email(**send_params(job, settings, state.profile))
+        await clients.sqs.delete_message(QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"])
+
+
+async def ours(clients: Clients, settings: Settings, meter: Meter) -> None:
+    # Long polls of 1 s, as in --drain; stopped (like SIGTERM) once the N-th job is done,
+    # because the feeder may leave the queue empty for a moment before it is finished.
+    service = SenderService(clients, settings, wait_seconds=1)
+    service.metrics.stream = sys.stderr  # keep stdout for the table and the JSON
+    run = asyncio.create_task(service.run())
+    while meter.done_at is None and not run.done():  # noqa: ASYNC110 - polling the meter
+        await asyncio.sleep(0.01)
+    service.stop("benchmark done")
+    code = await run
+    if code != 0:
+        raise SystemExit(f"sender exited {code}")
+
+
+# ---- setup ----------------------------------------------------------------------------
+
+
+def make_jobs(n: int, partners: list[str], run: int = 0) -> list[bytes]:
+    """N jobs; `run` keeps job_ids apart between scenarios (once-per-job would skip them)."""
+    jobs = []
+    for i in range(n):
+        pid = partners[i % len(partners)]
+        jobs.append(
+            orjson.dumps(
+                {
+                    "job_id": f"bench-{run}-{i:06d}",
+                    "partner_id": pid,
+                    "from": f"{pid} <news@{DOMAIN}>",
+                    "to": [f"customer{i}@example.org"],
+                    "subject": f"Your order {i} has shipped",
+                    "text": "Hello,\n\nyour order is on its way.\n",
+                    "html": "<p>Hello,</p><p>your order is on its way.</p>",
+                    "tags": {"campaign": "shipping"},
+                }
+            )
+        )
+    return jobs
+
+
+async def feed(clients: Clients, url: str, jobs: list[bytes], meter: Meter, depth: int) -> None:
+    """Enqueue in batches of 10, keeping at most `depth` jobs not yet deleted."""
+    for start in range(0, len(jobs), 10):
+        chunk = jobs[start : start + 10]
+        while start + len(chunk) - meter.deleted > depth:  # noqa: ASYNC110 - polling the meter
+            await asyncio.sleep(0.002)
+        await clients.sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "MessageBody": b.decode()} for i, b in enumerate(chunk)],
+        )
+
+
+async def queue_depth(clients: Clients, url: str) -> int:
+    attrs = (
+        await clients.sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    settings = load_settings(
+        max_send_rate=100_000.0,  # moto has no SES quota; measure the pipeline, not a limit
+        concurrency=args.concurrency,
+        gate_cache_seconds=5.0,
+    )
+    partners = [f"partner-{p:02d}" for p in range(args.partners)]
+    async with open_clients(args.concurrency) as clients, open_clients(4) as feeder:
+        await bootstrap(clients, settings, [DOMAIN])
+        store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+        for pid in partners:
+            await store.create(Profile(pid, f"ops@{pid}.example.org", Limits()))
+        url = (await clients.sqs.get_queue_url(QueueName=settings.send_queue))["QueueUrl"]
+        dlq = (await clients.sqs.get_queue_url(QueueName=f"{settings.send_queue}-dlq"))["QueueUrl"]
+        meter = Meter()
+        meter.attach(clients)
+        scenarios = []
+        for run, latency_ms in enumerate(args.latency_ms):
+            jobs = make_jobs(args.jobs, partners, run)
+            rows = []
+            consumers: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+                ("naive", lambda: naive_consumer(clients, settings, store, meter)),
+                ("sesguard sender", lambda: ours(clients, settings, meter)),
+            ]
+            for name, consumer in consumers:
+                meter.reset(len(jobs), latency_ms / 1000)
+                t0 = time.perf_counter()
+                await asyncio.gather(feed(feeder, url, jobs, meter, args.depth), consumer())
+                total = time.perf_counter() - t0
+                meter.latency = 0.0
+                row = meter.summary(name, len(jobs), total)
+                row["latency_ms"] = latency_ms
+                if row["sent"] != len(jobs) or await queue_depth(clients, url):
+                    raise SystemExit(
+                        f"{name}: sent {row['sent']} of {len(jobs)} or queue not empty"
+                    )
+                rows.append(row)
+            scenarios.append(rows)
+        if await queue_depth(clients, dlq):
+            raise SystemExit("jobs ended up in the DLQ")
+    naive, mine = scenarios[0]
+    summary: dict[str, Any] = {
+        "benchmark": "sender",
+        "backend": "moto server (HTTP), separate process",
+        "jobs": args.jobs,
+        "partners": args.partners,
+        "concurrency": args.concurrency,
+        "queue_depth_max": args.depth,
+        "latency_ms": args.latency_ms[0],
+        "naive_jobs_per_s": round(naive["jobs_per_s"], 1),
+        "ours_jobs_per_s": round(mine["jobs_per_s"], 1),
+        "speedup": round(mine["jobs_per_s"] / naive["jobs_per_s"], 2),
+        "sqs_calls_per_job": round(mine["sqs_calls_per_job"], 3),
+        "dynamodb_reads_per_job": round(mine["dynamodb_reads_per_job"], 3),
+        "dynamodb_writes_per_job": round(mine["dynamodb_writes_per_job"], 3),
+        "ses_calls_per_job": round(mine["ses_calls_per_job"], 3),
+        "naive_sqs_calls_per_job": round(naive["sqs_calls_per_job"], 3),
+        "naive_dynamodb_reads_per_job": round(naive["dynamodb_reads_per_job"], 3),
+        "naive_ses_calls_per_job": round(naive["ses_calls_per_job"], 3),
+    }
+    for n, o in scenarios[1:]:
+        summary[f"speedup_at_{n['latency_ms']:g}ms_latency"] = round(
+            o["jobs_per_s"] / n["jobs_per_s"], 2
+        )
+    summary["targets_met"] = bool(
+        summary["speedup"] >= 5
+        and summary["sqs_calls_per_job"] <= 0.3
+        and summary["dynamodb_reads_per_job"] <= 0.1
+    )
+    summary["_rows"] = [row for rows in scenarios for row in rows]
+    return summary
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    rows = summary.pop("_rows")
+    cols = [
+        ("consumer", "name", "{}"),
+        ("+latency ms", "latency_ms", "{:g}"),
+        ("jobs", "jobs", "{}"),
+        ("busy s", "seconds", "{:.2f}"),
+        ("total s", "seconds_total", "{:.2f}"),
+        ("jobs/s", "jobs_per_s", "{:.1f}"),
+        ("SQS/job", "sqs_calls_per_job", "{:.3f}"),
+        ("DDB reads/job", "dynamodb_reads_per_job", "{:.3f}"),
+        ("DDB writes/job", "dynamodb_writes_per_job", "{:.3f}"),
+        ("SES/job", "ses_calls_per_job", "{:.3f}"),
+    ]
+    cells = [[h for h, _, _ in cols]] + [[fmt.format(r[k]) for _, k, fmt in cols] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    print(
+        f"bench/sender.py  (moto server; ratios, not AWS timings; {summary['partners']} partners)"
+    )
+    for n, row in enumerate(cells):
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    print(
+        f"speedup {summary['speedup']}x (target >= 5), SQS calls/job {summary['sqs_calls_per_job']}"
+        f" (<= 0.3), gate reads/job {summary['dynamodb_reads_per_job']} (<= 0.1)"
+    )
+    for key, value in summary.items():
+        if key.startswith("speedup_at_"):
+            print(f"{key.replace('_', ' ')}: {value}x (every call of both consumers delayed)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=300, help="jobs per consumer (default 300)")
+    parser.add_argument("--partners", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--depth", type=int, default=40, help="most jobs waiting in the queue")
+    parser.add_argument(
+        "--latency-ms",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=[0.0, 10.0],
+        help="comma list of simulated round-trip times added to every AWS call of both"
+        " consumers, one scenario each; the first is the headline (default 0,10)",
+    )
+    args = parser.parse_args()
+    if args.jobs < 10 or args.partners < 1 or args.depth < 10:
+        parser.error("--jobs and --depth must be >= 10, --partners >= 1")
+    configure_logging("json", "WARNING", stream=sys.stderr)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    proc, _ = start_moto()
+    try:
+        summary = asyncio.run(main_async(args))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    print_table(summary)
+    print(orjson.dumps(summary).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,514 @@
+"""Benchmark of the event worker against a naive per-event processor, in one run.
+
+    python bench/worker.py [--events 100000] [--partners 50] [--objects 6]
+
+Standalone: starts its own moto server (HTTP, free port) with fake credentials, builds a
+realistic data set (SES event records of 50+ partners with skewed volumes, Firehose-style
+gzip objects of newline-delimited records, one object per buffer interval) and measures:
+
+1. parse+aggregate alone (our reader, classifier and aggregation) against bare orjson
+   (gzip decompress, split lines, orjson.loads) on the same bytes: `parse_vs_orjson`;
+2. end to end, (a) the worker service in --drain mode (S3 notifications on SQS, streamed
+   reads, one transaction per <=100 partner-hour items, policy evaluation and pauses) and
+   (b) a naive processor written here: the original Lambda design, one UpdateItem per
+   event. The naive side runs on a sample of events and is scaled (the JSON says so).
+
+DynamoDB write requests are counted with a botocore event hook on the client, for both.
+Prints a table, then as the last line one JSON object. moto timings are not AWS timings:
+the ratios are what this measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import gzip
+import io
+import logging
+import os
+import random
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+# Fake credentials and a local endpoint before any AWS client exists.
+for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+    os.environ.pop(_var, None)
+os.environ.update(
+    AWS_ACCESS_KEY_ID="bench",
+    AWS_SECRET_ACCESS_KEY="bench",  # moto's fake credentials
+    AWS_REGION="us-east-1",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_MAX_ATTEMPTS="2",
+    SESGUARD_NOTIFY_FROM="guard@isv.example.com",
+    SESGUARD_LOG_LEVEL="WARNING",
+)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import orjson  # noqa: E402
+
+from sesguard.logging import configure_logging  # noqa: E402
+
+WRITE_OPS = frozenset(
+    {"TransactWriteItems", "UpdateItem", "PutItem", "BatchWriteItem", "DeleteItem"}
+)
+
+
+# ---- data set -------------------------------------------------------------------------
+
+
+@dataclass
+class DataSet:
+    objects: list[tuple[str, bytes]]  # (key, gzip bytes)
+    events: int
+    raw_bytes: int
+    per_partner_sent: dict[str, int] = field(default_factory=dict)
+
+
+def _ts(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def _mail(pid: str, at: datetime, dest: list[str], msg_id: str) -> dict[str, Any]:
+    src = f"{pid} <news@{pid}.mail.example.com>"
+    subject = f"Your {pid} order {msg_id[:8]} has shipped"
+    return {
+        "timestamp": _ts(at),
+        "source": src,
+        "sourceArn": "arn:aws:ses:us-east-1:111122223333:identity/mail.example.com",
+        "sendingAccountId": "111122223333",
+        "messageId": msg_id,
+        "destination": dest,
+        "headersTruncated": False,
+        "headers": [
+            {"name": "From", "value": src},
+            {"name": "To", "value": ", ".join(dest)},
+            {"name": "Subject", "value": subject},
+            {"name": "MIME-Version", "value": "1.0"},
+            {"name": "Content-Type", "value": "multipart/alternative; boundary=b1"},
+        ],
+        "commonHeaders": {"from": [src], "to": dest, "messageId": msg_id, "subject": subject},
+        "tags": {
+            "ses:operation": ["SendEmail"],
+            "ses:configuration-set": ["sesguard"],
+            "ses:source-ip": ["203.0.113.10"],
+            "ses:from-domain": ["mail.example.com"],
+            "ses:caller-identity": ["sesguard-sender"],
+            "partner_id": [pid],
+        },
+    }
+
+
+def _message_events(
+    rng: random.Random, pid: str, at: datetime, bounce_rate: float
+) -> list[dict[str, Any]]:
+    """What SES publishes for one message: Send, then outcomes per recipient."""
+    n = rng.choice((1, 1, 1, 1, 2, 3))
+    dest = [f"u{rng.randrange(10**7)}@customer{rng.randrange(50)}.example.org" for _ in range(n)]
+    mail = _mail(pid, at, dest, f"0100{uuid.UUID(int=rng.getrandbits(128)).hex}-000000")
+    later = at + timedelta(seconds=rng.randrange(1, 30))
+    out: list[dict[str, Any]] = [{"eventType": "Send", "mail": mail, "send": {}}]
+    delivered, bounced = [], []
+    for addr in dest:
+        (bounced if rng.random() < bounce_rate else delivered).append(addr)
+    if delivered:
+        out.append(
+            {
+                "eventType": "Delivery",
+                "mail": mail,
+                "delivery": {
+                    "timestamp": _ts(later),
+                    "processingTimeMillis": 812,
+                    "recipients": delivered,
+                    "smtpResponse": "250 2.6.0 Message received",
+                    "reportingMTA": "a8-70.smtp-out.amazonses.com",
+                },
+            }
+        )
+    if bounced:
+        permanent = rng.random() < 0.8
+        out.append(
+            {
+                "eventType": "Bounce",
+                "mail": mail,
+                "bounce": {
+                    "feedbackId": f"0100-bounce-{rng.getrandbits(40):x}",
+                    "bounceType": "Permanent" if permanent else "Transient",
+                    "bounceSubType": "General" if permanent else "MailboxFull",
+                    "bouncedRecipients": [
+                        {"emailAddress": a, "action": "failed", "status": "5.1.1"} for a in bounced
+                    ],
+                    "timestamp": _ts(later),
+                    "reportingMTA": "dsn; a8-70.smtp-out.amazonses.com",
+                },
+            }
+        )
+    if delivered and rng.random() < 0.25:
+        out.append(
+            {
+                "eventType": "Open",
+                "mail": mail,
+                "open": {
+                    "timestamp": _ts(later),
+                    "userAgent": "Mozilla/5.0",
+                    "ipAddress": "192.0.2.1",
+                },
+            }
+        )
+    if delivered and rng.random() < 0.0002:  # ~0.02% complaints, a healthy sender
+        out.append(
+            {
+                "eventType": "Complaint",
+                "mail": mail,
+                "complaint": {
+                    "feedbackId": f"0100-complaint-{rng.getrandbits(40):x}",
+                    "complainedRecipients": [{"emailAddress": delivered[0]}],
+                    "timestamp": _ts(later),
+                    "complaintFeedbackType": "abuse",
+                },
+            }
+        )
+    return out
+
+
+def build_data(events: int, partners: int, objects: int, seed: int = 7) -> DataSet:
+    rng = random.Random(seed)
+    pids = [f"partner-{i:03d}" for i in range(partners)]
+    weights = [1 / (i + 1) ** 0.8 for i in range(partners)]  # a few big, many small senders
+    # Most partners are clean; a few bounce too much and will be paused by the policy.
+    bounce = {p: (0.09 if i % 17 == 5 else rng.uniform(0.002, 0.02)) for i, p in enumerate(pids)}
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=objects)
+    records: list[dict[str, Any]] = []
+    while len(records) < events:
+        pid = rng.choices(pids, weights)[0]
+        at = start + timedelta(seconds=len(records) * objects * 60 / events)
+        records.extend(_message_events(rng, pid, at, bounce[pid]))
+    records = records[:events]
+    if len(set(r["mail"]["tags"]["partner_id"][0] for r in records)) < partners:
+        raise SystemExit("data set does not cover every partner: raise --events")
+    per_object = -(-len(records) // objects)
+    out: list[tuple[str, bytes]] = []
+    raw = 0
+    for n in range(objects):
+        chunk = records[n * per_object : (n + 1) * per_object]
+        at = start + timedelta(minutes=n)
+        body = b"".join(orjson.dumps(r) + b"\n" for r in chunk)
+        raw += len(body)
+        key = f"{at:%Y/%m/%d/%H}/sesguard-ses-events-1-{at:%Y-%m-%d-%H-%M-%S}-{uuid.uuid4()}.gz"
+        out.append((key, gzip.compress(body, compresslevel=6)))
+    sent: dict[str, int] = {}
+    for r in records:
+        if r["eventType"] == "Send":
+            pid = r["mail"]["tags"]["partner_id"][0]
+            sent[pid] = sent.get(pid, 0) + len(r["mail"]["destination"])
+    return DataSet(out, len(records), raw, sent)
+
+
+# ---- parse benchmark ------------------------------------------------------------------
+
+
+def bare_orjson(blobs: list[bytes]) -> int:
+    n = 0
+    loads = orjson.loads
+    for blob in blobs:
+        for line in gzip.decompress(blob).split(b"\n"):
+            if line:
+                loads(line)
+                n += 1
+    return n
+
+
+def ours(blobs: list[bytes]) -> int:
+    from worker.aggregate import aggregate_bytes
+
+    n = 0
+    for blob in blobs:
+        agg = aggregate_bytes(blob)
+        agg.counts()
+        n += agg.stats.records
+    return n
+
+
+def best_of(fn: Any, arg: Any, runs: int = 3) -> tuple[float, int]:
+    best = float("inf")
+    n = 0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        n = fn(arg)
+        best = min(best, time.perf_counter() - t0)
+    return best, n
+
+
+# ---- end to end -----------------------------------------------------------------------
+
+
+class SerialWrites:
+    """moto's TransactWriteItems is neither atomic nor isolated under concurrent requests
+    (each runs on its own server thread; a cancelled one restores a stale table snapshot),
+    which loses or doubles counts. DynamoDB serializes conflicting transactions itself; on
+    moto the worker's writes are serialized here, client-side. Reads, S3, SQS and parsing
+    still run concurrently. (This only slows our side down.)"""
+
+    WRITES = frozenset({"transact_write_items", "update_item", "put_item", "delete_item"})
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self._lock = asyncio.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._real, name)
+        if name not in self.WRITES:
+            return attr
+
+        async def serialized(**kwargs: Any) -> Any:
+            async with self._lock:
+                return await attr(**kwargs)
+
+        return serialized
+
+
+class WriteCounter:
+    """Counts DynamoDB write requests and the items they write (botocore event hooks)."""
+
+    def __init__(self, client: Any) -> None:
+        self.requests = 0
+        self.items = 0
+        self.reads = 0
+        client.meta.events.register("provide-client-params.dynamodb.*", self._on_call)
+
+    def _on_call(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        if model.name in WRITE_OPS:
+            self.requests += 1
+            if model.name == "TransactWriteItems":
+                self.items += len(params.get("TransactItems", []))
+            elif model.name == "BatchWriteItem":
+                self.items += sum(len(v) for v in params.get("RequestItems", {}).values())
+            else:
+                self.items += 1
+        else:
+            self.reads += 1
+
+    def reset(self) -> None:
+        self.requests = self.items = self.reads = 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def run_worker(clients: Any, settings: Any, data: DataSet) -> dict[str, Any]:
+    from worker.pipeline import ObjectResult, Processor
+    from worker.service import WorkerService
+
+    service = WorkerService(
+        dataclasses.replace(clients, dynamodb=SerialWrites(clients.dynamodb)), settings
+    )
+    service.emf.stream = io.StringIO()  # its EMF metric lines would interleave the table
+    done: list[float] = []
+    results: list[ObjectResult] = []
+    inner = service.processor
+
+    class Timed(Processor):  # records when each object is counted; the work is inner's
+        async def process(self, bucket: str, key: str, now: Any = None) -> ObjectResult:
+            r = await inner.process(bucket, key, now)
+            results.append(r)
+            done.append(time.perf_counter())
+            return r
+
+    service.processor = Timed(inner.s3, inner.store, inner.enforcer)
+    t0 = time.perf_counter()
+    code = await service.run(drain=True)
+    wall = time.perf_counter() - t0
+    if code != 0 or len(results) != len(data.objects):
+        raise SystemExit(f"worker run failed: exit {code}, {len(results)} objects")
+    return {
+        "seconds": done[-1] - t0,
+        "wall_seconds": wall,
+        "events": sum(r.stats.events for r in results),
+        "paused": sum(1 for r in results for o in r.outcomes.values() if o.value == "paused"),
+        "chunks": sum(r.applied.chunks for r in results),
+    }
+
+
+async def run_naive(clients: Any, table: str, bucket: str, key: str, sample: int) -> dict[str, Any]:
+    """The original Lambda design: read the object, one UpdateItem per event."""
+    from sesguard.table import bucket_sk, partner_pk
+    from worker.classify import Delta, classify
+
+    t0 = time.perf_counter()
+    resp = await clients.s3.get_object(Bucket=bucket, Key=key)
+    body = await resp["Body"].read()
+    lines = [ln for ln in gzip.decompress(body).split(b"\n") if ln][:sample]
+    gate = asyncio.Semaphore(NAIVE_CONCURRENCY)
+
+    async def one(line: bytes) -> None:
+        delta = classify(orjson.loads(line))
+        if not isinstance(delta, Delta) or not delta.amount:
+            return
+        async with gate:
+            await clients.dynamodb.update_item(
+                TableName=table,
+                Key={
+                    "pk": {"S": partner_pk(delta.partner_id)},
+                    "sk": {"S": bucket_sk(delta.hour)},
+                },
+                UpdateExpression="ADD #c :n",
+                ExpressionAttributeNames={"#c": delta.counter},
+                ExpressionAttributeValues={":n": {"N": str(delta.amount)}},
+            )
+
+    await asyncio.gather(*(one(line) for line in lines))
+    return {"seconds": time.perf_counter() - t0, "events": len(lines)}
+
+
+NAIVE_CONCURRENCY = 8
+
+
+async def end_to_end(data: DataSet, naive_sample: int) -> dict[str, Any]:
+    from moto.server import ThreadedMotoServer
+
+    from sesguard.aws import open_clients
+    from sesguard.bootstrap import bootstrap, ensure_table
+    from sesguard.partners import Limits, Profile
+    from sesguard.settings import load_settings
+    from sesguard.store import PartnerStore
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
+    try:
+        settings = load_settings()
+        async with open_clients(settings.concurrency, max_attempts=2) as clients:
+            await bootstrap(clients, settings, ["isv.example.com"])
+            naive_settings = load_settings(table="sesguard-naive")
+            await ensure_table(clients, naive_settings)
+            bucket = settings.bucket_name(await clients.account_id())
+            store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+            for pid in data.per_partner_sent:
+                await store.create(Profile(pid, f"ops@{pid}.example.com", Limits()))
+            counter = WriteCounter(clients.dynamodb)
+
+            # (b) naive first, on a sample of the first object (its table is separate).
+            key0, blob0 = data.objects[0]
+            await clients.s3.put_object(Bucket=bucket, Key="naive/" + key0, Body=blob0)
+            counter.reset()
+            naive = await run_naive(
+                clients, naive_settings.table, bucket, "naive/" + key0, naive_sample
+            )
+            naive["write_requests"] = counter.requests
+            # Drop the notification of the naive copy so the worker sees only the data set.
+            url = (await clients.sqs.get_queue_url(QueueName=settings.events_queue))["QueueUrl"]
+            await clients.sqs.purge_queue(QueueUrl=url)
+
+            # (a) the worker: objects arrive like Firehose writes them, notifications on SQS.
+            for key, blob in data.objects:
+                await clients.s3.put_object(Bucket=bucket, Key=key, Body=blob)
+            counter.reset()
+            worker = await run_worker(clients, settings, data)
+            worker["write_requests"] = counter.requests
+            worker["write_items"] = counter.items
+            worker["read_requests"] = counter.reads
+
+            # Exactness check: the table's sent totals equal the data set's.
+            for pid in data.per_partner_sent:
+                got = (await store.get_state(pid)).totals.sent
+                if got != data.per_partner_sent[pid]:
+                    raise SystemExit(f"{pid}: counted {got}, expected {data.per_partner_sent[pid]}")
+            return {"naive": naive, "worker": worker}
+    finally:
+        server.stop()
+
+
+# ---- main -----------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--partners", type=int, default=50)
+    ap.add_argument("--objects", type=int, default=6)
+    ap.add_argument("--naive-sample", type=int, default=3000)
+    args = ap.parse_args()
+    configure_logging("json", "ERROR")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines
+
+    t0 = time.perf_counter()
+    data = build_data(args.events, args.partners, args.objects)
+    gen_s = time.perf_counter() - t0
+    blobs = [b for _, b in data.objects]
+
+    bare_s, bare_n = best_of(bare_orjson, blobs)
+    ours_s, ours_n = best_of(ours, blobs)
+    assert bare_n == ours_n == data.events, (bare_n, ours_n, data.events)
+    parse_rate = data.events / ours_s
+    bare_rate = data.events / bare_s
+
+    e2e = asyncio.run(end_to_end(data, args.naive_sample))
+    w, nv = e2e["worker"], e2e["naive"]
+    worker_rate = w["events"] / w["seconds"]
+    naive_rate = nv["events"] / nv["seconds"]
+    naive_full_s = data.events / naive_rate  # scaled from the sample
+    writes_per_1k = w["write_requests"] * 1000 / w["events"]
+    items_per_1k = w["write_items"] * 1000 / w["events"]
+
+    rows = [
+        ("data set", f"{data.events} events, {args.partners} partners, {args.objects} objects"),
+        ("", f"{data.raw_bytes / 1e6:.1f} MB JSON, {sum(map(len, blobs)) / 1e6:.1f} MB gzip"),
+        ("", f"generated in {gen_s:.1f} s"),
+        ("parse: bare orjson (gunzip+split+loads)", f"{bare_rate:,.0f} events/s"),
+        ("parse: ours (read+classify+aggregate)", f"{parse_rate:,.0f} events/s"),
+        ("parse_vs_orjson", f"{parse_rate / bare_rate:.2f}"),
+        ("worker end to end", f"{worker_rate:,.0f} events/s ({w['seconds']:.2f} s)"),
+        ("", f"drain wall {w['wall_seconds']:.2f} s incl. final empty poll"),
+        (
+            "worker DynamoDB write requests",
+            f"{w['write_requests']} ({writes_per_1k:.2f} per 1k events)",
+        ),
+        ("worker items written", f"{w['write_items']} ({items_per_1k:.2f} per 1k events)"),
+        ("worker transactions (chunks)", f"{w['chunks']}; partners paused: {w['paused']}"),
+        ("naive end to end (sample)", f"{naive_rate:,.0f} events/s ({nv['events']} events)"),
+        ("naive scaled to the data set", f"{naive_full_s:,.1f} s, 1000 writes per 1k events"),
+        ("speedup (ours / naive)", f"{worker_rate / naive_rate:.1f}x"),
+    ]
+    width = max(len(a) for a, _ in rows)
+    print(f"{'bench/worker.py':<{width}}  (moto server; ratios, not AWS timings)")
+    for a, b in rows:
+        print(f"{a:<{width}}  {b}")
+    result = {
+        "speedup": round(worker_rate / naive_rate, 2),
+        "ddb_writes_per_1k_events": round(writes_per_1k, 3),
+        "ddb_items_written_per_1k_events": round(items_per_1k, 3),
+        "parse_events_per_s": round(parse_rate),
+        "parse_vs_orjson": round(parse_rate / bare_rate, 3),
+        "bare_orjson_events_per_s": round(bare_rate),
+        "worker_events_per_s": round(worker_rate),
+        "naive_events_per_s": round(naive_rate),
+        "naive_sampled": True,
+        "naive_sample_events": nv["events"],
+        "naive_concurrency": NAIVE_CONCURRENCY,
+        "naive_scaled_seconds": round(naive_full_s, 1),
+        "worker_seconds": round(w["seconds"], 3),
+        "worker_time_basis": "first receive to last object counted (drain's final poll excluded)",
+        "events": data.events,
+        "partners": args.partners,
+        "objects": args.objects,
+        "transactions": w["chunks"],
+        "partners_paused": w["paused"],
+        "backend": "moto server (HTTP), same process",
+        "moto_worker_writes_serialized": True,
+    }
+    print(orjson.dumps(result).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Once per job_id: a conditional claim written before sending, marked sent after.
+
+Item: pk = J#<job_id>, sk = JOB, state "sending" (claimed, SES not yet known to have it)
+or "sent" (SES returned a MessageId), with a TTL of `settings.job_record_days`.
+
+- A delivery whose claim wins sends. A delivery that finds "sent" is a duplicate (an SQS
+  redelivery, or the same job_id enqueued twice): deleted without sending.
+- A claim is released (deleted, conditionally on its token) whenever SES certainly did not
+  take the message: throttling gave up, SES rejected it, the task is stopping.
+- A delivery that finds "sending" cannot know whether SES has the message. Decision:
+  at most once, so never send it blindly. While the claim is younger than the lease
+  (the queue's visibility timeout), another delivery of the same job_id may be sending it
+  right now: this delivery is put back with a delay until the lease ends, and then looks
+  again (by then the owner has marked it "sent", or released it, or died). A claim older
+  than the lease means its owner crashed between claim and the end of the send: the job
+  is dead-lettered with reason "possibly sent" so an operator decides, because
+  re-sending could mail every recipient twice and dropping it silently could lose it.
+  A lease-and-resend scheme would trade that operator step for at-least-once sending,
+  which the design contract rules out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from sesguard import table as t
+from sesguard.jobs import SendJob
+from sesguard.partners import utcnow
+
+JOB_SK = "JOB"
+SENDING, SENT = "sending", "sent"
+
+
+class ClaimState(StrEnum):
+    CLAIMED = "claimed"  # this delivery owns the job: send it
+    SENT = "sent"  # already sent: a duplicate
+    IN_PROGRESS = "in_progress"  # another delivery holds a live claim: look again later
+    POSSIBLY_SENT = "possibly_sent"  # a claim outlived its lease: an operator decides
+
+
+@dataclass(frozen=True)
+class Claim:
+    state: ClaimState
+    retry_after: float = 0.0  # seconds, for IN_PROGRESS
+    message_id: str | None = None  # SES MessageId of the earlier send, for SENT
+
+
+def judge_existing(record: dict[str, Any], now: datetime, lease_seconds: float) -> Claim:
+    """What an existing record means for a new delivery of the same job_id (pure)."""
+    if record.get("state") == SENT:
+        return Claim(ClaimState.SENT, message_id=record.get("message_id"))
+    claimed_at = record.get("claimed_at")
+    try:
+        age = (now - datetime.fromisoformat(str(claimed_at))).total_seconds()
+    except ValueError:
+        age = math.inf  # unreadable claim: treat as stale
+    if age < lease_seconds:
+        return Claim(ClaimState.IN_PROGRESS, retry_after=max(1.0, lease_seconds - age))
+    return Claim(ClaimState.POSSIBLY_SENT)
+
+
+@dataclass
+class JobRecords:
+    dynamodb: Any
+    table: str
+    record_days: int = 14
+    lease_seconds: float = 60.0
+
+    def _expires(self, now: datetime) -> int:
+        return int((now + timedelta(days=self.record_days)).timestamp())
+
+    async def claim(self, job: SendJob, token: str, now: datetime | None = None) -> Claim:
+        """Write the "sending" record if none exists; otherwise judge the existing one."""
+        now = now or utcnow()
+        item = t.to_item(
+            {
+                "pk": t.job_pk(job.job_id),
+                "sk": JOB_SK,
+                "state": SENDING,
+                "token": token,
+                "partner_id": job.partner_id,
+                "claimed_at": now.astimezone(UTC).isoformat(),
+                t.TTL_ATTRIBUTE: self._expires(now),
+            }
+        )
+        try:
+            await self.dynamodb.put_item(
+                TableName=self.table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk)",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            old: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
+            if old is None:  # an endpoint that does not return the old item
+                resp = await self.dynamodb.get_item(
+                    TableName=self.table,
+                    Key=t.key(t.job_pk(job.job_id), JOB_SK),
+                    ConsistentRead=True,
+                )
+                old = resp.get("Item")
+                if old is None:  # released in between: let the next delivery claim it
+                    return Claim(ClaimState.IN_PROGRESS, retry_after=1.0)
+            return judge_existing(t.from_item(old), now, self.lease_seconds)
+        return Claim(ClaimState.CLAIMED)
+
+    async def release(self, job_id: str, token: str) -> None:
+        """Delete our own "sending" claim (SES certainly does not have the message)."""
+        try:
+            await self.dynamodb.delete_item(
+                TableName=self.table,
+                Key=t.key(t.job_pk(job_id), JOB_SK),
+                ConditionExpression="#s = :sending AND #tok = :token",
+                ExpressionAttributeNames={"#s": "state", "#tok": "token"},
+                ExpressionAttributeValues={":sending": {"S": SENDING}, ":token": {"S": token}},
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
+    def sent_item(
+        self, job: SendJob, token: str, message_id: str, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """The "sent" record, written unconditionally in a batch after SES accepted."""
+        now = now or utcnow()
+        return t.to_item(
+            {
+                "pk": t.job_pk(job.job_id),
+                "sk": JOB_SK,
+                "state": SENT,
+                "token": token,
+                "partner_id": job.partner_id,
+                "message_id": message_id,
+                "sent_at": now.astimezone(UTC).isoformat(),
+                t.TTL_ATTRIBUTE: self._expires(now),
+            }
+        )
+
+    async def get(self, job_id: str) -> dict[str, Any] | None:
+        resp = await self.dynamodb.get_item(
+            TableName=self.table, Key=t.key(t.job_pk(job_id), JOB_SK), ConsistentRead=True
+        )
+        return t.from_item(resp["Item"]) if "Item" in resp else None

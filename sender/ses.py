@@ -1,0 +1,139 @@
+"""What the sender asks SES, and what SES's answers mean for the job (pure functions).
+
+Error classes decide the job's fate:
+- THROTTLED: SES said "slow down"; back off with jitter and try again (job kept).
+- REJECTED: SES will never accept this message (MessageRejected, a bad address, ...);
+  dead-letter it with SES's reason.
+- ACCOUNT: sending is paused or suspended for the whole account; stop taking work and
+  return every job to the queue.
+- TRANSIENT: SES did not take the message (5xx, connection refused, a config problem);
+  the job goes back to the queue and the claim is released.
+- AMBIGUOUS: the request may have reached SES (read timeout, connection dropped
+  mid-response); the once-per-job claim is kept so the job is never sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from enum import StrEnum
+from typing import Any
+
+import aiohttp
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ParamValidationError,
+)
+
+from sesguard.jobs import SendJob
+from sesguard.partners import Profile
+from sesguard.settings import Settings
+
+PARTNER_TAG = "partner_id"
+
+
+class Failure(StrEnum):
+    THROTTLED = "throttled"
+    REJECTED = "rejected"
+    ACCOUNT = "account"
+    TRANSIENT = "transient"
+    AMBIGUOUS = "ambiguous"
+
+
+THROTTLE_CODES = frozenset(
+    {
+        "TooManyRequestsException",
+        "Throttling",
+        "ThrottlingException",
+        "LimitExceededException",
+        "LimitExceeded",
+    }
+)
+REJECT_CODES = frozenset(
+    {
+        "MessageRejected",
+        "BadRequestException",
+        "InvalidParameterValue",
+        "InvalidParameterValueException",
+        "MailFromDomainNotVerifiedException",
+        "MailFromDomainNotVerified",
+    }
+)
+ACCOUNT_CODES = frozenset({"AccountSuspendedException", "SendingPausedException"})
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "")) or "ClientError"
+    return type(exc).__name__
+
+
+def error_message(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Message", ""))[:300]
+    return str(exc)[:300]
+
+
+def classify(exc: BaseException) -> Failure:
+    """Map an exception from SendEmail to what happens to the job."""
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        if code in THROTTLE_CODES:
+            return Failure.THROTTLED
+        if code in ACCOUNT_CODES:
+            return Failure.ACCOUNT
+        if code in REJECT_CODES:
+            return Failure.REJECTED
+        # 5xx, AccessDenied, NotFound (configuration set, tenant): not the job's fault
+        return Failure.TRANSIENT
+    if isinstance(exc, ParamValidationError):
+        return Failure.REJECTED  # this job's parameters can never be sent
+    if isinstance(exc, ConnectTimeoutError | EndpointConnectionError):
+        return Failure.TRANSIENT  # never connected: SES has not seen the request
+    if isinstance(exc, BotoCoreError | aiohttp.ClientError | asyncio.TimeoutError | OSError):
+        return Failure.AMBIGUOUS
+    return Failure.AMBIGUOUS  # unknown: assume it may have been sent (at most once)
+
+
+def backoff_delay(
+    attempt: int, base: float = 0.1, cap: float = 5.0, rng: random.Random | None = None
+) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
+    upper = min(cap, base * (2 ** max(0, attempt)))
+    return (rng or random).uniform(0, upper)
+
+
+def email_tags(job: SendJob) -> list[dict[str, str]]:
+    """partner_id first (the worker attributes every event by it), then the job's own."""
+    tags = [{"Name": PARTNER_TAG, "Value": job.partner_id}]
+    tags += [{"Name": k, "Value": v} for k, v in sorted(job.tags.items())]
+    return tags
+
+
+def send_params(job: SendJob, settings: Settings, profile: Profile | None) -> dict[str, Any]:
+    """SESv2 SendEmail parameters for one job (Simple content)."""
+    destination: dict[str, list[str]] = {"ToAddresses": list(job.to)}
+    if job.cc:
+        destination["CcAddresses"] = list(job.cc)
+    if job.bcc:
+        destination["BccAddresses"] = list(job.bcc)
+    body: dict[str, dict[str, str]] = {}
+    if job.text:
+        body["Text"] = {"Data": job.text, "Charset": "UTF-8"}
+    if job.html:
+        body["Html"] = {"Data": job.html, "Charset": "UTF-8"}
+    params: dict[str, Any] = {
+        "FromEmailAddress": job.from_,
+        "Destination": destination,
+        "Content": {"Simple": {"Subject": {"Data": job.subject, "Charset": "UTF-8"}, "Body": body}},
+        "EmailTags": email_tags(job),
+        "ConfigurationSetName": settings.configuration_set,
+    }
+    if job.reply_to:
+        params["ReplyToAddresses"] = list(job.reply_to)
+    if settings.use_tenants and profile is not None and profile.tenant_name:
+        params["TenantName"] = profile.tenant_name
+    return params

@@ -1,0 +1,105 @@
+"""Token bucket, driven by a fake clock: no wall time anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sesguard.ratelimit import TokenBucket, per_task_rate
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def test_burst_then_steady_rate() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=10, burst=5, clock=clock)
+    for _ in range(5):
+        await bucket.acquire()
+    assert clock.slept == []  # the burst is free
+    start = clock.now
+    for _ in range(20):
+        await bucket.acquire()
+    # 20 more tokens at 10/s take 2 s of (fake) time, give or take float rounding
+    assert clock.now - start == pytest.approx(2.0)
+    assert all(s == pytest.approx(0.1) for s in clock.slept)
+
+
+async def test_refills_while_idle_but_never_above_burst() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=2, burst=3, clock=clock)
+    for _ in range(3):
+        assert bucket.try_acquire()
+    assert not bucket.try_acquire()
+    clock.now += 0.5  # one token back
+    assert bucket.try_acquire()
+    assert not bucket.try_acquire()
+    clock.now += 3600  # a long idle time refills only up to the burst
+    assert bucket.tokens == pytest.approx(3)
+
+
+async def test_concurrent_waiters_are_served_at_the_rate_in_order() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=4, burst=1, clock=clock)
+    order: list[int] = []
+
+    async def take(i: int) -> None:
+        await bucket.acquire()
+        order.append(i)
+
+    await asyncio.gather(*(take(i) for i in range(9)))
+    assert order == list(range(9))
+    assert clock.now - 1000.0 == pytest.approx(2.0)  # 1 free + 8 at 4/s
+
+
+async def test_drain_forgets_saved_tokens() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=100, burst=50, clock=clock)
+    bucket.drain()
+    assert not bucket.try_acquire()
+    await bucket.acquire()
+    assert clock.now - 1000.0 == pytest.approx(0.01)
+
+
+async def test_try_acquire_does_not_jump_the_queue() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=1, burst=1, clock=clock)
+    await bucket.acquire()
+    gate = asyncio.Event()
+
+    async def slow_sleep(seconds: float) -> None:
+        await gate.wait()
+        clock.now += seconds
+
+    clock.sleep = slow_sleep  # type: ignore[method-assign]
+    waiter = asyncio.create_task(bucket.acquire())
+    await asyncio.sleep(0)
+    clock.now += 5  # tokens are there, but a waiter came first
+    assert not bucket.try_acquire()
+    gate.set()
+    await waiter
+
+
+def test_rate_split_across_tasks_and_bad_values() -> None:
+    assert per_task_rate(14, 4) == pytest.approx(3.5)
+    with pytest.raises(ValueError):
+        per_task_rate(0, 1)
+    with pytest.raises(ValueError):
+        per_task_rate(10, 0)
+    with pytest.raises(ValueError):
+        TokenBucket(rate=0)
+    with pytest.raises(ValueError):
+        TokenBucket(rate=1, burst=0.5)
+    assert TokenBucket(rate=0.5).burst == 1.0

@@ -1,0 +1,236 @@
+"""The sender against moto: what it asks SES, once per job, held jobs, failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from sender.records import JOB_SK
+from sesguard import table as t
+from sesguard.held import HeldJobs
+from sesguard.partners import PausedBy
+from tests.test_sender_support import (
+    DOMAIN,
+    PARTNER,
+    Env,
+    client_error,
+    env,
+    sender_settings,
+    wait_until,
+)
+
+__all__ = ["env"]  # the fixture, imported for pytest
+
+
+async def record(e: Env, job_id: str) -> dict | None:
+    resp = await e.clients.dynamodb.get_item(
+        TableName=e.settings.table, Key=t.key(t.job_pk(job_id), JOB_SK), ConsistentRead=True
+    )
+    return t.from_item(resp["Item"]) if "Item" in resp else None
+
+
+async def test_every_send_has_partner_tag_job_tags_and_configuration_set(env: Env) -> None:
+    await env.enqueue(
+        env.job(1),
+        env.job(
+            2,
+            cc=["cc@example.org"],
+            bcc=["bcc@example.org"],
+            reply_to=["help@isv.example.com"],
+            html="<p>hi</p>",
+            tags={"campaign": "spring-2026", "kind": "news"},
+        ),
+        env.job(3, text=None, html="<b>only html</b>"),
+    )
+    svc = await env.drain()
+    assert svc.stats["sent"] == 3
+    assert len(env.ses.sent) == 3
+    for params in env.ses.sent:
+        assert params["ConfigurationSetName"] == "sesguard"
+        assert params["EmailTags"][0] == {"Name": "partner_id", "Value": PARTNER}
+        assert "TenantName" not in params  # use_tenants is off by default
+    by_subject = {p["Content"]["Simple"]["Subject"]["Data"]: p for p in env.ses.sent}
+    two = by_subject["subject job-2"]
+    assert two["EmailTags"] == [
+        {"Name": "partner_id", "Value": PARTNER},
+        {"Name": "campaign", "Value": "spring-2026"},
+        {"Name": "kind", "Value": "news"},
+    ]
+    assert two["Destination"] == {
+        "ToAddresses": ["user2@example.org"],
+        "CcAddresses": ["cc@example.org"],
+        "BccAddresses": ["bcc@example.org"],
+    }
+    assert two["ReplyToAddresses"] == ["help@isv.example.com"]
+    assert two["FromEmailAddress"] == f"News <news@{DOMAIN}>"
+    assert set(two["Content"]["Simple"]["Body"]) == {"Text", "Html"}
+    assert set(by_subject["subject job-3"]["Content"]["Simple"]["Body"]) == {"Html"}
+    # moto really got them, the queue is empty, and each job is recorded as sent
+    assert await env.queue_depth() == (0, 0)
+    rec = await record(env, "job-2")
+    assert rec is not None and rec["state"] == "sent" and rec["message_id"]
+    assert rec["expires_at"] > datetime.now(UTC).timestamp() + 13 * 86400
+
+
+async def test_tenant_name_is_sent_when_enabled(env: Env) -> None:
+    await env.store.update(PARTNER, tenant_name="acme-tenant")
+    await env.enqueue(env.job(1))
+    await env.drain(sender_settings(use_tenants=True))
+    assert env.ses.sent[0]["TenantName"] == "acme-tenant"
+
+
+async def test_duplicate_job_id_is_sent_once(env: Env) -> None:
+    await env.enqueue(env.job(1), env.job(1), env.job(2))
+    first = await env.drain()
+    await env.enqueue(env.job(1))  # the same job_id again, later
+    second = await env.drain()
+    assert Counter(env.ses.subjects()) == {"subject job-1": 1, "subject job-2": 1}
+    assert first.stats["duplicate"] + first.stats["deferred"] >= 1
+    assert second.stats["duplicate"] == 1
+    assert await env.queue_depth() == (0, 0)
+
+
+async def test_job_without_job_id_uses_the_sqs_message_id(env: Env) -> None:
+    body = env.job(7)
+    del body["job_id"]
+    await env.enqueue(body)
+    await env.drain()
+    assert len(env.ses.sent) == 1
+
+
+async def test_paused_partner_is_held_not_sent_then_replayed_exactly_once(env: Env) -> None:
+    await env.store.try_pause(PARTNER, "operator says so", PausedBy.OPERATOR)
+    await env.enqueue(*(env.job(n) for n in range(5)))
+    svc = await env.drain()
+    assert svc.stats["held"] == 5
+    assert env.ses.sent == []
+    assert await env.queue_depth() == (0, 0)
+    held = HeldJobs.from_clients(env.clients, env.settings)
+    assert await env.store.count_held(PARTNER) == 5
+
+    assert await env.store.resume(PARTNER)
+    assert await held.replay(PARTNER, env.queue_url) == 5
+    assert await held.replay(PARTNER, env.queue_url) == 0
+    await env.drain()
+    assert sorted(env.ses.subjects()) == [f"subject job-{n}" for n in range(5)]
+    assert await held.count(PARTNER) == 0
+
+
+async def test_throttling_is_backed_off_and_retried_then_sent_once(env: Env) -> None:
+    calls = Counter[str]()
+
+    def throttle_first(params: dict) -> Exception | None:
+        subject = params["Content"]["Simple"]["Subject"]["Data"]
+        calls[subject] += 1
+        if calls[subject] == 1:
+            return client_error("TooManyRequestsException", "Maximum sending rate exceeded.", 429)
+        return None
+
+    env.ses.fail = throttle_first
+    await env.enqueue(env.job(1), env.job(2))
+    svc = await env.drain()
+    assert sorted(env.ses.subjects()) == ["subject job-1", "subject job-2"]
+    assert calls == {"subject job-1": 2, "subject job-2": 2}
+    assert svc.stats["sent"] == 2 and svc.stats["retried"] == 0
+    assert await env.dead_letters() == []
+
+
+async def test_throttling_that_does_not_clear_returns_the_job(env: Env) -> None:
+    env.ses.fail = lambda p: client_error("Throttling", "Maximum sending rate exceeded.", 400)
+    await env.enqueue(env.job(1))
+    svc = env.service(drain=False, wait_seconds=0, throttle_attempts=3)
+    task = asyncio.create_task(svc.run())
+    await wait_until(lambda: svc.stats["retried"] > 0)
+    svc.stop()
+    assert await task == 0
+    assert len(env.ses.attempts) >= 3 and env.ses.sent == []
+    assert await record(env, "job-1") is None  # claim released
+    env.ses.fail = lambda p: None
+    await env.drain()
+    assert env.ses.subjects() == ["subject job-1"]
+
+
+async def test_ses_rejection_dead_letters_with_reason(env: Env) -> None:
+    # moto rejects a From identity that is not verified, like SES (MessageRejected)
+    await env.enqueue(env.job(1, **{"from": "someone@unverified.example.net"}), env.job(2))
+    svc = await env.drain()
+    assert env.ses.subjects() == ["subject job-2"]
+    dead = await env.dead_letters()
+    assert len(dead) == 1
+    body, reason = dead[0]
+    assert isinstance(body, dict) and body["job_id"] == "job-1"  # the original body
+    assert reason is not None and reason.startswith("rejected by SES: MessageRejected")
+    assert svc.stats["dead_lettered"] == 1
+    assert await record(env, "job-1") is None  # not sent: the claim was released
+    assert await env.queue_depth() == (0, 0)
+
+
+async def test_account_sending_paused_stops_work_and_keeps_every_job(env: Env) -> None:
+    env.ses.fail = lambda p: client_error("SendingPausedException", "Sending paused for account")
+    await env.enqueue(*(env.job(n) for n in range(4)))
+    svc = await env.drain(expect=3)
+    assert env.ses.sent == []
+    assert svc.stats["sent"] == 0 and svc.stats["dead_lettered"] == 0
+    assert await env.queue_depth() == (4, 0)  # all visible again at once
+    assert await env.dead_letters() == []
+    env.ses.fail = lambda p: None
+    await env.drain()
+    assert sorted(env.ses.subjects()) == [f"subject job-{n}" for n in range(4)]
+
+
+async def test_dynamodb_error_returns_the_job_and_the_service_keeps_running(env: Env) -> None:
+    failures = {"left": 2}
+
+    def flaky_put(params, **_):
+        if params.get("ConditionExpression") == "attribute_not_exists(pk)" and failures["left"]:
+            failures["left"] -= 1
+            raise client_error("InternalServerError", "injected", 500)
+
+    env.clients.dynamodb.meta.events.register(
+        "provide-client-params.dynamodb.PutItem", flaky_put, unique_id="t-flaky"
+    )
+    try:
+        await env.enqueue(env.job(1), env.job(2), env.job(3))
+        svc = await env.drain()
+    finally:
+        env.clients.dynamodb.meta.events.unregister(
+            "provide-client-params.dynamodb.PutItem", unique_id="t-flaky"
+        )
+    assert svc.stats["retried"] == 2
+    assert sorted(env.ses.subjects()) == ["subject job-1", "subject job-2", "subject job-3"]
+    assert await env.dead_letters() == []
+
+
+async def test_stale_sending_claim_is_dead_lettered_as_possibly_sent(env: Env) -> None:
+    long_ago = datetime.now(UTC) - timedelta(hours=2)
+    await env.clients.dynamodb.put_item(
+        TableName=env.settings.table,
+        Item=t.to_item(
+            {
+                "pk": t.job_pk("job-1"),
+                "sk": JOB_SK,
+                "state": "sending",
+                "token": "crashed-task",
+                "claimed_at": long_ago.isoformat(),
+            }
+        ),
+    )
+    await env.enqueue(env.job(1), env.job(2))
+    await env.drain()
+    assert env.ses.subjects() == ["subject job-2"]
+    [(body, reason)] = await env.dead_letters()
+    assert isinstance(body, dict) and body["job_id"] == "job-1"
+    assert reason is not None and reason.startswith("possibly sent")
+
+
+async def test_run_entry_point_drains(env: Env, monkeypatch) -> None:
+    import argparse
+
+    from sender.main import run
+
+    await env.enqueue(env.job(1))
+    assert await run(argparse.Namespace(drain=True), sender_settings()) == 0
+    assert env.ses.subjects() == []  # run() opens its own clients: count via moto instead
+    assert await env.queue_depth() == (0, 0)
+    assert await record(env, "job-1") is not None

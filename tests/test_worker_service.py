@@ -1,0 +1,351 @@
+"""The event service end to end on a moto server: S3 -> notification -> SQS -> worker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote_plus
+
+import orjson
+import pytest
+
+from sesguard.bootstrap import bootstrap
+from sesguard.partners import UNATTRIBUTED, Limits, Profile, Status
+from sesguard.store import PartnerStore
+from tests.conftest import sent_emails
+from tests.fixtures.moto_compat import serial_clients
+from tests.fixtures.ses_events import (
+    EXPECTED_ACME,
+    FORMATS,
+    encode,
+    event,
+    sample_bytes,
+    sample_records,
+)
+from worker import main as worker_main
+from worker.service import WorkerService
+
+NOW = datetime.now(UTC)
+
+
+@dataclass
+class Env:
+    clients: Any
+    settings: Any
+    store: PartnerStore
+    bucket: str
+    queue_url: str
+    dlq_url: str
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Upload like Firehose; moto sends the ObjectCreated notification to the queue."""
+        await self.clients.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    async def drain(self, **kwargs: Any) -> WorkerService:
+        service = WorkerService(self.clients, self.settings, **kwargs)
+        assert await service.run(drain=True) == 0
+        return service
+
+    async def totals(self, pid: str) -> dict[str, int]:
+        return (await self.store.get_state(pid)).totals.nonzero()
+
+    async def depth(self, url: str) -> int:
+        attrs = await self.clients.sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+        a = attrs["Attributes"]
+        return int(a["ApproximateNumberOfMessages"]) + int(
+            a["ApproximateNumberOfMessagesNotVisible"]
+        )
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        resp = await self.clients.sqs.receive_message(
+            QueueUrl=self.dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        )
+        return list(resp.get("Messages", []))
+
+
+@pytest.fixture
+async def env(clients: Any, settings: Any) -> Env:
+    await bootstrap(clients, settings, ["isv.example.com"])
+    clients = serial_clients(clients)  # moto's DynamoDB is not safe for concurrent writes
+    bucket = settings.bucket_name(await clients.account_id())
+    sqs = clients.sqs
+    return Env(
+        clients=clients,
+        settings=settings,
+        store=PartnerStore(clients.dynamodb, settings.table, settings.window_hours),
+        bucket=bucket,
+        queue_url=(await sqs.get_queue_url(QueueName=settings.events_queue))["QueueUrl"],
+        dlq_url=(await sqs.get_queue_url(QueueName=f"{settings.events_queue}-dlq"))["QueueUrl"],
+    )
+
+
+def firehose_key(n: int, gz: bool = True) -> str:
+    stamp = NOW.strftime("%Y/%m/%d/%H")
+    name = NOW.strftime("%Y-%m-%d-%H-%M-%S")
+    return f"{stamp}/sesguard-ses-events-1-{name}-{n:04d}-abc+def {n}" + (".gz" if gz else "")
+
+
+async def test_every_format_counts_exactly_and_the_test_event_is_skipped(env: Env) -> None:
+    for i, fmt in enumerate(sorted(FORMATS)):
+        await env.put(firehose_key(i, gz="gzip" in fmt), sample_bytes(fmt))
+    service = await env.drain()
+    assert {k: v // 4 for k, v in (await env.totals("acme")).items()} == EXPECTED_ACME
+    assert await env.totals("acme") == {k: 4 * v for k, v in EXPECTED_ACME.items()}
+    assert await env.totals(UNATTRIBUTED) == {"sent": 4}
+    m = service.metrics
+    assert (m.objects, m.test_events, m.events, m.malformed, m.dead_lettered) == (4, 1, 48, 0, 0)
+    assert m.untagged == 4
+    assert await env.depth(env.queue_url) == 0
+    assert await env.depth(env.dlq_url) == 0
+
+
+async def test_malformed_records_are_skipped_and_the_rest_counted(env: Env) -> None:
+    good = [orjson.dumps(r) for r in sample_records()]
+    data = b"".join(good[:3]) + good[3][:50] + b"\n" + b"{oops}\n" + b"".join(good[3:]) + b"[1]"
+    await env.put(firehose_key(1, gz=False), data)
+    await env.put(firehose_key(2, gz=False), b"")  # an empty object is fine
+    service = await env.drain()
+    assert await env.totals("acme") == EXPECTED_ACME
+    assert service.metrics.malformed == 3
+    assert service.metrics.objects == 2
+    assert await env.depth(env.dlq_url) == 0
+
+
+async def test_multi_recipient_untagged_and_invalid_tags(env: Env) -> None:
+    records = [
+        event("Send", "multi", NOW, recipients=5),
+        event("Bounce", "multi", NOW, recipients=3),
+        event("Bounce", "multi", NOW, recipients=2, bounce_type="Transient"),
+        event("Send", None, NOW, recipients=2),
+        event("Send", "bad tag!", NOW, recipients=3),
+    ]
+    await env.put(firehose_key(1), encode(records, newline=False, gz=True))
+    service = await env.drain()
+    assert await env.totals("multi") == {"sent": 5, "hard_bounces": 3, "soft_bounces": 2}
+    assert await env.totals(UNATTRIBUTED) == {"sent": 5}
+    assert service.metrics.untagged == 1
+
+
+async def test_same_notification_twice_counts_once(env: Env) -> None:
+    await env.put(firehose_key(1), sample_bytes("gzip-newline"))
+    await env.drain()
+    # Redeliver: S3/SQS are at least once, so the same notification can arrive again.
+    key = firehose_key(1)
+    body = {
+        "Records": [
+            {
+                "eventName": "ObjectCreated:Put",
+                "s3": {"bucket": {"name": env.bucket}, "object": {"key": quote_plus(key)}},
+            }
+        ]
+    }
+    for _ in range(2):
+        await env.clients.sqs.send_message(
+            QueueUrl=env.queue_url, MessageBody=orjson.dumps(body).decode()
+        )
+    service = await env.drain()
+    assert service.metrics.objects == 2
+    assert service.metrics.chunks_already_counted == 2 and service.metrics.chunks_applied == 0
+    assert await env.totals("acme") == EXPECTED_ACME
+
+
+async def test_two_workers_on_one_object_count_it_once(env: Env) -> None:
+    records = [event("Send", f"p{i:02d}", NOW, recipients=2) for i in range(60)]
+    await env.put(firehose_key(1), encode(records, gz=True))  # 60 partner-hours: 2 chunks
+    copy = await env.clients.sqs.receive_message(QueueUrl=env.queue_url, MaxNumberOfMessages=10)
+    for msg in copy["Messages"]:  # put them back twice: both workers get one each
+        await env.clients.sqs.send_message(QueueUrl=env.queue_url, MessageBody=msg["Body"])
+        await env.clients.sqs.send_message(QueueUrl=env.queue_url, MessageBody=msg["Body"])
+        await env.clients.sqs.delete_message(
+            QueueUrl=env.queue_url, ReceiptHandle=msg["ReceiptHandle"]
+        )
+    a = WorkerService(env.clients, env.settings)
+    b = WorkerService(env.clients, env.settings)
+    codes = await asyncio.gather(a.run(drain=True), b.run(drain=True))
+    assert codes == [0, 0]
+    assert a.metrics.objects + b.metrics.objects == 2
+    applied = a.metrics.chunks_applied + b.metrics.chunks_applied
+    already = a.metrics.chunks_already_counted + b.metrics.chunks_already_counted
+    assert (applied, already) == (2, 2)
+    for i in (0, 31, 59):
+        assert await env.totals(f"p{i:02d}") == {"sent": 2}
+
+
+async def test_bad_notifications_and_missing_objects_go_to_the_dlq(env: Env) -> None:
+    bodies = [
+        "this is not json",
+        '{"hello": "world"}',
+        '{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}}}]}',
+        orjson.dumps(
+            {
+                "Records": [
+                    {
+                        "eventName": "ObjectCreated:Put",
+                        "s3": {"bucket": {"name": env.bucket}, "object": {"key": "no/such+key.gz"}},
+                    }
+                ]
+            }
+        ).decode(),
+    ]
+    for body in bodies:
+        await env.clients.sqs.send_message(QueueUrl=env.queue_url, MessageBody=body)
+    await env.put(firehose_key(1), sample_bytes("gzip-concatenated"))  # still counted
+    service = await env.drain()
+    assert service.metrics.dead_lettered == 4
+    assert await env.totals("acme") == EXPECTED_ACME
+    assert await env.depth(env.queue_url) == 0
+    dead = await env.dead_letters()
+    reasons = {m["Body"]: m["MessageAttributes"]["reason"]["StringValue"] for m in dead}
+    assert set(reasons) == set(bodies)
+    assert reasons["this is not json"].startswith("bad notification: body is not JSON")
+    assert "no Records" in reasons['{"hello": "world"}']
+    assert reasons[bodies[3]] == f"missing object: s3://{env.bucket}/no/such key.gz"
+
+
+async def test_object_removed_records_are_skipped(env: Env) -> None:
+    body = {
+        "Records": [
+            {
+                "eventName": "ObjectRemoved:Delete",
+                "s3": {"bucket": {"name": "b"}, "object": {"key": "k"}},
+            }
+        ]
+    }
+    await env.clients.sqs.send_message(
+        QueueUrl=env.queue_url, MessageBody=orjson.dumps(body).decode()
+    )
+    service = await env.drain()
+    assert service.metrics.dead_lettered == 0 and service.metrics.objects == 0
+    assert await env.depth(env.queue_url) == 0
+
+
+async def register(env: Env, pid: str) -> None:
+    await env.store.create(
+        Profile(pid, f"ops@{pid}.example.com", Limits(bounce_rate=0.05, min_volume=200))
+    )
+
+
+async def test_auto_pause_end_to_end_with_exactly_one_notice(env: Env, moto_endpoint: str) -> None:
+    await register(env, "careless")
+    await register(env, "small")
+    await register(env, "careful")
+    first = (
+        [event("Send", "careless", NOW, recipients=100) for _ in range(3)]  # 300 sent
+        + [event("Bounce", "careless", NOW, recipients=10) for _ in range(3)]  # 10% hard
+        + [event("Send", "small", NOW, recipients=50), event("Bounce", "small", NOW, recipients=20)]
+        + [event("Send", "careful", NOW, recipients=300), event("Bounce", "careful", NOW)]
+        + [
+            event("Send", "stranger", NOW, recipients=300),
+            event("Bounce", "stranger", NOW, recipients=90),
+        ]
+    )
+    await env.put(firehose_key(1), encode(first, gz=True))
+    await env.drain()
+    careless = await env.store.require_profile("careless")
+    assert careless.status is Status.PAUSED
+    assert (
+        careless.paused_reason
+        and "bounce rate 10.00% exceeds limit 5.00%" in careless.paused_reason
+    )
+    assert (await env.store.require_profile("small")).status is Status.ACTIVE  # under min_volume
+    assert (await env.store.require_profile("careful")).status is Status.ACTIVE
+    assert await env.totals("stranger") == {"sent": 300, "hard_bounces": 90}  # unregistered
+    assert await env.store.get_profile("stranger") is None
+
+    # More bad traffic for the paused partner, processed by two workers: no second notice.
+    await env.put(firehose_key(2), encode(first[:6], gz=True))
+    await asyncio.gather(env.drain(), env.drain())
+    notices = [
+        m
+        for m in sent_emails(moto_endpoint)
+        if m["destinations"]["ToAddresses"] == ["ops@careless.example.com"]
+    ]  # type: ignore[index]
+    assert len(notices) == 1
+    assert "paused" in str(notices[0]["subject"]).lower()
+    assert not [m for m in sent_emails(moto_endpoint) if "small" in str(m["destinations"])]
+
+
+async def test_sigterm_drains_and_exits_zero(env: Env) -> None:
+    await env.put(firehose_key(1), sample_bytes("plain-newline"))
+    args = argparse.Namespace(drain=False, worker_action=None)
+    loop = asyncio.get_running_loop()
+
+    async def stop_when_counted() -> None:
+        for _ in range(1200):  # until the object is counted (bounded by the test timeout)
+            if (await env.store.get_state("acme")).totals:
+                break
+            await asyncio.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    stopper = loop.create_task(stop_when_counted())
+    code = await asyncio.wait_for(worker_main.run(args, env.settings), timeout=60)
+    await stopper
+    assert code == 0
+    assert await env.totals("acme") == EXPECTED_ACME
+    assert await env.depth(env.queue_url) == 0
+
+
+async def test_drain_on_an_empty_queue_exits_zero(env: Env) -> None:
+    args = argparse.Namespace(drain=True, worker_action=None)
+    assert await worker_main.run(args, env.settings) == 0
+
+
+async def test_missing_queue_is_an_error_not_a_crash(clients: Any, settings: Any) -> None:
+    assert await WorkerService(clients, settings).run(drain=True) == 1
+
+
+async def test_backfill_counts_existing_objects_once(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = NOW - timedelta(days=1)
+    await env.put(f"{old:%Y/%m/%d/%H}/a.gz", sample_bytes("gzip-newline"))
+    await env.put(f"{NOW:%Y/%m/%d/%H}/b", sample_bytes("plain-concatenated"))
+    await env.put(f"other/{NOW:%Y/%m/%d/%H}/c", sample_bytes("plain-concatenated"))
+    # The queue lost its notifications (the recovery case): purge it.
+    await env.clients.sqs.purge_queue(QueueUrl=env.queue_url)
+    parser = argparse.ArgumentParser()
+    worker_main.add_arguments(parser)
+    args = parser.parse_args(["backfill", "--prefix", f"{NOW:%Y}/"])
+    # run() opens its own clients: one object at a time, as moto's DynamoDB is not safe for
+    # concurrent transactions (tests/fixtures/moto_compat.py).
+    settings = env.settings.model_copy(update={"concurrency": 1})
+    assert await worker_main.run(args, settings) == 0
+    assert await env.totals("acme") == {k: 2 * v for k, v in EXPECTED_ACME.items()}
+    assert "2 objects processed" in capsys.readouterr().out
+    # Again, and overlapping with the service: nothing is counted twice.
+    assert await worker_main.run(args, settings) == 0
+    assert "0 chunks applied, 2 already counted" in capsys.readouterr().out
+    args = parser.parse_args(
+        ["backfill", "--prefix", "", "--since", (NOW + timedelta(hours=1)).isoformat()]
+    )
+    assert await worker_main.run(args, settings) == 0
+    assert "0 objects processed (3 listed, 3 before --since" in capsys.readouterr().out
+    assert await env.totals("acme") == {k: 2 * v for k, v in EXPECTED_ACME.items()}
+
+
+async def test_deletes_are_batched_within_the_sqs_limit(env: Env) -> None:
+    sizes: list[int] = []
+
+    def on_delete(params: dict[str, Any], **_: Any) -> None:
+        sizes.append(len(params["Entries"]))
+
+    events = env.clients.sqs.meta.events
+    events.register("provide-client-params.sqs.DeleteMessageBatch", on_delete)
+    try:
+        for i in range(23):
+            await env.put(firehose_key(i, gz=False), encode([event("Send", f"p{i}", NOW)]))
+        service = await env.drain()
+    finally:
+        events.unregister("provide-client-params.sqs.DeleteMessageBatch", on_delete)
+    assert service.metrics.objects == 23
+    assert sum(sizes) == 24  # 23 objects and the test event
+    assert max(sizes) <= 10 and len(sizes) < 24  # batched, within the limit
+    assert await env.depth(env.queue_url) == 0

@@ -1,0 +1,169 @@
+"""One SES event record -> which partner, which hour, which counter, how much (pure).
+
+The counting table of DESIGN.md, per recipient:
+
+  Send              sent               len(mail.destination)
+  Delivery          delivered          len(delivery.recipients)
+  Bounce            hard_bounces       len(bounce.bouncedRecipients)  Permanent
+                    suppressed         same       subtype OnAccountSuppressionList
+                    soft_bounces       same       Transient or Undetermined
+  Complaint         complaints         len(complaint.complainedRecipients)
+  Reject            rejects            len(mail.destination)
+  DeliveryDelay     delivery_delays    len(deliveryDelay.delayedRecipients)
+  Open / Click / Rendering Failure     opens / clicks / rendering_failures   1
+  Subscription, unknown types          ignored (the worker's own metrics)
+
+The hour is the event's own time (bounce.timestamp, delivery.timestamp, ...), falling back
+to mail.timestamp for types that carry none (Send, Reject, Rendering Failure): a bounce is
+counted when it happened, which is also when the policy must see it.
+
+A record that is valid JSON but not an SES event, or an event missing the list it is
+counted by, raises NotAnEvent: guessing a count would make the figures wrong, so the record
+is reported as malformed instead.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+from sesguard.partners import PARTNER_ID_RE, UNATTRIBUTED, hour_floor
+
+PARTNER_TAG = "partner_id"
+
+
+class NotAnEvent(ValueError):
+    """Valid JSON that cannot be counted as an SES event; the message says why."""
+
+
+class Delta(NamedTuple):
+    """What one event adds: `amount` to `counter` of (partner_id, hour)."""
+
+    partner_id: str
+    hour: datetime
+    counter: str
+    amount: int
+    tag_problem: str | None  # "missing" or "invalid" when counted under UNATTRIBUTED
+
+
+class Ignored(NamedTuple):
+    """An event that is not counted (Subscription, unknown types): `kind` names it."""
+
+    kind: str
+
+
+# eventType -> (detail key holding the event's own timestamp, counter, recipients list key)
+# A None list key means "len(mail.destination)"; "" means the amount is 1.
+_SIMPLE: dict[str, tuple[str | None, str, str | None]] = {
+    "Send": (None, "sent", None),
+    "Reject": (None, "rejects", None),
+    "Delivery": ("delivery", "delivered", "recipients"),
+    "Complaint": ("complaint", "complaints", "complainedRecipients"),
+    "DeliveryDelay": ("deliveryDelay", "delivery_delays", "delayedRecipients"),
+    "Open": ("open", "opens", ""),
+    "Click": ("click", "clicks", ""),
+    "Rendering Failure": ("failure", "rendering_failures", ""),
+    "RenderingFailure": ("failure", "rendering_failures", ""),
+}
+_IGNORED = frozenset({"Subscription"})
+_SUPPRESSED_SUBTYPE = "OnAccountSuppressionList"
+_SOFT_BOUNCES = frozenset({"Transient", "Undetermined"})
+
+
+@lru_cache(maxsize=4096)
+def _utc_hour(prefix: str) -> datetime:
+    """'YYYY-MM-DDTHH' of a UTC timestamp -> that hour (cached: an object spans few hours)."""
+    return datetime.strptime(prefix, "%Y-%m-%dT%H").replace(tzinfo=UTC)
+
+
+def event_hour(ts: Any) -> datetime:
+    """Hour bucket of an SES timestamp ('2026-11-29T01:02:03.000Z'); ValueError if unusable."""
+    if type(ts) is not str:
+        raise ValueError("timestamp is not a string")
+    if (
+        len(ts) >= 20
+        and ts[10] == "T"
+        and ts[13] == ":"
+        and (ts[-1] == "Z" or ts.endswith("+00:00"))
+    ):
+        return _utc_hour(ts[:13])  # SES always writes UTC: skip the full parse
+    parsed = datetime.fromisoformat(ts)
+    if parsed.tzinfo is None:
+        raise ValueError("timestamp has no time zone")
+    return hour_floor(parsed)
+
+
+def partner_of(mail: dict[str, Any]) -> tuple[str, str | None]:
+    """(partner id, problem): the `partner_id` tag, or UNATTRIBUTED with why."""
+    tags = mail.get("tags")
+    value = tags.get(PARTNER_TAG) if type(tags) is dict else None
+    if type(value) is list:
+        value = value[0] if value else None
+    if value is None:
+        return UNATTRIBUTED, "missing"
+    if type(value) is str and PARTNER_ID_RE.fullmatch(value):
+        return value, None
+    return UNATTRIBUTED, "invalid"
+
+
+def _count(obj: Any, key: str, where: str) -> int:
+    value = obj.get(key) if type(obj) is dict else None
+    if type(value) is not list:
+        raise NotAnEvent(f"{where}.{key} is not a list")
+    return len(value)
+
+
+def _hour(detail: Any, mail: dict[str, Any]) -> datetime:
+    ts = detail.get("timestamp") if type(detail) is dict else None
+    try:
+        return event_hour(ts if ts is not None else mail.get("timestamp"))
+    except ValueError:
+        if ts is not None:  # a bad event timestamp: fall back to the mail's time
+            try:
+                return event_hour(mail.get("timestamp"))
+            except ValueError:
+                pass
+        raise NotAnEvent("no usable timestamp") from None
+
+
+def classify(record: dict[str, Any]) -> Delta | Ignored:
+    """Classify one record (see module docstring); raises NotAnEvent for non-events."""
+    kind = record.get("eventType")
+    if kind is None:
+        kind = record.get("notificationType")  # SNS-style notifications name it so
+    mail = record.get("mail")
+    if type(kind) is not str or type(mail) is not dict:
+        raise NotAnEvent("not an SES event (no eventType and mail)")
+
+    spec = _SIMPLE.get(kind)
+    if spec is not None:
+        detail_key, counter, list_key = spec
+        detail = record.get(detail_key) if detail_key else None
+        if list_key is None:
+            amount = _count(mail, "destination", "mail")
+        elif list_key:
+            amount = _count(detail, list_key, detail_key or "")
+        else:
+            amount = 1
+    elif kind == "Bounce":
+        detail = record.get("bounce")
+        if type(detail) is not dict:
+            raise NotAnEvent("Bounce without bounce object")
+        amount = _count(detail, "bouncedRecipients", "bounce")
+        bounce_type = detail.get("bounceType")
+        if detail.get("bounceSubType") == _SUPPRESSED_SUBTYPE:
+            counter = "suppressed"
+        elif bounce_type == "Permanent":
+            counter = "hard_bounces"
+        elif bounce_type in _SOFT_BOUNCES:
+            counter = "soft_bounces"
+        else:
+            return Ignored(f"Bounce/{bounce_type}")
+    elif kind in _IGNORED:
+        return Ignored(kind)
+    else:
+        return Ignored(f"unknown:{kind[:40]}")
+
+    partner_id, problem = partner_of(mail)
+    return Delta(partner_id, _hour(detail, mail), counter, amount, problem)

@@ -1,0 +1,101 @@
+"""Policy after every apply: judge each touched partner and pause it on a breach.
+
+Evaluation runs even when the object turned out to be counted already: a worker that
+crashed between apply and evaluation leaves the judgement to the redelivery. Pausing is
+the shared conditional transition, so however many workers judge the same partner at
+once, exactly one pauses it and sends the notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sesguard.logging import get_logger
+from sesguard.partners import UNATTRIBUTED, PausedBy, utcnow
+from sesguard.policy import Level, evaluate
+from sesguard.settings import Settings
+from sesguard.store import PartnerStore
+from sesguard.transitions import pause_partner
+
+log = get_logger(__name__)
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    PAUSED = "paused"  # this worker paused it (and sent the notice)
+    PAUSE_LOST = "pause_lost"  # breach, but another writer paused it first
+    ALREADY_PAUSED = "already_paused"
+    UNREGISTERED = "unregistered"
+    UNATTRIBUTED = "unattributed"
+
+
+@dataclass
+class Enforcer:
+    store: PartnerStore
+    sesv2: Any
+    settings: Settings
+    parallel: int = 8  # partners judged at once per object
+    # (partner, metric, window) warned about by this process: a crossing is logged once,
+    # and again only after the partner went back to ok.
+    _warned: set[tuple[str, str, int]] = field(default_factory=set)
+
+    async def check(self, partner_id: str, now: datetime | None = None) -> Outcome:
+        if partner_id == UNATTRIBUTED:
+            return Outcome.UNATTRIBUTED
+        now = now or utcnow()
+        state = await self.store.get_state(partner_id, now)
+        profile = state.profile
+        if profile is None:
+            return Outcome.UNREGISTERED
+        if profile.paused:
+            return Outcome.ALREADY_PAUSED
+        verdict = evaluate(
+            profile.limits, state.buckets, now, profile.rearm, self.settings.window_hours
+        )
+        if verdict.level is Level.PAUSE:
+            outcome = await pause_partner(
+                self.store,
+                self.sesv2,
+                partner_id,
+                verdict.reason,
+                by=PausedBy.POLICY,
+                notify_from=self.settings.notify_from,
+                finding=verdict.first,
+                now=now,
+            )
+            log.warning(
+                "policy_breach",
+                partner_id=partner_id,
+                reason=verdict.reason,
+                paused_here=outcome.won,
+            )
+            return Outcome.PAUSED if outcome.won else Outcome.PAUSE_LOST
+        if verdict.level is Level.WARN:
+            for finding in verdict.findings:
+                mark = (partner_id, finding.metric, finding.window_hours)
+                if mark not in self._warned:
+                    self._warned.add(mark)
+                    log.warning("policy_warning", partner_id=partner_id, reason=finding.reason)
+            return Outcome.WARN
+        self._warned = {w for w in self._warned if w[0] != partner_id}
+        return Outcome.OK
+
+    async def check_all(
+        self, partner_ids: Iterable[str], now: datetime | None = None
+    ) -> dict[str, Outcome]:
+        now = now or utcnow()
+        ids = sorted(set(partner_ids))
+        gate = asyncio.Semaphore(self.parallel)
+
+        async def one(pid: str) -> Outcome:
+            async with gate:
+                return await self.check(pid, now)
+
+        outcomes = await asyncio.gather(*(one(pid) for pid in ids))
+        return dict(zip(ids, outcomes, strict=True))
