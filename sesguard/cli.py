@@ -119,6 +119,8 @@ async def cmd_partners_add(args: argparse.Namespace, settings: Settings, clients
         warn_ratio=args.warn_ratio or settings.warn_ratio,
     )
     profile = Profile(args.partner_id, args.contact, limits, tenant_name=args.tenant)
+    if args.tenant:
+        await _ensure_tenant(clients, settings, args.partner_id, args.tenant)
     try:
         await _store(clients, settings).create(profile)
     except PartnerExists:
@@ -140,12 +142,50 @@ async def cmd_partners_set(args: argparse.Namespace, settings: Settings, clients
     }
     if all(v is None for v in changes.values()):
         raise UsageError("nothing to change: give at least one option (see --help)")
+    if args.tenant:
+        if await _store(clients, settings).get_profile(args.partner_id) is None:
+            raise UsageError(f"no partner {args.partner_id}: add it first")
+        await _ensure_tenant(clients, settings, args.partner_id, args.tenant)
     try:
         await _store(clients, settings).update(args.partner_id, **changes)
     except PartnerNotFound:
         raise UsageError(f"no partner {args.partner_id}: add it first") from None
     print(f"updated partner {args.partner_id}")
     return EXIT_OK
+
+
+async def _ensure_tenant(clients: Clients, settings: Settings, partner_id: str, name: str) -> None:
+    """With SESGUARD_USE_TENANTS, map the partner to its SES tenant before storing the name."""
+    from sesguard import tenants
+    from sesguard.aws import region
+
+    if not settings.use_tenants:
+        return  # the name is stored; SES tenants are only touched when enforcement is on
+    if not settings.tenant_identity:
+        raise UsageError("--tenant with SESGUARD_USE_TENANTS needs SESGUARD_TENANT_IDENTITY")
+    account = await clients.account_id()
+    try:
+        await tenants.ensure_tenant(
+            clients.sesv2,
+            partner_id,
+            tenants.identity_arn(region(), account, settings.tenant_identity),
+            tenants.configuration_set_arn(region(), account, settings.configuration_set),
+            name,
+        )
+    except tenants.TenantsUnsupported as exc:
+        raise OperationalError(str(exc)) from None
+
+
+async def _mirror_resume(clients: Clients, settings: Settings, partner_id: str) -> None:
+    from sesguard import tenants
+
+    profile = await _store(clients, settings).get_profile(partner_id)
+    if not (settings.use_tenants and profile and profile.tenant_name):
+        return
+    try:
+        await tenants.mirror_status(clients.sesv2, partner_id, False, profile.tenant_name)
+    except (tenants.TenantsUnsupported, ClientError) as exc:
+        print(f"warning: SES tenant {profile.tenant_name} not re-enabled: {exc}", file=sys.stderr)
 
 
 async def cmd_partners_pause(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
@@ -175,35 +215,35 @@ async def cmd_partners_pause(args: argparse.Namespace, settings: Settings, clien
 async def cmd_partners_resume(
     args: argparse.Namespace, settings: Settings, clients: Clients
 ) -> int:
+    from sesguard.held import HeldJobs, discard_held, replay_held
+
     store = _store(clients, settings)
     resumed = await _call_store(store.resume(args.partner_id), args.partner_id)
-    print(
-        f"resumed partner {args.partner_id}"
-        if resumed
-        else f"partner {args.partner_id} was not paused"
-    )
-    held = await _held_jobs(clients, settings)
-    if args.replay:
-        url = (await clients.sqs.get_queue_url(QueueName=settings.send_queue))["QueueUrl"]
-        n = await held.replay(args.partner_id, url)
-        print(f"replayed {n} held jobs")
-    elif args.discard:
-        n = await held.discard(args.partner_id)
-        print(f"discarded {n} held jobs")
+    if resumed:
+        print(f"resumed partner {args.partner_id}")
+        await _mirror_resume(clients, settings, args.partner_id)
     else:
-        n = await held.count(args.partner_id)
+        print(f"partner {args.partner_id} was not paused")
+    if args.replay or args.discard:
+        # Senders may trust their cached "paused" for gate_cache_seconds after the resume;
+        # the release sweeps once more after that, so nothing stays held by accident.
+        print(f"releasing held jobs (about {settings.gate_cache_seconds + 1:.0f} s)...")
+    if args.replay:
+        release = await replay_held(clients, settings, args.partner_id)
+        print(f"replayed {release.replayed} held jobs")
+    elif args.discard:
+        release = await discard_held(clients, settings, args.partner_id)
+        print(f"discarded {release.discarded} held jobs")
+        if release.replayed:
+            print(f"replayed {release.replayed} jobs held after the resume")
+    else:
+        n = await HeldJobs.from_clients(clients, settings).count(args.partner_id)
         if n:
             print(
                 f"{n} jobs remain held: run `sesguard partners resume {args.partner_id} "
                 "--replay` to send them or --discard to drop them"
             )
     return EXIT_OK
-
-
-async def _held_jobs(clients: Clients, settings: Settings) -> Any:
-    from sesguard.held import HeldJobs
-
-    return HeldJobs(clients.dynamodb, settings.table, clients.sqs)
 
 
 async def _call_store(awaitable: Awaitable[Any], partner_id: str) -> Any:

@@ -52,7 +52,7 @@ PARTNERS = (
 
 def demo_settings() -> Settings:
     """Demo-sized knobs: a fast gate cache and a send rate slow enough to watch."""
-    return Settings(  # type: ignore[call-arg]
+    return Settings(
         simulate_events=True,
         notify_from=NOTIFY_FROM,
         gate_cache_seconds=0.5,
@@ -126,8 +126,9 @@ async def run_demo(
         await bootstrap(clients, settings, [IDENTITY])
         store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
         for p in PARTNERS:
-            await store.create(Profile(p.partner_id, f"postmaster@{p.partner_id}.example.com",
-                                       DEMO_LIMITS))
+            await store.create(
+                Profile(p.partner_id, f"postmaster@{p.partner_id}.example.com", DEMO_LIMITS)
+            )
         print("2. partners (limits: bounce 5%, complaint 0.1%, judged from 40 sends):", file=out)
         for p in PARTNERS:
             print(f"     {p.partner_id:<11} {p.story}", file=out)
@@ -161,8 +162,11 @@ async def _results(clients: Clients, settings: Settings, store: PartnerStore) ->
     for msg in _moto_ses_messages(os.environ["AWS_ENDPOINT_URL"]):
         if msg.get("source") == NOTIFY_FROM:
             notices.append(
-                {"from": msg["source"], "to": msg["destinations"]["ToAddresses"],
-                 "subject": msg["subject"]}
+                {
+                    "from": msg["source"],
+                    "to": msg["destinations"]["ToAddresses"],
+                    "subject": msg["subject"],
+                }
             )
     return {"partners": partners, "notices": notices}
 
@@ -183,16 +187,35 @@ def _print_results(results: dict[str, Any], out: TextIO, sender_code: int, secon
     rows = []
     for p in results["partners"]:
         t = p["totals"]
-        rows.append([
-            p["partner_id"], t["sent"], t["delivered"],
-            _pct(t["hard_bounces"] / t["sent"] if t["sent"] else None),
-            _pct(t["complaints"] / t["sent"] if t["sent"] else None),
-            f"{p['limits']['bounce_rate']:.0%} / {p['limits']['complaint_rate']:.1%}",
-            p["status"], p["held_jobs"],
-        ])
+        rows.append(
+            [
+                p["partner_id"],
+                t["sent"],
+                t["delivered"],
+                _pct(t["hard_bounces"] / t["sent"] if t["sent"] else None),
+                _pct(t["complaints"] / t["sent"] if t["sent"] else None),
+                f"{p['limits']['bounce_rate']:.0%} / {p['limits']['complaint_rate']:.1%}",
+                p["status"],
+                p["held_jobs"],
+            ]
+        )
     print("\n4. results", file=out)
-    print(render_table(["PARTNER", "SENT", "DELIVERED", "BOUNCE RATE", "COMPLAINT RATE",
-                        "LIMITS B/C", "STATUS", "HELD JOBS"], rows), file=out)
+    print(
+        render_table(
+            [
+                "PARTNER",
+                "SENT",
+                "DELIVERED",
+                "BOUNCE RATE",
+                "COMPLAINT RATE",
+                "LIMITS B/C",
+                "STATUS",
+                "HELD JOBS",
+            ],
+            rows,
+        ),
+        file=out,
+    )
     print("\n5. paused partners", file=out)
     paused = [p for p in results["partners"] if p["status"] == "paused"]
     for p in paused:
@@ -203,17 +226,26 @@ def _print_results(results: dict[str, Any], out: TextIO, sender_code: int, secon
     for n in results["notices"]:
         print(f"     from {n['from']} to {', '.join(n['to'])}: {n['subject']}", file=out)
     held = sum(p["held_jobs"] for p in results["partners"])
-    print(f"\n7. {held} jobs held, none lost: `sesguard partners resume ID --replay` sends them,"
-          " --discard drops them", file=out)
-    print(f"\ndone in {seconds:.1f} s (sender exit {sender_code}); service logs: "
-          f"{os.environ.get('SESGUARD_DEMO_LOG', '')}", file=out)
+    print(
+        f"\n7. {held} jobs held, none lost: `sesguard partners resume ID --replay` sends them,"
+        " --discard drops them",
+        file=out,
+    )
+    print(
+        f"\ndone in {seconds:.1f} s (sender exit {sender_code}); service logs: "
+        f"{os.environ.get('SESGUARD_DEMO_LOG', '')}",
+        file=out,
+    )
 
 
 async def _keep_running(endpoint: str, out: TextIO) -> None:
-    print("\nThe stand-in keeps running. In another terminal:\n"
-          f"  export AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=testing "
-          "AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1\n"
-          "  sesguard partners list\nCtrl-C to stop.", file=out)
+    print(
+        "\nThe stand-in keeps running. In another terminal:\n"
+        f"  export AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=testing "
+        "AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1\n"
+        "  sesguard partners list\nCtrl-C to stop.",
+        file=out,
+    )
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.Event().wait()
 
@@ -227,9 +259,7 @@ def main(args: argparse.Namespace) -> int:
         configure_logging("json", "INFO", stream=log_file)
         with local_aws() as endpoint:
             try:
-                results = asyncio.run(
-                    run_demo(args.jobs, endpoint, keep_running=args.keep_running)
-                )
+                results = asyncio.run(run_demo(args.jobs, endpoint, keep_running=args.keep_running))
             except KeyboardInterrupt:
                 return 130
     paused = {p["partner_id"] for p in results["partners"] if p["status"] == "paused"}

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     dlq_max_receives: int = Field(5, ge=1, le=1000)
     job_record_days: int = Field(14, ge=1)
     use_tenants: bool = False
+    tenant_identity: str | None = Field(
+        None, description="SES identity associated with each partner's tenant (operator CLI)"
+    )
     heartbeat_file: str = "/tmp/sesguard-heartbeat"  # noqa: S108 - container-local by design
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: str = Field("auto", pattern=r"^(auto|json|console)$")

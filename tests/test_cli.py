@@ -67,7 +67,9 @@ async def queue_bodies(clients, name: str = "sesguard-send-jobs") -> list[dict]:
 
 
 async def test_partners_lifecycle(ready) -> None:
-    r = cli("partners", "add", "acme", "--contact", "ops@acme.example.com", "--bounce-limit", "0.04")
+    r = cli(
+        "partners", "add", "acme", "--contact", "ops@acme.example.com", "--bounce-limit", "0.04"
+    )
     assert r.code == 0 and "added partner acme" in r.out
     one_line_error(cli("partners", "add", "acme", "--contact", "x@acme.example.com"), 2, "exists")
 
@@ -75,20 +77,43 @@ async def test_partners_lifecycle(ready) -> None:
     assert r.code == 0, r.err
     shown = json.loads(cli("partners", "show", "acme", "--json").out)
     for key in (
-        "partner_id", "status", "contact_email", "limits", "totals", "windows",
-        "held_jobs", "paused_reason",
+        "partner_id",
+        "status",
+        "contact_email",
+        "limits",
+        "totals",
+        "windows",
+        "held_jobs",
+        "paused_reason",
     ):
         assert key in shown
     assert shown["limits"] == {
-        "bounce_rate": 0.04, "complaint_rate": 0.002, "min_volume": 50, "warn_ratio": 0.5
+        "bounce_rate": 0.04,
+        "complaint_rate": 0.002,
+        "min_volume": 50,
+        "warn_ratio": 0.5,
     }
     assert set(shown["totals"]) == {
-        "sent", "delivered", "hard_bounces", "soft_bounces", "suppressed", "complaints",
-        "rejects", "delivery_delays", "opens", "clicks", "rendering_failures",
+        "sent",
+        "delivered",
+        "hard_bounces",
+        "soft_bounces",
+        "suppressed",
+        "complaints",
+        "rejects",
+        "delivery_delays",
+        "opens",
+        "clicks",
+        "rendering_failures",
     }
     assert [w["hours"] for w in shown["windows"]] == [24, 168]
     assert set(shown["windows"][0]) >= {
-        "hours", "sent", "hard_bounces", "complaints", "bounce_rate", "complaint_rate"
+        "hours",
+        "sent",
+        "hard_bounces",
+        "complaints",
+        "bounce_rate",
+        "complaint_rate",
     }
     assert shown["status"] == "active" and shown["held_jobs"] == 0
 
@@ -117,16 +142,26 @@ async def test_partners_lifecycle(ready) -> None:
         (["partners", "add", "x" * 65, "--contact", "a@b.example.com"], "invalid partner id"),
         (["partners", "add", "acme", "--contact", "not-an-email"], "invalid e-mail"),
         (["partners", "add", "acme"], "--contact"),
-        (["partners", "add", "acme", "--contact", "a@b.example.com", "--bounce-limit", "0"],
-         "outside (0, 1]"),
-        (["partners", "add", "acme", "--contact", "a@b.example.com", "--bounce-limit", "1.5"],
-         "outside (0, 1]"),
-        (["partners", "add", "acme", "--contact", "a@b.example.com", "--complaint-limit", "x"],
-         "not a number"),
-        (["partners", "add", "acme", "--contact", "a@b.example.com", "--min-volume", "0"],
-         "min volume must be >= 1"),
-        (["partners", "add", "acme", "--contact", "a@b.example.com", "--min-volume", "2.5"],
-         "not a whole number"),
+        (
+            ["partners", "add", "acme", "--contact", "a@b.example.com", "--bounce-limit", "0"],
+            "outside (0, 1]",
+        ),
+        (
+            ["partners", "add", "acme", "--contact", "a@b.example.com", "--bounce-limit", "1.5"],
+            "outside (0, 1]",
+        ),
+        (
+            ["partners", "add", "acme", "--contact", "a@b.example.com", "--complaint-limit", "x"],
+            "not a number",
+        ),
+        (
+            ["partners", "add", "acme", "--contact", "a@b.example.com", "--min-volume", "0"],
+            "min volume must be >= 1",
+        ),
+        (
+            ["partners", "add", "acme", "--contact", "a@b.example.com", "--min-volume", "2.5"],
+            "not a whole number",
+        ),
         (["partners", "resume", "acme", "--replay", "--discard"], "not allowed with"),
         (["partners", "frobnicate"], "invalid choice"),
         (["nosuchcommand"], "invalid choice"),
@@ -148,9 +183,21 @@ def test_operational_errors_exit_1(moto_endpoint) -> None:
     # No bootstrap: the table does not exist.
     one_line_error(cli("partners", "list"), 1, "run `sesguard bootstrap`")
     one_line_error(
-        cli("enqueue", "--partner", "acme", "--from", "a@acme.example.com", "--to",
-            "b@x.example.org", "--subject", "s", "--text", "t"),
-        1, "run `sesguard bootstrap`",
+        cli(
+            "enqueue",
+            "--partner",
+            "acme",
+            "--from",
+            "a@acme.example.com",
+            "--to",
+            "b@x.example.org",
+            "--subject",
+            "s",
+            "--text",
+            "t",
+        ),
+        1,
+        "run `sesguard bootstrap`",
     )
     one_line_error(
         cli("partners", "list", AWS_ENDPOINT_URL="http://127.0.0.1:9"), 1, "cannot reach AWS"
@@ -186,9 +233,25 @@ JOB = {
 
 
 async def test_enqueue_from_flags(ready, clients) -> None:
-    r = cli("enqueue", "--partner", "acme", "--from", "news@acme.example.com",
-            "--to", "a@x.example.org", "--to", "b@x.example.org", "--subject", "Hi",
-            "--html", "<p>hi</p>", "--tag", "campaign=nov", "--job-id", "job-1")
+    r = cli(
+        "enqueue",
+        "--partner",
+        "acme",
+        "--from",
+        "news@acme.example.com",
+        "--to",
+        "a@x.example.org",
+        "--to",
+        "b@x.example.org",
+        "--subject",
+        "Hi",
+        "--html",
+        "<p>hi</p>",
+        "--tag",
+        "campaign=nov",
+        "--job-id",
+        "job-1",
+    )
     assert r.code == 0, r.err
     assert r.out.strip() == "job-1"
     [body] = await queue_bodies(clients)
@@ -214,14 +277,22 @@ async def test_enqueue_file_in_batches(ready, clients, tmp_path) -> None:
         ("{not json", "line 2: not JSON"),
         ("[1, 2]", "line 2: a send job must be a JSON object"),
         (json.dumps({**JOB, "to": ["nobody"]}), "line 2: to.0: not an e-mail address"),
-        (json.dumps({**JOB, "subject": "hi\r\nBcc: all@x.example.org"}),
-         "line 2: subject: must not contain CR or LF"),
-        (json.dumps({**JOB, "from": "a@b.example.com\nBcc: c@d.example.com"}),
-         "line 2: from: must not contain CR or LF"),
-        (json.dumps({k: v for k, v in JOB.items() if k != "text"}),
-         "line 2: text or html is required"),
-        (json.dumps({k: v for k, v in JOB.items() if k != "partner_id"}),
-         "line 2: partner_id: Field required"),
+        (
+            json.dumps({**JOB, "subject": "hi\r\nBcc: all@x.example.org"}),
+            "line 2: subject: must not contain CR or LF",
+        ),
+        (
+            json.dumps({**JOB, "from": "a@b.example.com\nBcc: c@d.example.com"}),
+            "line 2: from: must not contain CR or LF",
+        ),
+        (
+            json.dumps({k: v for k, v in JOB.items() if k != "text"}),
+            "line 2: text or html is required",
+        ),
+        (
+            json.dumps({k: v for k, v in JOB.items() if k != "partner_id"}),
+            "line 2: partner_id: Field required",
+        ),
         (json.dumps({**JOB, "partner_id": "no spaces"}), "line 2: partner_id"),
         (json.dumps({**JOB, "tags": {"bad tag": "x"}}), "line 2: tags"),
         (json.dumps({**JOB, "tags": {"partner_id": "other"}}), "reserved"),
@@ -241,14 +312,39 @@ async def test_enqueue_file_with_a_bad_line_sends_nothing(
 def test_enqueue_usage_errors(moto_endpoint, tmp_path) -> None:
     one_line_error(cli("enqueue", "--partner", "acme"), 2, "missing --from, --to, --subject")
     one_line_error(
-        cli("enqueue", "--partner", "acme", "--from", "a@acme.example.com", "--to",
-            "b@x.example.org", "--subject", "s"), 2, "--text or --html",
+        cli(
+            "enqueue",
+            "--partner",
+            "acme",
+            "--from",
+            "a@acme.example.com",
+            "--to",
+            "b@x.example.org",
+            "--subject",
+            "s",
+        ),
+        2,
+        "--text or --html",
     )
     one_line_error(cli("enqueue", "--file", str(tmp_path / "missing.jsonl")), 2, "cannot read")
     one_line_error(
-        cli("enqueue", "--partner", "acme", "--from", "a@acme.example.com", "--to",
-            "b@x.example.org", "--subject", "s", "--text", "t", "--tag", "novalue"),
-        2, "NAME=VALUE",
+        cli(
+            "enqueue",
+            "--partner",
+            "acme",
+            "--from",
+            "a@acme.example.com",
+            "--to",
+            "b@x.example.org",
+            "--subject",
+            "s",
+            "--text",
+            "t",
+            "--tag",
+            "novalue",
+        ),
+        2,
+        "NAME=VALUE",
     )
 
 
@@ -256,3 +352,73 @@ def test_job_schema_printable() -> None:
     r = cli("job-schema")
     schema = json.loads(r.out)
     assert r.code == 0 and set(schema["required"]) >= {"partner_id", "from", "to", "subject"}
+
+
+async def _hold_three(clients, settings) -> None:
+    from sesguard.held import HeldJobs
+    from sesguard.jobs import parse_job
+
+    held = HeldJobs.from_clients(clients, settings)
+    for i in range(3):
+        assert await held.hold(parse_job({**JOB, "job_id": f"held-{i}"}))
+
+
+async def test_resume_replay_sends_held_jobs_in_order(ready, clients, settings) -> None:
+    assert cli("partners", "add", "acme", "--contact", "ops@acme.example.com").code == 0
+    assert cli("partners", "pause", "acme", "--no-notify").code == 0
+    await _hold_three(clients, settings)
+    assert json.loads(cli("partners", "show", "acme", "--json").out)["held_jobs"] == 3
+    r = cli("partners", "resume", "acme")
+    assert "3 jobs remain held" in r.out
+    assert json.loads(cli("partners", "show", "acme", "--json").out)["held_jobs"] == 3
+
+    assert cli("partners", "pause", "acme", "--no-notify").code == 0
+    r = cli("partners", "resume", "acme", "--replay", SESGUARD_GATE_CACHE_SECONDS="0")
+    assert r.code == 0 and "replayed 3 held jobs" in r.out, r.err
+    assert [b["job_id"] for b in await queue_bodies(clients)] == ["held-0", "held-1", "held-2"]
+    assert json.loads(cli("partners", "show", "acme", "--json").out)["held_jobs"] == 0
+
+
+async def test_resume_discard_drops_held_jobs(ready, clients, settings) -> None:
+    assert cli("partners", "add", "acme", "--contact", "ops@acme.example.com").code == 0
+    assert cli("partners", "pause", "acme", "--no-notify").code == 0
+    await _hold_three(clients, settings)
+    r = cli("partners", "resume", "acme", "--discard", SESGUARD_GATE_CACHE_SECONDS="0")
+    assert r.code == 0 and "discarded 3 held jobs" in r.out, r.err
+    assert await queue_bodies(clients) == []
+    assert json.loads(cli("partners", "show", "acme", "--json").out)["held_jobs"] == 0
+
+
+async def test_tenant_mapping_degrades_with_one_clear_line(ready) -> None:
+    # moto has no SES tenant APIs: with enforcement on, the refusal is one line, exit 1,
+    # and no half-made partner is left behind.
+    r = cli(
+        "partners",
+        "add",
+        "acme",
+        "--contact",
+        "ops@acme.example.com",
+        "--tenant",
+        "acme",
+        SESGUARD_USE_TENANTS="true",
+        SESGUARD_TENANT_IDENTITY="isv.example.com",
+    )
+    one_line_error(r, 1, "CreateTenant")
+    one_line_error(cli("partners", "show", "acme"), 2, "no partner acme")
+    r = cli(
+        "partners",
+        "add",
+        "acme",
+        "--contact",
+        "ops@acme.example.com",
+        "--tenant",
+        "acme",
+        SESGUARD_USE_TENANTS="true",
+    )
+    one_line_error(r, 2, "SESGUARD_TENANT_IDENTITY")
+    # With enforcement off the mapping is only stored.
+    assert (
+        cli("partners", "add", "acme", "--contact", "o@acme.example.com", "--tenant", "acme").code
+        == 0
+    )
+    assert json.loads(cli("partners", "show", "acme", "--json").out)["tenant_name"] == "acme"

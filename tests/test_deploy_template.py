@@ -71,6 +71,7 @@ SAFE_DEFAULTS = {
     "gate_cache_seconds": "a few seconds of pause propagation, by design",
     "job_record_days": "once-per-job records outlive SQS retention (14 days)",
     "heartbeat_file": "container-local path shared by the service and `sesguard health`",
+    "tenant_identity": "read by the operator CLI (partners add/set --tenant) only",
 }
 
 
