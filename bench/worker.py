@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import gzip
 import io
 import logging
 import os
 import random
-import socket
 import sys
 import time
 import uuid
@@ -248,31 +246,6 @@ def best_of(fn: Any, arg: Any, runs: int = 3) -> tuple[float, int]:
 # ---- end to end -----------------------------------------------------------------------
 
 
-class SerialWrites:
-    """moto's TransactWriteItems is neither atomic nor isolated under concurrent requests
-    (each runs on its own server thread; a cancelled one restores a stale table snapshot),
-    which loses or doubles counts. DynamoDB serializes conflicting transactions itself; on
-    moto the worker's writes are serialized here, client-side. Reads, S3, SQS and parsing
-    still run concurrently. (This only slows our side down.)"""
-
-    WRITES = frozenset({"transact_write_items", "update_item", "put_item", "delete_item"})
-
-    def __init__(self, real: Any) -> None:
-        self._real = real
-        self._lock = asyncio.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._real, name)
-        if name not in self.WRITES:
-            return attr
-
-        async def serialized(**kwargs: Any) -> Any:
-            async with self._lock:
-                return await attr(**kwargs)
-
-        return serialized
-
-
 class WriteCounter:
     """Counts DynamoDB write requests and the items they write (botocore event hooks)."""
 
@@ -298,19 +271,11 @@ class WriteCounter:
         self.requests = self.items = self.reads = 0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def run_worker(clients: Any, settings: Any, data: DataSet) -> dict[str, Any]:
     from worker.pipeline import ObjectResult, Processor
     from worker.service import WorkerService
 
-    service = WorkerService(
-        dataclasses.replace(clients, dynamodb=SerialWrites(clients.dynamodb)), settings
-    )
+    service = WorkerService(clients, settings)
     service.emf.stream = io.StringIO()  # its EMF metric lines would interleave the table
     done: list[float] = []
     results: list[ObjectResult] = []
@@ -373,19 +338,15 @@ NAIVE_CONCURRENCY = 8
 
 
 async def end_to_end(data: DataSet, naive_sample: int) -> dict[str, Any]:
-    from moto.server import ThreadedMotoServer
-
     from sesguard.aws import open_clients
     from sesguard.bootstrap import bootstrap, ensure_table
+    from sesguard.localaws import local_aws
     from sesguard.partners import Limits, Profile
     from sesguard.settings import load_settings
     from sesguard.store import PartnerStore
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
-    try:
+    # moto with DynamoDB's isolation (see sesguard.localaws): both sides run on it alike.
+    with local_aws():
         settings = load_settings()
         async with open_clients(settings.concurrency, max_attempts=2) as clients:
             await bootstrap(clients, settings, ["isv.example.com"])
@@ -424,8 +385,6 @@ async def end_to_end(data: DataSet, naive_sample: int) -> dict[str, Any]:
                 if got != data.per_partner_sent[pid]:
                     raise SystemExit(f"{pid}: counted {got}, expected {data.per_partner_sent[pid]}")
             return {"naive": naive, "worker": worker}
-    finally:
-        server.stop()
 
 
 # ---- main -----------------------------------------------------------------------------
@@ -504,7 +463,7 @@ def main() -> int:
         "transactions": w["chunks"],
         "partners_paused": w["paused"],
         "backend": "moto server (HTTP), same process",
-        "moto_worker_writes_serialized": True,
+        "moto_dynamodb_serialized": True,  # both sides: see sesguard.localaws
     }
     print(orjson.dumps(result).decode())
     return 0

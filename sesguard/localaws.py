@@ -1,10 +1,12 @@
 """The embedded AWS stand-in for the demo, the tests and the benchmarks (moto, over HTTP).
 
-moto's threaded server checks a DynamoDB condition and applies the write in separate
-steps, so two racing requests can both pass a condition that real DynamoDB would let only
-one pass. sesguard's guarantees (one pause winner, one count per object, one send per job)
-rest on DynamoDB's atomic conditional writes, so the stand-in serialises moto's DynamoDB
-writes with one lock: the semantics of the real service, not a mock of our code.
+moto's threaded server is not safe for concurrent DynamoDB requests: it checks a condition
+and applies the write in separate steps (two racers can both pass a condition that real
+DynamoDB lets only one pass), a cancelled transaction restores a snapshot of the whole
+table (wiping writes made meanwhile), and reads iterate dicts that writes change. sesguard's
+guarantees (one pause winner, one count per object, one send per job) rest on DynamoDB's
+atomic, isolated writes, so the stand-in runs moto's DynamoDB operations one at a time:
+the semantics of the real service, not a mock of our code.
 
 Needs the `local` extra (moto[server]).
 """
@@ -20,15 +22,31 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-_WRITE_OPS = (
-    "put_item", "update_item", "delete_item", "batch_write_item", "transact_write_items",
-    "execute_statement", "execute_transaction", "batch_execute_statement",
+_DYNAMODB_OPS = (
+    "put_item",
+    "update_item",
+    "delete_item",
+    "batch_write_item",
+    "transact_write_items",
+    "execute_statement",
+    "execute_transaction",
+    "batch_execute_statement",
+    "get_item",
+    "batch_get_item",
+    "transact_get_items",
+    "query",
+    "scan",
+    "create_table",
+    "delete_table",
+    "update_table",
+    "describe_table",
+    "update_time_to_live",
 )
 _lock = threading.RLock()
 _patched = False
 
 
-def _make_dynamodb_writes_atomic() -> None:
+def _serialise_dynamodb() -> None:
     global _patched  # noqa: PLW0603 - patch moto once per process
     if _patched:
         return
@@ -42,7 +60,7 @@ def _make_dynamodb_writes_atomic() -> None:
 
         return wrapper
 
-    for op in _WRITE_OPS:
+    for op in _DYNAMODB_OPS:
         setattr(DynamoDBBackend, op, locked(getattr(DynamoDBBackend, op)))
     _patched = True
 
@@ -61,9 +79,16 @@ FAKE_ENV = {
 }
 # Variables that could point the SDK at a real account; removed while the stand-in runs.
 _REAL_ACCOUNT_VARS = (
-    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-    "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
 )
 
 
@@ -85,7 +110,7 @@ def local_aws(port: int | None = None) -> Iterator[str]:
     """Run moto on 127.0.0.1 and point this process at it; yields the endpoint URL."""
     from moto.server import ThreadedMotoServer
 
-    _make_dynamodb_writes_atomic()
+    _serialise_dynamodb()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log on our terminal
     port = port or free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

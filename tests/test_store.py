@@ -102,13 +102,12 @@ async def test_twenty_concurrent_pauses_one_winner_one_notice(
     winners = [o for o in outcomes if o.won]
     assert len(winners) == 1 and winners[0].notice_id
     notices = [
-        m for m in sent_emails(moto_endpoint) if m["destinations"]["ToAddresses"] == [
-            "ops@acme.example.com"
-        ]
+        m
+        for m in sent_emails(moto_endpoint)
+        if m["destinations"]["ToAddresses"] == ["ops@acme.example.com"]
     ]
     assert len(notices) == 1
     assert notices[0]["subject"] == "Sending paused for acme"
     assert notices[0]["source"] == "guard@isv.example.com"
     profile = await store.require_profile("acme")
     assert profile.status is Status.PAUSED and profile.paused_by is PausedBy.POLICY
-

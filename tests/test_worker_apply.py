@@ -12,7 +12,6 @@ from botocore.exceptions import ClientError
 from sesguard import table as t
 from sesguard.partners import Counters
 from sesguard.store import PartnerStore
-from tests.fixtures.moto_compat import serial_clients
 from worker.apply import MAX_TRANSACT_ITEMS, apply_object, plan_chunks, transaction_items
 
 NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
@@ -125,9 +124,8 @@ async def test_replay_after_a_crash_mid_object_completes_it_exactly(
 
 async def test_concurrent_workers_on_one_object_count_it_once(store: Any, clients: Any) -> None:
     counts = many_partner_hours(70)
-    serial = PartnerStore(serial_clients(clients).dynamodb, store.table)  # see moto_compat
     results = await asyncio.gather(
-        *(apply_object(serial, "bucket", "race", counts) for _ in range(4))
+        *(apply_object(store, "bucket", "race", counts) for _ in range(4))
     )
     chunks = results[0].chunks
     assert sum(r.applied for r in results) == chunks

@@ -18,7 +18,6 @@ from sesguard.bootstrap import bootstrap
 from sesguard.partners import UNATTRIBUTED, Limits, Profile, Status
 from sesguard.store import PartnerStore
 from tests.conftest import sent_emails
-from tests.fixtures.moto_compat import serial_clients
 from tests.fixtures.ses_events import (
     EXPECTED_ACME,
     FORMATS,
@@ -74,7 +73,6 @@ class Env:
 @pytest.fixture
 async def env(clients: Any, settings: Any) -> Env:
     await bootstrap(clients, settings, ["isv.example.com"])
-    clients = serial_clients(clients)  # moto's DynamoDB is not safe for concurrent writes
     bucket = settings.bucket_name(await clients.account_id())
     sqs = clients.sqs
     return Env(
@@ -314,19 +312,16 @@ async def test_backfill_counts_existing_objects_once(
     parser = argparse.ArgumentParser()
     worker_main.add_arguments(parser)
     args = parser.parse_args(["backfill", "--prefix", f"{NOW:%Y}/"])
-    # run() opens its own clients: one object at a time, as moto's DynamoDB is not safe for
-    # concurrent transactions (tests/fixtures/moto_compat.py).
-    settings = env.settings.model_copy(update={"concurrency": 1})
-    assert await worker_main.run(args, settings) == 0
+    assert await worker_main.run(args, env.settings) == 0
     assert await env.totals("acme") == {k: 2 * v for k, v in EXPECTED_ACME.items()}
     assert "2 objects processed" in capsys.readouterr().out
     # Again, and overlapping with the service: nothing is counted twice.
-    assert await worker_main.run(args, settings) == 0
+    assert await worker_main.run(args, env.settings) == 0
     assert "0 chunks applied, 2 already counted" in capsys.readouterr().out
     args = parser.parse_args(
         ["backfill", "--prefix", "", "--since", (NOW + timedelta(hours=1)).isoformat()]
     )
-    assert await worker_main.run(args, settings) == 0
+    assert await worker_main.run(args, env.settings) == 0
     assert "0 objects processed (3 listed, 3 before --since" in capsys.readouterr().out
     assert await env.totals("acme") == {k: 2 * v for k, v in EXPECTED_ACME.items()}
 
