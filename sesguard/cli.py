@@ -202,6 +202,7 @@ async def cmd_partners_pause(args: argparse.Namespace, settings: Settings, clien
         args.reason,
         PausedBy.OPERATOR,
         None if args.no_notify else settings.notify_from,
+        mirror_tenant=settings.use_tenants,
     )
     if outcome.won:
         print(

@@ -34,7 +34,10 @@ async def pause_partner(
     finding: Finding | None = None,
     configuration_set: str | None = None,
     now: datetime | None = None,
+    mirror_tenant: bool = False,
 ) -> PauseOutcome:
+    """Pause once; the winner notifies and, with `mirror_tenant` (SESGUARD_USE_TENANTS),
+    also disables the partner's SES tenant so SES itself refuses its mail."""
     now = now or utcnow()
     won = await store.try_pause(partner_id, reason, by, now)
     if not won:
@@ -42,6 +45,8 @@ async def pause_partner(
         return PauseOutcome(False)
     log.warning("partner_paused", partner_id=partner_id, reason=reason, by=by.value)
     profile = await store.require_profile(partner_id)
+    if mirror_tenant and profile.tenant_name:
+        await _disable_tenant(sesv2, partner_id, profile.tenant_name)
     notice = compose_pause_notice(profile, reason, now, finding)
     try:
         notice_id = await send_notice(sesv2, notice, notify_from, configuration_set)
@@ -51,3 +56,12 @@ async def pause_partner(
     if notice_id:
         log.info("notice_sent", partner_id=partner_id, message_id=notice_id)
     return PauseOutcome(True, notice_id)
+
+
+async def _disable_tenant(sesv2: object, partner_id: str, tenant_name: str) -> None:
+    from sesguard.tenants import mirror_status
+
+    try:
+        await mirror_status(sesv2, partner_id, True, tenant_name)
+    except Exception as exc:  # sesguard's own gate still holds the partner's jobs
+        log.error("tenant_not_disabled", partner_id=partner_id, tenant=tenant_name, error=str(exc))

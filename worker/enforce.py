@@ -68,6 +68,7 @@ class Enforcer:
                 notify_from=self.settings.notify_from,
                 finding=verdict.first,
                 now=now,
+                mirror_tenant=self.settings.use_tenants,
             )
             log.warning(
                 "policy_breach",
