@@ -2,10 +2,10 @@
 
     python bench/sender.py [--jobs 300] [--partners 5] [--concurrency 32] [--latency-ms 0,10]
 
-Standalone: starts its own moto server (a child process on a free port, so the server
-and the consumers do not share one interpreter lock), sets fake AWS credentials, creates
-the resources, registers the partners and verifies the sending domain. Then the same N
-jobs go through:
+Standalone: starts its own moto server (sesguard.localaws, in a child process on a free
+port, so the server and the consumers do not share one interpreter lock), sets fake AWS
+credentials, creates the resources, registers the partners and verifies the sending
+domain. Then the same N jobs go through:
 
   naive  a consumer written here: receive 1 message, read the partner (one Query),
          SendEmail, delete the message; one job at a time;
@@ -91,10 +91,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The child process runs sesguard's own stand-in: moto with DynamoDB's atomic, isolated
+# writes (sesguard.localaws), the same mechanism as the tests, the demo and bench/worker.py.
+_MOTO_CHILD = """
+import signal, sys
+from sesguard.localaws import local_aws
+with local_aws(int(sys.argv[1])):
+    signal.pause()  # until SIGTERM ends the process
+"""
+
+
 def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-c", _MOTO_CHILD, str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -319,7 +329,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     naive, mine = scenarios[0]
     summary: dict[str, Any] = {
         "benchmark": "sender",
-        "backend": "moto server (HTTP), separate process",
+        "backend": "moto server (HTTP, sesguard.localaws), separate process",
         "jobs": args.jobs,
         "partners": args.partners,
         "concurrency": args.concurrency,

@@ -124,8 +124,8 @@ class Gate:
                 PausedBy.POLICY,
                 self.settings.notify_from,
                 verdict.first,
-                configuration_set=self.settings.configuration_set,
                 now=now,
+                mirror_tenant=self.settings.use_tenants,
             )
             if outcome.won:
                 self.pauses += 1

@@ -5,6 +5,11 @@ for 10 messages and long-poll 20 s (1 s with --drain, so a drain ends quickly). 
 messages are deleted in batches (sender.queue.Finisher); messages that take long get
 their visibility extended.
 
+Per job: validate -> gate (cached partner state) -> rate token -> conditional claim
+(sender.records) -> SendEmail (throttling: jittered backoff and retry) -> "sent" record
+and delete, batched. Deliveries of one job_id inside this task run one after the other,
+so the same job_id twice in a batch costs no extra wait.
+
 Fates of a job (one log line each, event "job", with partner_id and job_id, never the body):
   sent           SES accepted it; the once-per-job record says "sent"; message deleted
   held           partner paused: stored in sesguard.held, message deleted
@@ -34,28 +39,28 @@ import contextlib
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, TypeVar
 
 import aiohttp
-import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sender.gate import Action, Gate
+from sender.intake import Inflight, Outcome, Phase, Result, ids_for_log, job_from_message
 from sender.queue import Finisher, change_visibility, send_to_dlq
+from sender.rate import resolve_send_rate
 from sender.records import ClaimState, JobRecords
 from sender.ses import Failure, backoff_delay, classify, error_code, error_message, send_params
 from sesguard.aws import Clients
 from sesguard.health import touch_heartbeat
 from sesguard.held import HeldJobs
-from sesguard.jobs import JOB_ID_RE, JobError, SendJob, parse_job
+from sesguard.jobs import JobError, SendJob
 from sesguard.logging import get_logger
 from sesguard.metrics import ServiceMetrics
-from sesguard.partners import PARTNER_ID_RE
+from sesguard.partners import Profile
 from sesguard.ratelimit import Clock, SystemClock, TokenBucket, per_task_rate
 from sesguard.settings import Settings
+from sesguard.simulator import EventPublisher
 from sesguard.store import PartnerStore, StoreError
 
 log = get_logger(__name__)
@@ -63,7 +68,6 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 EXIT_OK, EXIT_ERROR, EXIT_ACCOUNT_PAUSED = 0, 1, 3
-FALLBACK_SEND_RATE = 14.0  # SES's usual starting quota, when GetAccount is unavailable
 ACCOUNT_PROBE_SECONDS = 60.0
 STATS_SECONDS = 60.0
 SENT_MEMORY = 10_000  # job_ids this task sent lately: same-batch duplicates need no read
@@ -79,90 +83,8 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class Outcome(StrEnum):
-    SENT = "sent"
-    HELD = "held"
-    DEAD_LETTERED = "dead_lettered"
-    DUPLICATE = "duplicate"
-    DEFERRED = "deferred"
-    RETRIED = "retried"
-    RETURNED = "returned"
-
-
-class Phase(StrEnum):
-    NEW = "new"
-    CLAIMED = "claimed"  # our claim exists, SES has not been asked
-    SENDING = "sending"  # SendEmail is on the wire
-    SETTLED = "settled"  # the message's fate is decided (finisher, DLQ, visibility)
-
-
 class Aborted(Exception):
     """The task is stopping (grace over) or SES paused the account: give the job back."""
-
-
-@dataclass(eq=False)
-class Inflight:
-    message_id: str
-    receipt: str
-    body: str
-    sent_at: datetime | None
-    received_at: float
-    extended_at: float
-    job: SendJob | None = None
-    token: str | None = None
-    phase: Phase = Phase.NEW
-
-
-@dataclass(frozen=True)
-class Result:
-    outcome: Outcome
-    reason: str | None = None
-    ses_message_id: str | None = None
-
-
-def job_from_message(body: str, message_id: str) -> SendJob:
-    """Validate a message body; a job without job_id gets its SQS MessageId, which stays
-    the same across redeliveries, so once-per-job holds for it too."""
-    job = parse_job(body)
-    if "job_id" not in job.model_fields_set:
-        job = job.model_copy(update={"job_id": message_id})
-    return job
-
-
-def _ids_for_log(body: str) -> dict[str, str]:
-    """partner_id / job_id of a body that failed validation, if they look sane."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    out = {}
-    for name, pattern in (("partner_id", PARTNER_ID_RE), ("job_id", JOB_ID_RE)):
-        value = data.get(name)
-        if isinstance(value, str) and pattern.fullmatch(value):
-            out[name] = value
-    return out
-
-
-async def resolve_send_rate(sesv2: Any, settings: Settings) -> tuple[float, str]:
-    """Account-wide sends/s: the setting, else the account's quota, else a fallback."""
-    if settings.max_send_rate:
-        return settings.max_send_rate, "setting"
-    try:
-        account = await sesv2.get_account()
-        rate = float(account["SendQuota"]["MaxSendRate"])
-        if rate > 0:
-            return rate, "account"
-    except Exception as exc:
-        log.warning(
-            "send_rate_unknown",
-            error=error_code(exc),
-            fallback=FALLBACK_SEND_RATE,
-            hint="set SESGUARD_MAX_SEND_RATE",
-        )
-        return FALLBACK_SEND_RATE, "fallback"
-    return FALLBACK_SEND_RATE, "fallback"
 
 
 class SenderService:
@@ -220,6 +142,7 @@ class SenderService:
         self._claims: dict[str, asyncio.Future[None]] = {}  # job_id -> its delivery's end
         self._sent_here: OrderedDict[str, str] = OrderedDict()  # job_id -> SES MessageId
         self.started = asyncio.Event()
+        self.publisher: EventPublisher | None = None
 
     # ---- control ---------------------------------------------------------------------
 
@@ -278,6 +201,9 @@ class SenderService:
                 task_rate=rate,
                 tasks=self.settings.sender_tasks,
             )
+        if self.settings.simulate_events:
+            self.publisher = await EventPublisher.create(self.clients, self.settings)
+            log.warning("simulating_ses_events", stream=self.settings.firehose_stream)
         self.finisher = Finisher(
             sqs,
             self.clients.dynamodb,
@@ -371,7 +297,6 @@ class SenderService:
             receipt=msg["ReceiptHandle"],
             body=msg.get("Body", ""),
             sent_at=sent_at,
-            received_at=now,
             extended_at=now,
         )
         task = asyncio.create_task(self._handle(item))
@@ -413,7 +338,7 @@ class SenderService:
         if m.job is not None:
             fields.update(partner_id=m.job.partner_id, job_id=m.job.job_id)
         else:
-            fields.update(_ids_for_log(m.body))
+            fields.update(ids_for_log(m.body))
         if result.reason:
             fields["reason"] = result.reason
         if result.ses_message_id:
@@ -444,24 +369,34 @@ class SenderService:
             self._finish(m)
             return Result(Outcome.HELD, decision.reason)
 
+        # One delivery per job_id at a time in this task: a second one (the same job_id
+        # twice in a batch) waits for the first instead of finding its claim "sending".
+        while (local := self._claims.get(job.job_id)) is not None:
+            try:
+                await self._abortable(asyncio.shield(local))
+            except Aborted:
+                return await self._give_back(m, release=False)
         if job.job_id in self._sent_here:  # its "sent" record may still be in the finisher
             self._finish(m)
             return Result(Outcome.DUPLICATE, ses_message_id=self._sent_here[job.job_id])
+        done = asyncio.get_running_loop().create_future()
+        self._claims[job.job_id] = done
+        try:
+            return await self._claim_and_send(m, job, decision.profile)
+        finally:
+            del self._claims[job.job_id]
+            done.set_result(None)
+
+    async def _claim_and_send(self, m: Inflight, job: SendJob, profile: Profile | None) -> Result:
+        # The rate token comes before the claim, so a claim's age is the time of one send
+        # (plus throttling backoff), not the time spent queueing for the account's rate.
+        try:
+            await self._token()
+        except Aborted:
+            return await self._give_back(m, release=False)
         token = uuid.uuid4().hex
         try:
             claim = await self.records.claim(job, token)
-            local = self._claims.get(job.job_id)
-            if claim.state is ClaimState.IN_PROGRESS and local is not None:
-                # The live claim is this task's own (the same job_id twice in one
-                # batch): wait for that delivery to end, then look again.
-                try:
-                    await self._abortable(asyncio.shield(local))
-                except Aborted:
-                    return await self._give_back(m, release=False)
-                if job.job_id in self._sent_here:
-                    self._finish(m)
-                    return Result(Outcome.DUPLICATE, ses_message_id=self._sent_here[job.job_id])
-                claim = await self.records.claim(job, token)
         except INFRA_ERRORS as exc:
             return await self._retry(m, f"claim: {error_code(exc)}")
         if claim.state is ClaimState.SENT:
@@ -477,13 +412,7 @@ class SenderService:
             )
         m.token = token
         m.phase = Phase.CLAIMED
-        done = asyncio.get_running_loop().create_future()
-        self._claims[job.job_id] = done
-        try:
-            return await self._send(m, job, send_params(job, self.settings, decision.profile))
-        finally:
-            del self._claims[job.job_id]
-            done.set_result(None)
+        return await self._send(m, job, send_params(job, self.settings, profile))
 
     async def _send(self, m: Inflight, job: SendJob, params: dict[str, Any]) -> Result:
         assert self.bucket is not None and m.token is not None
@@ -491,11 +420,11 @@ class SenderService:
         while True:
             if self._abort.is_set():
                 return await self._give_back(m, release=True)
-            try:
-                if not self.bucket.try_acquire():
-                    await self._abortable(self.bucket.acquire())
-            except Aborted:
-                return await self._give_back(m, release=True)
+            if attempt:  # the first attempt's token was taken before the claim
+                try:
+                    await self._token()
+                except Aborted:
+                    return await self._give_back(m, release=True)
             m.phase = Phase.SENDING
             try:
                 resp = await self.clients.sesv2.send_email(**params)
@@ -540,7 +469,22 @@ class SenderService:
             self._sent_here[job.job_id] = message_id
             if len(self._sent_here) > SENT_MEMORY:
                 self._sent_here.popitem(last=False)
+            if self.publisher is not None:
+                await self._simulate(job, params, message_id)
             return Result(Outcome.SENT, ses_message_id=message_id)
+
+    async def _simulate(self, job: SendJob, params: dict[str, Any], message_id: str) -> None:
+        """Local runs only: publish the events SES would, as SES would (via Firehose)."""
+        assert self.publisher is not None
+        try:
+            await self.publisher.after_send(params, message_id)
+        except Exception as exc:  # the mail is sent; a lost simulated event must not resend it
+            log.error(
+                "simulated_events_failed",
+                partner_id=job.partner_id,
+                job_id=job.job_id,
+                error=repr(exc),
+            )
 
     # ---- fates -----------------------------------------------------------------------
 
@@ -712,6 +656,14 @@ class SenderService:
         log.info("sender_stopped")
 
     # ---- helpers ---------------------------------------------------------------------
+
+    async def _token(self) -> None:
+        """One send's worth of the account rate; raises Aborted when the task aborts."""
+        assert self.bucket is not None
+        if self._abort.is_set():
+            raise Aborted
+        if not self.bucket.try_acquire():
+            await self._abortable(self.bucket.acquire())
 
     async def _abortable(self, aw: Awaitable[T]) -> T:
         """Await a wait (rate token, backoff) that is abandoned when the task aborts."""

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -158,7 +158,7 @@ class HeldJobs:
                 return total
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
-    async def pages(self, partner_id: str, keys_only: bool = False) -> Any:
+    async def pages(self, partner_id: str, keys_only: bool = False) -> AsyncIterator[list[HeldJob]]:
         """Held jobs of a partner, oldest first, one Query page at a time."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,

@@ -79,9 +79,15 @@ class Verdict:
 
     @property
     def reason(self) -> str:
-        """Human-readable reason of the most severe finding ('' when ok)."""
-        worst = [f for f in self.findings if f.level is self.level]
-        return "; ".join(f.reason for f in worst)
+        """Human-readable reason at the verdict's level: per metric, its shortest window
+        ('' when ok)."""
+        seen: set[str] = set()
+        parts = []
+        for f in self.findings:  # sorted: most severe, then shortest window first
+            if f.level is self.level and f.metric not in seen:
+                seen.add(f.metric)
+                parts.append(f.reason)
+        return "; ".join(parts)
 
     @property
     def first(self) -> Finding | None:

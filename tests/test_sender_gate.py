@@ -140,3 +140,13 @@ async def test_warn_level_still_sends(env: Env) -> None:
     await env.store.add_counts("warned", datetime.now(UTC), Counters(sent=1000, hard_bounces=30))
     gate = Gate(env.store, env.clients.sesv2, sender_settings())
     assert (await gate.check("warned")).action is Action.SEND
+
+
+async def test_gate_pause_with_tenants_on_still_holds(env: Env, clients) -> None:
+    # the tenant mirror is attempted (moto has no tenant API: logged), the pause stands
+    await env.store.update(PARTNER, tenant_name="acme")
+    await env.store.add_counts(PARTNER, datetime.now(UTC), Counters(sent=300, hard_bounces=60))
+    gate = Gate(env.store, clients.sesv2, sender_settings(use_tenants=True))
+    decision = await gate.check(PARTNER)
+    assert decision.action is Action.HOLD and gate.pauses == 1
+    assert (await env.store.require_profile(PARTNER)).paused

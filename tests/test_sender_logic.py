@@ -14,9 +14,9 @@ from botocore.exceptions import (
 )
 
 from sender.gate import Action, decide
+from sender.intake import ids_for_log, job_from_message
 from sender.queue import REASON_ATTRIBUTE, reason_attributes
 from sender.records import ClaimState, judge_existing
-from sender.service import _ids_for_log, job_from_message
 from sender.ses import Failure, backoff_delay, classify, send_params
 from sesguard.jobs import MAX_SQS_MESSAGE_BYTES, JobError, parse_job
 from sesguard.partners import Counters, Limits, PartnerState, Profile, Status
@@ -126,12 +126,12 @@ def test_job_id_defaults_to_the_sqs_message_id() -> None:
 
 
 def test_log_ids_of_bad_bodies_are_only_taken_when_sane() -> None:
-    assert _ids_for_log('{"partner_id":"acme","job_id":"j-1","to":"x"}') == {
+    assert ids_for_log('{"partner_id":"acme","job_id":"j-1","to":"x"}') == {
         "partner_id": "acme",
         "job_id": "j-1",
     }
-    assert _ids_for_log('{"partner_id":"a\\nb","job_id":5}') == {}
-    assert _ids_for_log("[]") == {} and _ids_for_log("{") == {}
+    assert ids_for_log('{"partner_id":"a\\nb","job_id":5}') == {}
+    assert ids_for_log("[]") == {} and ids_for_log("{") == {}
 
 
 def test_gate_decisions_from_state() -> None:

@@ -86,7 +86,8 @@ async def test_duplicate_job_id_is_sent_once(env: Env) -> None:
     await env.enqueue(env.job(1))  # the same job_id again, later
     second = await env.drain()
     assert Counter(env.ses.subjects()) == {"subject job-1": 1, "subject job-2": 1}
-    assert first.stats["duplicate"] + first.stats["deferred"] >= 1
+    # the same job_id twice in one batch: the second waits for the first, no deferral
+    assert first.stats["duplicate"] == 1 and first.stats["deferred"] == 0
     assert second.stats["duplicate"] == 1
     assert await env.queue_depth() == (0, 0)
 
@@ -234,3 +235,34 @@ async def test_run_entry_point_drains(env: Env, monkeypatch) -> None:
     assert env.ses.subjects() == []  # run() opens its own clients: count via moto instead
     assert await env.queue_depth() == (0, 0)
     assert await record(env, "job-1") is not None
+
+
+async def test_send_rate_comes_from_setting_account_or_fallback(env: Env) -> None:
+    from types import SimpleNamespace
+
+    from sender.rate import FALLBACK_SEND_RATE, resolve_send_rate
+
+    sesv2 = env.clients.sesv2
+    assert await resolve_send_rate(sesv2, sender_settings(max_send_rate=7.0)) == (7.0, "setting")
+    # moto has no GetAccount: the fallback is used (and logged)
+    assert await resolve_send_rate(sesv2, sender_settings(max_send_rate=None)) == (
+        FALLBACK_SEND_RATE,
+        "fallback",
+    )
+
+    def account(**_):
+        return SimpleNamespace(status_code=200, headers={}), {"SendQuota": {"MaxSendRate": 50.0}}
+
+    sesv2.meta.events.register("before-call.sesv2.GetAccount", account, unique_id="t-acct")
+    try:
+        assert await resolve_send_rate(sesv2, sender_settings(max_send_rate=None)) == (
+            50.0,
+            "account",
+        )
+        # each of 4 tasks takes a quarter of the account's rate
+        await env.enqueue(env.job(1))
+        svc = await env.drain(sender_settings(max_send_rate=None, sender_tasks=4), bucket=None)
+    finally:
+        sesv2.meta.events.unregister("before-call.sesv2.GetAccount", unique_id="t-acct")
+    assert svc.bucket is not None and svc.bucket.rate == 12.5
+    assert env.ses.subjects() == ["subject job-1"]

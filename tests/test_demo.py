@@ -1,0 +1,113 @@
+"""The local loop: the simulator's records through the worker's parser, and the demo."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+from sesguard.demo import IDENTITY, NOTIFY_FROM, run_demo
+from sesguard.partners import Counters
+from sesguard.simulator import encode_records, simulate_events
+from worker.aggregate import aggregate_bytes
+
+NOW = datetime(2026, 11, 29, 10, 15, tzinfo=UTC)
+SIM = "simulator.amazonses.com"
+
+
+def send_params(partner: str, to: list[str], cc: list[str] | None = None) -> dict:
+    return {
+        "FromEmailAddress": f"news@{IDENTITY}",
+        "Destination": {"ToAddresses": to, "CcAddresses": cc or []},
+        "Content": {"Simple": {"Subject": {"Data": "s"}, "Body": {"Text": {"Data": "t"}}}},
+        "EmailTags": [{"Name": "partner_id", "Value": partner}],
+        "ConfigurationSetName": "sesguard",
+    }
+
+
+def test_simulated_records_count_per_the_design_table() -> None:
+    records = []
+    records += simulate_events(
+        send_params(
+            "acme", [f"success@{SIM}", f"bounce@{SIM}", f"bounce+2@{SIM}"], [f"complaint@{SIM}"]
+        ),
+        "m-1",
+        NOW,
+        "123456789012",
+        "us-east-1",
+    )
+    records += simulate_events(
+        send_params("acme", [f"ooto@{SIM}", f"suppressionlist@{SIM}", "ana@example.org"]),
+        "m-2",
+        NOW,
+        "123456789012",
+        "us-east-1",
+    )
+    untagged = send_params("x", [f"success@{SIM}"])
+    untagged["EmailTags"] = []
+    records += simulate_events(untagged, "m-3", NOW, "123456789012", "us-east-1")
+    blob = b"".join(encode_records(records))  # what lands in S3: newline-terminated records
+
+    agg = aggregate_bytes(blob)
+    assert agg.stats.malformed_count == 0
+    hour = NOW.replace(minute=0)
+    counts = agg.counts()
+    assert counts[("acme", hour)] == Counters(
+        sent=7, delivered=3, hard_bounces=2, soft_bounces=1, suppressed=1, complaints=1
+    )
+    assert counts[("_unattributed", hour)] == Counters(sent=1, delivered=1)
+
+
+async def test_demo_pauses_the_dirty_and_the_complaining_partner_once(moto_endpoint) -> None:
+    out = io.StringIO()
+    results = await run_demo(180, moto_endpoint, out=out)
+    by_id = {p["partner_id"]: p for p in results["partners"]}
+
+    assert by_id["bakery"]["status"] == "active"
+    assert by_id["gadgets"]["status"] == "paused"
+    assert by_id["gadgets"]["paused_reason"].startswith("bounce rate")
+    assert by_id["newsletter"]["status"] == "paused"
+    assert by_id["newsletter"]["paused_reason"].startswith("complaint rate")
+
+    # Nothing lost: every job was either sent (and counted) or held.
+    for p in by_id.values():
+        assert p["totals"]["sent"] + p["held_jobs"] == 60, p
+    assert by_id["bakery"]["held_jobs"] == 0
+
+    notices = results["notices"]
+    assert sorted(n["to"][0] for n in notices) == [
+        "postmaster@gadgets.example.com",
+        "postmaster@newsletter.example.com",
+    ]
+    assert all(n["from"] == NOTIFY_FROM for n in notices)
+    text = out.getvalue()
+    assert "4. results" in text and "gadgets: bounce rate" in text
+
+
+def test_demo_command_never_uses_the_callers_aws_account(tmp_path) -> None:
+    """Real-looking credentials and endpoints in the environment are ignored."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "AKIAREALLOOKINGKEY00",
+        "AWS_SECRET_ACCESS_KEY": "real-looking-secret",
+        "AWS_PROFILE": "production",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",  # would fail if used
+        "AWS_ENDPOINT_URL_SQS": "http://127.0.0.1:9",
+    }
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("sesguard")), "demo", "--jobs", "30"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "4. results" in proc.stdout and "127.0.0.1:9" not in proc.stdout
+    log = (tmp_path / ".sesguard-demo.log").read_text()
+    assert "real-looking-secret" not in log and "sender_started" in log
