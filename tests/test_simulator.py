@@ -1,6 +1,6 @@
 """The SES event simulator: record shapes, mailbox-simulator outcomes, Firehose writes.
 
-The shapes are checked against the hand-written samples in shared/ses-events (the
+The shapes are checked against the hand-written samples in tests/fixtures (the
 documented SES format). The counts use a small counter written here from DESIGN.md's
 table (checked first against the samples' expected counts), not the worker's parser.
 The Firehose tests use the real moto server; the retry tests use a stand-in for the
@@ -36,8 +36,8 @@ from sesguard.simulator import (
     simulate_events,
 )
 
-# shared/ lies beside the checkout (here and in CI's fresh clone).
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "ses-events"
+# Copies of shared/ses-events, kept with the tests so a clone is self-contained.
+SAMPLES = Path(__file__).resolve().parent / "fixtures"
 SIM = "simulator.amazonses.com"
 NOW = datetime(2026, 11, 29, 1, 2, 3, tzinfo=UTC)
 ACCOUNT = "111122223333"
