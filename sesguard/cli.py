@@ -21,6 +21,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from sesguard import __version__
 from sesguard.aws import Clients, open_clients
+from sesguard.held import HeldJobs
 from sesguard.jobs import JobError, job_schema, parse_job
 from sesguard.logging import configure_logging
 from sesguard.partners import InvalidPartnerId, Limits, PausedBy, Profile, check_partner_id, utcnow
@@ -216,7 +217,7 @@ async def cmd_partners_pause(args: argparse.Namespace, settings: Settings, clien
 async def cmd_partners_resume(
     args: argparse.Namespace, settings: Settings, clients: Clients
 ) -> int:
-    from sesguard.held import HeldJobs, discard_held, replay_held
+    from sesguard.held import discard_held, replay_held
 
     store = _store(clients, settings)
     resumed = await _call_store(store.resume(args.partner_id), args.partner_id)
@@ -263,7 +264,7 @@ async def partner_report(
     state = await store.get_state(partner_id, now)
     if state.profile is None and not state.totals and not state.buckets:
         return None
-    held = await store.count_held(partner_id)
+    held = await HeldJobs(store.dynamodb, store.table, None).count(partner_id)
     defaults = Limits(
         settings.default_bounce_limit,
         settings.default_complaint_limit,
@@ -522,8 +523,26 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await handler(args, settings, clients)
 
 
+SERVICES = ("sender", "worker")
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse the command line; a service's options are parsed by the service itself
+    (argparse's REMAINDER does not pass options like --drain through a subparser)."""
+    rest = list(argv)
+    debug = False
+    while rest and rest[0] == "--debug":
+        debug = True
+        rest.pop(0)
+    if rest and rest[0] in SERVICES:
+        return argparse.Namespace(
+            debug=debug, command=rest[0], service=rest[0], service_args=rest[1:]
+        )
+    return build_parser().parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(sys.argv[1:] if argv is None else argv)
     debug = bool(args.debug)
     try:
         if getattr(args, "local", None):

@@ -23,6 +23,7 @@ import orjson
 from sesguard.aws import Clients, open_clients
 from sesguard.bootstrap import bootstrap
 from sesguard.enqueue import Enqueuer
+from sesguard.held import HeldJobs
 from sesguard.logging import configure_logging
 from sesguard.partners import Limits, Profile
 from sesguard.report import render_table
@@ -92,7 +93,7 @@ async def _progress(store: PartnerStore, total: int, out: TextIO, done: asyncio.
         sent = held = 0
         for p in PARTNERS:
             state = await store.get_state(p.partner_id)
-            h = await store.count_held(p.partner_id)
+            h = await HeldJobs(store.dynamodb, store.table, None).count(p.partner_id)
             sent += state.totals.sent
             held += h
             status = state.profile.status.value if state.profile else "?"

@@ -199,21 +199,6 @@ class PartnerStore:
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
         return sorted(registered), sorted(seen - registered)
 
-    async def count_held(self, partner_id: str) -> int:
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": t.held_pk(partner_id)}},
-            "Select": "COUNT",
-        }
-        count = 0
-        while True:
-            resp = await self._call("query", **kwargs)
-            count += int(resp.get("Count", 0))
-            if "LastEvaluatedKey" not in resp:
-                return count
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-
     # ---- profile writes ----------------------------------------------------------
 
     async def create(self, profile: Profile) -> None:

@@ -422,3 +422,14 @@ async def test_tenant_mapping_degrades_with_one_clear_line(ready) -> None:
         == 0
     )
     assert json.loads(cli("partners", "show", "acme", "--json").out)["tenant_name"] == "acme"
+
+
+async def test_services_run_from_the_cli_with_their_own_options(ready) -> None:
+    for service in ("sender", "worker"):
+        r = cli(service, "--drain", SESGUARD_STOP_GRACE_SECONDS="2")
+        assert r.code == 0, (service, r.err)
+        assert f"{service}_stopped" in r.err  # JSON service logs on stderr
+        one_line_error(cli(service, "--bogus"), 2, "unrecognized arguments: --bogus")
+        assert cli(service, "--help").code == 0
+    r = cli("--debug", "worker", "--drain")
+    assert r.code == 0, r.err

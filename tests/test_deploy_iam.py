@@ -28,6 +28,7 @@ import pytest
 
 import sesguard.aws
 from sesguard.bootstrap import bootstrap
+from sesguard.held import HeldJobs
 from sesguard.partners import Limits, Profile, Status
 from sesguard.permissions import GRANTS, TENANT_MIRROR, iam_actions
 from sesguard.settings import Settings, load_settings
@@ -351,7 +352,10 @@ async def test_services_use_exactly_what_their_roles_grant(
         await clients.sqs.send_message(QueueUrl=send_url, MessageBody=body)
     assert await _run(sender.main, ["--drain"], settings) == 0
     assert (await store.require_profile("lowered")).status is Status.PAUSED
-    assert await store.count_held("dirty") == 1 and await store.count_held("lowered") == 1
+    assert (
+        await HeldJobs(store.dynamodb, store.table, None).count("dirty") == 1
+        and await HeldJobs(store.dynamodb, store.table, None).count("lowered") == 1
+    )
 
     # 4. Backfill (an ECS one-off task with the worker's role): lists and skips, counted once.
     assert await _run(worker.main, ["backfill", "--prefix", "events/"], settings) == 0

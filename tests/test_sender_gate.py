@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from sender.gate import Action, Gate
+from sesguard.held import HeldJobs
 from sesguard.partners import Counters, Limits, PausedBy, Profile
 from sesguard.store import StoreError
 from tests.conftest import moto_data
@@ -113,7 +114,7 @@ async def test_gate_pauses_an_over_limit_partner_once_and_holds_its_jobs(
     assert "bounce rate" in (profile.paused_reason or "")
     assert svc.stats["held"] == 12 and env.ses.sent == []
     assert svc.gate.pauses == 1
-    assert await env.store.count_held(PARTNER) == 12
+    assert await HeldJobs(env.store.dynamodb, env.store.table, None).count(PARTNER) == 12
     notices = [
         m
         for m in moto_data(moto_endpoint)["ses"]["Message"]

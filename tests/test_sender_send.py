@@ -108,7 +108,7 @@ async def test_paused_partner_is_held_not_sent_then_replayed_exactly_once(env: E
     assert env.ses.sent == []
     assert await env.queue_depth() == (0, 0)
     held = HeldJobs.from_clients(env.clients, env.settings)
-    assert await env.store.count_held(PARTNER) == 5
+    assert await HeldJobs(env.store.dynamodb, env.store.table, None).count(PARTNER) == 5
 
     assert await env.store.resume(PARTNER)
     assert await held.replay(PARTNER, env.queue_url) == 5
