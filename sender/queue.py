@@ -14,37 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sender.ses import backoff_delay
-from sesguard.jobs import MAX_SQS_MESSAGE_BYTES
 from sesguard.logging import get_logger
 
 log = get_logger(__name__)
 
 SQS_BATCH = 10
-REASON_ATTRIBUTE = "sesguard_reason"
 _WRITE_RETRIES = 5
-
-
-def reason_attributes(body: str, reason: str) -> dict[str, Any]:
-    """The `sesguard_reason` attribute, shortened so body + attribute fit one SQS message.
-
-    SQS counts attribute name, type and value against the 256 KiB limit; a body that
-    leaves no room goes to the DLQ without the attribute (the reason is still logged).
-    """
-    room = MAX_SQS_MESSAGE_BYTES - len(body.encode()) - len(REASON_ATTRIBUTE) - len("String")
-    value = reason.encode()[: max(0, room)].decode(errors="ignore")
-    if not value:
-        return {}
-    return {REASON_ATTRIBUTE: {"DataType": "String", "StringValue": value}}
-
-
-async def send_to_dlq(sqs: Any, dlq_url: str, body: str, reason: str) -> bool:
-    """Send the original body to the DLQ with its reason; False if the reason was dropped."""
-    attrs = reason_attributes(body, reason)
-    kwargs: dict[str, Any] = {"QueueUrl": dlq_url, "MessageBody": body}
-    if attrs:
-        kwargs["MessageAttributes"] = attrs
-    await sqs.send_message(**kwargs)
-    return bool(attrs)
 
 
 async def change_visibility(sqs: Any, queue_url: str, receipts: Sequence[str], seconds: int) -> int:

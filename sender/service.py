@@ -47,11 +47,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from sender.gate import Action, Gate
 from sender.intake import Inflight, Outcome, Phase, Result, ids_for_log, job_from_message
-from sender.queue import Finisher, change_visibility, send_to_dlq
+from sender.queue import Finisher, change_visibility
 from sender.rate import resolve_send_rate
 from sender.records import ClaimState, JobRecords
 from sender.ses import Failure, backoff_delay, classify, error_code, error_message, send_params
 from sesguard.aws import Clients
+from sesguard.deadletter import send_to_dlq
 from sesguard.health import touch_heartbeat
 from sesguard.held import HeldJobs
 from sesguard.jobs import JobError, SendJob

@@ -15,9 +15,9 @@ from botocore.exceptions import (
 
 from sender.gate import Action, decide
 from sender.intake import ids_for_log, job_from_message
-from sender.queue import REASON_ATTRIBUTE, reason_attributes
 from sender.records import ClaimState, judge_existing
 from sender.ses import Failure, backoff_delay, classify, send_params
+from sesguard.deadletter import REASON_ATTRIBUTE, reason_attributes
 from sesguard.jobs import MAX_SQS_MESSAGE_BYTES, JobError, parse_job
 from sesguard.partners import Counters, Limits, PartnerState, Profile, Status
 from sesguard.settings import load_settings

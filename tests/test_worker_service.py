@@ -201,7 +201,7 @@ async def test_bad_notifications_and_missing_objects_go_to_the_dlq(env: Env) -> 
     assert await env.totals("acme") == EXPECTED_ACME
     assert await env.depth(env.queue_url) == 0
     dead = await env.dead_letters()
-    reasons = {m["Body"]: m["MessageAttributes"]["reason"]["StringValue"] for m in dead}
+    reasons = {m["Body"]: m["MessageAttributes"]["sesguard_reason"]["StringValue"] for m in dead}
     assert set(reasons) == set(bodies)
     assert reasons["this is not json"].startswith("bad notification: body is not JSON")
     assert "no Records" in reasons['{"hello": "world"}']

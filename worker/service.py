@@ -4,7 +4,7 @@
   once; deletes are batched (at most 10 per call, the SQS limit).
 - A message whose object takes long keeps its visibility extended until it is done.
 - Bad input never blocks the queue: a body that is not an S3 notification, or one naming
-  a missing object, goes to `<queue>-dlq` with a `reason` attribute and is deleted; an
+  a missing object, goes to `<queue>-dlq` with a `sesguard_reason` attribute and is deleted; an
   `s3:TestEvent` is deleted. A transient failure leaves the message for redelivery after
   a short backoff (the queue's redrive policy dead-letters it after repeated failures).
 - `--drain` mode exits once a receive comes back empty and nothing is in flight.
@@ -24,8 +24,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sesguard.aws import Clients
+from sesguard.deadletter import send_to_dlq
 from sesguard.health import touch_heartbeat
-from sesguard.jobs import MAX_SQS_MESSAGE_BYTES
 from sesguard.logging import get_logger
 from sesguard.metrics import ServiceMetrics
 from sesguard.settings import Settings
@@ -362,26 +362,12 @@ class WorkerService:
 
     async def _dead_letter(self, msg: dict[str, Any], reason: str) -> bool:
         """Copy the message to the DLQ with its reason; True once it is there."""
-        body = str(msg.get("Body", ""))
-        reason = reason[:1000]
-        room = MAX_SQS_MESSAGE_BYTES - len(reason.encode()) - 200
-        attrs: dict[str, Any] = {
-            "reason": {"DataType": "String", "StringValue": reason},
-            "source_queue": {"DataType": "String", "StringValue": self.settings.events_queue},
-        }
-        if len(body.encode()) > room:
-            body = body.encode()[:room].decode(errors="ignore")
-            attrs["truncated"] = {"DataType": "String", "StringValue": "true"}
-        if not body:
-            body = "(empty body)"  # SQS rejects empty messages
         try:
             if self._dlq_url is None:
                 self._dlq_url = (
                     await self.sqs.get_queue_url(QueueName=f"{self.settings.events_queue}-dlq")
                 )["QueueUrl"]
-            await self.sqs.send_message(
-                QueueUrl=self._dlq_url, MessageBody=body, MessageAttributes=attrs
-            )
+            await send_to_dlq(self.sqs, self._dlq_url, str(msg.get("Body", "")), reason)
         except (ClientError, BotoCoreError) as exc:
             log.error("dead_letter_failed", message_id=msg.get("MessageId"), error=str(exc))
             return False
