@@ -38,42 +38,31 @@ import argparse
 import asyncio
 import logging
 import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Fake credentials and a local endpoint before any AWS client exists.
-for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-    os.environ.pop(_var, None)
-os.environ.update(
-    AWS_ACCESS_KEY_ID="bench",
-    AWS_SECRET_ACCESS_KEY="bench",  # moto's fake credentials
-    AWS_REGION="us-east-1",
-    AWS_DEFAULT_REGION="us-east-1",
-    AWS_MAX_ATTEMPTS="2",
-    SESGUARD_NOTIFY_FROM="guard@isv.example.com",
-    SESGUARD_LOG_LEVEL="WARNING",
-)
+# Settings before any import reads them; AWS endpoint and fake credentials come from
+# sesguard.localaws when the stand-in starts.
+os.environ.update(SESGUARD_NOTIFY_FROM="guard@isv.example.com", SESGUARD_LOG_LEVEL="WARNING")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import orjson  # noqa: E402
+import orjson
 
-from sender.service import SenderService  # noqa: E402
-from sender.ses import send_params  # noqa: E402
-from sesguard.aws import Clients, open_clients  # noqa: E402
-from sesguard.bootstrap import bootstrap  # noqa: E402
-from sesguard.jobs import parse_job  # noqa: E402
-from sesguard.logging import configure_logging  # noqa: E402
-from sesguard.partners import Limits, Profile  # noqa: E402
-from sesguard.settings import Settings, load_settings  # noqa: E402
-from sesguard.store import PartnerStore  # noqa: E402
+from sender.service import SenderService
+from sender.ses import send_params
+from sesguard.aws import Clients, open_clients
+from sesguard.bootstrap import bootstrap
+from sesguard.jobs import parse_job
+from sesguard.localaws import local_aws_process
+from sesguard.logging import configure_logging
+from sesguard.partners import Limits, Profile
+from sesguard.settings import Settings, load_settings
+from sesguard.store import PartnerStore
 
 DOMAIN = "isv.example.com"
 READ_OPS = frozenset({"Query", "GetItem", "BatchGetItem", "Scan"})
@@ -83,44 +72,6 @@ WRITE_OPS = frozenset(
 
 
 # ---- moto -----------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# The child process runs sesguard's own stand-in: moto with DynamoDB's atomic, isolated
-# writes (sesguard.localaws), the same mechanism as the tests, the demo and bench/worker.py.
-_MOTO_CHILD = """
-import signal, sys
-from sesguard.localaws import local_aws
-with local_aws(int(sys.argv[1])):
-    signal.pause()  # until SIGTERM ends the process
-"""
-
-
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _MOTO_CHILD, str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise SystemExit("moto server did not start") from None
-            time.sleep(0.1)
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
-    return proc, endpoint
 
 
 # ---- measuring ------------------------------------------------------------------------
@@ -414,15 +365,10 @@ def main() -> int:
         parser.error("--jobs and --depth must be >= 10, --partners >= 1")
     configure_logging("json", "WARNING", stream=sys.stderr)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    proc, _ = start_moto()
-    try:
+    # sesguard's stand-in (moto with DynamoDB's isolation) in a child process, so the
+    # server and the consumers do not share one interpreter lock.
+    with local_aws_process():
         summary = asyncio.run(main_async(args))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     print_table(summary)
     print(orjson.dumps(summary).decode())
     return 0

@@ -35,23 +35,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-# Fake credentials and a local endpoint before any AWS client exists.
-for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-    os.environ.pop(_var, None)
-os.environ.update(
-    AWS_ACCESS_KEY_ID="bench",
-    AWS_SECRET_ACCESS_KEY="bench",  # moto's fake credentials
-    AWS_REGION="us-east-1",
-    AWS_DEFAULT_REGION="us-east-1",
-    AWS_MAX_ATTEMPTS="2",
-    SESGUARD_NOTIFY_FROM="guard@isv.example.com",
-    SESGUARD_LOG_LEVEL="WARNING",
-)
+# Settings before any import reads them; AWS endpoint and fake credentials come from
+# sesguard.localaws when the stand-in starts.
+os.environ.update(SESGUARD_NOTIFY_FROM="guard@isv.example.com", SESGUARD_LOG_LEVEL="WARNING")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import orjson  # noqa: E402
+import orjson
 
-from sesguard.logging import configure_logging  # noqa: E402
+from sesguard.logging import configure_logging
 
 WRITE_OPS = frozenset(
     {"TransactWriteItems", "UpdateItem", "PutItem", "BatchWriteItem", "DeleteItem"}

@@ -121,3 +121,49 @@ def local_aws(port: int | None = None) -> Iterator[str]:
         yield endpoint
     finally:
         server.stop()
+
+
+@contextmanager
+def local_aws_process(ready_timeout: float = 30.0) -> Iterator[str]:
+    """The same stand-in in a child process (so it does not share this interpreter's lock
+    with the code under test, as a real endpoint would not); yields the endpoint URL."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: S603 - our own module, this interpreter
+        [sys.executable, "-m", "sesguard.localaws", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + ready_timeout
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=1).close()  # noqa: S310
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the local AWS stand-in did not start") from None
+                time.sleep(0.1)
+        isolate_environment(endpoint)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _serve(port: int) -> None:
+    import signal
+
+    with local_aws(port):
+        signal.pause()  # until SIGTERM ends the process
+
+
+if __name__ == "__main__":
+    import sys
+
+    _serve(int(sys.argv[1]))
