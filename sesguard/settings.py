@@ -6,10 +6,12 @@ SDK's standard variables so the same code runs against AWS, LocalStack and moto.
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 
-from pydantic import EmailStr, Field, ValidationError, model_validator
+from pydantic import EmailStr, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 
 class SettingsError(Exception):
@@ -57,11 +59,12 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: str = Field("auto", pattern=r"^(auto|json|console)$")
 
-    @model_validator(mode="after")
-    def _windows_sorted(self) -> Settings:
-        if not self.window_hours or any(h < 1 for h in self.window_hours):
-            raise ValueError("window_hours must be positive hour counts")
-        return self
+    @field_validator("window_hours")
+    @classmethod
+    def _positive_windows(cls, hours: tuple[int, ...]) -> tuple[int, ...]:
+        if not hours or any(h < 1 for h in hours):
+            raise ValueError("give one or more positive hour counts, e.g. [24, 168]")
+        return hours
 
     @cached_property
     def max_window_hours(self) -> int:
@@ -75,8 +78,12 @@ def load_settings(**overrides: object) -> Settings:
     """Build Settings, turning pydantic's report into one line that names the variable."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except PydanticSettingsError as exc:  # a list/tuple variable that is not JSON
+        match = re.search(r'field "(\w+)"', str(exc))
+        var = f"SESGUARD_{match.group(1).upper()}" if match else "a SESGUARD_ variable"
+        raise SettingsError(f"{var}: not valid JSON (e.g. [24, 168])") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "?"
         var = f"SESGUARD_{field.upper()}"
-        raise SettingsError(f"{var}: {err['msg']}") from None
+        raise SettingsError(f"{var}: {err['msg'].removeprefix('Value error, ')}") from None

@@ -433,3 +433,16 @@ async def test_services_run_from_the_cli_with_their_own_options(ready) -> None:
         assert cli(service, "--help").code == 0
     r = cli("--debug", "worker", "--drain")
     assert r.code == 0, r.err
+
+
+def test_bad_list_settings_name_the_variable(moto_endpoint) -> None:
+    one_line_error(
+        cli("partners", "list", SESGUARD_WINDOW_HOURS="24h"),
+        2,
+        "SESGUARD_WINDOW_HOURS: not valid JSON",
+    )
+    one_line_error(
+        cli("partners", "list", SESGUARD_WINDOW_HOURS="[0]"),
+        2,
+        "SESGUARD_WINDOW_HOURS: give one or more positive hour counts",
+    )
