@@ -251,7 +251,8 @@ async def ensure_firehose(
                 "RoleARN": role_arn,
                 "BucketARN": f"arn:aws:s3:::{bucket}",
                 "Prefix": settings.events_prefix,
-                "ErrorOutputPrefix": "errors/!{firehose:error-output-type}/",
+                "ErrorOutputPrefix": settings.firehose_error_prefix
+                + "!{firehose:error-output-type}/",
                 "BufferingHints": {"IntervalInSeconds": 60, "SizeInMBs": 5},
                 "CompressionFormat": "GZIP",
                 "ProcessingConfiguration": {

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     events_bucket: str | None = Field(None, description="default: sesguard-ses-events-<account>")
     events_prefix: str = ""
     firehose_stream: str = Field("sesguard-ses-events", min_length=1, max_length=64)
+    # Where Firehose writes records it could not deliver; never SES events to count.
+    firehose_error_prefix: str = Field("errors/", min_length=1)
     configuration_set: str = Field("sesguard", min_length=1, max_length=64)
     notify_from: EmailStr | None = None
     simulate_events: bool = False

@@ -72,6 +72,7 @@ SAFE_DEFAULTS = {
     "job_record_days": "once-per-job records outlive SQS retention (14 days)",
     "heartbeat_file": "container-local path shared by the service and `sesguard health`",
     "tenant_identity": "read by the operator CLI (partners add/set --tenant) only",
+    "firehose_error_prefix": "the template's ErrorOutputPrefix is errors/ too (the default)",
 }
 
 

@@ -225,6 +225,16 @@ async def test_object_removed_records_are_skipped(env: Env) -> None:
     assert await env.depth(env.queue_url) == 0
 
 
+async def test_firehose_error_objects_are_not_counted(env: Env) -> None:
+    """With an empty events prefix, S3 notifies for Firehose's error output too."""
+    await env.put("errors/processing-failed/2026/11/29/x", sample_bytes("plain-newline"))
+    await env.put(firehose_key(1), sample_bytes("plain-newline"))
+    service = await env.drain()
+    assert await env.totals("acme") == EXPECTED_ACME  # the error object was not counted
+    assert service.metrics.dead_lettered == 0
+    assert await env.depth(env.queue_url) == 0
+
+
 async def register(env: Env, pid: str) -> None:
     await env.store.create(
         Profile(pid, f"ops@{pid}.example.com", Limits(bounce_rate=0.05, min_volume=200))

@@ -321,6 +321,11 @@ class WorkerService:
             return None
         missing: list[str] = []
         for ref in note.objects:
+            if ref.key.startswith(self.settings.firehose_error_prefix):
+                # Firehose's own failure output (with an empty events prefix it notifies
+                # this queue too): not SES events. Visible, never counted.
+                log.warning("firehose_error_object", bucket=ref.bucket, key=ref.key)
+                continue
             try:
                 result = await self.processor.process(ref.bucket, ref.key)
             except ObjectMissing:
