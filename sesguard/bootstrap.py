@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from sesguard.aws import Clients, region
 from sesguard.logging import get_logger
 from sesguard.settings import Settings
-from sesguard.table import TTL_ATTRIBUTE
+from sesguard.table import KIND_ATTRIBUTE, PARTNERS_INDEX, TTL_ATTRIBUTE
 
 log = get_logger(__name__)
 
@@ -50,7 +50,7 @@ async def ensure_table(clients: Clients, settings: Settings, report: Report | No
     ddb = clients.dynamodb
     name = settings.table
     try:
-        await ddb.describe_table(TableName=name)
+        desc = (await ddb.describe_table(TableName=name))["Table"]
         report.add(f"dynamodb table {name}", EXISTS)
     except ClientError as exc:
         if _code(exc) != "ResourceNotFoundException":
@@ -60,15 +60,29 @@ async def ensure_table(clients: Clients, settings: Settings, report: Report | No
             AttributeDefinitions=[
                 {"AttributeName": "pk", "AttributeType": "S"},
                 {"AttributeName": "sk", "AttributeType": "S"},
+                {"AttributeName": KIND_ATTRIBUTE, "AttributeType": "S"},
             ],
             KeySchema=[
                 {"AttributeName": "pk", "KeyType": "HASH"},
                 {"AttributeName": "sk", "KeyType": "RANGE"},
             ],
+            GlobalSecondaryIndexes=[PARTNERS_INDEX_SPEC],
             BillingMode="PAY_PER_REQUEST",
         )
         await _wait_table_active(ddb, name)
         report.add(f"dynamodb table {name}", CREATED)
+        report.add(f"dynamodb index {PARTNERS_INDEX}", CREATED)
+    else:
+        indexes = {i["IndexName"] for i in desc.get("GlobalSecondaryIndexes", [])}
+        if PARTNERS_INDEX in indexes:
+            report.add(f"dynamodb index {PARTNERS_INDEX}", EXISTS)
+        else:
+            await ddb.update_table(
+                TableName=name,
+                AttributeDefinitions=[{"AttributeName": KIND_ATTRIBUTE, "AttributeType": "S"}],
+                GlobalSecondaryIndexUpdates=[{"Create": PARTNERS_INDEX_SPEC}],
+            )
+            report.add(f"dynamodb index {PARTNERS_INDEX}", CREATED)
     ttl = await ddb.describe_time_to_live(TableName=name)
     desc = ttl.get("TimeToLiveDescription", {})
     if desc.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and (
@@ -81,6 +95,18 @@ async def ensure_table(clients: Clients, settings: Settings, report: Report | No
             TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
         )
         report.add(f"dynamodb ttl {TTL_ATTRIBUTE}", CREATED)
+
+
+# Sparse: only PROFILE and TOTALS items carry `kind`; keys only, so counter updates
+# (which never change `kind`) do not write to the index.
+PARTNERS_INDEX_SPEC: dict[str, Any] = {
+    "IndexName": PARTNERS_INDEX,
+    "KeySchema": [
+        {"AttributeName": KIND_ATTRIBUTE, "KeyType": "HASH"},
+        {"AttributeName": "pk", "KeyType": "RANGE"},
+    ],
+    "Projection": {"ProjectionType": "KEYS_ONLY"},
+}
 
 
 async def _wait_table_active(ddb: Any, name: str) -> None:

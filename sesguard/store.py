@@ -60,6 +60,7 @@ def profile_to_item(p: Profile) -> dict[str, Any]:
             "paused_by": p.paused_by.value if p.paused_by else None,
             "resumed_at": _iso(p.resumed_at),
             "tenant_name": p.tenant_name,
+            t.KIND_ATTRIBUTE: t.PARTNER_KIND,
             "created_at": _iso(p.created_at),
             "updated_at": _iso(p.updated_at),
         }
@@ -96,17 +97,18 @@ def profile_from_item(item: dict[str, Any]) -> Profile:
 
 
 def counter_update(
-    table: str, pk: str, sk: str, counts: Counters, expires_at: int | None = None
+    table: str, pk: str, sk: str, counts: Counters, sets: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """One Update (for TransactWriteItems) that ADDs the non-zero counters to an item."""
+    """One Update (for TransactWriteItems) that ADDs the non-zero counters to an item and
+    sets `sets` attributes where the item does not have them yet."""
     nonzero = counts.nonzero()
     names = {f"#{n}": n for n in nonzero}
-    values = {f":{n}": {"N": str(v)} for n, v in nonzero.items()}
+    values: dict[str, Any] = {f":{n}": {"N": str(v)} for n, v in nonzero.items()}
     expr = "ADD " + ", ".join(f"#{n} :{n}" for n in nonzero)
-    if expires_at is not None:
-        expr += " SET #ttl = if_not_exists(#ttl, :ttl)"
-        names["#ttl"] = t.TTL_ATTRIBUTE
-        values[":ttl"] = {"N": str(expires_at)}
+    if sets:
+        names.update({f"#{k}": k for k in sets})
+        values.update({f":{k}": t.to_attr(v) for k, v in sets.items()})
+        expr += " SET " + ", ".join(f"#{k} = if_not_exists(#{k}, :{k})" for k in sets)
     return {
         "Update": {
             "TableName": table,
@@ -180,17 +182,21 @@ class PartnerStore:
         return profile
 
     async def list_partner_ids(self) -> tuple[list[str], list[str]]:
-        """(registered ids, ids seen in traffic without a profile), both sorted."""
+        """(registered ids, ids seen in traffic without a profile), both sorted.
+
+        Queries the sparse "partners" index (PROFILE and TOTALS items only), never the
+        whole table."""
         registered: set[str] = set()
         seen: set[str] = set()
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "FilterExpression": "sk IN (:p, :t)",
-            "ProjectionExpression": "pk, sk",
-            "ExpressionAttributeValues": {":p": {"S": t.PROFILE}, ":t": {"S": t.TOTALS}},
+            "IndexName": t.PARTNERS_INDEX,
+            "KeyConditionExpression": "#kind = :partner",
+            "ExpressionAttributeNames": {"#kind": t.KIND_ATTRIBUTE},
+            "ExpressionAttributeValues": {":partner": {"S": t.PARTNER_KIND}},
         }
         while True:
-            resp = await self._call("scan", **kwargs)
+            resp = await self._call("query", **kwargs)
             for item in resp.get("Items", []):
                 pid = item["pk"]["S"][2:]
                 (registered if item["sk"]["S"] == t.PROFILE else seen).add(pid)
@@ -313,12 +319,31 @@ class PartnerStore:
         """The two transaction items that add `counts` to one hour bucket and the totals."""
         if not counts:
             return []
-        pk = t.partner_pk(partner_id)
-        expires = int((hour_floor(hour) + timedelta(days=self.retention_days)).timestamp())
         return [
-            counter_update(self.table, pk, t.bucket_sk(hour), counts, expires),
-            counter_update(self.table, pk, t.TOTALS, counts),
+            self.bucket_update(partner_id, hour, counts),
+            self.totals_update(partner_id, counts),
         ]
+
+    def bucket_update(self, partner_id: str, hour: datetime, counts: Counters) -> dict[str, Any]:
+        """ADD to one hour bucket, which expires after the retention period."""
+        expires = int((hour_floor(hour) + timedelta(days=self.retention_days)).timestamp())
+        return counter_update(
+            self.table,
+            t.partner_pk(partner_id),
+            t.bucket_sk(hour),
+            counts,
+            {t.TTL_ATTRIBUTE: expires},
+        )
+
+    def totals_update(self, partner_id: str, counts: Counters) -> dict[str, Any]:
+        """ADD to the all-time totals, which are listed in the partners index."""
+        return counter_update(
+            self.table,
+            t.partner_pk(partner_id),
+            t.TOTALS,
+            counts,
+            {t.KIND_ATTRIBUTE: t.PARTNER_KIND},
+        )
 
     async def add_counts(self, partner_id: str, hour: datetime, counts: Counters) -> None:
         """Apply one partner-hour of counts atomically (bucket and totals together)."""

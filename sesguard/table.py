@@ -9,6 +9,10 @@ One partition per partner keeps the gate's read to a single Query:
 "PROFILE" and "TOTALS" sort after every "B#..." key, so `sk >= B#<oldest hour>` returns
 the window's buckets plus the profile plus the totals in one request.
 
+PROFILE and TOTALS items also carry `kind = partner`, the hash key of the sparse index
+"partners" (range key pk, keys only): `partners list` queries it instead of scanning the
+table, whose job records and object markers can number millions.
+
 Other partitions:
   pk = H#<partner>  sk = <held-at ISO>#<job_id>   a held send job (full payload)
   pk = J#<job_id>   sk = JOB                      once-per-job record of the sender (TTL)
@@ -28,6 +32,9 @@ from sesguard.partners import hour_floor
 PROFILE = "PROFILE"
 TOTALS = "TOTALS"
 TTL_ATTRIBUTE = "expires_at"
+PARTNERS_INDEX = "partners"
+KIND_ATTRIBUTE = "kind"
+PARTNER_KIND = "partner"
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()

@@ -40,3 +40,24 @@ async def test_bootstrap_corrects_drifted_queue(clients, settings) -> None:
     await clients.sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "5"})
     report = await bootstrap(clients, settings, [])
     assert ("sqs queue sesguard-send-jobs", "updated", "VisibilityTimeout") in report.steps
+
+
+async def test_bootstrap_adds_the_partners_index_to_an_older_table(clients, settings) -> None:
+    await clients.dynamodb.create_table(
+        TableName=settings.table,
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    report = await bootstrap(clients, settings, [])
+    assert ("dynamodb index partners", "created", "") in report.steps
+    desc = await clients.dynamodb.describe_table(TableName=settings.table)
+    assert [i["IndexName"] for i in desc["Table"]["GlobalSecondaryIndexes"]] == ["partners"]
+    again = await bootstrap(clients, settings, [])
+    assert ("dynamodb index partners", "exists", "") in again.steps

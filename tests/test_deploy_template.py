@@ -18,7 +18,14 @@ import pytest
 from botocore.config import Config
 
 from sesguard import metrics
-from sesguard.bootstrap import EXISTS, Report, ensure_bucket, ensure_queues, ensure_table
+from sesguard.bootstrap import (
+    EXISTS,
+    PARTNERS_INDEX_SPEC,
+    Report,
+    ensure_bucket,
+    ensure_queues,
+    ensure_table,
+)
 from sesguard.settings import Settings, load_settings
 from sesguard.table import TTL_ATTRIBUTE
 
@@ -226,7 +233,10 @@ def test_table(r: Any) -> None:
     assert {(a["AttributeName"], a["AttributeType"]) for a in t["AttributeDefinitions"]} == {
         ("pk", "S"),
         ("sk", "S"),
+        ("kind", "S"),
     }
+    # The same partners index bootstrap creates, so both describe one table.
+    assert t["GlobalSecondaryIndexes"] == [PARTNERS_INDEX_SPEC]
     assert r.resource("Table")["DeletionPolicy"] == "Retain"
 
 

@@ -50,11 +50,13 @@ async def test_counts_and_state_in_one_query(store: PartnerStore, clients) -> No
     assert len(state.buckets) == 2  # the 9-day-old bucket is not read
 
 
-async def test_unregistered_traffic_is_kept(store: PartnerStore) -> None:
+async def test_unregistered_traffic_is_kept(store: PartnerStore, clients) -> None:
     await store.add_counts("newco", NOW, Counters(sent=3))
     state = await store.get_state("newco", NOW)
     assert state.profile is None and state.totals.sent == 3
+    clients.calls.clear()
     assert await store.list_partner_ids() == ([], ["newco"])
+    assert clients.calls == {("dynamodb", "Query")}  # the partners index, never a Scan
     await store.create(Profile("newco", "a@newco.example.com", Limits()))
     assert await store.list_partner_ids() == (["newco"], [])
     assert (await store.get_state("newco", NOW)).totals.sent == 3

@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 from sesguard import table as t
 from sesguard.logging import get_logger
 from sesguard.partners import Counters, utcnow
-from sesguard.store import PartnerStore, counter_update
+from sesguard.store import PartnerStore
 
 log = get_logger(__name__)
 
@@ -150,12 +150,12 @@ def transaction_items(
     ]
     totals: dict[str, Counters] = {}
     for pid, hour, c in chunk.cells:
-        for update in store.counter_updates(pid, hour, c):
-            if update["Update"]["Key"]["sk"]["S"] != t.TOTALS:
-                items.append(update)  # the hour bucket; totals are merged per partner below
-        totals.setdefault(pid, Counters()).add(c)
+        if c:
+            items.append(store.bucket_update(pid, hour, c))
+        totals.setdefault(pid, Counters()).add(c)  # one totals item per partner per chunk
     for pid, c in totals.items():
-        items.append(counter_update(store.table, t.partner_pk(pid), t.TOTALS, c))
+        if c:
+            items.append(store.totals_update(pid, c))
     if len(items) > MAX_TRANSACT_ITEMS:
         raise AssertionError(f"chunk of {len(items)} items")  # plan_chunks guarantees it
     return items
