@@ -8,13 +8,14 @@ or an exception naming the jobs that did not make it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sesguard.jobs import MAX_SQS_MESSAGE_BYTES, JobError, SendJob, parse_job
 
 SQS_BATCH_ENTRIES = 10
+T = TypeVar("T")
 
 
 class EnqueueError(Exception):
@@ -23,20 +24,39 @@ class EnqueueError(Exception):
         self.failed_job_ids = failed_job_ids
 
 
-def batches(bodies: Iterable[tuple[str, bytes]]) -> Iterator[list[tuple[str, bytes]]]:
-    """Group (job_id, body) pairs under SQS's 10-entry and 256 KiB batch limits."""
-    batch: list[tuple[str, bytes]] = []
-    size = 0
-    for job_id, body in bodies:
-        if len(body) > MAX_SQS_MESSAGE_BYTES:
-            raise JobError(f"job {job_id} is {len(body)} bytes; SQS allows {MAX_SQS_MESSAGE_BYTES}")
-        if batch and (len(batch) == SQS_BATCH_ENTRIES or size + len(body) > MAX_SQS_MESSAGE_BYTES):
+def sqs_batches(
+    items: Iterable[T],
+    size: Callable[[T], int],
+    max_count: int = SQS_BATCH_ENTRIES,
+    max_bytes: int = MAX_SQS_MESSAGE_BYTES,
+) -> Iterator[list[T]]:
+    """Group items, in order, into SendMessageBatch calls: <= 10 entries, <= 256 KiB in
+    total. Callers deal with an item over the limit first (it would make a batch alone)."""
+    batch: list[T] = []
+    total = 0
+    for item in items:
+        n = size(item)
+        if batch and (len(batch) >= max_count or total + n > max_bytes):
             yield batch
-            batch, size = [], 0
-        batch.append((job_id, body))
-        size += len(body)
+            batch, total = [], 0
+        batch.append(item)
+        total += n
     if batch:
         yield batch
+
+
+def batches(bodies: Iterable[tuple[str, bytes]]) -> Iterator[list[tuple[str, bytes]]]:
+    """(job_id, body) pairs in SQS batches; a body over 256 KiB is a JobError."""
+
+    def checked() -> Iterator[tuple[str, bytes]]:
+        for job_id, body in bodies:
+            if len(body) > MAX_SQS_MESSAGE_BYTES:
+                raise JobError(
+                    f"job {job_id} is {len(body)} bytes; SQS allows {MAX_SQS_MESSAGE_BYTES}"
+                )
+            yield job_id, body
+
+    return sqs_batches(checked(), lambda pair: len(pair[1]))
 
 
 @dataclass

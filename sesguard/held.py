@@ -39,6 +39,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from sesguard import table as t
+from sesguard.enqueue import sqs_batches as group_for_sqs
 from sesguard.jobs import MAX_SQS_MESSAGE_BYTES, SendJob
 from sesguard.logging import get_logger
 from sesguard.partners import utcnow
@@ -89,18 +90,8 @@ def sqs_batches(
     A job that alone exceeds the limit cannot be enqueued; it is left out (the caller
     keeps it held and reports it).
     """
-    batch: list[HeldJob] = []
-    size = 0
-    for job in jobs:
-        if job.size > max_bytes:
-            continue
-        if batch and (len(batch) >= max_count or size + job.size > max_bytes):
-            yield batch
-            batch, size = [], 0
-        batch.append(job)
-        size += job.size
-    if batch:
-        yield batch
+    fitting = (job for job in jobs if job.size <= max_bytes)
+    return group_for_sqs(fitting, lambda job: job.size, max_count, max_bytes)
 
 
 def _code(exc: ClientError) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import importlib.util
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -20,7 +19,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlparse
 
@@ -33,19 +31,12 @@ from sesguard.partners import Limits, Profile, Status
 from sesguard.permissions import GRANTS, TENANT_MIRROR, iam_actions
 from sesguard.settings import Settings, load_settings
 from sesguard.store import PartnerStore
+from tests.fixtures.cfn_module import load_cfn
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_cfn() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("sesguard_deploy_cfn", ROOT / "deploy" / "cfn.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cfn = _load_cfn()
+cfn = load_cfn()
 ROLES = {"sender": "SenderTaskRole", "worker": "WorkerTaskRole"}
 
 

@@ -3,14 +3,12 @@ CloudFormation goes) producing exactly the resources `sesguard bootstrap` expect
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import warnings
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
@@ -28,20 +26,13 @@ from sesguard.bootstrap import (
 )
 from sesguard.settings import Settings, load_settings
 from sesguard.table import TTL_ATTRIBUTE
+from tests.fixtures.cfn_module import load_cfn
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "deploy" / "sesguard.yaml"
 
 
-def _load_cfn() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("sesguard_deploy_cfn", ROOT / "deploy" / "cfn.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cfn = _load_cfn()
+cfn = load_cfn()
 SERVICES = {"sender": "SenderTaskDefinition", "worker": "WorkerTaskDefinition"}
 
 # Every Settings field is either set by the task definitions or safe at its default in
