@@ -27,7 +27,7 @@ from tests.fixtures.ses_events import (
     sample_records,
 )
 from worker import main as worker_main
-from worker.service import WorkerService
+from worker.service import Acker, WorkerService
 
 NOW = datetime.now(UTC)
 
@@ -334,6 +334,31 @@ async def test_backfill_counts_existing_objects_once(
     assert await worker_main.run(args, env.settings) == 0
     assert "0 objects processed (3 listed, 3 before --since" in capsys.readouterr().out
     assert await env.totals("acme") == {k: 2 * v for k, v in EXPECTED_ACME.items()}
+
+
+async def test_closing_the_acker_finishes_a_delete_already_on_the_wire(env: Env) -> None:
+    """SIGTERM while a DeleteMessageBatch is in flight: the delete completes (it used to be
+    cancelled, leaving a counted message in flight until its visibility timeout)."""
+    sqs = env.clients.sqs
+    await sqs.purge_queue(QueueUrl=env.queue_url)
+    await sqs.send_message(QueueUrl=env.queue_url, MessageBody="{}")
+    msg = (await sqs.receive_message(QueueUrl=env.queue_url, WaitTimeSeconds=1))["Messages"][0]
+    on_the_wire = asyncio.Event()
+
+    async def slow_delete(**_: Any) -> None:
+        on_the_wire.set()
+        await asyncio.sleep(0.3)
+
+    sqs.meta.events.register("before-call.sqs.DeleteMessageBatch", slow_delete)
+    try:
+        acker = Acker(sqs, env.queue_url, linger=0.0)
+        acker.start()
+        acker.ack(msg["ReceiptHandle"])
+        await asyncio.wait_for(on_the_wire.wait(), timeout=5)
+        await acker.close()
+    finally:
+        sqs.meta.events.unregister("before-call.sqs.DeleteMessageBatch", slow_delete)
+    assert await env.depth(env.queue_url) == 0
 
 
 async def test_deletes_are_batched_within_the_sqs_limit(env: Env) -> None:

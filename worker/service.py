@@ -88,6 +88,7 @@ class Acker:
         self._linger = linger
         self._pending: list[str] = []
         self._wake = asyncio.Event()
+        self._closing = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -98,16 +99,18 @@ class Acker:
         self._wake.set()
 
     async def close(self) -> None:
+        """Delete everything acked so far. Never cancels a delete already on the wire:
+        its messages would stay in flight and come back after the visibility timeout."""
+        self._closing = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
         await self._flush()
 
     async def _loop(self) -> None:
-        while True:
+        while not self._closing:
             await self._wake.wait()
-            if len(self._pending) < SQS_BATCH:
+            if len(self._pending) < SQS_BATCH and not self._closing:
                 await asyncio.sleep(self._linger)  # let a few more finish first
             self._wake.clear()
             await self._flush()
