@@ -65,6 +65,35 @@ def _serialise_dynamodb() -> None:
     _patched = True
 
 
+def _speed_up_moto() -> None:
+    """Two of moto's per-request costs that real AWS does not have, removed without
+    changing any answer (moto is pinned, and tests/test_localaws.py checks both):
+
+    - SQS recomputes every queue attribute, counting all messages, three times for each
+      message it returns, only to read the retention period; so receives slowed down with
+      queue depth. The check now reads the retention period alone.
+    - the server lists moto's package directory on disk for every request to find the
+      service; the list is now read once.
+    """
+    from moto import backends
+    from moto.core.utils import unix_time
+    from moto.sqs.models import Message, SQSBackend
+
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules
+
+    def is_message_valid_based_on_retention_period(
+        self: SQSBackend, queue_name: str, message: Message
+    ) -> bool:
+        queue = self.get_queue(queue_name)  # attributes are set on it by name at creation:
+        retention = int(queue.message_retention_period)  # type: ignore[attr-defined]
+        return bool(retention + message.sent_timestamp / 1000 > unix_time())  # type: ignore[operator]
+
+    SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
+        is_message_valid_based_on_retention_period
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -111,6 +140,7 @@ def local_aws(port: int | None = None) -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
     _serialise_dynamodb()
+    _speed_up_moto()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log on our terminal
     port = port or free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
