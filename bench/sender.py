@@ -19,17 +19,21 @@ last job), so neither side is charged for noticing that the queue is empty. Call
 counted with botocore event hooks on the clients. The send rate setting is raised
 because moto has no SES quota.
 
-moto answers every request with a few milliseconds of CPU in one process, so on moto
-the speedup is bounded by the ratio of requests per job (naive 4, ours about 2.3), not
-by waiting. On AWS a call is a network round trip (milliseconds to tens of milliseconds)
-that concurrency hides and a one-at-a-time consumer pays in full. The scenarios after
-the first add a fixed simulated round trip (--latency-ms) to every call of both
-consumers to show that regime; the headline numbers are from the first scenario
-(default: no added latency). moto timings are not AWS timings.
+moto answers every request with milliseconds of CPU in one process, so on moto the
+speedup is bounded by CPU per job, not by waiting. The bench measures that bound (Linux,
+from /proc): the CPU per job of the moto server and of this process for each consumer;
+`speedup_ceiling`, what our request mix could reach if one of the two were 100% busy; and
+`speedup_bound_any_consumer`, the naive time per job over moto's CPU for just one
+SendEmail and one conditional PutItem, the two calls per job no sender can batch or skip.
+On AWS a call is a network round trip (milliseconds to tens of milliseconds) that
+concurrency hides and a one-at-a-time consumer pays in full. The scenarios after the
+first add a fixed simulated round trip (--latency-ms) to every call of both consumers to
+show that regime; the headline numbers are from the first scenario (default: no added
+latency). moto timings are not AWS timings.
 
 Prints a table, then as the last line one JSON object with speedup (ours / naive jobs
-per second), sqs_calls_per_job, dynamodb_reads_per_job (gate), ses_calls_per_job, and
-speedup_at_<L>ms_latency for each further scenario.
+per second), sqs_calls_per_job, dynamodb_reads_per_job (gate), ses_calls_per_job, the
+CPU figures above, and speedup_at_<L>ms_latency for each further scenario.
 """
 
 from __future__ import annotations
@@ -71,10 +75,39 @@ WRITE_OPS = frozenset(
 )
 
 
-# ---- moto -----------------------------------------------------------------------------
-
-
 # ---- measuring ------------------------------------------------------------------------
+
+
+def _child_pids() -> list[int]:
+    """Our child processes (the moto server), from /proc; empty where there is none."""
+    me, found = os.getpid(), []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(entry.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == me:
+            found.append(int(entry.parent.name))
+    return found
+
+
+class CpuClock:
+    """CPU seconds used by this process (consumer and feeder) and by the moto server."""
+
+    def __init__(self) -> None:
+        children = _child_pids()
+        self.server = children[0] if len(children) == 1 else None
+        self.ticks = os.sysconf("SC_CLK_TCK") if self.server else 0
+
+    def read(self) -> tuple[float, float | None]:
+        ours = time.process_time()
+        if self.server is None:
+            return ours, None
+        try:
+            fields = Path(f"/proc/{self.server}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return ours, None
+        return ours, (int(fields[11]) + int(fields[12])) / self.ticks  # utime + stime
 
 
 @dataclass
@@ -88,6 +121,9 @@ class Meter:
     start: float = 0.0
     done_at: float | None = None
     latency: float = 0.0  # seconds added to every metered call
+    cpu: CpuClock = field(default_factory=CpuClock)
+    cpu_start: tuple[float, float | None] = (0.0, None)
+    cpu_done: tuple[float, float | None] = (0.0, None)
 
     def reset(self, target: int, latency: float = 0.0) -> None:
         self.target = target
@@ -96,6 +132,7 @@ class Meter:
         self.deleted = 0
         self.ses_ok = 0
         self.start = time.perf_counter()
+        self.cpu_start = self.cpu.read()
         self.done_at = None
 
     def attach(self, clients: Clients) -> None:
@@ -116,6 +153,7 @@ class Meter:
         self.deleted += n
         if self.done_at is None and self.deleted >= self.target:
             self.done_at = time.perf_counter()
+            self.cpu_done = self.cpu.read()
 
     def _deleted_one(self, http_response: Any, **_: Any) -> None:
         if http_response.status_code < 300:
@@ -137,9 +175,14 @@ class Meter:
         }
         reads = sum(n for (s, op), n in self.calls.items() if s == "dynamodb" and op in READ_OPS)
         writes = sum(n for (s, op), n in self.calls.items() if s == "dynamodb" and op in WRITE_OPS)
+        (mine0, moto0), (mine1, moto1) = self.cpu_start, self.cpu_done
         return {
             "name": name,
             "jobs": jobs,
+            "client_cpu_ms_per_job": 1000 * (mine1 - mine0) / jobs,
+            "moto_cpu_ms_per_job": (
+                1000 * (moto1 - moto0) / jobs if moto0 is not None and moto1 is not None else None
+            ),
             "seconds": busy,
             "seconds_total": total,
             "jobs_per_s": jobs / busy if busy > 0 else 0.0,
@@ -186,6 +229,32 @@ async def ours(clients: Clients, settings: Settings, meter: Meter) -> None:
     code = await run
     if code != 0:
         raise SystemExit(f"sender exited {code}")
+
+
+async def floor_cpu_ms(
+    clients: Clients, settings: Settings, store: PartnerStore, cpu: CpuClock, partner: str
+) -> float | None:
+    """moto's CPU per job for the two calls no sender can batch or skip: SendEmail, and the
+    conditional write that makes a job_id send once. Any consumer that does both per job
+    needs at least this much of moto's one core, so on this machine it can be at most
+    naive-time-per-job / floor faster than the naive consumer."""
+    if cpu.server is None:
+        return None
+    profile = (await store.get_state(partner)).profile
+    job = parse_job(make_jobs(1, [partner], run=999)[0])
+    params = send_params(job, settings, profile)
+    n = 200
+    _, start = cpu.read()
+    for i in range(n):
+        await clients.dynamodb.put_item(
+            TableName=settings.table,
+            Item={"pk": {"S": f"J#floor-{i}"}, "sk": {"S": "JOB"}, "state": {"S": "sending"}},
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+        await clients.sesv2.send_email(**params)
+    _, end = cpu.read()
+    assert start is not None and end is not None
+    return 1000 * (end - start) / n
 
 
 # ---- setup ----------------------------------------------------------------------------
@@ -277,6 +346,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             scenarios.append(rows)
         if await queue_depth(clients, dlq):
             raise SystemExit("jobs ended up in the DLQ")
+        floor = await floor_cpu_ms(clients, settings, store, meter.cpu, partners[0])
     naive, mine = scenarios[0]
     summary: dict[str, Any] = {
         "benchmark": "sender",
@@ -296,6 +366,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "naive_sqs_calls_per_job": round(naive["sqs_calls_per_job"], 3),
         "naive_dynamodb_reads_per_job": round(naive["dynamodb_reads_per_job"], 3),
         "naive_ses_calls_per_job": round(naive["ses_calls_per_job"], 3),
+        "cpus": os.cpu_count(),
+        "naive_ms_per_job": round(1000 / naive["jobs_per_s"], 2),
+        "naive_moto_cpu_ms_per_job": _round(naive["moto_cpu_ms_per_job"]),
+        "naive_client_cpu_ms_per_job": round(naive["client_cpu_ms_per_job"], 2),
+        "ours_moto_cpu_ms_per_job": _round(mine["moto_cpu_ms_per_job"]),
+        "ours_client_cpu_ms_per_job": round(mine["client_cpu_ms_per_job"], 2),
+        "speedup_ceiling": _ceiling(naive, mine),
+        "floor_moto_cpu_ms_per_job": _round(floor),
+        "speedup_bound_any_consumer": (
+            round(1000 / naive["jobs_per_s"] / floor, 2) if floor else None
+        ),
     }
     for n, o in scenarios[1:]:
         summary[f"speedup_at_{n['latency_ms']:g}ms_latency"] = round(
@@ -308,6 +389,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     )
     summary["_rows"] = [row for rows in scenarios for row in rows]
     return summary
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _ceiling(naive: dict[str, Any], mine: dict[str, Any]) -> float | None:
+    """The speedup our request mix could reach here if moto or this process were 100% busy:
+    the naive time per job over the larger of our two CPU costs per job (each process is
+    single-threaded under one interpreter lock, so neither can do more than 1 CPU-second
+    per second)."""
+    moto_ms = mine["moto_cpu_ms_per_job"]
+    if moto_ms is None:
+        return None
+    bound = max(moto_ms, mine["client_cpu_ms_per_job"])
+    return round((1000 / naive["jobs_per_s"]) / bound, 2) if bound > 0 else None
 
 
 def print_table(summary: dict[str, Any]) -> None:
@@ -323,8 +420,12 @@ def print_table(summary: dict[str, Any]) -> None:
         ("DDB reads/job", "dynamodb_reads_per_job", "{:.3f}"),
         ("DDB writes/job", "dynamodb_writes_per_job", "{:.3f}"),
         ("SES/job", "ses_calls_per_job", "{:.3f}"),
+        ("moto CPU ms/job", "moto_cpu_ms_per_job", "{:.2f}"),
+        ("own CPU ms/job", "client_cpu_ms_per_job", "{:.2f}"),
     ]
-    cells = [[h for h, _, _ in cols]] + [[fmt.format(r[k]) for _, k, fmt in cols] for r in rows]
+    cells = [[h for h, _, _ in cols]] + [
+        [("n/a" if r[k] is None else fmt.format(r[k])) for _, k, fmt in cols] for r in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
     print(
         f"bench/sender.py  (moto server; ratios, not AWS timings; {summary['partners']} partners)"
@@ -342,6 +443,19 @@ def print_table(summary: dict[str, Any]) -> None:
         f"speedup {summary['speedup']}x (target >= 5), SQS calls/job {summary['sqs_calls_per_job']}"
         f" (<= 0.3), gate reads/job {summary['dynamodb_reads_per_job']} (<= 0.1)"
     )
+    if summary["speedup_ceiling"] is not None:
+        print(
+            f"ceiling on this machine ({summary['cpus']} CPUs): {summary['speedup_ceiling']}x ="
+            f" naive {summary['naive_ms_per_job']} ms/job over our larger CPU cost per job"
+            f" (moto {summary['ours_moto_cpu_ms_per_job']} ms, own"
+            f" {summary['ours_client_cpu_ms_per_job']} ms)"
+        )
+    if summary["speedup_bound_any_consumer"] is not None:
+        print(
+            f"bound for any sender here: {summary['speedup_bound_any_consumer']}x = naive"
+            f" {summary['naive_ms_per_job']} ms/job over moto's CPU for one SendEmail and one"
+            f" conditional PutItem ({summary['floor_moto_cpu_ms_per_job']} ms)"
+        )
     for key, value in summary.items():
         if key.startswith("speedup_at_"):
             print(f"{key.replace('_', ' ')}: {value}x (every call of both consumers delayed)")

@@ -1,0 +1,60 @@
+"""The benchmarks still run end to end (small sizes; no timing is asserted, only that every
+job and event went through and the JSON line carries the figures the README quotes)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bench(*args: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result: dict[str, Any] = orjson.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_sender_bench_runs_and_reports_its_bounds() -> None:
+    r = run_bench("bench/sender.py", "--jobs", "20", "--depth", "10", "--latency-ms", "0,5")
+    assert r["jobs"] == 20
+    for key in (
+        "speedup",
+        "sqs_calls_per_job",
+        "dynamodb_reads_per_job",
+        "ses_calls_per_job",
+        "speedup_at_5ms_latency",
+        "targets_met",
+    ):
+        assert key in r, key
+    assert r["ses_calls_per_job"] == 1.0  # one send per job, no more
+    if sys.platform == "linux":
+        assert r["speedup_ceiling"] > 0 and r["speedup_bound_any_consumer"] > 0
+
+
+def test_worker_bench_runs() -> None:
+    r = run_bench(
+        "bench/worker.py",
+        "--events",
+        "2000",
+        "--partners",
+        "5",
+        "--objects",
+        "2",
+        "--naive-sample",
+        "200",
+    )
+    for key in ("speedup", "ddb_writes_per_1k_events", "parse_vs_orjson"):
+        assert key in r, key
