@@ -184,7 +184,8 @@ async def ensure_bucket(
     clients: Clients, settings: Settings, events_queue_arn: str, report: Report
 ) -> str:
     s3, sqs = clients.s3, clients.sqs
-    bucket = settings.bucket_name(await clients.account_id())
+    account = await clients.account_id()
+    bucket = settings.bucket_name(account)
     try:
         await s3.head_bucket(Bucket=bucket)
         report.add(f"s3 bucket {bucket}", EXISTS)
@@ -209,7 +210,12 @@ async def ensure_bucket(
                     "Principal": {"Service": "s3.amazonaws.com"},
                     "Action": "sqs:SendMessage",
                     "Resource": events_queue_arn,
-                    "Condition": {"ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"}},
+                    # Our bucket, in our account: bucket names are global, so a bucket of
+                    # that name in another account must not be able to write here.
+                    "Condition": {
+                        "ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"},
+                        "StringEquals": {"aws:SourceAccount": account},
+                    },
                 }
             ],
         }

@@ -30,6 +30,19 @@ async def test_bootstrap_creates_everything_then_changes_nothing(clients, settin
         Bucket=f"sesguard-ses-events-{account}"
     )
     assert notif["QueueConfigurations"][0]["QueueArn"].endswith(":sesguard-ses-events")
+    events_url = (await clients.sqs.get_queue_url(QueueName="sesguard-ses-events"))["QueueUrl"]
+    policy = json.loads(
+        (await clients.sqs.get_queue_attributes(QueueUrl=events_url, AttributeNames=["Policy"]))[
+            "Attributes"
+        ]["Policy"]
+    )
+    (stmt,) = policy["Statement"]
+    assert stmt["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert stmt["Action"] == "sqs:SendMessage"
+    assert stmt["Condition"] == {  # our bucket, and only in our account
+        "ArnLike": {"aws:SourceArn": f"arn:aws:s3:::sesguard-ses-events-{account}"},
+        "StringEquals": {"aws:SourceAccount": account},
+    }
     fh = await clients.firehose.describe_delivery_stream(DeliveryStreamName="sesguard-ses-events")
     assert fh["DeliveryStreamDescription"]["DeliveryStreamStatus"] == "ACTIVE"
 

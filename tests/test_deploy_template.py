@@ -262,6 +262,7 @@ def test_event_pipeline(r: Any, template: dict[str, Any]) -> None:
     assert stmt["Principal"] == {"Service": "s3.amazonaws.com"}
     assert stmt["Resource"] == r.get_att("EventsQueue", "Arn")
     assert stmt["Condition"]["ArnLike"]["aws:SourceArn"] == r.get_att("EventsBucket", "Arn")
+    assert stmt["Condition"]["StringEquals"]["aws:SourceAccount"] == r.ref("AWS::AccountId")
 
     ed = r.props("ConfigurationSetEventDestination")
     assert ed["ConfigurationSetName"] == r.ref("ConfigurationSet")
