@@ -336,6 +336,31 @@ async def test_backfill_counts_existing_objects_once(
     assert await env.totals("acme") == {k: 2 * v for k, v in EXPECTED_ACME.items()}
 
 
+async def test_a_slow_object_keeps_its_message_invisible_until_done(env: Env) -> None:
+    await env.put(firehose_key(1), sample_bytes("plain-newline"))
+    renewals: list[int] = []
+
+    def on_change(params: dict[str, Any], **_: Any) -> None:
+        renewals.append(params["VisibilityTimeout"])
+
+    async def slow_s3(**_: Any) -> None:
+        await asyncio.sleep(0.7)  # an object that takes long to fetch
+
+    s3, sqs = env.clients.s3.meta.events, env.clients.sqs.meta.events
+    s3.register("before-call.s3.GetObject", slow_s3)
+    sqs.register("provide-client-params.sqs.ChangeMessageVisibility", on_change)
+    try:
+        service = WorkerService(env.clients, env.settings, extend_every=0.2)
+        assert await service.run(drain=True) == 0
+    finally:
+        s3.unregister("before-call.s3.GetObject", slow_s3)
+        sqs.unregister("provide-client-params.sqs.ChangeMessageVisibility", on_change)
+    assert len(renewals) >= 2
+    assert set(renewals) == {env.settings.visibility_timeout}  # renewed, never shortened
+    assert await env.totals("acme") == EXPECTED_ACME  # counted once
+    assert await env.depth(env.queue_url) == 0
+
+
 async def test_closing_the_acker_finishes_a_delete_already_on_the_wire(env: Env) -> None:
     """SIGTERM while a DeleteMessageBatch is in flight: the delete completes (it used to be
     cancelled, leaving a counted message in flight until its visibility timeout)."""

@@ -130,8 +130,18 @@ class Acker:
 
 
 class WorkerService:
-    def __init__(self, clients: Clients, settings: Settings, processor: Processor | None = None):
+    def __init__(
+        self,
+        clients: Clients,
+        settings: Settings,
+        processor: Processor | None = None,
+        *,
+        extend_every: float | None = None,
+    ):
         self.settings = settings
+        # Visibility of a message still being worked on is renewed this often (default:
+        # half the timeout, so a renewal is never late by a whole timeout).
+        self.extend_every = extend_every or settings.visibility_timeout / 2
         self.sqs = clients.sqs
         if processor is None:
             store = PartnerStore(
@@ -344,7 +354,7 @@ class WorkerService:
         """Extend the visibility of a message whose objects take long."""
         timeout = self.settings.visibility_timeout
         while True:
-            await asyncio.sleep(timeout / 2)
+            await asyncio.sleep(self.extend_every)
             if not await self._set_visibility(msg, timeout):
                 return
             log.info("visibility_extended", message_id=msg.get("MessageId"), seconds=timeout)
