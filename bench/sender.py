@@ -12,12 +12,12 @@ domain. Then the same N jobs go through:
   ours   sender.service.SenderService (long polls of 1 s as in --drain; batched receives
          and deletes, cached gate, once-per-job claim, bounded concurrency).
 
-The queue is kept shallow for both (moto's SQS slows down sharply with depth): a feeder
-on its own, unmetered clients tops the queue up in batches of 10 so that at most --depth
-jobs are waiting. Throughput is N / (time from the consumer's start to the delete of its
-last job), so neither side is charged for noticing that the queue is empty. Calls are
-counted with botocore event hooks on the clients. The send rate setting is raised
-because moto has no SES quota.
+The queue is kept shallow for both (moto's SQS does work proportional to the queue's
+depth for every message sent or received): a feeder on its own, unmetered clients tops
+the queue up in batches of 10 so that at most --depth jobs are waiting. Throughput is
+N / (time from the consumer's start to the delete of its last job), so neither side is
+charged for noticing that the queue is empty. Calls are counted with botocore event hooks
+on the clients. The send rate setting is raised because moto has no SES quota.
 
 moto answers every request with milliseconds of CPU in one process, so on moto the
 speedup is bounded by CPU per job, not by waiting. The bench measures that bound (Linux,
