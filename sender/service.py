@@ -101,6 +101,7 @@ class SenderService:
         throttle_attempts: int = 6,
         backoff_base: float = 0.1,
         linger: float = 0.05,
+        account_probe_seconds: float = ACCOUNT_PROBE_SECONDS,
     ) -> None:
         self.clients = clients
         self.settings = settings
@@ -111,6 +112,7 @@ class SenderService:
         self.throttle_attempts = throttle_attempts
         self.backoff_base = backoff_base
         self.linger = linger
+        self.account_probe_seconds = account_probe_seconds
         self.store = PartnerStore(
             clients.dynamodb,
             settings.table,
@@ -559,7 +561,7 @@ class SenderService:
         if self.drain:
             return False
         while not self._stop.is_set():
-            await self._pause(ACCOUNT_PROBE_SECONDS)
+            await self._pause(self.account_probe_seconds)
             if self._stop.is_set():
                 return False
             touch_heartbeat(self.settings.heartbeat_file)

@@ -180,6 +180,44 @@ async def test_account_sending_paused_stops_work_and_keeps_every_job(env: Env) -
     assert sorted(env.ses.subjects()) == [f"subject job-{n}" for n in range(4)]
 
 
+async def test_account_pause_waits_probes_and_resumes_without_losing_a_job(env: Env) -> None:
+    """Without --drain: SES pauses the account, the sender returns the jobs and probes
+    GetAccount; once sending is enabled again it sends every job exactly once."""
+    from types import SimpleNamespace
+
+    paused = {"on": True}
+    probes: list[bool] = []
+
+    def account(**_: object) -> tuple[SimpleNamespace, dict[str, object]]:
+        probes.append(paused["on"])
+        enabled = not paused["on"]
+        return SimpleNamespace(status_code=200, headers={}), {"SendingEnabled": enabled}
+
+    env.ses.fail = lambda p: (
+        client_error("SendingPausedException", "Sending paused for account")
+        if paused["on"]
+        else None
+    )
+    sesv2 = env.clients.sesv2
+    sesv2.meta.events.register("before-call.sesv2.GetAccount", account, unique_id="t-probe")
+    try:
+        await env.enqueue(*(env.job(n) for n in range(3)))
+        svc = env.service(drain=False, wait_seconds=1, account_probe_seconds=0.05)
+        run = asyncio.create_task(svc.run())
+        await wait_until(lambda: len(probes) >= 3)  # paused: waiting, probing
+        assert env.ses.sent == []
+        assert await env.queue_depth() == (3, 0)  # every job given back at once
+        paused["on"] = False
+        await wait_until(lambda: len(env.ses.sent) == 3)
+        svc.stop("test done")
+        assert await asyncio.wait_for(run, timeout=30) == 0
+    finally:
+        sesv2.meta.events.unregister("before-call.sesv2.GetAccount", unique_id="t-probe")
+    assert sorted(env.ses.subjects()) == [f"subject job-{n}" for n in range(3)]
+    assert await env.queue_depth() == (0, 0)
+    assert await env.dead_letters() == []
+
+
 async def test_dynamodb_error_returns_the_job_and_the_service_keeps_running(env: Env) -> None:
     failures = {"left": 2}
 
