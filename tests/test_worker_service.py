@@ -26,6 +26,7 @@ from tests.fixtures.ses_events import (
     sample_bytes,
     sample_records,
 )
+from tests.test_sender_support import client_error
 from worker import main as worker_main
 from worker.service import Acker, WorkerService
 
@@ -334,6 +335,36 @@ async def test_backfill_counts_existing_objects_once(
     assert await worker_main.run(args, env.settings) == 0
     assert "0 objects processed (3 listed, 3 before --since" in capsys.readouterr().out
     assert await env.totals("acme") == {k: 2 * v for k, v in EXPECTED_ACME.items()}
+
+
+async def test_a_dynamodb_error_returns_the_message_and_it_is_counted_once_later(
+    env: Env,
+) -> None:
+    await env.put(firehose_key(1), sample_bytes("plain-newline"))
+    failures = {"left": 1}
+
+    def flaky_transaction(**_: Any) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            # Not retried in place (a missing permission, say): the message goes back.
+            raise client_error("AccessDeniedException", "injected", 400)
+
+    events = env.clients.dynamodb.meta.events
+    events.register("provide-client-params.dynamodb.TransactWriteItems", flaky_transaction)
+    try:
+        first = WorkerService(env.clients, env.settings)
+        assert await first.run(drain=True) == 1  # something was left for redelivery
+    finally:
+        events.unregister("provide-client-params.dynamodb.TransactWriteItems", flaky_transaction)
+    assert first.metrics.failures == 1
+    assert await env.totals("acme") == {}
+    assert await env.depth(env.queue_url) == 1  # not deleted, not dead-lettered
+    assert await env.depth(env.dlq_url) == 0
+
+    await asyncio.sleep(2.1)  # the first retry's backoff (2 s) makes it visible again
+    await env.drain()
+    assert await env.totals("acme") == EXPECTED_ACME
+    assert await env.depth(env.queue_url) == 0
 
 
 async def test_a_slow_object_keeps_its_message_invisible_until_done(env: Env) -> None:
