@@ -92,6 +92,40 @@ async def test_duplicate_job_id_is_sent_once(env: Env) -> None:
     assert await env.queue_depth() == (0, 0)
 
 
+async def test_a_failed_delete_brings_the_job_back_as_a_duplicate_not_a_resend(
+    env: Env,
+) -> None:
+    """SQS failed to delete a sent job's message: it is redelivered, and the once-per-job
+    record turns the redelivery into a duplicate; SES sees the job once."""
+    kept: list[str] = []
+
+    def fail_deletes(params: dict, **_: object) -> None:
+        kept.extend(e["ReceiptHandle"] for e in params["Entries"])
+        raise client_error("InternalError", "injected", 500)
+
+    sqs = env.clients.sqs
+    await env.enqueue(env.job(1), env.job(2))
+    sqs.meta.events.register(
+        "provide-client-params.sqs.DeleteMessageBatch", fail_deletes, unique_id="t-del"
+    )
+    try:
+        await env.drain()
+    finally:
+        sqs.meta.events.unregister(
+            "provide-client-params.sqs.DeleteMessageBatch", unique_id="t-del"
+        )
+    assert sorted(env.ses.subjects()) == ["subject job-1", "subject job-2"]
+    assert await env.queue_depth() == (0, 2)  # still in flight: not deleted
+    for receipt in kept:  # redelivery now, instead of after the visibility timeout
+        await sqs.change_message_visibility(
+            QueueUrl=env.queue_url, ReceiptHandle=receipt, VisibilityTimeout=0
+        )
+    again = await env.drain()
+    assert again.stats["duplicate"] == 2 and again.stats["sent"] == 0
+    assert sorted(env.ses.subjects()) == ["subject job-1", "subject job-2"]  # still once each
+    assert await env.queue_depth() == (0, 0)
+
+
 async def test_job_without_job_id_uses_the_sqs_message_id(env: Env) -> None:
     body = env.job(7)
     del body["job_id"]
