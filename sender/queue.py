@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sender.ses import backoff_delay
+from sesguard.backoff import backoff_delay
 from sesguard.logging import get_logger
 
 log = get_logger(__name__)

@@ -50,8 +50,9 @@ from sender.intake import Inflight, Outcome, Phase, Result, ids_for_log, job_fro
 from sender.queue import Finisher, change_visibility
 from sender.rate import resolve_send_rate
 from sender.records import ClaimState, JobRecords
-from sender.ses import Failure, backoff_delay, classify, error_code, error_message, send_params
+from sender.ses import Failure, classify, error_code, error_message, send_params
 from sesguard.aws import Clients
+from sesguard.backoff import backoff_delay
 from sesguard.deadletter import send_to_dlq
 from sesguard.health import touch_heartbeat
 from sesguard.held import HeldJobs

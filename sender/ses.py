@@ -15,7 +15,6 @@ Error classes decide the job's fate:
 from __future__ import annotations
 
 import asyncio
-import random
 from enum import StrEnum
 from typing import Any
 
@@ -96,14 +95,6 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, BotoCoreError | aiohttp.ClientError | asyncio.TimeoutError | OSError):
         return Failure.AMBIGUOUS
     return Failure.AMBIGUOUS  # unknown: assume it may have been sent (at most once)
-
-
-def backoff_delay(
-    attempt: int, base: float = 0.1, cap: float = 5.0, rng: random.Random | None = None
-) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
-    upper = min(cap, base * (2 ** max(0, attempt)))
-    return (rng or random).uniform(0, upper)
 
 
 def email_tags(job: SendJob) -> list[dict[str, str]]:

@@ -30,7 +30,6 @@ they are sent, not discarded).
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from sesguard import table as t
+from sesguard.backoff import backoff_delay
 from sesguard.enqueue import sqs_batches as group_for_sqs
 from sesguard.jobs import MAX_SQS_MESSAGE_BYTES, SendJob
 from sesguard.logging import get_logger
@@ -230,7 +230,7 @@ class HeldJobs:
                     codes=sorted({str(f.get("Code")) for f in failed}),
                 )
                 break
-            await self.sleep(_backoff(attempt))
+            await self.sleep(backoff_delay(attempt, base=0.05, cap=2.0))
         order = {id(job): n for n, job in enumerate(batch)}
         return sorted(accepted, key=lambda job: order[id(job)])
 
@@ -245,14 +245,9 @@ class HeldJobs:
                 request = resp.get("UnprocessedItems") or {}
                 if not request:
                     break
-                await self.sleep(_backoff(attempt))
+                await self.sleep(backoff_delay(attempt, base=0.05, cap=2.0))
             else:
                 raise HeldError("DynamoDB kept returning UnprocessedItems while deleting held jobs")
-
-
-def _backoff(attempt: int) -> float:
-    """Full jitter, 50 ms doubling up to 2 s."""
-    return random.uniform(0, min(2.0, 0.05 * 2**attempt))  # noqa: S311 - jitter, not crypto
 
 
 # ---- for the CLI ---------------------------------------------------------------------

@@ -16,7 +16,8 @@ from botocore.exceptions import (
 from sender.gate import Action, decide
 from sender.intake import ids_for_log, job_from_message
 from sender.records import ClaimState, judge_existing
-from sender.ses import Failure, backoff_delay, classify, send_params
+from sender.ses import Failure, classify, send_params
+from sesguard.backoff import backoff_delay
 from sesguard.deadletter import REASON_ATTRIBUTE, reason_attributes
 from sesguard.jobs import MAX_SQS_MESSAGE_BYTES, JobError, parse_job
 from sesguard.partners import Counters, Limits, PartnerState, Profile, Status
