@@ -2,7 +2,7 @@
 
 One task per received message, at most `settings.concurrency` at a time. Receives ask
 for 10 messages and long-poll 20 s (1 s with --drain, so a drain ends quickly). Finished
-messages are deleted in batches (sender.queue.Finisher); messages that take long get
+messages are deleted in batches (sesguard.finisher); messages that take long get
 their visibility extended.
 
 Per job: validate -> gate (cached partner state) -> rate token -> conditional claim
@@ -47,13 +47,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from sender.gate import Action, Gate
 from sender.intake import Inflight, Outcome, Phase, Result, ids_for_log, job_from_message
-from sender.queue import Finisher, change_visibility
+from sender.queue import change_visibility
 from sender.rate import resolve_send_rate
 from sender.records import ClaimState, JobRecords
 from sender.ses import Failure, classify, error_code, error_message, send_params
 from sesguard.aws import Clients
 from sesguard.backoff import backoff_delay
 from sesguard.deadletter import send_to_dlq
+from sesguard.finisher import Finisher
 from sesguard.health import touch_heartbeat
 from sesguard.held import HeldJobs
 from sesguard.jobs import JobError, SendJob
@@ -210,10 +211,10 @@ class SenderService:
             log.warning("simulating_ses_events", stream=self.settings.firehose_stream)
         self.finisher = Finisher(
             sqs,
-            self.clients.dynamodb,
-            self.settings.table,
             self.queue_url,
-            self.linger,
+            dynamodb=self.clients.dynamodb,
+            table=self.settings.table,
+            linger=self.linger,
         )
         log.info(
             "sender_started",

@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from sesguard.bootstrap import bootstrap
+from sesguard.finisher import Finisher
 from sesguard.partners import UNATTRIBUTED, Limits, Profile, Status
 from sesguard.store import PartnerStore
 from tests.conftest import sent_emails
@@ -28,7 +29,7 @@ from tests.fixtures.ses_events import (
 )
 from tests.test_sender_support import client_error
 from worker import main as worker_main
-from worker.service import Acker, WorkerService
+from worker.service import WorkerService
 
 NOW = datetime.now(UTC)
 
@@ -392,9 +393,10 @@ async def test_a_slow_object_keeps_its_message_invisible_until_done(env: Env) ->
     assert await env.depth(env.queue_url) == 0
 
 
-async def test_closing_the_acker_finishes_a_delete_already_on_the_wire(env: Env) -> None:
-    """SIGTERM while a DeleteMessageBatch is in flight: the delete completes (it used to be
-    cancelled, leaving a counted message in flight until its visibility timeout)."""
+async def test_closing_the_finisher_completes_a_delete_already_on_the_wire(env: Env) -> None:
+    """SIGTERM while a DeleteMessageBatch is in flight: the delete completes (the worker's
+    former batcher cancelled it, leaving a counted message in flight until its visibility
+    timeout)."""
     sqs = env.clients.sqs
     await sqs.purge_queue(QueueUrl=env.queue_url)
     await sqs.send_message(QueueUrl=env.queue_url, MessageBody="{}")
@@ -407,11 +409,11 @@ async def test_closing_the_acker_finishes_a_delete_already_on_the_wire(env: Env)
 
     sqs.meta.events.register("before-call.sqs.DeleteMessageBatch", slow_delete)
     try:
-        acker = Acker(sqs, env.queue_url, linger=0.0)
-        acker.start()
-        acker.ack(msg["ReceiptHandle"])
+        finisher = Finisher(sqs, env.queue_url, linger=0.0)
+        finisher.start()
+        finisher.done(msg["ReceiptHandle"])
         await asyncio.wait_for(on_the_wire.wait(), timeout=5)
-        await acker.close()
+        await finisher.close()
     finally:
         sqs.meta.events.unregister("before-call.sqs.DeleteMessageBatch", slow_delete)
     assert await env.depth(env.queue_url) == 0

@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from sesguard.aws import Clients
 from sesguard.deadletter import send_to_dlq
+from sesguard.finisher import Finisher
 from sesguard.health import touch_heartbeat
 from sesguard.logging import get_logger
 from sesguard.metrics import ServiceMetrics
@@ -36,7 +37,7 @@ from worker.pipeline import ObjectMissing, ObjectResult, Processor
 
 log = get_logger(__name__)
 
-SQS_BATCH = 10  # AWS limit for receive and delete batches
+SQS_BATCH = 10  # AWS limit for a receive
 LONG_POLL_SECONDS = 20  # SQS's maximum; stop() cancels a poll in progress
 DRAIN_POLL_SECONDS = 1
 METRICS_EVERY_SECONDS = 60.0
@@ -79,56 +80,6 @@ class Metrics:
         return data
 
 
-class Acker:
-    """Batches deletes: up to 10 receipt handles per DeleteMessageBatch."""
-
-    def __init__(self, sqs: Any, queue_url: str, linger: float = 0.05) -> None:
-        self._sqs = sqs
-        self._url = queue_url
-        self._linger = linger
-        self._pending: list[str] = []
-        self._wake = asyncio.Event()
-        self._closing = False
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
-
-    def ack(self, receipt_handle: str) -> None:
-        self._pending.append(receipt_handle)
-        self._wake.set()
-
-    async def close(self) -> None:
-        """Delete everything acked so far. Never cancels a delete already on the wire:
-        its messages would stay in flight and come back after the visibility timeout."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-        await self._flush()
-
-    async def _loop(self) -> None:
-        while not self._closing:
-            await self._wake.wait()
-            if len(self._pending) < SQS_BATCH and not self._closing:
-                await asyncio.sleep(self._linger)  # let a few more finish first
-            self._wake.clear()
-            await self._flush()
-
-    async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[:SQS_BATCH], self._pending[SQS_BATCH:]
-            entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(batch)]
-            try:
-                resp = await self._sqs.delete_message_batch(QueueUrl=self._url, Entries=entries)
-            except (ClientError, BotoCoreError) as exc:
-                # Not fatal: the messages come back and are recognised as counted.
-                log.warning("delete_failed", count=len(batch), error=str(exc))
-                continue
-            for failed in resp.get("Failed", []):
-                log.warning("delete_failed", id=failed.get("Id"), code=failed.get("Code"))
-
-
 class WorkerService:
     def __init__(
         self,
@@ -158,7 +109,7 @@ class WorkerService:
         self._inflight: dict[asyncio.Task[None], dict[str, Any]] = {}
         self._queue_url = ""
         self._dlq_url: str | None = None
-        self._acker: Acker | None = None
+        self._finisher: Finisher | None = None
         self._last_metrics = time.monotonic()
 
     def stop(self) -> None:
@@ -182,8 +133,8 @@ class WorkerService:
                 hint="run `sesguard bootstrap` first",
             )
             return 1
-        self._acker = Acker(self.sqs, self._queue_url)
-        self._acker.start()
+        self._finisher = Finisher(self.sqs, self._queue_url)
+        self._finisher.start()
         log.info(
             "worker_started",
             queue=self.settings.events_queue,
@@ -194,7 +145,7 @@ class WorkerService:
             await self._loop(drain)
             await self._finish_inflight()
         finally:
-            await self._acker.close()
+            await self._finisher.close()
             self.emf.flush()
         log.info("worker_stopped", **self.metrics.as_log())
         if drain and self.metrics.failures:
@@ -319,8 +270,8 @@ class WorkerService:
         if reason is not None and not await self._dead_letter(msg, reason):
             self.metrics.failures += 1
             return  # not deleted: it comes back and is tried again
-        assert self._acker is not None
-        self._acker.ack(msg["ReceiptHandle"])
+        assert self._finisher is not None
+        self._finisher.done(msg["ReceiptHandle"])
 
     async def _process(self, msg: dict[str, Any]) -> str | None:
         """Count the message's objects; returns a dead-letter reason, or None when done."""
