@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -78,3 +79,21 @@ def moto_data(endpoint: str) -> dict[str, object]:
 def sent_emails(endpoint: str) -> list[dict[str, object]]:
     """Every message moto's SES accepted: source, destinations, subject, body."""
     return list(moto_data(endpoint).get("ses", {}).get("Message", []))  # type: ignore[attr-defined]
+
+
+async def drain_queue(clients: Any, url: str) -> list[dict[str, Any]]:
+    """Receive and delete everything visible in a queue; the message bodies, parsed."""
+    import orjson
+
+    out: list[dict[str, Any]] = []
+    while msgs := (
+        await clients.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+    ).get("Messages", []):
+        out += [orjson.loads(m["Body"]) for m in msgs]
+        await clients.sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)
+            ],
+        )
+    return out

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sesguard.bootstrap import bootstrap
+from tests.conftest import drain_queue
 
 SESGUARD = str(Path(sys.executable).with_name("sesguard"))
 
@@ -21,6 +22,20 @@ class Result:
     code: int
     out: str
     err: str
+
+
+# One job from flags, body options left to each test.
+ENQUEUE_ONE = (
+    "enqueue",
+    "--partner",
+    "acme",
+    "--from",
+    "a@acme.example.com",
+    "--to",
+    "b@x.example.org",
+    "--subject",
+    "s",
+)
 
 
 def cli(*args: str, stdin: str | None = None, **env: str) -> Result:
@@ -52,15 +67,7 @@ async def ready(clients, settings) -> None:
 
 async def queue_bodies(clients, name: str = "sesguard-send-jobs") -> list[dict]:
     url = (await clients.sqs.get_queue_url(QueueName=name))["QueueUrl"]
-    bodies = []
-    while True:
-        resp = await clients.sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-        )
-        msgs = resp.get("Messages", [])
-        if not msgs:
-            return bodies
-        bodies.extend(json.loads(m["Body"]) for m in msgs)
+    return await drain_queue(clients, url)
 
 
 # ---- partners --------------------------------------------------------------------------
@@ -182,23 +189,7 @@ async def test_unknown_partner_refusals(ready) -> None:
 def test_operational_errors_exit_1(moto_endpoint) -> None:
     # No bootstrap: the table does not exist.
     one_line_error(cli("partners", "list"), 1, "run `sesguard bootstrap`")
-    one_line_error(
-        cli(
-            "enqueue",
-            "--partner",
-            "acme",
-            "--from",
-            "a@acme.example.com",
-            "--to",
-            "b@x.example.org",
-            "--subject",
-            "s",
-            "--text",
-            "t",
-        ),
-        1,
-        "run `sesguard bootstrap`",
-    )
+    one_line_error(cli(*ENQUEUE_ONE, "--text", "t"), 1, "run `sesguard bootstrap`")
     one_line_error(
         cli("partners", "list", AWS_ENDPOINT_URL="http://127.0.0.1:9"), 1, "cannot reach AWS"
     )
@@ -311,41 +302,9 @@ async def test_enqueue_file_with_a_bad_line_sends_nothing(
 
 def test_enqueue_usage_errors(moto_endpoint, tmp_path) -> None:
     one_line_error(cli("enqueue", "--partner", "acme"), 2, "missing --from, --to, --subject")
-    one_line_error(
-        cli(
-            "enqueue",
-            "--partner",
-            "acme",
-            "--from",
-            "a@acme.example.com",
-            "--to",
-            "b@x.example.org",
-            "--subject",
-            "s",
-        ),
-        2,
-        "--text or --html",
-    )
+    one_line_error(cli(*ENQUEUE_ONE), 2, "--text or --html")
     one_line_error(cli("enqueue", "--file", str(tmp_path / "missing.jsonl")), 2, "cannot read")
-    one_line_error(
-        cli(
-            "enqueue",
-            "--partner",
-            "acme",
-            "--from",
-            "a@acme.example.com",
-            "--to",
-            "b@x.example.org",
-            "--subject",
-            "s",
-            "--text",
-            "t",
-            "--tag",
-            "novalue",
-        ),
-        2,
-        "NAME=VALUE",
-    )
+    one_line_error(cli(*ENQUEUE_ONE, "--text", "t", "--tag", "novalue"), 2, "NAME=VALUE")
 
 
 def test_job_schema_printable() -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import pytest
 
 from sesguard.enqueue import EnqueueError, Enqueuer
 from sesguard.jobs import MAX_SQS_MESSAGE_BYTES, JobError
+from tests.conftest import drain_queue
 
 
 def job(n: int, **extra: Any) -> dict[str, Any]:
@@ -27,21 +27,6 @@ def job(n: int, **extra: Any) -> dict[str, Any]:
 async def enqueuer(clients: Any) -> Enqueuer:
     await clients.sqs.create_queue(QueueName="jobs")
     return await Enqueuer.for_queue(clients.sqs, "jobs")
-
-
-async def bodies(clients: Any, url: str) -> list[dict[str, Any]]:
-    found = []
-    while msgs := (
-        await clients.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-    ).get("Messages", []):
-        found += [orjson.loads(m["Body"]) for m in msgs]
-        await clients.sqs.delete_message_batch(
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)
-            ],
-        )
-    return found
 
 
 class BatchRecorder:
@@ -88,7 +73,7 @@ async def test_batches_respect_sqs_limits_and_keep_order(clients: Any, enqueuer:
     assert ids == [j["job_id"] for j in jobs]
     assert all(n <= 10 and size <= MAX_SQS_MESSAGE_BYTES for n, size in rec.sizes)
     assert sum(n for n, _ in rec.sizes) == 28
-    assert [b["job_id"] for b in await bodies(clients, enqueuer.queue_url)] == ids
+    assert [b["job_id"] for b in await drain_queue(clients, enqueuer.queue_url)] == ids
 
 
 async def test_entries_sqs_failed_to_take_are_retried_not_lost(
@@ -99,7 +84,7 @@ async def test_entries_sqs_failed_to_take_are_retried_not_lost(
         rec.fail_next = [(2, False), (7, False)]  # server-side failures: retry those two
         ids = await enqueuer.send([job(n) for n in range(10)])
     assert [n for n, _ in rec.sizes] == [10, 2]
-    got = sorted(b["job_id"] for b in await bodies(clients, enqueuer.queue_url))
+    got = sorted(b["job_id"] for b in await drain_queue(clients, enqueuer.queue_url))
     assert got == sorted(ids) and len(got) == 10  # every job once
 
 
@@ -118,4 +103,4 @@ async def test_bad_and_oversized_jobs_send_nothing(clients: Any, enqueuer: Enque
         await enqueuer.send([*(job(n) for n in range(12)), job(99, text="x" * 300_000)])
     with pytest.raises(JobError):
         await enqueuer.send([job(3), job(4, to=["not an address"])])
-    assert await bodies(clients, enqueuer.queue_url) == []
+    assert await drain_queue(clients, enqueuer.queue_url) == []

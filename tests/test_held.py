@@ -19,6 +19,7 @@ from sesguard.held import (
     sqs_batches,
 )
 from sesguard.jobs import MAX_SQS_MESSAGE_BYTES, SendJob, parse_job
+from tests.conftest import drain_queue
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -40,24 +41,6 @@ def job(n: int, partner: str = "acme", text: str = "hello") -> SendJob:
 async def held(clients, settings) -> HeldJobs:
     await bootstrap(clients, settings, [])
     return HeldJobs.from_clients(clients, settings)
-
-
-async def drain_queue(clients, url: str) -> list[dict]:
-    out: list[dict] = []
-    while True:
-        resp = await clients.sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-        )
-        msgs = resp.get("Messages", [])
-        if not msgs:
-            return out
-        out += [orjson.loads(m["Body"]) for m in msgs]
-        await clients.sqs.delete_message_batch(
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)
-            ],
-        )
 
 
 def test_sort_key_orders_by_time_even_at_whole_seconds() -> None:
