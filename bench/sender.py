@@ -348,6 +348,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit("jobs ended up in the DLQ")
         floor = await floor_cpu_ms(clients, settings, store, meter.cpu, partners[0])
     naive, mine = scenarios[0]
+    naive_ms = 1000 / naive["jobs_per_s"]
     summary: dict[str, Any] = {
         "benchmark": "sender",
         "backend": "moto server (HTTP, sesguard.localaws), separate process",
@@ -367,16 +368,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "naive_dynamodb_reads_per_job": round(naive["dynamodb_reads_per_job"], 3),
         "naive_ses_calls_per_job": round(naive["ses_calls_per_job"], 3),
         "cpus": os.cpu_count(),
-        "naive_ms_per_job": round(1000 / naive["jobs_per_s"], 2),
+        "naive_ms_per_job": round(naive_ms, 2),
         "naive_moto_cpu_ms_per_job": _round(naive["moto_cpu_ms_per_job"]),
         "naive_client_cpu_ms_per_job": round(naive["client_cpu_ms_per_job"], 2),
         "ours_moto_cpu_ms_per_job": _round(mine["moto_cpu_ms_per_job"]),
         "ours_client_cpu_ms_per_job": round(mine["client_cpu_ms_per_job"], 2),
-        "speedup_ceiling": _ceiling(naive, mine),
+        "speedup_ceiling": _ceiling(naive_ms, mine),
         "floor_moto_cpu_ms_per_job": _round(floor),
-        "speedup_bound_any_consumer": (
-            round(1000 / naive["jobs_per_s"] / floor, 2) if floor else None
-        ),
+        "speedup_bound_any_consumer": round(naive_ms / floor, 2) if floor else None,
     }
     for n, o in scenarios[1:]:
         summary[f"speedup_at_{n['latency_ms']:g}ms_latency"] = round(
@@ -395,7 +394,7 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-def _ceiling(naive: dict[str, Any], mine: dict[str, Any]) -> float | None:
+def _ceiling(naive_ms: float, mine: dict[str, Any]) -> float | None:
     """The speedup our request mix could reach here if moto or this process were 100% busy:
     the naive time per job over the larger of our two CPU costs per job (each process is
     single-threaded under one interpreter lock, so neither can do more than 1 CPU-second
@@ -404,7 +403,7 @@ def _ceiling(naive: dict[str, Any], mine: dict[str, Any]) -> float | None:
     if moto_ms is None:
         return None
     bound = max(moto_ms, mine["client_cpu_ms_per_job"])
-    return round((1000 / naive["jobs_per_s"]) / bound, 2) if bound > 0 else None
+    return round(naive_ms / bound, 2) if bound > 0 else None
 
 
 def print_table(summary: dict[str, Any]) -> None:
