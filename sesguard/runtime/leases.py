@@ -9,7 +9,7 @@ strongly consistent Query reads them all (sesguard.table, docs/table.md):
                 hours later), so readers judge a lease by `alive_until` against their clock
   sees          the lease ids the holder counted at its last read: its "view"
   fallback      the holder cannot read the leases and sends at the fallback rate
-  rate          the rate the holder uses (for operators; nobody decides on it)
+  rate          the holder's rate when it wrote (for operators; nobody decides on it)
 
 Every `renew_seconds` a task reads the partition and rewrites its lease: one Query and one
 PutItem, 6 + 6 requests a minute with the defaults. A task that shares takes R / |view| of
