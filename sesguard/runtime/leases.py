@@ -44,7 +44,10 @@ the account's rate R. Why the tasks together never exceed R:
 What is left: a task cut off from DynamoDB long enough for its lease to lapse is invisible,
 so its fallback rate comes on top of the others' shares (R / fallback_tasks per such task).
 Such a task cannot send anyway: every send needs the once-per-job claim in the same table.
-Clocks must agree to well within ttl - renew (20 s by default); ECS tasks keep time with
+Clocks are compared across tasks: a reader drops a lease at its `alive_until`, and a task
+that cannot renew gives up its share one renew interval before that by its own clock, or
+up to half an interval later if a round was under way (renew/4 per call). So clocks must
+agree to well within half the renew interval (5 s by default); ECS tasks keep time with
 the Amazon Time Sync Service, which is within a millisecond.
 """
 
