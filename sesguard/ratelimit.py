@@ -1,8 +1,9 @@
 """A token bucket for the SES account send rate, with an injectable clock.
 
-SES enforces one maximum send rate for the whole account. Each sender task takes
-`account rate / task count`, so N tasks together stay under it without talking to each
-other. The clock is injectable so tests drive time by hand instead of sleeping.
+SES enforces one maximum send rate for the whole account. Each sender task takes a share
+of it (`sesguard.runtime.leases.RateShare` shares it among the live tasks and changes a
+task's share with `set_rate`). The clock is injectable so tests drive time by hand instead
+of sleeping.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ _EPSILON = 1e-9
 class TokenBucket:
     """`rate` tokens per second, at most `burst` saved up; `acquire()` waits for one.
 
+    Without an explicit `burst` the bucket saves up one second of its rate (at least one
+    token), and `set_rate` keeps it so; an explicit `burst` is a fixed number of tokens.
     Waiters are served in arrival order (one lock), so a steady stream of jobs cannot
     starve an early one. The bucket starts full: a task that was idle may send a burst.
     """
@@ -47,6 +50,7 @@ class TokenBucket:
         self.burst = float(burst) if burst is not None else max(1.0, self.rate)
         if self.burst < 1:
             raise ValueError("burst must allow at least one token")
+        self._burst_follows_rate = burst is None
         self.clock: Clock = clock or SystemClock()
         self._tokens = self.burst
         self._stamp = self.clock.monotonic()
@@ -82,6 +86,22 @@ class TokenBucket:
                     self._tokens -= 1
                     return
                 await self.clock.sleep(max(_EPSILON, (1 - self._tokens) / self.rate))
+
+    def set_rate(self, rate: float) -> None:
+        """Change the rate from now on (a default burst follows it: one second's worth).
+
+        Tokens earned so far are counted at the old rate first, so a change never grants
+        the same time twice; then they are capped at the new burst (lowering the rate never
+        leaves a burst saved at the old size) and never negative. A waiter sleeping at the
+        old rate re-checks when it wakes: a lower rate makes it wait longer, never less.
+        """
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self._refill()
+        self.rate = float(rate)
+        if self._burst_follows_rate:
+            self.burst = max(1.0, self.rate)
+        self._tokens = max(0.0, min(self.burst, self._tokens))
 
     def drain(self) -> None:
         """Forget saved-up tokens: after SES says "slow down", no burst follows."""

@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     concurrency: int = Field(32, ge=1, le=512)
     gate_cache_seconds: float = Field(5.0, ge=0, le=300)
     max_send_rate: float | None = Field(None, gt=0, description="SES sends/s; default: account")
-    sender_tasks: int = Field(1, ge=1, description="tasks sharing the account's send rate")
+    sender_tasks: int = Field(
+        1, ge=1, description="divides the send rate when the sender leases cannot be read"
+    )
     visibility_timeout: int = Field(60, ge=10, le=43200)
     stop_grace_seconds: float = Field(20.0, gt=0, le=110)
     dlq_max_receives: int = Field(5, ge=1, le=1000)

@@ -17,6 +17,11 @@ Other partitions:
   pk = H#<partner>  sk = <held-at ISO>#<job_id>   a held send job (full payload)
   pk = J#<job_id>   sk = JOB                      once-per-job record of the sender (TTL)
   pk = O#<object>   sk = <chunk>                  "processed" marker of an S3 object chunk (TTL)
+  pk = L#sender     sk = <task id>/<run>          a sender task's lease (TTL): alive_until,
+                                                  sees (the lease ids it counts), fallback,
+                                                  rate (sesguard.runtime.leases)
+
+All sender leases share one partition, so a task reads every lease with one Query.
 """
 
 from __future__ import annotations
@@ -62,6 +67,9 @@ def job_pk(job_id: str) -> str:
 
 def object_pk(bucket: str, key: str) -> str:
     return f"O#{bucket}/{key}"
+
+
+SENDER_LEASES_PK = "L#sender"
 
 
 def key(pk: str, sk: str) -> dict[str, dict[str, str]]:

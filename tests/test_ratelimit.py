@@ -103,3 +103,53 @@ def test_rate_split_across_tasks_and_bad_values() -> None:
     with pytest.raises(ValueError):
         TokenBucket(rate=1, burst=0.5)
     assert TokenBucket(rate=0.5).burst == 1.0
+
+
+async def test_set_rate_counts_earned_tokens_at_the_old_rate_then_caps_them() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=10, clock=clock)  # default burst: one second's worth
+    assert bucket.burst == 10
+    bucket.drain()
+    clock.now += 0.5  # 5 tokens earned at 10/s
+    bucket.set_rate(2)
+    assert bucket.burst == 2 and bucket.tokens == pytest.approx(2)  # no burst above the new size
+    clock.now += 0.5
+    assert bucket.tokens == pytest.approx(2)  # full at 2
+    bucket.set_rate(20)
+    assert bucket.burst == 20 and bucket.tokens == pytest.approx(2)  # raising grants nothing
+    clock.now += 0.25
+    assert bucket.tokens == pytest.approx(7)  # 2 + 0.25 s at the new rate
+
+
+async def test_set_rate_keeps_an_explicit_burst_and_never_goes_negative() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=4, burst=3, clock=clock)
+    bucket.set_rate(100)
+    assert bucket.burst == 3 and bucket.tokens == pytest.approx(3)
+    for _ in range(3):
+        assert bucket.try_acquire()
+    bucket.set_rate(1)
+    assert bucket.burst == 3 and bucket.tokens >= 0.0
+    with pytest.raises(ValueError):
+        bucket.set_rate(0)
+
+
+async def test_a_waiter_sleeping_at_the_old_rate_waits_longer_after_a_lowering() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=10, burst=1, clock=clock)
+    await bucket.acquire()  # the saved token
+    gate = asyncio.Event()
+    real_sleep = clock.sleep
+
+    async def held_sleep(seconds: float) -> None:
+        await gate.wait()
+        await real_sleep(seconds)
+
+    clock.sleep = held_sleep  # type: ignore[method-assign]
+    waiter = asyncio.create_task(bucket.acquire())
+    await asyncio.sleep(0)  # it sleeps 0.1 s, for one token at 10/s
+    bucket.set_rate(1)  # now a token takes 1 s
+    gate.set()
+    await waiter
+    # 0.1 s slept at the old rate earned 0.1 token at the new one; 0.9 s more for the rest
+    assert clock.now - 1000.0 == pytest.approx(1.0)

@@ -1,0 +1,1 @@
+"""What both services run on: the consumer loop and its parts."""
