@@ -17,6 +17,10 @@ Other partitions:
   pk = H#<partner>  sk = <held-at ISO>#<job_id>   a held send job (full payload)
   pk = J#<job_id>   sk = JOB                      once-per-job record of the sender (TTL)
   pk = O#<object>   sk = <chunk>                  "processed" marker of an S3 object chunk (TTL)
+
+The partition-key prefixes are also the unit of least privilege: each task role may use
+each DynamoDB action only on the prefixes listed for it in sesguard.permissions (IAM
+`dynamodb:LeadingKeys`); a new kind of item needs a new prefix here and a line there.
 """
 
 from __future__ import annotations
@@ -40,8 +44,22 @@ _ser = TypeSerializer()
 _de = TypeDeserializer()
 
 
+# Partition-key prefixes, one per kind of item.
+PARTNER_PREFIX = "P#"
+HELD_PREFIX = "H#"
+JOB_PREFIX = "J#"
+OBJECT_PREFIX = "O#"
+PREFIXES = (PARTNER_PREFIX, HELD_PREFIX, JOB_PREFIX, OBJECT_PREFIX)
+
+
+def pk_prefix(pk: str) -> str:
+    """The kind of item a partition key belongs to ("P#", ...); "" if none."""
+    kind, sep, _ = pk.partition("#")
+    return kind + sep if sep else ""
+
+
 def partner_pk(partner_id: str) -> str:
-    return f"P#{partner_id}"
+    return f"{PARTNER_PREFIX}{partner_id}"
 
 
 def bucket_sk(hour: datetime) -> str:
@@ -53,15 +71,15 @@ def parse_bucket_sk(sk: str) -> datetime:
 
 
 def held_pk(partner_id: str) -> str:
-    return f"H#{partner_id}"
+    return f"{HELD_PREFIX}{partner_id}"
 
 
 def job_pk(job_id: str) -> str:
-    return f"J#{job_id}"
+    return f"{JOB_PREFIX}{job_id}"
 
 
 def object_pk(bucket: str, key: str) -> str:
-    return f"O#{bucket}/{key}"
+    return f"{OBJECT_PREFIX}{bucket}/{key}"
 
 
 def key(pk: str, sk: str) -> dict[str, dict[str, str]]:
