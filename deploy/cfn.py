@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -221,17 +223,83 @@ def container_environment(resolver: Resolver, task_definition: str) -> dict[str,
     return {e["Name"]: str(e["Value"]) for e in container.get("Environment", [])}
 
 
-def role_grants(resolver: Resolver, role: str) -> dict[str, set[str]]:
-    """{IAM action: resource ARNs} granted by a role's inline policies (Allow only)."""
-    grants: dict[str, set[str]] = {}
+@dataclass(frozen=True)
+class Statement:
+    """One Allow statement of a role's inline policies, resolved."""
+
+    sid: str
+    actions: frozenset[str]
+    resources: frozenset[str]
+    condition: Mapping[str, Mapping[str, list[str]]]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def role_statements(resolver: Resolver, role: str) -> list[Statement]:
+    """The Allow statements of a role's inline policies (anything else raises)."""
+    out = []
     for policy in resolver.props(role).get("Policies", []):
         for stmt in policy["PolicyDocument"]["Statement"]:
             if stmt["Effect"] != "Allow":
                 raise Unsupported(f"{role}: only Allow statements are expected")
-            actions = stmt["Action"] if isinstance(stmt["Action"], list) else [stmt["Action"]]
-            resources = (
-                stmt["Resource"] if isinstance(stmt["Resource"], list) else [stmt["Resource"]]
+            condition = {
+                op: {key: [str(v) for v in _as_list(values)] for key, values in keys.items()}
+                for op, keys in stmt.get("Condition", {}).items()
+            }
+            out.append(
+                Statement(
+                    stmt.get("Sid", ""),
+                    frozenset(_as_list(stmt["Action"])),
+                    frozenset(_as_list(stmt["Resource"])),
+                    condition,
+                )
             )
-            for action in actions:
-                grants.setdefault(action, set()).update(resources)
+    return out
+
+
+def role_grants(resolver: Resolver, role: str) -> dict[str, set[str]]:
+    """{IAM action: resource ARNs} granted by a role's inline policies (Allow only)."""
+    grants: dict[str, set[str]] = {}
+    for stmt in role_statements(resolver, role):
+        for action in stmt.actions:
+            grants.setdefault(action, set()).update(stmt.resources)
     return grants
+
+
+Context = Mapping[str, str | list[str]]
+
+
+def _condition_holds(op: str, key: str, patterns: list[str], context: Context) -> bool:
+    """IAM's meaning of the condition operators the template uses; others raise."""
+    value = context.get(key)
+    if op == "ForAllValues:StringLike":  # every value matches; no value at all also holds
+        values = _as_list(value) if value is not None else []
+        return all(any(fnmatchcase(v, p) for p in patterns) for v in values)
+    if op in ("StringLike", "StringEquals"):  # a missing key never matches
+        if value is None:
+            return False
+        if isinstance(value, list):
+            raise Unsupported(f"{key} is multivalued: use a ForAllValues/ForAnyValue operator")
+        if op == "StringEquals":
+            return value in patterns
+        return any(fnmatchcase(value, p) for p in patterns)
+    raise Unsupported(f"condition operator {op} is not supported by deploy/cfn.py")
+
+
+def allows(statements: list[Statement], action: str, resource: str, context: Context) -> bool:
+    """Whether some Allow statement grants `action` on `resource` with the request's
+    condition keys `context` (IAM wildcards * and ? in actions and resources)."""
+    for stmt in statements:
+        if not any(fnmatchcase(action, a) for a in stmt.actions):
+            continue
+        if not any(fnmatchcase(resource, r) for r in stmt.resources):
+            continue
+        if all(
+            _condition_holds(op, key, patterns, context)
+            for op, keys in stmt.condition.items()
+            for key, patterns in keys.items()
+        ):
+            return True
+    return False

@@ -13,18 +13,31 @@ import asyncio
 import importlib
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal, DecimalException
 from typing import Any, NoReturn
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-from email_validator import EmailNotValidError, validate_email
 
 from sesguard import __version__
+from sesguard import table as t
 from sesguard.aws import Clients, open_clients
 from sesguard.held import HeldJobs
 from sesguard.jobs import JobError, job_schema, parse_job
 from sesguard.logging import configure_logging
-from sesguard.partners import InvalidPartnerId, Limits, PausedBy, Profile, check_partner_id, utcnow
+from sesguard.partners import (
+    MAX_MIN_VOLUME,
+    MAX_REASON_CHARS,
+    MIN_RATE,
+    InvalidContact,
+    InvalidPartnerId,
+    Limits,
+    PausedBy,
+    Profile,
+    check_contact,
+    check_partner_id,
+    utcnow,
+)
 from sesguard.settings import Settings, SettingsError, load_settings
 from sesguard.store import PartnerExists, PartnerNotFound, PartnerStore, StoreError
 
@@ -51,28 +64,47 @@ def partner_id_arg(value: str) -> str:
 
 def email_arg(value: str) -> str:
     try:
-        return validate_email(value, check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise argparse.ArgumentTypeError(f"invalid e-mail address {value!r}: {exc}") from None
+        return check_contact(value)
+    except InvalidContact as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def rate_arg(value: str) -> float:
+    """A limit DynamoDB can store as given and that means something: a finite fraction
+    in [MIN_RATE, 1] with at most 38 significant digits. NaN, infinities, subnormal and
+    other tiny values are refused here, before any AWS call; argparse prefixes the
+    refusal with the option's name."""
+    text = value.strip()
     try:
-        rate = float(value)
-    except ValueError:
+        exact = Decimal(text)
+    except (DecimalException, ValueError):
         raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if not 0 < rate <= 1:
-        raise argparse.ArgumentTypeError(f"{value} is outside (0, 1]: give a fraction, 0.05 = 5%")
+    if not exact.is_finite():
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    digits = t.significant_digits(exact)
+    if digits > t.DYNAMODB_DIGITS:
+        raise argparse.ArgumentTypeError(
+            f"{digits} significant digits; DynamoDB stores at most {t.DYNAMODB_DIGITS}"
+        )
+    rate = float(exact)
+    if not MIN_RATE <= rate <= 1:
+        raise argparse.ArgumentTypeError(
+            f"{text} is outside [{MIN_RATE:g}, 1]: give a fraction, 0.05 = 5%"
+        )
     return rate
 
 
 def volume_arg(value: str) -> int:
+    """A whole number from 1 to MAX_MIN_VOLUME (a minimum volume, a number of jobs)."""
+    text = value.strip()
+    if len(text) > 40:  # int() of a huge string is slow, and echoing it helps nobody
+        raise argparse.ArgumentTypeError(f"not a whole number from 1 to {MAX_MIN_VOLUME}")
     try:
-        n = int(value)
+        n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"min volume must be >= 1, got {n}")
+    if not 1 <= n <= MAX_MIN_VOLUME:
+        raise argparse.ArgumentTypeError(f"{n} is outside [1, {MAX_MIN_VOLUME}]")
     return n
 
 
@@ -81,6 +113,18 @@ def warn_arg(value: str) -> float:
     if rate >= 1:
         raise argparse.ArgumentTypeError("warn ratio must be below 1")
     return rate
+
+
+def reason_arg(value: str) -> str:
+    """Refused rather than cut: the operator sees what the partner will read."""
+    text = value.strip()
+    if not text:
+        raise argparse.ArgumentTypeError("give a reason (the partner reads it in the notice)")
+    if len(text) > MAX_REASON_CHARS:
+        raise argparse.ArgumentTypeError(
+            f"{len(text)} characters; a reason may have at most {MAX_REASON_CHARS}"
+        )
+    return text
 
 
 class _Parser(argparse.ArgumentParser):
@@ -423,15 +467,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     def limit_options(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--bounce-limit", type=rate_arg, metavar="F", help="e.g. 0.05 for 5%%")
+        rates = f"from {MIN_RATE:g} to 1"
         sp.add_argument(
-            "--complaint-limit", type=rate_arg, metavar="F", help="e.g. 0.001 for 0.1%%"
+            "--bounce-limit", type=rate_arg, metavar="F", help=f"e.g. 0.05 for 5%% ({rates})"
+        )
+        sp.add_argument(
+            "--complaint-limit", type=rate_arg, metavar="F", help=f"e.g. 0.001 for 0.1%% ({rates})"
         )
         sp.add_argument(
             "--min-volume",
             type=volume_arg,
             metavar="N",
-            help="sends a window needs before it judges",
+            help=f"sends a window needs before it judges (1 to {MAX_MIN_VOLUME})",
         )
         sp.add_argument(
             "--warn-ratio",
@@ -460,7 +507,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     pa = parts.add_parser("pause", help="pause a partner (its jobs are held)")
     pa.add_argument("partner_id", type=partner_id_arg, metavar="ID")
-    pa.add_argument("--reason", default="paused by operator", metavar="TEXT")
+    pa.add_argument(
+        "--reason",
+        type=reason_arg,
+        default="paused by operator",
+        metavar="TEXT",
+        help=(
+            "why: stored with the pause and quoted in the partner's notice, at most"
+            f" {MAX_REASON_CHARS} characters (longer is refused)"
+        ),
+    )
     pa.add_argument("--no-notify", action="store_true", help="do not e-mail the partner")
     pa.set_defaults(handler=cmd_partners_pause)
 

@@ -8,6 +8,13 @@ guarantees (one pause winner, one count per object, one send per job) rest on Dy
 atomic, isolated writes, so the stand-in runs moto's DynamoDB operations one at a time:
 the semantics of the real service, not a mock of our code.
 
+moto's SQS has the same kind of race: a delete rebuilds the queue's message list from a
+snapshot and writes it back, so two concurrent deletes (or a send during a delete) bring
+back messages already deleted, or lose one just sent, without an error (seen: 219 of
+1000 deleted messages back after 16 concurrent DeleteMessageBatch calls). Tests would see
+duplicates real SQS never produces, so SQS operations run one at a time too, on a lock of
+their own; a long-polling receive releases it while it waits for messages.
+
 Needs the `local` extra (moto[server]).
 """
 
@@ -42,8 +49,41 @@ _DYNAMODB_OPS = (
     "describe_table",
     "update_time_to_live",
 )
+_SQS_OPS = (
+    "create_queue",
+    "get_queue_url",
+    "list_queues",
+    "get_queue",
+    "delete_queue",
+    "get_queue_attributes",
+    "set_queue_attributes",
+    "send_message",
+    "send_message_batch",
+    "receive_message",
+    "delete_message",
+    "delete_message_batch",
+    "change_message_visibility",
+    "change_message_visibility_batch",
+    "purge_queue",
+    "list_dead_letter_source_queues",
+    "tag_queue",
+    "untag_queue",
+)
 _lock = threading.RLock()
 _patched = False
+_sqs_lock = threading.RLock()
+# Signalled when a message is added; a receive waits on it with _sqs_lock released.
+_sqs_message_added = threading.Condition(_sqs_lock)
+_sqs_patched = False
+
+
+def _locked(fn: Callable[..., Any], lock: threading.RLock) -> Callable[..., Any]:
+    @functools.wraps(fn)  # keeps __wrapped__: tests reach the unlocked original
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _serialise_dynamodb() -> None:
@@ -52,17 +92,39 @@ def _serialise_dynamodb() -> None:
         return
     from moto.dynamodb.models import DynamoDBBackend
 
-    def locked(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with _lock:
-                return fn(*args, **kwargs)
-
-        return wrapper
-
     for op in _DYNAMODB_OPS:
-        setattr(DynamoDBBackend, op, locked(getattr(DynamoDBBackend, op)))
+        setattr(DynamoDBBackend, op, _locked(getattr(DynamoDBBackend, op), _lock))
     _patched = True
+
+
+def _serialise_sqs() -> None:
+    """One SQS operation at a time (see the module docstring).
+
+    A receive with WaitTimeSeconds would hold the lock for the whole wait; moto's wait
+    (Queue.wait_for_messages) becomes a wait on a condition of the same lock instead,
+    which releases it while waiting and wakes when a message is added."""
+    global _sqs_patched  # noqa: PLW0603 - patch moto once per process
+    if _sqs_patched:
+        return
+    from moto.sqs.models import Message, Queue, SQSBackend
+
+    for op in _SQS_OPS:
+        setattr(SQSBackend, op, _locked(getattr(SQSBackend, op), _sqs_lock))
+
+    add_message = Queue.add_message
+
+    def add_and_notify(self: Queue, message: Message) -> None:
+        with _sqs_message_added:
+            add_message(self, message)
+            _sqs_message_added.notify_all()
+
+    def wait_for_messages(self: Queue, timeout: int) -> None:
+        with _sqs_message_added:
+            _sqs_message_added.wait_for(lambda: self.messages, timeout=timeout)
+
+    Queue.add_message = add_and_notify  # type: ignore[method-assign]
+    Queue.wait_for_messages = wait_for_messages  # type: ignore[method-assign]
+    _sqs_patched = True
 
 
 def _speed_up_moto() -> None:
@@ -140,6 +202,7 @@ def local_aws(port: int | None = None) -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
     _serialise_dynamodb()
+    _serialise_sqs()
     _speed_up_moto()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log on our terminal
     port = port or free_port()

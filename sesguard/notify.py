@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sesguard.logging import get_logger
-from sesguard.partners import Profile
+from sesguard.partners import Profile, check_contact
 from sesguard.policy import Finding
 
 log = get_logger(__name__)
@@ -50,13 +50,19 @@ def compose_pause_notice(
 async def send_notice(
     sesv2: Any, notice: Notice, from_address: str | None, configuration_set: str | None = None
 ) -> str | None:
-    """Send through SES; returns the MessageId, or None when no sender address is configured."""
+    """Send through SES; returns the MessageId, or None when no sender address is configured.
+
+    The contact is checked again here, as `partners add --contact` checks it: the table
+    may hold an address no check ever saw (written directly, or by an older version), and
+    one with CR/LF in it must never reach SES. InvalidContact is raised without sending;
+    its message names the bad characters by code point, never echoes them raw."""
+    to = check_contact(notice.to)
     if not from_address:
-        log.warning("notice_not_sent", reason="SESGUARD_NOTIFY_FROM is not set", to=notice.to)
+        log.warning("notice_not_sent", reason="SESGUARD_NOTIFY_FROM is not set", to=to)
         return None
     params: dict[str, Any] = {
         "FromEmailAddress": from_address,
-        "Destination": {"ToAddresses": [notice.to]},
+        "Destination": {"ToAddresses": [to]},
         "Content": {
             "Simple": {
                 "Subject": {"Data": notice.subject, "Charset": "UTF-8"},

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+from email_validator import EmailNotValidError, validate_email
+
 PARTNER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 UNATTRIBUTED = "_unattributed"
 
@@ -37,6 +39,39 @@ def check_partner_id(value: str) -> str:
             f"invalid partner id {value!r}: use 1-64 characters from A-Z a-z 0-9 _ -"
         )
     return value
+
+
+class InvalidContact(ValueError):
+    pass
+
+
+def check_contact(value: str) -> str:
+    """A partner's contact address, normalised; the one check for `partners add --contact`
+    and for every notice sent (the table may hold what no check ever saw).
+
+    The error never echoes the address: it may hold control characters (CR/LF) that must
+    not reach a log line or a terminal raw; email_validator names them as U+000D etc."""
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise InvalidContact(f"invalid e-mail address: {exc}") from None
+
+
+# ---- limits an operator may set: what DynamoDB can store and what makes sense ---------
+
+MAX_MIN_VOLUME = 1_000_000_000  # sends in a window; far above any SES account's quota
+MIN_RATE = 1 / MAX_MIN_VOLUME  # below this, any single event in any window crosses it
+MAX_REASON_CHARS = 1000  # a pause reason, as stored (paused_reason) and sent (notice)
+
+
+def pause_reason(text: str) -> str:
+    """The reason exactly as stored and sent: stripped, never empty, and cut (marked with
+    an ellipsis) to MAX_REASON_CHARS. Applied once, by sesguard.transitions.pause_partner,
+    so the table and the notice carry the same text; the CLI refuses longer reasons."""
+    text = text.strip() or "paused"
+    if len(text) > MAX_REASON_CHARS:
+        text = text[: MAX_REASON_CHARS - 1] + "\u2026"
+    return text
 
 
 class Status(StrEnum):

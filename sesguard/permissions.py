@@ -7,20 +7,40 @@ maps (through `iam_actions`) to a granted action, with no granted action left un
 
 Resources are symbolic so this module stays free of CloudFormation:
   send_queue / send_dlq / events_queue / events_dlq   the SQS queues
-  table                                                the DynamoDB table
-  events_bucket / events_objects                       the bucket / objects under events/
+  table:P# / table:H# / table:J# / table:O#            the DynamoDB table, only items whose
+                                                       partition key has that prefix
+                                                       (sesguard/table.py; IAM LeadingKeys)
+  events_bucket / events_objects                       the bucket (listing limited to events/
+                                                       by s3:prefix) / objects under events/
   identities / configuration_set                       this account's SES identities
                                                        (From limited by ses:FromAddress), the set
   tenants                                              SES tenants of this account
   *                                                    actions without resource scoping
+
+DynamoDB grants are per action and per kind of item: the sender cannot delete a partner
+profile or a held job, only its own job records; the worker cannot touch job records or
+held jobs at all. Letting an action reach one more kind of item is one entry in `items()`
+here and one line in that action's `dynamodb:LeadingKeys` list in the template.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from sesguard import table as t
+
 Grants = Mapping[str, frozenset[str]]  # IAM action -> symbolic resources
+
+TABLE = "table:"  # symbolic table resources are TABLE + a partition-key prefix
+
+
+def items(*prefixes: str) -> frozenset[str]:
+    """The table, confined to the items whose partition key starts with one of `prefixes`."""
+    return frozenset(TABLE + prefix for prefix in prefixes)
+
 
 _SES_SEND = frozenset({"identities", "configuration_set"})
 
@@ -30,12 +50,13 @@ SENDER: Grants = {
     "sqs:ChangeMessageVisibility": frozenset({"send_queue"}),
     "sqs:GetQueueUrl": frozenset({"send_queue", "send_dlq"}),
     "sqs:SendMessage": frozenset({"send_dlq"}),  # malformed/rejected jobs, with the reason
-    "dynamodb:Query": frozenset({"table"}),  # gate: profile + totals + buckets
-    "dynamodb:GetItem": frozenset({"table"}),  # profile after a pause, existing job claims
-    "dynamodb:PutItem": frozenset({"table"}),  # once-per-job claim, held jobs
-    "dynamodb:UpdateItem": frozenset({"table"}),  # the gate's pause transition
-    "dynamodb:DeleteItem": frozenset({"table"}),  # releasing a claim SES never saw
-    "dynamodb:BatchWriteItem": frozenset({"table"}),  # "sent" records, in batches
+    "dynamodb:Query": items(t.PARTNER_PREFIX),  # gate: profile + totals + buckets
+    # the profile after winning a pause; an existing job claim
+    "dynamodb:GetItem": items(t.PARTNER_PREFIX, t.JOB_PREFIX),
+    "dynamodb:PutItem": items(t.JOB_PREFIX, t.HELD_PREFIX),  # job claims; held jobs
+    "dynamodb:UpdateItem": items(t.PARTNER_PREFIX),  # the gate's pause transition
+    "dynamodb:DeleteItem": items(t.JOB_PREFIX),  # releasing a claim SES never saw
+    "dynamodb:BatchWriteItem": items(t.JOB_PREFIX),  # "sent" records, in batches
     "ses:SendEmail": _SES_SEND,  # partner mail and pause notices
     "ses:GetAccount": frozenset({"*"}),  # the account's max send rate (no resource type)
 }
@@ -50,11 +71,11 @@ WORKER: Grants = {
     # ListBucket: backfill lists objects, and without it S3 answers 403 instead of 404
     # for a missing object, which the worker must tell apart from a real denial.
     "s3:ListBucket": frozenset({"events_bucket"}),
-    "dynamodb:Query": frozenset({"table"}),  # policy evaluation after each apply
-    "dynamodb:GetItem": frozenset({"table"}),  # the profile, after winning a pause
-    "dynamodb:UpdateItem": frozenset({"table"}),  # counters (in transactions), pause
-    "dynamodb:PutItem": frozenset({"table"}),  # conditional "processed" markers (same)
-    "ses:SendEmail": _SES_SEND,  # pause notices
+    "dynamodb:Query": items(t.PARTNER_PREFIX),  # policy evaluation after each apply
+    "dynamodb:GetItem": items(t.PARTNER_PREFIX),  # the profile, after winning a pause
+    "dynamodb:UpdateItem": items(t.PARTNER_PREFIX),  # counters (in transactions), pause
+    "dynamodb:PutItem": items(t.OBJECT_PREFIX),  # conditional "processed" markers (same)
+    "ses:SendEmail": frozenset({"identities"}),  # pause notices (no configuration set)
 }
 
 # Extra grants when SESGUARD_USE_TENANTS is on (template condition UseTenants): both
@@ -121,3 +142,73 @@ def iam_actions(
     if (service, operation) in _RENAMED:
         return _RENAMED[(service, operation)]
     return frozenset({f"{_PREFIX.get(service, service)}:{operation}"})
+
+
+@dataclass(frozen=True)
+class TableRequest:
+    """One authorisation AWS makes for a DynamoDB call: an action on a table (or one of
+    its indexes) for the partition keys the request touches (`dynamodb:LeadingKeys`)."""
+
+    action: str
+    table: str
+    index: str | None
+    keys: frozenset[str]
+
+
+_EQUALS = re.compile(r"(#?\w+)\s*=\s*(:\w+)")
+# The partition key of the table and of each index (sesguard/table.py, bootstrap).
+_HASH_KEYS = {None: "pk", t.PARTNERS_INDEX: t.KIND_ATTRIBUTE}
+
+
+def _pk(key: Mapping[str, Any]) -> str:
+    return str(key["pk"]["S"])
+
+
+def _query_key(params: Mapping[str, Any]) -> str:
+    """The partition key value a Query's KeyConditionExpression names."""
+    names = params.get("ExpressionAttributeNames", {})
+    hash_key = _HASH_KEYS[params.get("IndexName")]
+    for name, placeholder in _EQUALS.findall(params["KeyConditionExpression"]):
+        if names.get(name, name) == hash_key:
+            return str(params["ExpressionAttributeValues"][placeholder]["S"])
+    raise ValueError(f"no partition key in {params['KeyConditionExpression']!r}")
+
+
+def table_requests(operation: str, params: Mapping[str, Any]) -> list[TableRequest]:
+    """What AWS authorises for one DynamoDB call (botocore operation name and params):
+    single-item calls and Query once, for their key; BatchWriteItem once per table, for
+    every key in it; TransactWriteItems once per item, as the single-item action it is."""
+    if operation == "TransactWriteItems":
+        out = []
+        for item in params["TransactItems"]:
+            ((kind, body),) = item.items()
+            key = body["Item"] if kind == "Put" else body["Key"]
+            out.append(
+                TableRequest(
+                    _TRANSACT_ITEM_ACTIONS[kind], body["TableName"], None, frozenset({_pk(key)})
+                )
+            )
+        return out
+    if operation in ("BatchWriteItem", "BatchGetItem"):
+        action = f"dynamodb:{operation}"
+        out = []
+        for table, entries in params["RequestItems"].items():
+            if operation == "BatchGetItem":
+                keys = [_pk(k) for k in entries["Keys"]]
+            else:
+                keys = [
+                    _pk(e["PutRequest"]["Item"] if "PutRequest" in e else e["DeleteRequest"]["Key"])
+                    for e in entries
+                ]
+            out.append(TableRequest(action, table, None, frozenset(keys)))
+        return out
+    action = f"dynamodb:{operation}"
+    if operation == "Query":
+        key = _query_key(params)
+    elif operation == "PutItem":
+        key = _pk(params["Item"])
+    elif "Key" in params:
+        key = _pk(params["Key"])
+    else:  # Scan, DescribeTable, ...: no partition key in the request
+        return [TableRequest(action, params["TableName"], params.get("IndexName"), frozenset())]
+    return [TableRequest(action, params["TableName"], params.get("IndexName"), frozenset({key}))]

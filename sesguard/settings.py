@@ -13,6 +13,8 @@ from pydantic import EmailStr, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from sesguard.partners import MAX_MIN_VOLUME, MIN_RATE
+
 
 class SettingsError(Exception):
     """A configuration value is wrong; the message names the variable."""
@@ -36,11 +38,11 @@ class Settings(BaseSettings):
     firehose_role_arn: str | None = None
     ses_firehose_role_arn: str | None = None
 
-    # Reputation defaults for partners created without explicit limits.
-    default_bounce_limit: float = Field(0.05, gt=0, le=1)
-    default_complaint_limit: float = Field(0.001, gt=0, le=1)
-    default_min_volume: int = Field(200, ge=1)
-    warn_ratio: float = Field(0.5, gt=0, lt=1)
+    # Reputation defaults for partners created without explicit limits (the CLI's bounds).
+    default_bounce_limit: float = Field(0.05, ge=MIN_RATE, le=1)
+    default_complaint_limit: float = Field(0.001, ge=MIN_RATE, le=1)
+    default_min_volume: int = Field(200, ge=1, le=MAX_MIN_VOLUME)
+    warn_ratio: float = Field(0.5, ge=MIN_RATE, lt=1)
     window_hours: tuple[int, ...] = (24, 168)
     bucket_retention_days: int = Field(14, ge=8, description="TTL of hourly counter buckets")
 

@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 
 from sesguard import table as t
 from sesguard.partners import (
+    MAX_REASON_CHARS,
     Counters,
     Limits,
     PartnerState,
@@ -250,7 +251,12 @@ class PartnerStore:
     async def try_pause(
         self, partner_id: str, reason: str, by: PausedBy, now: datetime | None = None
     ) -> bool:
-        """active -> paused as one conditional write; True only for the writer that won."""
+        """active -> paused as one conditional write; True only for the writer that won.
+
+        `reason` is stored as given: sesguard.partners.pause_reason makes it final (once,
+        in pause_partner), so a reason that breaks its limit here is a caller's bug."""
+        if not reason or len(reason) > MAX_REASON_CHARS:
+            raise ValueError(f"pause reason must have 1 to {MAX_REASON_CHARS} characters")
         now = now or utcnow()
         try:
             await self._call(
@@ -266,7 +272,7 @@ class PartnerStore:
                 ExpressionAttributeValues={
                     ":paused": {"S": Status.PAUSED.value},
                     ":active": {"S": Status.ACTIVE.value},
-                    ":r": {"S": reason[:1000] or "paused"},
+                    ":r": {"S": reason},
                     ":at": {"S": _iso(now) or ""},
                     ":by": {"S": by.value},
                 },

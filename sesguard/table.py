@@ -22,12 +22,16 @@ Other partitions:
                                                   rate (sesguard.runtime.leases)
 
 All sender leases share one partition, so a task reads every lease with one Query.
+
+The partition-key prefixes are also the unit of least privilege: each task role may use
+each DynamoDB action only on the prefixes listed for it in sesguard.permissions (IAM
+`dynamodb:LeadingKeys`); a new kind of item needs a new prefix here and a line there.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, DecimalException
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -45,8 +49,23 @@ _ser = TypeSerializer()
 _de = TypeDeserializer()
 
 
+# Partition-key prefixes, one per kind of item.
+PARTNER_PREFIX = "P#"
+HELD_PREFIX = "H#"
+JOB_PREFIX = "J#"
+OBJECT_PREFIX = "O#"
+LEASE_PREFIX = "L#"
+PREFIXES = (PARTNER_PREFIX, HELD_PREFIX, JOB_PREFIX, OBJECT_PREFIX, LEASE_PREFIX)
+
+
+def pk_prefix(pk: str) -> str:
+    """The kind of item a partition key belongs to ("P#", ...); "" if none."""
+    kind, sep, _ = pk.partition("#")
+    return kind + sep if sep else ""
+
+
 def partner_pk(partner_id: str) -> str:
-    return f"P#{partner_id}"
+    return f"{PARTNER_PREFIX}{partner_id}"
 
 
 def bucket_sk(hour: datetime) -> str:
@@ -58,29 +77,75 @@ def parse_bucket_sk(sk: str) -> datetime:
 
 
 def held_pk(partner_id: str) -> str:
-    return f"H#{partner_id}"
+    return f"{HELD_PREFIX}{partner_id}"
 
 
 def job_pk(job_id: str) -> str:
-    return f"J#{job_id}"
+    return f"{JOB_PREFIX}{job_id}"
 
 
 def object_pk(bucket: str, key: str) -> str:
-    return f"O#{bucket}/{key}"
+    return f"{OBJECT_PREFIX}{bucket}/{key}"
 
 
-SENDER_LEASES_PK = "L#sender"
+SENDER_LEASES_PK = f"{LEASE_PREFIX}sender"
 
 
 def key(pk: str, sk: str) -> dict[str, dict[str, str]]:
     return {"pk": {"S": pk}, "sk": {"S": sk}}
 
 
+# What a DynamoDB number can be: 38 significant digits, magnitude 1e-130 .. < 1e126.
+DYNAMODB_DIGITS = 38
+_SMALLEST = Decimal("1e-130")
+_TOO_BIG = Decimal("1e126")
+
+
+def significant_digits(number: Decimal) -> int:
+    """Digits DynamoDB has to keep: leading and trailing zeros do not count."""
+    return len("".join(map(str, number.as_tuple().digits)).strip("0"))
+
+
+def _number(value: int | float | Decimal) -> Decimal:
+    """One number as DynamoDB will hold it, or ValueError. Floats become the shortest
+    decimal that reads back as the same float (repr's digits): exact, never rounded."""
+    exact = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if not exact.is_finite():
+        raise ValueError(f"{value!r} cannot be stored in DynamoDB: not a finite number")
+    if exact and (
+        significant_digits(exact) > DYNAMODB_DIGITS or not _SMALLEST <= abs(exact) < _TOO_BIG
+    ):
+        raise ValueError(
+            f"{value!r} cannot be stored in DynamoDB exactly: numbers have at most"
+            f" {DYNAMODB_DIGITS} significant digits and a magnitude from 1e-130 to below 1e126"
+        )
+    return exact
+
+
+def _numbers(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float | Decimal):
+        return _number(value)
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_numbers(v) for v in value]
+    return value
+
+
 def to_attr(value: Any) -> dict[str, Any]:
-    """Serialize one Python value (floats become exact decimals, as DynamoDB requires)."""
-    if isinstance(value, float):
-        value = Decimal(repr(value))
-    return _ser.serialize(value)  # type: ignore[no-any-return]
+    """Serialize one Python value (numbers also inside maps and lists) for DynamoDB.
+
+    A number DynamoDB cannot hold exactly (more than 38 significant digits, a magnitude
+    outside 1e-130 .. 1e126, NaN, infinity) raises ValueError naming it: never a bare
+    decimal signal (Inexact, Underflow, ...) from boto3's strict context, and never a
+    silently rounded value. Callers validate input first (sesguard.cli.rate_arg);
+    this is the backstop."""
+    try:
+        return _ser.serialize(_numbers(value))  # type: ignore[no-any-return]
+    except DecimalException:  # boto3's context refused what the checks above let by
+        raise ValueError(f"{value!r} cannot be stored in DynamoDB exactly") from None
 
 
 def to_item(data: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The pause transition shared by worker, sender and operators.
 
 Only the writer that wins the conditional active->paused write sends the notice, so a
-partner gets exactly one notice per pause however many tasks race to pause it.
+partner gets exactly one notice per pause however many tasks race to pause it. The
+reason is made final once here (sesguard.partners.pause_reason), so the stored
+`paused_reason`, the log line and the notice carry the same text.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from datetime import datetime
 
 from sesguard.logging import get_logger
 from sesguard.notify import compose_pause_notice, send_notice
-from sesguard.partners import PausedBy, utcnow
+from sesguard.partners import InvalidContact, PausedBy, pause_reason, utcnow
 from sesguard.policy import Finding
 from sesguard.store import PartnerStore
 
@@ -39,6 +41,7 @@ async def pause_partner(
     """Pause once; the winner notifies and, with `mirror_tenant` (SESGUARD_USE_TENANTS),
     also disables the partner's SES tenant so SES itself refuses its mail."""
     now = now or utcnow()
+    reason = pause_reason(reason)
     won = await store.try_pause(partner_id, reason, by, now)
     if not won:
         log.debug("pause_lost_race", partner_id=partner_id)
@@ -50,6 +53,9 @@ async def pause_partner(
     notice = compose_pause_notice(profile, reason, now, finding)
     try:
         notice_id = await send_notice(sesv2, notice, notify_from, configuration_set)
+    except InvalidContact as exc:  # refused before SES: fix the contact, the pause stands
+        log.error("notice_failed", partner_id=partner_id, reason="invalid contact", error=str(exc))
+        return PauseOutcome(True)
     except Exception as exc:  # the pause stands; the notice failure must be visible
         log.error("notice_failed", partner_id=partner_id, error=str(exc))
         return PauseOutcome(True)

@@ -1,11 +1,15 @@
 """Least privilege, both ways.
 
 (a) The template's task roles grant exactly sesguard.permissions.GRANTS: no action more,
-    none less, each on exactly its resources.
+    none less, each on exactly its resources; the table only through dynamodb:LeadingKeys
+    prefixes, which are part of the resource (`table:P#`, ...).
 (b) The code really needs them: the sender and the worker run (their own `run()`, each
-    with its own Clients) over a short end-to-end on moto; every call they make, on the
-    resource it touches, must be granted, and every granted action must be used, or be
-    listed in UNREACHED with the path that uses it.
+    with its own Clients) over a short end-to-end on moto; every request they make, on
+    the resource and the item kind it touches, must be granted by GRANTS and allowed by
+    the template's statements with their conditions (the partition key of every DynamoDB
+    request against LeadingKeys, the From address of every SendEmail, the prefix of every
+    listing), and every granted action on every item kind must be used, or be listed in
+    UNREACHED with the path that uses it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -25,10 +30,11 @@ from urllib.parse import urlparse
 import pytest
 
 import sesguard.aws
+from sesguard import table as t
 from sesguard.bootstrap import bootstrap
 from sesguard.held import HeldJobs
 from sesguard.partners import Limits, Profile, Status
-from sesguard.permissions import GRANTS, TENANT_MIRROR, iam_actions
+from sesguard.permissions import GRANTS, TABLE, TENANT_MIRROR, iam_actions, table_requests
 from sesguard.settings import Settings, load_settings
 from sesguard.store import PartnerStore
 from tests.fixtures.cfn_module import load_cfn
@@ -53,7 +59,6 @@ def _symbolic(r: Any) -> dict[str, str]:
         r.get_att("SendDeadLetterQueue", "Arn"): "send_dlq",
         r.get_att("EventsQueue", "Arn"): "events_queue",
         r.get_att("EventsDeadLetterQueue", "Arn"): "events_dlq",
-        r.get_att("Table", "Arn"): "table",
         bucket: "events_bucket",
         f"{bucket}/events/*": "events_objects",
         f"{ses}:identity/*": "identities",
@@ -63,16 +68,32 @@ def _symbolic(r: Any) -> dict[str, str]:
     }
 
 
+def _table_items(role: str, stmt: Any) -> set[str]:
+    """The table, as far as a statement's dynamodb:LeadingKeys lets it: "table:P#", ..."""
+    keys = stmt.condition.get("ForAllValues:StringLike", {}).get("dynamodb:LeadingKeys")
+    assert keys, f"{role} {stmt.sid}: the table without dynamodb:LeadingKeys"
+    prefixes = {k.removesuffix("*") for k in keys}
+    assert all(k.endswith("*") for k in keys) and prefixes <= set(t.PREFIXES), (
+        f"{role} {stmt.sid}: LeadingKeys must be prefixes of sesguard.table, as 'P#*': {keys}"
+    )
+    return {TABLE + prefix for prefix in prefixes}
+
+
 def _granted(r: Any, role: str) -> dict[str, frozenset[str]]:
     names = _symbolic(r)
-    out = {}
-    for action, arns in cfn.role_grants(r, role).items():
-        unknown = arns - set(names)
-        assert not unknown, (
-            f"{role} {action}: resources not in permissions.py's vocabulary {unknown}"
-        )
-        out[action] = frozenset(names[a] for a in arns)
-    return out
+    table = r.get_att("Table", "Arn")
+    out: dict[str, set[str]] = {}
+    for stmt in cfn.role_statements(r, role):
+        symbols: set[str] = set()
+        for arn in stmt.resources:
+            if arn == table:
+                symbols |= _table_items(role, stmt)
+                continue
+            assert arn in names, f"{role} {stmt.sid}: {arn} not in permissions.py's vocabulary"
+            symbols.add(names[arn])
+        for action in stmt.actions:
+            out.setdefault(action, set()).update(symbols)
+    return {action: frozenset(symbols) for action, symbols in out.items()}
 
 
 def _merge(*grants: Any) -> dict[str, frozenset[str]]:
@@ -95,19 +116,48 @@ def test_task_role_grants_exactly_the_list(service: str, tenants: bool) -> None:
         assert granted[action] == resources, action
 
 
+def _statements(r: Any, service: str, action: str) -> list[Any]:
+    return [st for st in cfn.role_statements(r, ROLES[service]) if action in st.actions]
+
+
 @pytest.mark.parametrize("service", sorted(ROLES))
-def test_sending_is_limited_to_allowed_from_addresses(service: str) -> None:
+def test_sending_is_limited_by_from_address(service: str) -> None:
+    """Partner mail (the sender only): AllowedFromAddresses. Notices (both services):
+    NotifyFrom exactly, and without the configuration set, as sesguard sends them."""
     allowed = ["*@mail.isv.example.com", "guard@isv.example.com"]
     r = cfn.Resolver(cfn.load(), AllowedFromAddresses=",".join(allowed))
-    statements = [
-        s
-        for p in r.props(ROLES[service])["Policies"]
-        for s in p["PolicyDocument"]["Statement"]
-        if "ses:SendEmail" in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
-    ]
-    assert statements and all(
-        s["Condition"] == {"StringLike": {"ses:FromAddress": allowed}} for s in statements
-    )
+    conditions = {st.sid: st.condition for st in _statements(r, service, "ses:SendEmail")}
+    expected = {"SendNotice": {"StringEquals": {"ses:FromAddress": [r.ref("NotifyFrom")]}}}
+    if service == "sender":
+        expected["SendEmail"] = {"StringLike": {"ses:FromAddress": allowed}}
+    assert conditions == expected
+    (notice,) = [st for st in _statements(r, service, "ses:SendEmail") if st.sid == "SendNotice"]
+    assert all(":identity/" in arn for arn in notice.resources)
+
+
+def test_allowed_from_addresses_default_is_loud() -> None:
+    spec = cfn.load()["Parameters"]["AllowedFromAddresses"]
+    assert spec["Default"] == "*"
+    assert spec["Description"].startswith("SET THIS IN PRODUCTION")
+    assert "ANY" in spec["Description"]
+
+
+def test_bucket_listing_is_limited_to_the_events_prefix() -> None:
+    r = cfn.Resolver(cfn.load())
+    prefix = cfn.container_environment(r, "WorkerTaskDefinition")["SESGUARD_EVENTS_PREFIX"]
+    (listing,) = _statements(r, "worker", "s3:ListBucket")
+    assert listing.condition == {"StringLike": {"s3:prefix": [f"{prefix}*"]}}
+
+
+@pytest.mark.parametrize("service", sorted(ROLES))
+def test_every_table_grant_is_confined_to_key_prefixes(service: str) -> None:
+    r = cfn.Resolver(cfn.load())
+    table = r.get_att("Table", "Arn")
+    for stmt in cfn.role_statements(r, ROLES[service]):
+        if table in stmt.resources:
+            assert stmt.resources == {table}, stmt.sid  # never an index: listing is operator-only
+            assert set(stmt.condition) == {"ForAllValues:StringLike"}, stmt.sid
+            assert _table_items(ROLES[service], stmt)
 
 
 def test_only_the_task_roles_can_be_assumed_by_ecs_tasks() -> None:
@@ -139,6 +189,10 @@ def test_iam_action_mapping() -> None:
 # Granted actions the end-to-end below does not reach, and the path that needs each.
 UNREACHED: dict[str, dict[str, str]] = {
     "sender": {
+        "dynamodb:GetItem table:J#": (
+            "reading an existing job claim when a failed claim does not return the old item"
+            " (sender/records.py); moto returns it with the condition failure"
+        ),
         "sqs:ChangeMessageVisibility": (
             "retry/defer/give-back (ChangeMessageVisibilityBatch 0 or a delay) and the"
             " extension of slow jobs; covered by the sender's own SIGTERM and throttling tests"
@@ -186,43 +240,74 @@ class Spy:
             yield c
 
 
-def _resources(service: str, op: str, params: dict[str, Any], s: Settings, bucket: str) -> set[str]:
-    """The symbolic resources (permissions.py) one call touches."""
-    queues = {
-        s.send_queue: "send_queue",
-        f"{s.send_queue}-dlq": "send_dlq",
-        s.events_queue: "events_queue",
-        f"{s.events_queue}-dlq": "events_dlq",
-    }
-    if service == "sqs":
-        name = params.get("QueueName") or urlparse(params["QueueUrl"]).path.rsplit("/", 1)[-1]
-        return {queues.get(name, f"?queue {name}")}
+@dataclass(frozen=True)
+class Request:
+    """One authorisation AWS makes for a call: an action on resources (as symbols of
+    sesguard.permissions and as ARNs), with the condition keys the request carries."""
+
+    action: str
+    symbols: frozenset[str]
+    arns: tuple[str, ...]
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+def _requests(
+    service: str, op: str, params: dict[str, Any], s: Settings, bucket: str
+) -> list[Request]:
+    p = cfn.PSEUDO
+    region, account = p["AWS::Region"], p["AWS::AccountId"]
     if service == "dynamodb":
-        if op == "TransactWriteItems":
-            tables = {next(iter(i.values()))["TableName"] for i in params["TransactItems"]}
-        elif op == "BatchWriteItem":
-            tables = set(params["RequestItems"])
+        out = []
+        for req in table_requests(op, params):
+            arn = f"arn:aws:dynamodb:{region}:{account}:table/{req.table}"
+            if req.index:
+                arn += f"/index/{req.index}"
+            symbols = {
+                (TABLE + t.pk_prefix(pk)) if req.table == s.table and not req.index else f"?{arn}"
+                for pk in req.keys
+            }
+            context = {"dynamodb:LeadingKeys": sorted(req.keys)}
+            out.append(Request(req.action, frozenset(symbols), (arn,), context))
+        return out
+    actions = iam_actions(service, op, params)
+    symbols: set[str] = set()
+    arns: list[str] = []
+    context: dict[str, Any] = {}
+    if service == "sqs":
+        queues = {
+            s.send_queue: "send_queue",
+            f"{s.send_queue}-dlq": "send_dlq",
+            s.events_queue: "events_queue",
+            f"{s.events_queue}-dlq": "events_dlq",
+        }
+        name = params.get("QueueName") or urlparse(params["QueueUrl"]).path.rsplit("/", 1)[-1]
+        symbols.add(queues.get(name, f"?queue {name}"))
+        arns.append(f"arn:aws:sqs:{region}:{account}:{name}")
+    elif service == "s3":
+        if "Key" in params:
+            key = params["Key"]
+            ok = params["Bucket"] == bucket and key.startswith("events/")
+            symbols.add("events_objects" if ok else f"?object {params['Bucket']}/{key}")
+            arns.append(f"arn:aws:s3:::{params['Bucket']}/{key}")
         else:
-            tables = {params["TableName"]}
-        return {"table" if t == s.table else f"?table {t}" for t in tables}
-    if service == "s3":
-        if params.get("Bucket") != bucket:
-            return {f"?bucket {params.get('Bucket')}"}
-        if "Key" not in params:
-            return {"events_bucket"}
-        key = params["Key"]
-        return {"events_objects" if key.startswith("events/") else f"?object {key}"}
-    if service == "sesv2" and op == "SendEmail":
-        out = {"identities"}
+            symbols.add("events_bucket" if params["Bucket"] == bucket else "?bucket")
+            arns.append(f"arn:aws:s3:::{params['Bucket']}")
+            if "Prefix" in params:
+                context["s3:prefix"] = params["Prefix"]
+    elif service == "sesv2" and op == "SendEmail":
+        address = parseaddr(params["FromEmailAddress"])[1]
+        context["ses:FromAddress"] = address
+        symbols.add("identities")
+        arns.append(f"arn:aws:ses:{region}:{account}:identity/{address.rpartition('@')[2]}")
         cs = params.get("ConfigurationSetName")
         if cs is not None:
-            out.add(
-                "configuration_set" if cs == s.configuration_set else f"?configuration set {cs}"
-            )
-        return out
-    if service == "sesv2" and op == "GetAccount":
-        return {"*"}
-    return set()
+            ok = cs == s.configuration_set
+            symbols.add("configuration_set" if ok else f"?configuration set {cs}")
+            arns.append(f"arn:aws:ses:{region}:{account}:configuration-set/{cs}")
+    elif service == "sesv2" and op == "GetAccount":
+        symbols.add("*")
+        arns.append("*")
+    return [Request(a, frozenset(symbols), tuple(arns), context) for a in actions]
 
 
 def _ses_event(kind: str, partner: str, recipients: list[str], now: datetime) -> dict[str, Any]:
@@ -357,23 +442,33 @@ async def test_services_use_exactly_what_their_roles_grant(
     for svc in ("sender", "worker"):
         assert logs[svc].calls, f"{svc} made no AWS calls through its own clients"
 
+    # Every request, as AWS would authorise it: granted by sesguard.permissions, and
+    # allowed by the template's statements with their conditions (LeadingKeys of every
+    # key written or read, ses:FromAddress, s3:prefix), resolved with the run's names.
+    template = cfn.Resolver(cfn.load())
     problems: list[str] = []
     for svc, log in logs.items():
         grants = GRANTS[svc]
+        statements = cfn.role_statements(template, ROLES[svc])
         used: set[str] = set()
         for service, op, params in log.calls:
-            for action in iam_actions(service, op, params):
-                used.add(action)
-                if action not in grants:
-                    problems.append(f"{svc}: {service}.{op} needs {action}, not granted")
+            for req in _requests(service, op, params, settings, bucket):
+                used |= {req.action} | {f"{req.action} {sym}" for sym in req.symbols}
+                if req.action not in grants:
+                    problems.append(f"{svc}: {service}.{op} needs {req.action}, not granted")
                     continue
-                for res in _resources(service, op, params, settings, bucket):
-                    if res not in grants[action]:
+                for sym in sorted(req.symbols - grants[req.action]):
+                    problems.append(f"{svc}: {service}.{op} on {sym}: {req.action} not granted")
+                for arn in req.arns:
+                    if not cfn.allows(statements, req.action, arn, req.context):
                         problems.append(
-                            f"{svc}: {service}.{op} on {res}: {action} not granted there"
+                            f"{svc}: {service}.{op}: the template denies {req.action} on"
+                            f" {arn} with {req.context}"
                         )
-        unused = set(grants) - used - set(UNREACHED.get(svc, {}))
-        problems += [f"{svc}: {a} granted but never used" for a in sorted(unused)]
-        stale = set(UNREACHED.get(svc, {})) - set(grants)
-        problems += [f"{svc}: UNREACHED lists {a}, which is not granted" for a in sorted(stale)]
+        granted = {f"{a} {sym}" for a, syms in grants.items() for sym in syms}
+        unused = granted - used - set(UNREACHED.get(svc, {}))
+        unused = {g for g in unused if g.split(" ", 1)[0] not in UNREACHED.get(svc, {})}
+        problems += [f"{svc}: {g} granted but never used" for g in sorted(unused)]
+        stale = {u for u in UNREACHED.get(svc, {}) if u not in set(grants) | granted}
+        problems += [f"{svc}: UNREACHED lists {u}, which is not granted" for u in sorted(stale)]
     assert not problems, "\n".join(problems)

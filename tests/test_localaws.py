@@ -1,12 +1,18 @@
-"""The stand-in's speed-ups to moto change no answer (sesguard.localaws._speed_up_moto)."""
+"""The stand-in's changes to moto: speed-ups that change no answer
+(sesguard.localaws._speed_up_moto) and SQS one operation at a time (_serialise_sqs)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from typing import Any
 
 import moto
-from moto.sqs.models import sqs_backends
+import pytest
+from moto.sqs.models import Queue, SQSBackend, sqs_backends
+
+from sesguard import localaws
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 
@@ -36,3 +42,81 @@ def test_service_lookup_sees_the_same_modules_as_moto() -> None:
         if os.path.isdir(os.path.join(path, d)) and not d.startswith("__")
     ]
     assert list(backends.list_of_moto_modules()) == on_disk
+
+
+# ---- SQS one operation at a time (sesguard.localaws._serialise_sqs) ---------------------
+
+
+async def _race(
+    clients: Any, monkeypatch: pytest.MonkeyPatch, locked: bool, other: str
+) -> list[str]:
+    """Over HTTP to the served stand-in: delete message "one" while `other` runs, a
+    delete of "two" or a send of "three". Returns the bodies left in the queue.
+
+    moto's Queue.delete_message copies the message list without the deleted message and
+    writes the copy back. The server thread deleting "one" is held just before that write
+    until the other request has been answered (or half a second), which makes the race
+    happen every time unless the stand-in runs the two requests one at a time."""
+    if not locked:  # moto's own methods, as the stand-in was before the lock
+        for op in localaws._SQS_OPS:
+            monkeypatch.setattr(SQSBackend, op, getattr(SQSBackend, op).__wrapped__)
+    sqs = clients.sqs
+    url = (await sqs.create_queue(QueueName="race"))["QueueUrl"]
+    for body in ("one", "two"):
+        await sqs.send_message(QueueUrl=url, MessageBody=body)
+    resp = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=300)
+    handles = {m["Body"]: m["ReceiptHandle"] for m in resp["Messages"]}
+    queue = sqs_backends[ACCOUNT][REGION].get_queue("race")
+
+    about_to_write, other_done = threading.Event(), threading.Event()
+    setattr_ = Queue.__setattr__
+
+    def hold_the_write(self: Any, name: str, value: Any) -> None:
+        if self is queue and name == "_messages" and not about_to_write.is_set():
+            about_to_write.set()  # only delete_message assigns the list; the first is "one"
+            other_done.wait(0.5)  # with the lock, the other request cannot be answered
+        setattr_(self, name, value)
+
+    monkeypatch.setattr(Queue, "__setattr__", hold_the_write)
+    first = asyncio.create_task(sqs.delete_message(QueueUrl=url, ReceiptHandle=handles["one"]))
+    assert await asyncio.to_thread(about_to_write.wait, 5)
+    if other == "delete":
+        await sqs.delete_message(QueueUrl=url, ReceiptHandle=handles["two"])
+    else:
+        await sqs.send_message(QueueUrl=url, MessageBody="three")
+    other_done.set()
+    await first
+    return sorted(m.body for m in queue._messages)
+
+
+# What each race leaves in moto alone, and what SQS (and the stand-in) leaves.
+RACES = {"delete": (["two"], []), "send": (["two"], ["three", "two"])}
+
+
+@pytest.mark.parametrize("other", sorted(RACES))
+async def test_moto_sqs_alone_brings_back_deletes_and_loses_sends(
+    clients: Any, monkeypatch: pytest.MonkeyPatch, other: str
+) -> None:
+    """The race the lock exists for: "two", deleted by the other request, comes back;
+    "three", just sent, is lost. Both without any error."""
+    assert await _race(clients, monkeypatch, locked=False, other=other) == RACES[other][0]
+
+
+@pytest.mark.parametrize("other", sorted(RACES))
+async def test_the_stand_in_runs_sqs_requests_one_at_a_time(
+    clients: Any, monkeypatch: pytest.MonkeyPatch, other: str
+) -> None:
+    assert await _race(clients, monkeypatch, locked=True, other=other) == RACES[other][1]
+
+
+async def test_a_long_poll_does_not_hold_the_lock(clients: Any) -> None:
+    """A receive waiting for messages lets other requests through, and wakes for a send."""
+    sqs = clients.sqs
+    url = (await sqs.create_queue(QueueName="long-poll"))["QueueUrl"]
+    waiting = asyncio.create_task(
+        sqs.receive_message(QueueUrl=url, WaitTimeSeconds=20, MaxNumberOfMessages=1)
+    )
+    await asyncio.sleep(0.2)  # the receive is waiting inside moto by now
+    await sqs.send_message(QueueUrl=url, MessageBody="hello")  # not blocked behind it
+    resp = await asyncio.wait_for(waiting, 10)
+    assert [m["Body"] for m in resp["Messages"]] == ["hello"]

@@ -5,7 +5,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from sesguard.partners import Limits, PausedBy, Profile, Status
+from structlog.testing import capture_logs
+
+from sesguard import table as t
+from sesguard.partners import MAX_REASON_CHARS, Limits, PausedBy, Profile, Status
 from sesguard.store import PartnerStore
 from sesguard.transitions import pause_partner
 from tests.conftest import sent_emails
@@ -87,3 +90,56 @@ async def test_no_notice_without_notify_from(store: PartnerStore, clients, moto_
     outcome = await pause_partner(store, clients.sesv2, "acme", "operator", PausedBy.OPERATOR, None)
     assert outcome.won and outcome.notice_id is None
     assert sent_emails(moto_endpoint) == []
+
+
+async def test_long_reason_is_cut_once_and_the_notice_says_what_is_stored(
+    store: PartnerStore, clients, moto_endpoint
+) -> None:
+    """A 5 KB reason (the Python API does not refuse it, the CLI does): one limit, one cut."""
+    await _partner(store, clients)
+    outcome = await pause_partner(
+        store, clients.sesv2, "acme", "r" * 5000, PausedBy.OPERATOR, "guard@isv.example.com"
+    )
+    assert outcome.won and outcome.notice_id
+    stored = (await store.require_profile("acme")).paused_reason
+    assert stored == "r" * (MAX_REASON_CHARS - 1) + "\u2026"
+    (notice,) = sent_emails(moto_endpoint)
+    assert f"<p>Reason: {stored}</p>" in str(notice["body"])
+    assert "r" * MAX_REASON_CHARS not in str(notice["body"])
+
+
+BAD_CONTACT = "ops@acme.example.com\r\nBcc: victim@evil.example.net"
+
+
+async def write_bad_contact(store: PartnerStore, clients: Any) -> None:
+    """As someone with table access (or an older version) could: no check ever saw it."""
+    await clients.dynamodb.update_item(
+        TableName=store.table,
+        Key=t.key(t.partner_pk("acme"), t.PROFILE),
+        UpdateExpression="SET contact_email = :c",
+        ExpressionAttributeValues={":c": {"S": BAD_CONTACT}},
+    )
+
+
+async def test_invalid_contact_in_the_table_gets_no_notice_and_the_pause_stands(
+    store: PartnerStore, clients, moto_endpoint
+) -> None:
+    await _partner(store, clients)
+    await write_bad_contact(store, clients)
+    with capture_logs() as logs:
+        outcome = await pause_partner(
+            store,
+            clients.sesv2,
+            "acme",
+            "too many bounces",
+            PausedBy.POLICY,
+            "guard@isv.example.com",
+        )
+    assert outcome.won and outcome.notice_id is None
+    assert (await store.require_profile("acme")).status is Status.PAUSED
+    assert sent_emails(moto_endpoint) == []  # no SendEmail reached SES at all
+    (failed,) = [e for e in logs if e["event"] == "notice_failed"]
+    assert failed["log_level"] == "error" and failed["partner_id"] == "acme"
+    assert failed["reason"] == "invalid contact" and "U+000D" in failed["error"]
+    for value in failed.values():  # never the address's raw bytes
+        assert not any(c in str(value) for c in "\r\n") and "victim" not in str(value)
