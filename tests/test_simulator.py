@@ -1,7 +1,7 @@
 """The SES event simulator: record shapes, mailbox-simulator outcomes, Firehose writes.
 
 The shapes are checked against the hand-written samples in tests/fixtures (the
-documented SES format). The counts use a small counter written here from DESIGN.md's
+documented SES format). The counts use a small counter written here from the README's
 table (checked first against the samples' expected counts), not the worker's parser.
 The Firehose tests use the real moto server; the retry tests use a stand-in for the
 Firehose API that refuses records, since moto never does.

@@ -1,4 +1,4 @@
-"""Counting semantics (DESIGN.md table) and per-object aggregation (pure, no AWS)."""
+"""Counting semantics (the README's table) and per-object aggregation (pure, no AWS)."""
 
 from __future__ import annotations
 
