@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime
 
 import orjson
 import pytest
 
-from sesguard.partners import COUNTERS, UNATTRIBUTED, Counters
+from sesguard.partners import ALL_COUNTERS, COUNTERS, UNATTRIBUTED, Counters
 from tests.fixtures.ses_events import (
     EXPECTED_ACME,
     EXPECTED_UNATTRIBUTED,
@@ -205,3 +206,8 @@ def test_a_per_message_event_is_simulator_mail_only_when_every_recipient_is() ->
     assert classify(rec) == Delta("p1", H1, "opens", 1, None, 1)
     rec["mail"]["destination"] = []
     assert classify(rec) == Delta("p1", H1, "opens", 1, None, 0)
+
+
+def test_counters_hold_every_named_counter_in_report_order() -> None:
+    assert tuple(f.name for f in fields(Counters)) == ALL_COUNTERS
+    assert COUNTERS + tuple(f"simulator_{c}" for c in COUNTERS) == ALL_COUNTERS
