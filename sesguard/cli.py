@@ -55,11 +55,17 @@ class OperationalError(Exception):
 # ---- argument types: each refusal names what is wrong --------------------------------
 
 
-def partner_id_arg(value: str) -> str:
+def partner_id_arg(value: str, reserved_ok: bool = False) -> str:
+    """A partner id; reserved ids (`_unattributed`, any leading "_") are refused."""
     try:
-        return check_partner_id(value)
+        return check_partner_id(value, reserved_ok=reserved_ok)
     except InvalidPartnerId as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def shown_partner_id_arg(value: str) -> str:
+    """`partners show` reads any id counts are kept under, `_unattributed` included."""
+    return partner_id_arg(value, reserved_ok=True)
 
 
 def email_arg(value: str) -> str:
@@ -532,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(handler=cmd_partners_list)
 
     sh = parts.add_parser("show", help="one partner in detail")
-    sh.add_argument("partner_id", type=partner_id_arg, metavar="ID")
+    sh.add_argument("partner_id", type=shown_partner_id_arg, metavar="ID")
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(handler=cmd_partners_show)
 

@@ -1,36 +1,88 @@
-"""Dead-lettering, the same for both services: the original body, untouched, plus the
-reason in the `sesguard_reason` message attribute, so an operator can read why and redrive.
+"""Dead-lettering, the same for both services: the original body plus the reason in the
+`sesguard_reason` message attribute, so an operator can read why and redrive.
+
+The reason is never lost. SQS counts attribute names, types and values against the
+256 KiB message limit, so a body too large to carry its reason beside it (only a job
+that could never be sent: jobs are at most 256 KiB) is cut to fit, on a UTF-8 character
+boundary, and two more attributes say so: `sesguard_truncated_from` (the body's size in
+bytes) and `sesguard_body_sha256` (the SHA-256 of the whole body, to match it against
+the producer's copy). Every other body goes to the DLQ untouched.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 from sesguard.jobs import MAX_SQS_MESSAGE_BYTES
+from sesguard.logging import get_logger
+
+log = get_logger(__name__)
 
 REASON_ATTRIBUTE = "sesguard_reason"
+TRUNCATED_ATTRIBUTE = "sesguard_truncated_from"
+SHA256_ATTRIBUTE = "sesguard_body_sha256"
+MAX_REASON_BYTES = 4096
+EMPTY_BODY = "(empty body)"  # SQS refuses empty messages
 
 
-def reason_attributes(body: str, reason: str) -> dict[str, Any]:
-    """The reason attribute, shortened so body + attribute fit one SQS message.
+@dataclass(frozen=True)
+class DeadLetter:
+    """What goes to the DLQ: the body (whole, or cut to fit) and its attributes."""
 
-    SQS counts attribute name, type and value against the 256 KiB limit; a body that
-    leaves no room goes to the DLQ without the attribute (the caller still logs it): the
-    body is what must never be lost.
-    """
-    room = MAX_SQS_MESSAGE_BYTES - len(body.encode()) - len(REASON_ATTRIBUTE) - len("String")
-    value = reason.encode()[: max(0, min(room, 4096))].decode(errors="ignore")
-    if not value:
-        return {}
-    return {REASON_ATTRIBUTE: {"DataType": "String", "StringValue": value}}
+    body: str
+    attributes: dict[str, Any]
+    truncated_from: int | None = None  # the original body's size when it was cut
+
+    @property
+    def size(self) -> int:
+        """Bytes SQS counts: the body plus each attribute's name, type and value."""
+        return len(self.body.encode()) + sum(
+            len(name) + len(a["DataType"]) + len(a["StringValue"].encode())
+            for name, a in self.attributes.items()
+        )
 
 
-async def send_to_dlq(sqs: Any, dlq_url: str, body: str, reason: str) -> bool:
-    """Send the original body to the DLQ with its reason; False if the reason was dropped."""
-    body = body or "(empty body)"  # SQS refuses empty messages
-    attrs = reason_attributes(body, reason)
-    kwargs: dict[str, Any] = {"QueueUrl": dlq_url, "MessageBody": body}
-    if attrs:
-        kwargs["MessageAttributes"] = attrs
-    await sqs.send_message(**kwargs)
-    return bool(attrs)
+def _string(value: str) -> dict[str, str]:
+    return {"DataType": "String", "StringValue": value}
+
+
+def _cut(text: str, limit: int) -> str:
+    """At most `limit` UTF-8 bytes of `text`, never half a character."""
+    return text.encode()[: max(0, limit)].decode(errors="ignore")
+
+
+def dead_letter(body: str, reason: str, limit: int = MAX_SQS_MESSAGE_BYTES) -> DeadLetter:
+    """The DLQ message for `body` refused for `reason`, within `limit` bytes (pure)."""
+    body = body or EMPTY_BODY
+    reason = _cut(reason, MAX_REASON_BYTES) or "(no reason given)"
+    whole = DeadLetter(body, {REASON_ATTRIBUTE: _string(reason)})
+    if whole.size <= limit:
+        return whole
+    size = len(body.encode())
+    attributes = {
+        REASON_ATTRIBUTE: _string(reason),
+        TRUNCATED_ATTRIBUTE: {"DataType": "Number", "StringValue": str(size)},
+        SHA256_ATTRIBUTE: _string(hashlib.sha256(body.encode()).hexdigest()),
+    }
+    room = limit - DeadLetter("", attributes).size
+    return DeadLetter(_cut(body, room) or EMPTY_BODY, attributes, truncated_from=size)
+
+
+async def send_to_dlq(sqs: Any, dlq_url: str, body: str, reason: str) -> DeadLetter:
+    """Send the body to the DLQ with its reason (always attached); returns what was sent.
+    A body cut to make room for the reason is logged here."""
+    letter = dead_letter(body, reason)
+    await sqs.send_message(
+        QueueUrl=dlq_url, MessageBody=letter.body, MessageAttributes=letter.attributes
+    )
+    if letter.truncated_from is not None:
+        log.warning(
+            "dlq_body_truncated",
+            original_bytes=letter.truncated_from,
+            kept_bytes=len(letter.body.encode()),
+            sha256=letter.attributes[SHA256_ATTRIBUTE]["StringValue"],
+            reason=reason[:200],
+        )
+    return letter

@@ -26,6 +26,7 @@ from sesguard.enqueue import Enqueuer
 from sesguard.held import HeldJobs
 from sesguard.logging import configure_logging
 from sesguard.partners import Limits, Profile
+from sesguard.policy import rate
 from sesguard.report import render_table
 from sesguard.settings import Settings
 from sesguard.store import PartnerStore
@@ -193,8 +194,8 @@ def _print_results(results: dict[str, Any], out: TextIO, sender_code: int, secon
                 p["partner_id"],
                 t["sent"],
                 t["delivered"],
-                _pct(t["hard_bounces"] / t["sent"] if t["sent"] else None),
-                _pct(t["complaints"] / t["sent"] if t["sent"] else None),
+                _pct(rate(t["hard_bounces"], t["sent"], t["suppressed"])),
+                _pct(rate(t["complaints"], t["sent"], t["suppressed"])),
                 f"{p['limits']['bounce_rate']:.0%} / {p['limits']['complaint_rate']:.1%}",
                 p["status"],
                 p["held_jobs"],

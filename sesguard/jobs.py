@@ -1,14 +1,29 @@
 """The send job: what an ISV application puts on the send queue (JSON).
 
-Validation happens here once, for the enqueue CLI, the Python API and the sender alike:
-addresses are parsed, header values may not carry CR/LF, and text or html is required.
+Validation happens here once, for the enqueue CLI, the Python API and the sender alike,
+so a job the sender would refuse is refused before it is queued. What it guarantees, and
+why (a job is refused with a reason naming the field):
+
+- no header value (from, to, cc, bcc, reply_to, subject, tag names and values) carries a
+  control character: C0 except TAB (CR and LF among them), DEL, C1 (NEL among them),
+  U+2028 and U+2029. Mail software splits or rewrites headers on these, so they could
+  inject headers or recipients SES would act on; bodies may not carry NUL;
+- every address is exactly one mailbox, read the same way by our grammar
+  (`addr` or `Name <addr>`), by `email.headerregistry` (no defects, not a group) and by
+  `email.utils.getaddresses`: a comma, unbalanced quotes or garbage around `<...>` would
+  make a mail parser (SES's among them) read more, or other, recipients than we checked;
+- a list field (to, cc, bcc, reply_to) or tags given as null is refused, not read as empty:
+  a producer that sends null meant something, and guessing could drop recipients;
+- partner ids starting with "_" are sesguard's own (`_unattributed`), never a job's.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from typing import Annotated, Any
+from email.headerregistry import AddressHeader, HeaderRegistry
+from email.utils import getaddresses
+from typing import Annotated, Any, cast
 
 import orjson
 from email_validator import EmailNotValidError, validate_email
@@ -22,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from sesguard.partners import PARTNER_ID_RE
+from sesguard.partners import PARTNER_ID_RE, InvalidPartnerId, check_partner_id
 
 MAX_SQS_MESSAGE_BYTES = 256 * 1024
 # SES message tags: names and values of ASCII letters, digits, _ - . @ ; at most 256 chars.
@@ -30,20 +45,41 @@ SES_TAG_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,256}$")
 RESERVED_TAGS = frozenset({"partner_id"})
 MAX_JOB_TAGS = 40  # SES allows 50 tags; sesguard keeps room for its own
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+# C0 controls but TAB, DEL, C1 controls, LINE and PARAGRAPH SEPARATOR.
+_HEADER_FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_ADDRESS_RE = re.compile(r"\s*(?:(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]+)>|(?P<bare>[^<>\s]+))\s*")
+_HEADERS = HeaderRegistry()
 
 
-def _no_crlf(value: str) -> str:
-    if "\r" in value or "\n" in value:
-        raise ValueError("must not contain CR or LF")
+def _header_text(value: str) -> str:
+    found = _HEADER_FORBIDDEN.search(value)
+    if found is not None:
+        char = found.group()
+        if char in "\r\n":
+            raise ValueError("must not contain CR or LF")
+        raise ValueError(f"must not contain control character U+{ord(char):04X}")
+    return value
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (U+0000)")
     return value
 
 
 def _address(value: str) -> str:
-    """An e-mail address, optionally with a display name: `Name <a@b.example>`."""
-    _no_crlf(value)
-    match = re.fullmatch(
-        r"\s*(?:(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]+)>|(?P<bare>[^<>\s]+))\s*", value
-    )
+    """Exactly one e-mail address, optionally with a display name: `Name <a@b.example>`,
+    read as that one mailbox by our grammar and by both of Python's mail parsers."""
+    _header_text(value)
+    header = _HEADERS("to", value)
+    parsed = [a.addr_spec for a in cast(AddressHeader, header).addresses]
+    loose = [addr for _, addr in getaddresses([value])]
+    if max(len(parsed), len(loose)) > 1:
+        raise ValueError(
+            f"{value!r} reads as {max(len(parsed), len(loose))} addresses: give one per"
+            " entry (quote a display name that contains a comma or @)"
+        )
+    match = _ADDRESS_RE.fullmatch(value)
     if not match:
         raise ValueError(f"not an e-mail address: {value!r}")
     addr = match.group("addr") or match.group("bare")
@@ -51,11 +87,24 @@ def _address(value: str) -> str:
         validate_email(addr, check_deliverability=False)
     except EmailNotValidError as exc:
         raise ValueError(f"not an e-mail address: {addr!r} ({exc})") from None
+    groups = cast(AddressHeader, header).groups
+    if header.defects or any(g.display_name is not None for g in groups):
+        raise ValueError(f"{value!r} is not one mailbox (unbalanced quotes, group or garbage)")
+    if parsed != [addr] or loose != [addr]:
+        raise ValueError(f"{value!r} is not read as {addr!r} by a mail parser")
     return value.strip()
 
 
-HeaderText = Annotated[str, AfterValidator(_no_crlf)]
+def _partner_id(value: str) -> str:
+    try:
+        return check_partner_id(value)
+    except InvalidPartnerId as exc:
+        raise ValueError(str(exc)) from None
+
+
+HeaderText = Annotated[str, AfterValidator(_header_text)]
 Address = Annotated[str, AfterValidator(_address)]
+Body = Annotated[str, AfterValidator(_no_nul)]
 
 
 class SendJob(BaseModel):
@@ -64,16 +113,23 @@ class SendJob(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
 
     job_id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=JOB_ID_RE.pattern)
-    partner_id: str = Field(pattern=PARTNER_ID_RE.pattern)
+    partner_id: Annotated[str, AfterValidator(_partner_id)] = Field(pattern=PARTNER_ID_RE.pattern)
     from_: Address = Field(alias="from")
     to: list[Address] = Field(min_length=1, max_length=50)
     cc: list[Address] = Field(default_factory=list, max_length=50)
     bcc: list[Address] = Field(default_factory=list, max_length=50)
     reply_to: list[Address] = Field(default_factory=list, max_length=50)
     subject: HeaderText = Field(min_length=1, max_length=998)
-    text: str | None = None
-    html: str | None = None
+    text: Body | None = None
+    html: Body | None = None
     tags: dict[str, str] = Field(default_factory=dict, max_length=MAX_JOB_TAGS)
+
+    @field_validator("to", "cc", "bcc", "reply_to", "tags", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must not be null (leave the field out for none)")
+        return value
 
     @field_validator("tags")
     @classmethod

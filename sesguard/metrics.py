@@ -34,6 +34,7 @@ UNITS: dict[str, str] = {
     "events_counted": "Count",  # worker: SES event records applied to counters
     "events_ignored": "Count",  # worker: Subscription and unknown event types
     "malformed_records": "Count",  # worker: records skipped inside an object
+    "wrong_pipeline_records": "Count",  # worker: SNS identity notifications, never counted
     "objects_processed": "Count",  # worker: S3 objects applied (exactly once)
     "partners_paused": "Count",  # sender/worker: pause transitions this task won
     "event_lag_seconds": "Seconds",  # worker: now minus the S3 object's time

@@ -31,9 +31,17 @@ def compose_pause_notice(
     lines = [f"Sending for partner {pid} was paused at {at:%Y-%m-%d %H:%M} UTC.", ""]
     if finding is not None:
         metric = finding.metric.replace("_", " ")
+        window = (
+            f"Window: the last {finding.window_hours} hours, {finding.judged_sends} messages sent"
+        )
+        if finding.suppressed:  # the rates leave them out, as SES does (README semantics)
+            window += (
+                f" (not counting {finding.suppressed} to addresses on the suppression list,"
+                " which SES never attempts)"
+            )
         lines += [
             f"Reason: {metric} {finding.rate:.2%} is above the limit of {finding.limit:.2%}",
-            f"Window: the last {finding.window_hours} hours, {finding.sent} messages sent.",
+            window + ".",
         ]
     else:
         lines.append(f"Reason: {reason}")

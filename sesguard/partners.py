@@ -10,9 +10,13 @@ from enum import StrEnum
 from email_validator import EmailNotValidError, validate_email
 
 PARTNER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Ids starting with "_" are sesguard's own buckets (today `_unattributed`, for events
+# without a usable partner tag): no profile, job or tag may use one, so a partner can
+# never be mistaken for, or mixed into, traffic sesguard could not attribute.
+RESERVED_PREFIX = "_"
 UNATTRIBUTED = "_unattributed"
 
-# Counter names, in the order reports print them (DESIGN.md, "Reputation semantics").
+# Counter names, in the order reports print them (README, "Reputation semantics").
 COUNTERS: tuple[str, ...] = (
     "sent",
     "delivered",
@@ -26,17 +30,32 @@ COUNTERS: tuple[str, ...] = (
     "clicks",
     "rendering_failures",
 )
+# The same counts for mailbox-simulator recipients, kept out of the rates (README,
+# "Reputation semantics"): `simulator_sent`, `simulator_hard_bounces`, ...
+SIMULATOR_PREFIX = "simulator_"
+SIMULATOR_COUNTERS: tuple[str, ...] = tuple(SIMULATOR_PREFIX + name for name in COUNTERS)
+ALL_COUNTERS: tuple[str, ...] = COUNTERS + SIMULATOR_COUNTERS
 
 
 class InvalidPartnerId(ValueError):
     pass
 
 
-def check_partner_id(value: str) -> str:
-    """Partner ids are what SES tag values and tenant names both allow."""
+def is_reserved(partner_id: str) -> bool:
+    return partner_id.startswith(RESERVED_PREFIX)
+
+
+def check_partner_id(value: str, *, reserved_ok: bool = False) -> str:
+    """Partner ids are what SES tag values and tenant names both allow; ids starting with
+    "_" are reserved for sesguard's own buckets (only read-only commands may name them)."""
     if not isinstance(value, str) or not PARTNER_ID_RE.fullmatch(value):
         raise InvalidPartnerId(
             f"invalid partner id {value!r}: use 1-64 characters from A-Z a-z 0-9 _ -"
+        )
+    if not reserved_ok and is_reserved(value):
+        raise InvalidPartnerId(
+            f"partner id {value!r} is reserved: ids starting with {RESERVED_PREFIX!r}"
+            f" are sesguard's own (e.g. {UNATTRIBUTED} holds untagged events)"
         )
     return value
 
@@ -115,24 +134,35 @@ class Counters:
     opens: int = 0
     clicks: int = 0
     rendering_failures: int = 0
+    simulator_sent: int = 0
+    simulator_delivered: int = 0
+    simulator_hard_bounces: int = 0
+    simulator_soft_bounces: int = 0
+    simulator_suppressed: int = 0
+    simulator_complaints: int = 0
+    simulator_rejects: int = 0
+    simulator_delivery_delays: int = 0
+    simulator_opens: int = 0
+    simulator_clicks: int = 0
+    simulator_rendering_failures: int = 0
 
     def add(self, other: Counters) -> None:
-        for name in COUNTERS:
+        for name in ALL_COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def minus(self, other: Counters) -> Counters:
         """Difference, never below zero (a baseline can't exceed what it was taken from)."""
-        return Counters(**{n: max(0, getattr(self, n) - getattr(other, n)) for n in COUNTERS})
+        return Counters(**{n: max(0, getattr(self, n) - getattr(other, n)) for n in ALL_COUNTERS})
 
     def as_dict(self) -> dict[str, int]:
-        return {n: getattr(self, n) for n in COUNTERS}
+        return {n: getattr(self, n) for n in ALL_COUNTERS}
 
     def nonzero(self) -> dict[str, int]:
         return {n: v for n, v in self.as_dict().items() if v}
 
     @classmethod
     def from_mapping(cls, data: dict[str, object]) -> Counters:
-        return cls(**{n: int(data.get(n, 0) or 0) for n in COUNTERS})  # type: ignore[call-overload]
+        return cls(**{n: int(data.get(n, 0) or 0) for n in ALL_COUNTERS})  # type: ignore[call-overload]
 
     def __bool__(self) -> bool:
         return any(getattr(self, f.name) for f in fields(self))

@@ -1,8 +1,8 @@
 """Reputation policy: pure functions from counts and limits to a verdict.
 
-Semantics (DESIGN.md): only hard bounces count, sends are the denominator, each window
-judges only with at least `min_volume` sends, a rate *above* its limit pauses, a rate at
-or above `warn_ratio * limit` warns, and a resume re-arms the detector.
+The rules are the README's "Reputation semantics" table; this module is where they are
+enforced. `judged_sends` and `rate` are the one definition of a rate that every report,
+the gate, the worker and the notice use.
 """
 
 from __future__ import annotations
@@ -26,25 +26,45 @@ class Level(IntEnum):
         return self.name.lower()
 
 
+def judged_sends(sent: int, suppressed: int) -> int:
+    """The denominator of both rates: sends minus those to account-suppressed addresses
+    (never below 0). SES accepts a send to an address on the account's suppression list
+    but never attempts it, and leaves it out of its own rates; so must we."""
+    return max(0, sent - suppressed)
+
+
+def rate(count: int, sent: int, suppressed: int) -> float | None:
+    """`count` (hard bounces or complaints) over the judged sends; None without any."""
+    basis = judged_sends(sent, suppressed)
+    return count / basis if basis else None
+
+
 @dataclass(frozen=True)
 class Window:
     hours: int
     sent: int
     hard_bounces: int
     complaints: int
+    suppressed: int = 0
+
+    @property
+    def judged_sends(self) -> int:
+        return judged_sends(self.sent, self.suppressed)
 
     @property
     def bounce_rate(self) -> float | None:
-        return self.hard_bounces / self.sent if self.sent else None
+        return rate(self.hard_bounces, self.sent, self.suppressed)
 
     @property
     def complaint_rate(self) -> float | None:
-        return self.complaints / self.sent if self.sent else None
+        return rate(self.complaints, self.sent, self.suppressed)
 
     def as_json(self) -> dict[str, float | int | None]:
         return {
             "hours": self.hours,
             "sent": self.sent,
+            "suppressed": self.suppressed,
+            "judged_sends": self.judged_sends,
             "hard_bounces": self.hard_bounces,
             "complaints": self.complaints,
             "bounce_rate": self.bounce_rate,
@@ -60,6 +80,17 @@ class Finding:
     rate: float
     limit: float
     sent: int
+    suppressed: int = 0
+
+    @property
+    def judged_sends(self) -> int:
+        return judged_sends(self.sent, self.suppressed)
+
+    @property
+    def sends_text(self) -> str:
+        """'400 sent', or '400 sent, not counting 12 suppressed' (the notice says it too)."""
+        text = f"{self.judged_sends} sent"
+        return f"{text}, not counting {self.suppressed} suppressed" if self.suppressed else text
 
     @property
     def reason(self) -> str:
@@ -67,7 +98,7 @@ class Finding:
         verb = "exceeds limit" if self.level is Level.PAUSE else "near limit"
         return (
             f"{word} {self.rate:.2%} {verb} {self.limit:.2%} over {_span(self.window_hours)}"
-            f" ({self.sent} sent)"
+            f" ({self.sends_text})"
         )
 
 
@@ -120,7 +151,9 @@ def compute_windows(
                     total.add(counts.minus(rearm.baseline))
                 else:
                     total.add(counts)
-        result.append(Window(hours, total.sent, total.hard_bounces, total.complaints))
+        result.append(
+            Window(hours, total.sent, total.hard_bounces, total.complaints, total.suppressed)
+        )
     return tuple(result)
 
 
@@ -129,17 +162,20 @@ def judge(limits: Limits, windows: Iterable[Window]) -> Verdict:
     windows = tuple(windows)
     findings: list[Finding] = []
     for w in windows:
-        if w.sent < limits.min_volume:
+        if w.judged_sends < limits.min_volume:
             continue  # too little traffic to judge this window
-        for metric, limit, rate in (
+        for metric, limit, value in (
             ("bounce_rate", limits.bounce_rate, w.bounce_rate),
             ("complaint_rate", limits.complaint_rate, w.complaint_rate),
         ):
-            assert rate is not None  # sent >= min_volume >= 1
-            if rate > limit:
-                findings.append(Finding(Level.PAUSE, metric, w.hours, rate, limit, w.sent))
-            elif rate >= limit * limits.warn_ratio:
-                findings.append(Finding(Level.WARN, metric, w.hours, rate, limit, w.sent))
+            assert value is not None  # judged_sends >= min_volume >= 1
+            if value > limit:
+                found = Level.PAUSE
+            elif value >= limit * limits.warn_ratio:
+                found = Level.WARN
+            else:
+                continue
+            findings.append(Finding(found, metric, w.hours, value, limit, w.sent, w.suppressed))
     findings.sort(key=lambda f: (-f.level, f.window_hours, f.metric))
     level = max((f.level for f in findings), default=Level.OK)
     return Verdict(level, tuple(findings), windows)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sesguard.partners import Limits, PartnerState
+from sesguard.partners import SIMULATOR_PREFIX, Limits, PartnerState
 from sesguard.policy import compute_windows, judge
 
 
@@ -93,6 +93,11 @@ def partners_table(partners: Sequence[dict[str, Any]]) -> str:
     )
 
 
+def _total_rows(totals: dict[str, int]) -> list[list[object]]:
+    """Every rate counter; a simulator counter only when it holds something."""
+    return [[k, v] for k, v in totals.items() if v or not k.startswith(SIMULATOR_PREFIX)]
+
+
 def partner_text(p: dict[str, Any]) -> str:
     lines = [
         f"partner      {p['partner_id']}",
@@ -106,11 +111,22 @@ def partner_text(p: dict[str, Any]) -> str:
         f"held jobs    {p['held_jobs']}",
         "",
         render_table(
-            ["WINDOW", "SENT", "HARD BOUNCES", "COMPLAINTS", "BOUNCE RATE", "COMPLAINT RATE"],
+            [
+                "WINDOW",
+                "SENT",
+                "SUPPRESSED",
+                "JUDGED SENDS",
+                "HARD BOUNCES",
+                "COMPLAINTS",
+                "BOUNCE RATE",
+                "COMPLAINT RATE",
+            ],
             [
                 [
                     f"{w['hours']}h",
                     w["sent"],
+                    w["suppressed"],
+                    w["judged_sends"],
                     w["hard_bounces"],
                     w["complaints"],
                     _pct(w["bounce_rate"]),
@@ -120,6 +136,9 @@ def partner_text(p: dict[str, Any]) -> str:
             ],
         ),
         "",
-        render_table(["TOTAL", "COUNT"], [[k, v] for k, v in p["totals"].items()]),
+        render_table(["TOTAL", "COUNT"], _total_rows(p["totals"])),
+        "",
+        "Rates are hard bounces or complaints over judged sends (sent minus suppressed);",
+        "simulator_* counts are mailbox-simulator mail, kept out of the rates.",
     ]
     return "\n".join(lines)

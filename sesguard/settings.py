@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     configuration_set: str = Field("sesguard", min_length=1, max_length=64)
     notify_from: EmailStr | None = None
     simulate_events: bool = False
+    # Mailbox-simulator mail counts toward the rates only when asked (SES leaves it out).
+    count_simulator_mail: bool = False
     firehose_role_arn: str | None = None
     ses_firehose_role_arn: str | None = None
 
@@ -71,6 +73,12 @@ class Settings(BaseSettings):
         if not hours or any(h < 1 for h in hours):
             raise ValueError("give one or more positive hour counts, e.g. [24, 168]")
         return hours
+
+    @property
+    def counts_simulator_mail(self) -> bool:
+        """Simulator recipients count like real mail: asked for, or the simulator publishes
+        the events (local runs and the demo must see their simulated bounces pause)."""
+        return self.count_simulator_mail or self.simulate_events
 
     @cached_property
     def max_window_hours(self) -> int:

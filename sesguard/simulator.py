@@ -15,14 +15,24 @@ domain simulator.amazonses.com); every other address is delivered:
 | bounce@              | Bounce Permanent/General                                   |
 | ooto@                | Bounce Transient/General (no Delivery), see below          |
 | complaint@           | Delivery, then Complaint                                   |
-| suppressionlist@     | Bounce Permanent/OnAccountSuppressionList                  |
+| suppressionlist@     | Bounce Permanent/Suppressed, see below                     |
 | any other address    | Delivery                                                   |
+
+suppressionlist: the SES developer guide ("Using the mailbox simulator manually") says
+SES answers with a hard bounce "as if the recipient's address is on the global
+suppression list", and a send to a globally suppressed address bounces with bounceType
+Permanent, bounceSubType Suppressed (guide: "Amazon SES global suppression list"), which
+SES counts toward the bounce rate. It is not OnAccountSuppressionList: that subtype is
+the account-level list, which SES does not count (README, "Reputation semantics").
 
 ooto: real SES delivers the message and the recipient's server answers with an
 auto-reply; whether SES then also reports a Transient bounce depends on how that reply
 looks. The simulator reports it as a Transient/General bounce (and no Delivery) so the
 soft-bounce path is exercised locally; soft bounces never count towards bounce_rate, so
 no pause decision depends on this choice.
+
+Simulator mail is kept out of the rates unless the worker counts it like real mail
+(SESGUARD_COUNT_SIMULATOR_MAIL, or SESGUARD_SIMULATE_EVENTS as here): see the README.
 
 Like SES, one message yields one Send record (destination = every recipient), then one
 record per outcome that lists all recipients with that outcome (one Bounce can carry
@@ -63,7 +73,7 @@ _REPORTING_MTA = "a8-70.smtp-out.amazonses.com"
 _REMOTE_MTA_IP = "198.51.100.7"
 
 # Offsets from the send time, so the records of one message read like a real timeline.
-_SUPPRESSED_AFTER = timedelta(milliseconds=400)
+_SUPPRESSED_AFTER = timedelta(milliseconds=400)  # SES never attempts it: no remote wait
 _DELIVERED_AFTER = timedelta(milliseconds=1200)
 _BOUNCED_AFTER = timedelta(milliseconds=1500)
 _OOTO_AFTER = timedelta(milliseconds=1800)
@@ -99,6 +109,18 @@ def bare_address(value: str) -> str:
     if "@" not in addr or addr.startswith("@") or addr.endswith("@"):
         raise SimulationError(f"not an e-mail address: {value!r}")
     return addr
+
+
+_SIMULATOR_SUFFIX = "@" + SIMULATOR_DOMAIN
+_TAIL = len(_SIMULATOR_SUFFIX) + 2  # room for a closing ">" and a space
+
+
+def is_simulator_address(value: object) -> bool:
+    """`bounce+x@simulator.amazonses.com`, any case, bare or as `Name <...>`: mail SES
+    leaves out of the account's rates (the worker's hot path, so no full parse)."""
+    if type(value) is not str:
+        return False
+    return value[-_TAIL:].rstrip("> ").lower().endswith(_SIMULATOR_SUFFIX)
 
 
 def outcome_for(address: str) -> Outcome:
@@ -299,11 +321,11 @@ def simulate_events(
                 by_outcome[Outcome.SUPPRESSED],
                 kind="suppressed",
                 bounce_type="Permanent",
-                subtype="OnAccountSuppressionList",
+                subtype="Suppressed",
                 at=now + _SUPPRESSED_AFTER,
                 status="5.1.1",
-                diagnostic="Amazon SES did not send the message to this address because it "
-                "is on the suppression list for your account.",
+                diagnostic="Amazon SES did not send the message: this address is on the"
+                " global suppression list after recent hard bounces.",
                 reporting_mta="dns; amazonses.com",
             )
         )

@@ -18,6 +18,7 @@ from sesguard.partners import (
     Profile,
     Rearm,
     Status,
+    check_partner_id,
     hour_floor,
     hours_back,
     utcnow,
@@ -209,6 +210,9 @@ class PartnerStore:
     # ---- profile writes ----------------------------------------------------------
 
     async def create(self, profile: Profile) -> None:
+        """Add a profile; InvalidPartnerId for a malformed or reserved id (whoever calls),
+        PartnerExists if there is one."""
+        check_partner_id(profile.partner_id)
         now = utcnow()
         item = profile_to_item(
             Profile(**{**profile.__dict__, "created_at": now, "updated_at": now})

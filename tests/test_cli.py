@@ -100,7 +100,7 @@ async def test_partners_lifecycle(ready) -> None:
         "min_volume": 50,
         "warn_ratio": 0.5,
     }
-    assert set(shown["totals"]) == {
+    rate_counters = {
         "sent",
         "delivered",
         "hard_bounces",
@@ -113,10 +113,13 @@ async def test_partners_lifecycle(ready) -> None:
         "clicks",
         "rendering_failures",
     }
+    assert set(shown["totals"]) == rate_counters | {f"simulator_{c}" for c in rate_counters}
     assert [w["hours"] for w in shown["windows"]] == [24, 168]
     assert set(shown["windows"][0]) >= {
         "hours",
         "sent",
+        "suppressed",
+        "judged_sends",
         "hard_bounces",
         "complaints",
         "bounce_rate",

@@ -47,14 +47,28 @@ def test_simulated_records_count_per_the_design_table() -> None:
     records += simulate_events(untagged, "m-3", NOW, "123456789012", "us-east-1")
     blob = b"".join(encode_records(records))  # what lands in S3: newline-terminated records
 
-    agg = aggregate_bytes(blob)
-    assert agg.stats.malformed_count == 0
     hour = NOW.replace(minute=0)
-    counts = agg.counts()
-    assert counts[("acme", hour)] == Counters(
-        sent=7, delivered=3, hard_bounces=2, soft_bounces=1, suppressed=1, complaints=1
+    # m-1: Send 4, Delivery [success, complaint], Bounce [bounce, bounce+2], Complaint 1;
+    # m-2: Send 3, Bounce Suppressed [suppressionlist] (hard: the global list), Delivery
+    #      [ana], Bounce Transient [ooto]; m-3 (untagged): Send 1, Delivery 1.
+    counted = aggregate_bytes(blob, count_simulator=True)  # as the demo's worker counts
+    assert counted.stats.malformed_count == 0
+    assert counted.counts()[("acme", hour)] == Counters(
+        sent=7, delivered=3, hard_bounces=3, soft_bounces=1, complaints=1
     )
-    assert counts[("_unattributed", hour)] == Counters(sent=1, delivered=1)
+    assert counted.counts()[("_unattributed", hour)] == Counters(sent=1, delivered=1)
+    # By default only ana@example.org is real mail; the simulator's share is kept apart.
+    apart = aggregate_bytes(blob)
+    assert apart.counts()[("acme", hour)] == Counters(
+        sent=1,
+        delivered=1,
+        simulator_sent=6,
+        simulator_delivered=2,
+        simulator_hard_bounces=3,
+        simulator_soft_bounces=1,
+        simulator_complaints=1,
+    )
+    assert apart.stats.simulator == 6 + 2 + 3 + 1 + 1 + 2  # + m-3's Send and Delivery
 
 
 async def test_demo_pauses_the_dirty_and_the_complaining_partner_once(moto_endpoint) -> None:

@@ -55,3 +55,15 @@ def test_pause_notice_names_rate_limit_window_and_volume() -> None:
     operator = compose_pause_notice(profile, "list audit <now>", datetime.now(UTC))
     assert "Reason: list audit <now>" in operator.text
     assert "list audit &lt;now&gt;" in operator.html  # escaped in HTML
+
+
+def test_pause_notice_counts_judged_sends_and_says_what_it_left_out() -> None:
+    profile = Profile("acme", "ops@acme.example.com", Limits())
+    # 500 sent, 100 of them to suppressed addresses: 400 judged, 33 hard bounces = 8.25%
+    finding = Finding(Level.PAUSE, "bounce_rate", 24, 0.0825, 0.05, 500, suppressed=100)
+    assert finding.judged_sends == 400
+    assert finding.reason.endswith("(400 sent, not counting 100 suppressed)")
+    notice = compose_pause_notice(profile, "", datetime(2026, 11, 29, tzinfo=UTC), finding)
+    assert "400 messages sent (not counting 100 to addresses on the suppression list" in (
+        notice.text
+    )

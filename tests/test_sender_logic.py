@@ -18,8 +18,7 @@ from sender.intake import ids_for_log, job_from_message
 from sender.records import ClaimState, judge_existing
 from sender.ses import Failure, classify, send_params
 from sesguard.backoff import backoff_delay
-from sesguard.deadletter import REASON_ATTRIBUTE, reason_attributes
-from sesguard.jobs import MAX_SQS_MESSAGE_BYTES, JobError, parse_job
+from sesguard.jobs import JobError, parse_job
 from sesguard.partners import Counters, Limits, PartnerState, Profile, Status
 from sesguard.settings import load_settings
 from tests.test_sender_support import client_error
@@ -104,15 +103,6 @@ def test_send_params_tenant_only_when_enabled_and_mapped() -> None:
     assert on["TenantName"] == "acme" and on["ConfigurationSetName"] == "cs2"
     unmapped = Profile("acme", "ops@acme.example.org", Limits())
     assert "TenantName" not in send_params(JOB, load_settings(use_tenants=True), unmapped)
-
-
-def test_dlq_reason_fits_next_to_the_body() -> None:
-    assert reason_attributes("{}", "why") == {
-        REASON_ATTRIBUTE: {"DataType": "String", "StringValue": "why"}
-    }
-    near = "x" * (MAX_SQS_MESSAGE_BYTES - len(REASON_ATTRIBUTE) - len("String") - 4)
-    assert reason_attributes(near, "a long reason")[REASON_ATTRIBUTE]["StringValue"] == "a lo"
-    assert reason_attributes("x" * MAX_SQS_MESSAGE_BYTES, "why") == {}
 
 
 def test_job_id_defaults_to_the_sqs_message_id() -> None:

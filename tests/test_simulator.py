@@ -1,7 +1,7 @@
 """The SES event simulator: record shapes, mailbox-simulator outcomes, Firehose writes.
 
 The shapes are checked against the hand-written samples in tests/fixtures (the
-documented SES format). The counts use a small counter written here from DESIGN.md's
+documented SES format). The counts use a small counter written here from the README's
 table (checked first against the samples' expected counts), not the worker's parser.
 The Firehose tests use the real moto server; the retry tests use a stand-in for the
 Firehose API that refuses records, since moto never does.
@@ -30,6 +30,7 @@ from sesguard.simulator import (
     PublishError,
     SimulationError,
     encode_records,
+    is_simulator_address,
     outcome_for,
     publish,
     record_batches,
@@ -80,7 +81,7 @@ def simulate(p: dict, message_id: str = "msg-1", now: datetime = NOW) -> list[di
     )
 
 
-# ---- a counter written from DESIGN.md's table ---------------------------------------
+# ---- a counter written from the README's semantics table (simulator mail counted) -------
 
 
 def count(records: list[dict[str, Any]]) -> dict[str, Counter[str]]:
@@ -103,7 +104,9 @@ def count(records: list[dict[str, Any]]) -> dict[str, Counter[str]]:
             else:
                 c["soft_bounces"] += n
         elif t == "Complaint":
-            c["complaints"] += len(r["complaint"]["complainedRecipients"])
+            cp = r["complaint"]
+            suppressed = cp.get("complaintSubType") == "OnAccountSuppressionList"
+            c["suppressed" if suppressed else "complaints"] += len(cp["complainedRecipients"])
         elif t == "Reject":
             c["rejects"] += len(r["mail"]["destination"])
         elif t == "DeliveryDelay":
@@ -173,6 +176,7 @@ def test_send_record_equals_the_sample() -> None:
     [
         (f"success@{SIM}", "Delivery", None, "delivery"),
         (f"bounce@{SIM}", "Bounce", "General", "bounce"),
+        # SES's suppression bounces (global or account list) share one shape
         (f"suppressionlist@{SIM}", "Bounce", "OnAccountSuppressionList", "bounce"),
         (f"complaint@{SIM}", "Complaint", None, "complaint"),
     ],
@@ -232,6 +236,23 @@ def test_outcome_for(address: str, outcome: Outcome) -> None:
     assert outcome_for(address) is outcome
 
 
+@pytest.mark.parametrize(
+    ("value", "simulator"),
+    [
+        (f"bounce+x@{SIM}", True),
+        (f"Bounce@{SIM.upper()}", True),
+        (f"Tester <complaint@{SIM}> ", True),
+        (f"a@not{SIM}", False),  # another domain that merely ends the same way
+        (f"a@{SIM}.example", False),
+        (f"{SIM}@example.org", False),
+        (None, False),
+        (7, False),
+    ],
+)
+def test_is_simulator_address(value: object, simulator: bool) -> None:
+    assert is_simulator_address(value) is simulator
+
+
 def test_every_outcome_counts_per_recipient_and_groups_like_ses() -> None:
     p = params(
         f"success@{SIM}",
@@ -244,7 +265,7 @@ def test_every_outcome_counts_per_recipient_and_groups_like_ses() -> None:
     types = [(r["eventType"], r.get("bounce", {}).get("bounceSubType")) for r in records]
     assert types == [
         ("Send", None),
-        ("Bounce", "OnAccountSuppressionList"),
+        ("Bounce", "Suppressed"),
         ("Delivery", None),
         ("Bounce", "General"),
         ("Bounce", "General"),
@@ -271,9 +292,8 @@ def test_every_outcome_counts_per_recipient_and_groups_like_ses() -> None:
         "ana@customer.example.org",
     ]
     assert count(records) == {
-        "acme": Counter(
-            sent=7, delivered=3, hard_bounces=2, soft_bounces=1, suppressed=1, complaints=1
-        )
+        # suppressionlist@ is a hard bounce (global suppression list), not `suppressed`
+        "acme": Counter(sent=7, delivered=3, hard_bounces=3, soft_bounces=1, complaints=1)
     }
     # Bcc recipients are envelope-only: in destination, never in the headers.
     mail = records[0]["mail"]
@@ -483,9 +503,7 @@ async def test_events_reach_the_bucket_and_the_events_queue(clients, settings) -
     assert all(b.endswith(b"\n") for b in objects.values())
     assert {r["mail"]["sendingAccountId"] for r in records} == {account}
     assert count(records) == {
-        "acme": Counter(
-            sent=5, delivered=2, hard_bounces=1, soft_bounces=1, suppressed=1, complaints=1
-        ),
+        "acme": Counter(sent=5, delivered=2, hard_bounces=2, soft_bounces=1, complaints=1),
         "beta": Counter(sent=1, hard_bounces=1),
     }
     # moto sends the bucket's ObjectCreated notifications for what Firehose writes.

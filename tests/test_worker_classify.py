@@ -1,13 +1,14 @@
-"""Counting semantics (DESIGN.md table) and per-object aggregation (pure, no AWS)."""
+"""Counting semantics (the README's table) and per-object aggregation (pure, no AWS)."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime
 
 import orjson
 import pytest
 
-from sesguard.partners import COUNTERS, UNATTRIBUTED, Counters
+from sesguard.partners import ALL_COUNTERS, COUNTERS, UNATTRIBUTED, Counters
 from tests.fixtures.ses_events import (
     EXPECTED_ACME,
     EXPECTED_UNATTRIBUTED,
@@ -102,6 +103,8 @@ def test_subscription_unknown_types_and_bounce_types_are_ignored() -> None:
         ({"partner_id": ["not valid!"]}, "invalid"),
         ({"partner_id": ["x" * 65]}, "invalid"),
         ({"partner_id": [7]}, "invalid"),
+        ({"partner_id": ["_unattributed"]}, "invalid"),  # reserved: no partner has it
+        ({"partner_id": ["_ops"]}, "invalid"),
         ("not-a-dict", "missing"),
     ],
 )
@@ -192,3 +195,19 @@ def test_reader_and_classifier_findings_are_merged_in_offset_order() -> None:
     reasons = [m.reason for m in agg.stats.malformed]
     assert reasons[0] == "not JSON" and "not an SES event" in reasons[1]
     assert totals(agg.counts())["acme"] == EXPECTED_ACME
+
+
+def test_a_per_message_event_is_simulator_mail_only_when_every_recipient_is() -> None:
+    sim = "simulator.amazonses.com"
+    rec = event("Open", "p1", T)
+    rec["mail"]["destination"] = [f"success@{sim}", "ana@x.example"]
+    assert classify(rec) == Delta("p1", H1, "opens", 1, None, 0)
+    rec["mail"]["destination"] = [f"success@{sim}", f"Ana <bounce+1@{sim.upper()}>"]
+    assert classify(rec) == Delta("p1", H1, "opens", 1, None, 1)
+    rec["mail"]["destination"] = []
+    assert classify(rec) == Delta("p1", H1, "opens", 1, None, 0)
+
+
+def test_counters_hold_every_named_counter_in_report_order() -> None:
+    assert tuple(f.name for f in fields(Counters)) == ALL_COUNTERS
+    assert COUNTERS + tuple(f"simulator_{c}" for c in COUNTERS) == ALL_COUNTERS

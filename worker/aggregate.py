@@ -2,7 +2,13 @@
 
 DynamoDB writes then scale with the partner-hours of an object, not with its events.
 The per-object statistics are what the worker logs and measures: events counted,
-records ignored by kind, malformed records (with their offsets), untagged events.
+records ignored by kind, malformed records (with their offsets), untagged events,
+records of the wrong pipeline, simulator recipients kept out of the rates.
+
+Mailbox-simulator recipients are decided here, at counting time: by default each goes to
+the `simulator_` twin of its counter (SES leaves simulator mail out of the account's
+rates, and so do we); with `count_simulator` they count like real mail (README,
+"Reputation semantics").
 """
 
 from __future__ import annotations
@@ -12,11 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sesguard.partners import Counters
-from worker.classify import Ignored, NotAnEvent, classify
+from sesguard.partners import COUNTERS, SIMULATOR_PREFIX, Counters
+from worker.classify import Ignored, NotAnEvent, WrongPipeline, classify
 from worker.records import Malformed, RecordStream
 
 CellKey = tuple[str, datetime]  # (partner_id, hour)
+_SIMULATOR_TWIN = {name: SIMULATOR_PREFIX + name for name in COUNTERS}
 
 
 @dataclass
@@ -27,6 +34,9 @@ class ObjectStats:
     ignored: Counter[str] = field(default_factory=Counter)  # by kind
     untagged: int = 0  # events without a partner tag (counted as UNATTRIBUTED)
     invalid_tags: int = 0  # events whose partner tag is not a valid id (UNATTRIBUTED)
+    # SNS identity notifications: records of the wrong pipeline, in no partner's counters
+    wrong_pipeline: int = 0
+    simulator: int = 0  # simulator recipients counted apart, out of the rates
     malformed: list[Malformed] = field(default_factory=list)
 
     @property
@@ -41,7 +51,8 @@ class ObjectStats:
 class Aggregator:
     """Feed records (or raw bytes through `feed_bytes`); read `counts()` and `stats`."""
 
-    def __init__(self) -> None:
+    def __init__(self, count_simulator: bool = False) -> None:
+        self.count_simulator = count_simulator
         self.stats = ObjectStats()
         self._cells: dict[CellKey, dict[str, int]] = {}
         self._stream = RecordStream()
@@ -57,21 +68,30 @@ class Aggregator:
         if isinstance(result, Ignored):
             stats.ignored[result.kind] += 1
             return
-        partner_id, hour, counter, amount, problem = result
+        if isinstance(result, WrongPipeline):
+            stats.wrong_pipeline += 1
+            return
+        partner_id, hour, counter, amount, problem, simulator = result
         stats.events += 1
         if problem is not None:
             if problem == "missing":
                 stats.untagged += 1
             else:
                 stats.invalid_tags += 1
+        if not amount:
+            return
+        stats.recipients += amount
+        key = (partner_id, hour)
+        cell = self._cells.get(key)
+        if cell is None:
+            cell = self._cells[key] = {}
+        if simulator and not self.count_simulator:
+            stats.simulator += simulator
+            twin = _SIMULATOR_TWIN[counter]
+            cell[twin] = cell.get(twin, 0) + simulator
+            amount -= simulator
         if amount:
-            stats.recipients += amount
-            key = (partner_id, hour)
-            cell = self._cells.get(key)
-            if cell is None:
-                self._cells[key] = {counter: amount}
-            else:
-                cell[counter] = cell.get(counter, 0) + amount
+            cell[counter] = cell.get(counter, 0) + amount
 
     def feed_bytes(self, data: bytes) -> None:
         """Parse a chunk of the object's bytes (gzip or plain) and fold its records in."""
@@ -97,9 +117,11 @@ class Aggregator:
         return {pid for pid, _ in self._cells}
 
 
-def aggregate_bytes(data: bytes, chunk_size: int = 1 << 20) -> Aggregator:
+def aggregate_bytes(
+    data: bytes, chunk_size: int = 1 << 20, count_simulator: bool = False
+) -> Aggregator:
     """Whole bytes -> finished Aggregator (tests, backfill tools, the benchmark)."""
-    agg = Aggregator()
+    agg = Aggregator(count_simulator)
     for i in range(0, len(data), chunk_size):
         agg.feed_bytes(data[i : i + chunk_size])
     agg.finish_bytes()

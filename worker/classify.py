@@ -1,25 +1,23 @@
 """One SES event record -> which partner, which hour, which counter, how much (pure).
 
-The counting table of DESIGN.md, per recipient:
+The rules are the README's "Reputation semantics" table (the single statement of them);
+this module applies them to one record:
 
-  Send              sent               len(mail.destination)
-  Delivery          delivered          len(delivery.recipients)
-  Bounce            hard_bounces       len(bounce.bouncedRecipients)  Permanent
-                    suppressed         same       subtype OnAccountSuppressionList
-                    soft_bounces       same       Transient or Undetermined
-  Complaint         complaints         len(complaint.complainedRecipients)
-  Reject            rejects            len(mail.destination)
-  DeliveryDelay     delivery_delays    len(deliveryDelay.delayedRecipients)
-  Open / Click / Rendering Failure     opens / clicks / rendering_failures   1
-  Subscription, unknown types          ignored (the worker's own metrics)
+- the counter and its per-recipient amount come from the event type (Bounce by type and
+  subtype, Complaint by subtype: `OnAccountSuppressionList` means SES never sent it);
+- `simulator` is how many of those recipients are mailbox-simulator addresses
+  (`...@simulator.amazonses.com`); whether they count like real mail is the caller's call
+  (the aggregator, from the settings), made when counting;
+- the hour is the event's own time (bounce.timestamp, delivery.timestamp, ...), falling
+  back to mail.timestamp for types that carry none (Send, Reject, Rendering Failure): a
+  bounce is counted when it happened, which is also when the policy must see it.
 
-The hour is the event's own time (bounce.timestamp, delivery.timestamp, ...), falling back
-to mail.timestamp for types that carry none (Send, Reject, Rendering Failure): a bounce is
-counted when it happened, which is also when the policy must see it.
-
-A record that is valid JSON but not an SES event, or an event missing the list it is
-counted by, raises NotAnEvent: guessing a count would make the figures wrong, so the record
-is reported as malformed instead.
+A record of SES's other pipeline (an SNS identity notification: `notificationType`
+instead of `eventType`, never any tags; or the SNS envelope around one) is WrongPipeline:
+it can name no partner, and counting it under `_unattributed` would hide that the bucket
+is fed by the wrong source. A record that is valid JSON but not an SES event, or an event
+missing the list it is counted by, raises NotAnEvent: guessing a count would make the
+figures wrong, so the record is reported as malformed instead.
 """
 
 from __future__ import annotations
@@ -28,7 +26,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from sesguard.partners import PARTNER_ID_RE, UNATTRIBUTED, hour_floor
+from sesguard.partners import PARTNER_ID_RE, RESERVED_PREFIX, UNATTRIBUTED, hour_floor
+from sesguard.simulator import is_simulator_address
 
 PARTNER_TAG = "partner_id"
 
@@ -38,13 +37,15 @@ class NotAnEvent(ValueError):
 
 
 class Delta(NamedTuple):
-    """What one event adds: `amount` to `counter` of (partner_id, hour)."""
+    """What one event adds: `amount` to `counter` of (partner_id, hour), `simulator` of
+    which are mailbox-simulator recipients."""
 
     partner_id: str
     hour: datetime
     counter: str
     amount: int
     tag_problem: str | None  # "missing" or "invalid" when counted under UNATTRIBUTED
+    simulator: int = 0
 
 
 class Ignored(NamedTuple):
@@ -53,13 +54,20 @@ class Ignored(NamedTuple):
     kind: str
 
 
+class WrongPipeline(NamedTuple):
+    """A record SES publishes to SNS for identity notifications, not an event-publishing
+    record: `kind` is "notification" (bare) or "sns-envelope" (still wrapped by SNS)."""
+
+    kind: str
+
+
 # eventType -> (detail key holding the event's own timestamp, counter, recipients list key)
-# A None list key means "len(mail.destination)"; "" means the amount is 1.
+# A None list key means mail.destination; "" means one per event (the message, not a
+# recipient: opens, clicks, rendering failures).
 _SIMPLE: dict[str, tuple[str | None, str, str | None]] = {
     "Send": (None, "sent", None),
     "Reject": (None, "rejects", None),
     "Delivery": ("delivery", "delivered", "recipients"),
-    "Complaint": ("complaint", "complaints", "complainedRecipients"),
     "DeliveryDelay": ("deliveryDelay", "delivery_delays", "delayedRecipients"),
     "Open": ("open", "opens", ""),
     "Click": ("click", "clicks", ""),
@@ -95,23 +103,37 @@ def event_hour(ts: Any) -> datetime:
 
 
 def partner_of(mail: dict[str, Any]) -> tuple[str, str | None]:
-    """(partner id, problem): the `partner_id` tag, or UNATTRIBUTED with why."""
+    """(partner id, problem): the `partner_id` tag, or UNATTRIBUTED with why (a reserved
+    id in a tag is invalid: no partner can have one)."""
     tags = mail.get("tags")
     value = tags.get(PARTNER_TAG) if type(tags) is dict else None
     if type(value) is list:
         value = value[0] if value else None
     if value is None:
         return UNATTRIBUTED, "missing"
-    if type(value) is str and PARTNER_ID_RE.fullmatch(value):
+    if (
+        type(value) is str
+        and PARTNER_ID_RE.fullmatch(value)
+        and not value.startswith(RESERVED_PREFIX)
+    ):
         return value, None
     return UNATTRIBUTED, "invalid"
 
 
-def _count(obj: Any, key: str, where: str) -> int:
+def _recipients(obj: Any, key: str, where: str) -> list[Any]:
     value = obj.get(key) if type(obj) is dict else None
     if type(value) is not list:
         raise NotAnEvent(f"{where}.{key} is not a list")
-    return len(value)
+    return value
+
+
+def _simulated(recipients: list[Any]) -> int:
+    """How many entries (addresses, or objects with `emailAddress`) are simulator mail."""
+    n = 0
+    for r in recipients:
+        if is_simulator_address(r.get("emailAddress") if type(r) is dict else r):
+            n += 1
+    return n
 
 
 def _hour(detail: Any, mail: dict[str, Any]) -> datetime:
@@ -127,30 +149,43 @@ def _hour(detail: Any, mail: dict[str, Any]) -> datetime:
         raise NotAnEvent("no usable timestamp") from None
 
 
-def classify(record: dict[str, Any]) -> Delta | Ignored:
+def _wrong_pipeline(record: dict[str, Any]) -> WrongPipeline | None:
+    if type(record.get("notificationType")) is str:
+        return WrongPipeline("notification")
+    if record.get("Type") == "Notification" and type(record.get("Message")) is str:
+        return WrongPipeline("sns-envelope")
+    return None
+
+
+def classify(record: dict[str, Any]) -> Delta | Ignored | WrongPipeline:
     """Classify one record (see module docstring); raises NotAnEvent for non-events."""
     kind = record.get("eventType")
     if kind is None:
-        kind = record.get("notificationType")  # SNS-style notifications name it so
+        wrong = _wrong_pipeline(record)
+        if wrong is not None:
+            return wrong
     mail = record.get("mail")
     if type(kind) is not str or type(mail) is not dict:
         raise NotAnEvent("not an SES event (no eventType and mail)")
 
+    per_message = False  # opens, clicks, rendering failures: one per message
     spec = _SIMPLE.get(kind)
     if spec is not None:
         detail_key, counter, list_key = spec
         detail = record.get(detail_key) if detail_key else None
         if list_key is None:
-            amount = _count(mail, "destination", "mail")
+            recipients = _recipients(mail, "destination", "mail")
         elif list_key:
-            amount = _count(detail, list_key, detail_key or "")
+            recipients = _recipients(detail, list_key, detail_key or "")
         else:
-            amount = 1
+            per_message = True
+            dest = mail.get("destination")
+            recipients = dest if type(dest) is list else []
     elif kind == "Bounce":
         detail = record.get("bounce")
         if type(detail) is not dict:
             raise NotAnEvent("Bounce without bounce object")
-        amount = _count(detail, "bouncedRecipients", "bounce")
+        recipients = _recipients(detail, "bouncedRecipients", "bounce")
         bounce_type = detail.get("bounceType")
         if detail.get("bounceSubType") == _SUPPRESSED_SUBTYPE:
             counter = "suppressed"
@@ -160,10 +195,23 @@ def classify(record: dict[str, Any]) -> Delta | Ignored:
             counter = "soft_bounces"
         else:
             return Ignored(f"Bounce/{bounce_type}")
+    elif kind == "Complaint":
+        detail = record.get("complaint")
+        if type(detail) is not dict:
+            raise NotAnEvent("Complaint without complaint object")
+        recipients = _recipients(detail, "complainedRecipients", "complaint")
+        # OnAccountSuppressionList: SES accepted the message but never sent it.
+        suppressed = detail.get("complaintSubType") == _SUPPRESSED_SUBTYPE
+        counter = "suppressed" if suppressed else "complaints"
     elif kind in _IGNORED:
         return Ignored(kind)
     else:
         return Ignored(f"unknown:{kind[:40]}")
 
+    simulator = _simulated(recipients)
+    if per_message:  # simulator mail when every recipient is one
+        amount, simulator = 1, int(0 < simulator == len(recipients))
+    else:
+        amount = len(recipients)
     partner_id, problem = partner_of(mail)
-    return Delta(partner_id, _hour(detail, mail), counter, amount, problem)
+    return Delta(partner_id, _hour(detail, mail), counter, amount, problem, simulator)

@@ -2,7 +2,8 @@
 
 Shared by the queue consumer and backfill, so both give the same exactly-once guarantee.
 The object is read in chunks and folded into per-partner-hour counters as it streams;
-only those counters (not the events) are held until the transaction.
+only those counters (not the events) are held until the transaction. Whether simulator
+mail counts like real mail is read from the settings here, at counting time.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ log = get_logger(__name__)
 
 READ_CHUNK = 1 << 20
 MALFORMED_LOG_LIMIT = 20  # per object; the count is always logged in full
+WRONG_PIPELINE = "not event-publishing records: the bucket is fed by the wrong pipeline"
 _MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
 
 
@@ -53,8 +55,12 @@ class Processor:
     enforcer: Enforcer
     read_chunk: int = READ_CHUNK
 
+    @property
+    def count_simulator(self) -> bool:
+        return self.enforcer.settings.counts_simulator_mail
+
     async def process(self, bucket: str, key: str, now: datetime | None = None) -> ObjectResult:
-        agg = Aggregator()
+        agg = Aggregator(self.count_simulator)
         try:
             resp = await self.s3.get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
@@ -97,6 +103,16 @@ def _log_result(r: ObjectResult) -> None:
             length=m.length,
             reason=m.reason,
         )
+    if stats.wrong_pipeline:  # once per object, however many records
+        log.error(
+            "wrong_pipeline",
+            bucket=r.bucket,
+            key=r.key,
+            records=stats.wrong_pipeline,
+            problem=WRONG_PIPELINE,
+            hint="SES identity notifications (SNS) reached the events bucket; publish"
+            " events through the configuration set's Firehose destination instead",
+        )
     unregistered = sorted(p for p, o in r.outcomes.items() if o is Outcome.UNREGISTERED)
     if unregistered:
         log.info("unregistered_partners", key=r.key, partners=unregistered[:100])
@@ -112,6 +128,8 @@ def _log_result(r: ObjectResult) -> None:
         ignored=dict(stats.ignored),
         untagged=stats.untagged,
         invalid_tags=stats.invalid_tags,
+        wrong_pipeline=stats.wrong_pipeline,
+        simulator_recipients=stats.simulator,
         partners_touched=len(r.outcomes),
         partners=r.partners[:100],
         chunks=r.applied.chunks,
