@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import orjson
-
-from sesguard.aws import Clients, open_clients
+from sesguard.aws import open_clients
 from sesguard.bootstrap import bootstrap
 from sesguard.enqueue import Enqueuer
 from sesguard.held import HeldJobs
@@ -148,19 +146,20 @@ async def run_demo(
         done.set()
         await progress
 
-        results = await _results(clients, settings, store)
+        results = await _results(settings, store, endpoint)
         _print_results(results, out, sender_code, time.monotonic() - started)
         if keep_running:
             await _keep_running(endpoint, out)
     return results
 
 
-async def _results(clients: Clients, settings: Settings, store: PartnerStore) -> dict[str, Any]:
+async def _results(settings: Settings, store: PartnerStore, endpoint: str) -> dict[str, Any]:
     from sesguard.cli import partner_report
+    from sesguard.localaws import sent_messages
 
     partners = [await partner_report(store, settings, p.partner_id) for p in PARTNERS]
     notices = []
-    for msg in _moto_ses_messages(os.environ["AWS_ENDPOINT_URL"]):
+    for msg in sent_messages(endpoint):
         if msg.get("source") == NOTIFY_FROM:
             notices.append(
                 {
@@ -170,14 +169,6 @@ async def _results(clients: Clients, settings: Settings, store: PartnerStore) ->
                 }
             )
     return {"partners": partners, "notices": notices}
-
-
-def _moto_ses_messages(endpoint: str) -> list[dict[str, Any]]:
-    import urllib.request
-
-    with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=10) as resp:  # noqa: S310
-        data = orjson.loads(resp.read())
-    return list(data.get("ses", {}).get("Message", []))
 
 
 def _pct(rate: float | None) -> str:
