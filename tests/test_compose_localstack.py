@@ -236,6 +236,9 @@ class Stack:
         self.start("moto", [sys.executable, "-m", "sesguard.localaws", port], self.shell_env())
         self.healthcheck("localstack", self.shell_env())
         self.healthcheck("moto", self.shell_env())
+        health = self.run(["curl", "-fsS", "http://localhost:4566/_localstack/health"], env)
+        tag = self.spec["services"]["localstack"]["image"].split(":")[-1]
+        assert json.loads(health.stdout)["version"] == tag  # the image's version, running
 
     def up(self) -> None:
         """`docker compose up -d`: bootstrap once (exit 0), then sender and worker."""
@@ -372,6 +375,24 @@ def test_readme_compose_walkthrough_on_localstack(stack: Stack) -> None:
     assert "dirty" in notice["subject"]
     sent_by_partners = [m for m in _mail(out) if m.get("from") != notify_from]
     assert len(sent_by_partners) == 2, out  # the acme job and the dirty job
+
+    # LocalStack's Firehose, as the README says: one plain (not gzip) object per
+    # PutRecordBatch, whatever the stream's compression; the worker counted them all.
+    objects = stack.run([sys.executable, "-c", _LIST_EVENT_OBJECTS], stack.service_env("worker"))
+    assert objects.returncode == 0, objects.stderr
+    heads = json.loads(objects.stdout)
+    assert heads and all(head.startswith("{") for head in heads), heads
+
+
+_LIST_EVENT_OBJECTS = """
+import json, boto3
+s3 = boto3.client("s3")
+account = boto3.client("sts").get_caller_identity()["Account"]
+bucket = f"sesguard-ses-events-{account}"
+keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+heads = [s3.get_object(Bucket=bucket, Key=k)["Body"].read(1).decode("latin-1") for k in keys]
+print(json.dumps(heads))
+"""
 
 
 @pytest.mark.timeout(900)
