@@ -2,13 +2,19 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# LocalStack itself, for the compose walkthrough test: its own venv (its botocore pins differ
+# from ours), on Python >= 3.12 (LocalStack 4.14 needs it; the machines here have it in pyenv).
+LS_VENV   ?= .venv-localstack
+LS_PYTHON ?= $(shell for p in python3.13 python3.12 $$HOME/.pyenv/versions/3.13*/bin/python3.13 \
+	$$HOME/.pyenv/versions/3.12*/bin/python3.12; do "$$p" -c 'import sys; assert sys.version_info >= (3, 12)' \
+	2>/dev/null && { command -v "$$p"; break; }; done)
 
 .PHONY: demo test lint check bench clean
 
 demo: $(VENV)/.local   ## the whole loop on an embedded AWS stand-in (no AWS account, no Docker)
 	$(BIN)/sesguard demo
 
-test: $(VENV)/.dev     ## the test suite, against a real moto server over HTTP
+test: $(VENV)/.dev $(LS_VENV)/.installed  ## the test suite: moto over HTTP, and LocalStack itself
 	$(BIN)/pytest
 
 lint: $(VENV)/.dev     ## ruff + mypy (strict)
@@ -33,5 +39,15 @@ $(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@ $(VENV)/.local
 
+# --no-deps: the file pins every package (no resolver work); --no-compile: no .pyc pass over
+# LocalStack's 300 MB at install time (imports compile what they use).
+$(LS_VENV)/.installed: tests/localstack-requirements.txt
+	@[ -n "$(LS_PYTHON)" ] || { echo "LocalStack needs Python >= 3.12: make LS_PYTHON=/path/to/python3.12 ..."; exit 1; }
+	rm -rf $(LS_VENV)
+	$(LS_PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-compile \
+		-r tests/localstack-requirements.txt
+	touch $@
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(LS_VENV) .mypy_cache .ruff_cache .pytest_cache

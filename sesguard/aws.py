@@ -16,8 +16,23 @@ from typing import Any
 
 import aioboto3
 from aiobotocore.config import AioConfig
+from botocore.exceptions import ClientError
 
 DEFAULT_REGION = "us-east-1"
+
+# Error codes that mean "this endpoint has no such API" rather than "the call failed".
+NOT_IMPLEMENTED_CODES = frozenset(
+    {
+        "NotImplemented",
+        "NotImplementedError",
+        "NotImplementedException",
+        "UnknownOperation",
+        "UnknownOperationException",
+        "InvalidAction",
+    }
+)
+# Where `open_clients` notes, in an error response, which service and endpoint answered it.
+ANSWERED_BY = "SesguardAnsweredBy"
 
 
 def region() -> str:
@@ -74,7 +89,15 @@ async def open_clients(
             def record(model: Any, **_: Any) -> None:
                 calls.add((name, model.name))
 
+            def note_who_answered(http_response: Any, parsed: dict[str, Any], **_: Any) -> None:
+                if http_response.status_code >= 300:  # this dict becomes ClientError.response
+                    parsed[ANSWERED_BY] = {
+                        "service": client.meta.service_model.service_id,
+                        "endpoint": client.meta.endpoint_url,
+                    }
+
             client.meta.events.register("before-call.*.*", record)
+            client.meta.events.register("after-call.*.*", note_who_answered)
             return client
 
         yield Clients(
@@ -86,3 +109,34 @@ async def open_clients(
             sts=await make("sts"),
             calls=calls,
         )
+
+
+def endpoint_variable(service_id: str) -> str:
+    """The SDK's per-service endpoint variable: `SESv2` -> AWS_ENDPOINT_URL_SESV2."""
+    return "AWS_ENDPOINT_URL_" + service_id.replace(" ", "_").upper()
+
+
+def not_implemented(exc: ClientError) -> bool:
+    """True when the endpoint answered that it does not implement the API called: HTTP 501
+    (LocalStack's community edition: "InternalFailure ... not included in your current
+    license plan or has not yet been emulated") or an unknown-operation code. That is a
+    routing mistake to report, never a failure to retry or a bad request to drop.
+    """
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = exc.response.get("Error", {}).get("Code", "")
+    return status == 501 or code in NOT_IMPLEMENTED_CODES
+
+
+def not_implemented_message(exc: ClientError) -> str | None:
+    """One line naming the service, the endpoint and the variable that routes the service
+    elsewhere, for an error from a client of `open_clients`; None for any other error."""
+    if not not_implemented(exc):
+        return None
+    answered = exc.response.get(ANSWERED_BY)
+    if not isinstance(answered, dict):  # not from our clients: name what we know
+        return f"{exc.operation_name} is not implemented by this endpoint ({exc})"
+    service = str(answered["service"])
+    return (
+        f"{service} is not implemented by {answered['endpoint']} — route it to an endpoint"
+        f" that has it with {endpoint_variable(service)}"
+    )

@@ -1,8 +1,13 @@
 """`sesguard bootstrap`: create every resource sesguard uses, idempotently.
 
 Each step first looks, then creates what is missing and corrects what drifted, so a
-second run changes nothing. Where the endpoint lacks an API (moto, LocalStack), the step
-reports a warning instead of failing: the rest of the stack still works locally.
+second run changes nothing. Where the endpoint lacks an optional API (SES event
+destinations on moto and LocalStack: local runs publish events with the simulator), the
+step reports a warning and the rest carries on. The table, queues, bucket, stream and SES
+configuration are required: an error there stops bootstrap (exit 1), and an endpoint that
+does not implement one of them (HTTP 501, as LocalStack's community edition answers for
+SESv2) gets one line naming the service and its AWS_ENDPOINT_URL_<SERVICE> variable
+(`sesguard.aws.not_implemented_message`, printed by the CLI).
 """
 
 from __future__ import annotations
@@ -261,9 +266,7 @@ async def ensure_bucket(
     return bucket
 
 
-async def ensure_firehose(
-    clients: Clients, settings: Settings, bucket: str, report: Report
-) -> str | None:
+async def ensure_firehose(clients: Clients, settings: Settings, bucket: str, report: Report) -> str:
     fh = clients.firehose
     name = settings.firehose_stream
     account = await clients.account_id()
@@ -275,32 +278,28 @@ async def ensure_firehose(
         if _code(exc) != "ResourceNotFoundException":
             raise
     role_arn = settings.firehose_role_arn or f"arn:aws:iam::{account}:role/sesguard-firehose"
-    try:
-        resp = await fh.create_delivery_stream(
-            DeliveryStreamName=name,
-            DeliveryStreamType="DirectPut",
-            ExtendedS3DestinationConfiguration={
-                "RoleARN": role_arn,
-                "BucketARN": f"arn:aws:s3:::{bucket}",
-                "Prefix": settings.events_prefix,
-                "ErrorOutputPrefix": settings.firehose_error_prefix
-                + "!{firehose:error-output-type}/",
-                "BufferingHints": {"IntervalInSeconds": 60, "SizeInMBs": 5},
-                "CompressionFormat": "GZIP",
-                "ProcessingConfiguration": {
-                    "Enabled": True,
-                    "Processors": [
-                        {
-                            "Type": "AppendDelimiterToRecord",
-                            "Parameters": [{"ParameterName": "Delimiter", "ParameterValue": "\\n"}],
-                        }
-                    ],
-                },
+    # Required: without the stream no SES event reaches the worker, so an error stops here.
+    resp = await fh.create_delivery_stream(
+        DeliveryStreamName=name,
+        DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": role_arn,
+            "BucketARN": f"arn:aws:s3:::{bucket}",
+            "Prefix": settings.events_prefix,
+            "ErrorOutputPrefix": settings.firehose_error_prefix + "!{firehose:error-output-type}/",
+            "BufferingHints": {"IntervalInSeconds": 60, "SizeInMBs": 5},
+            "CompressionFormat": "GZIP",
+            "ProcessingConfiguration": {
+                "Enabled": True,
+                "Processors": [
+                    {
+                        "Type": "AppendDelimiterToRecord",
+                        "Parameters": [{"ParameterName": "Delimiter", "ParameterValue": "\\n"}],
+                    }
+                ],
             },
-        )
-    except ClientError as exc:
-        report.add(f"firehose {name}", WARNING, f"could not create: {_code(exc)}")
-        return None
+        },
+    )
     report.add(f"firehose {name}", CREATED)
     return str(resp["DeliveryStreamARN"])
 

@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from sesguard import __version__
 from sesguard import table as t
-from sesguard.aws import Clients, open_clients
+from sesguard.aws import Clients, not_implemented_message, open_clients
 from sesguard.held import HeldJobs
 from sesguard.jobs import JobError, job_schema, parse_job
 from sesguard.logging import configure_logging
@@ -634,6 +634,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             debug,
         )
     except ClientError as exc:
+        if (unimplemented := not_implemented_message(exc)) is not None:
+            return _fail(EXIT_OPERATIONAL, unimplemented, debug)
         err = exc.response.get("Error", {})
         hint = ""
         if err.get("Code") in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):

@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import orjson
-
-from sesguard.aws import Clients, open_clients
+from sesguard.aws import open_clients
 from sesguard.bootstrap import bootstrap
 from sesguard.enqueue import Enqueuer
 from sesguard.held import HeldJobs
@@ -149,19 +147,21 @@ async def run_demo(
         done.set()
         await progress
 
-        results = await _results(clients, settings, store)
+        results = await _results(settings, store, endpoint)
+        results["problems"] = check_results(results, jobs)
         _print_results(results, out, sender_code, time.monotonic() - started)
         if keep_running:
             await _keep_running(endpoint, out)
     return results
 
 
-async def _results(clients: Clients, settings: Settings, store: PartnerStore) -> dict[str, Any]:
+async def _results(settings: Settings, store: PartnerStore, endpoint: str) -> dict[str, Any]:
     from sesguard.cli import partner_report
+    from sesguard.localaws import sent_messages
 
     partners = [await partner_report(store, settings, p.partner_id) for p in PARTNERS]
     notices = []
-    for msg in _moto_ses_messages(os.environ["AWS_ENDPOINT_URL"]):
+    for msg in sent_messages(endpoint):
         if msg.get("source") == NOTIFY_FROM:
             notices.append(
                 {
@@ -173,12 +173,24 @@ async def _results(clients: Clients, settings: Settings, store: PartnerStore) ->
     return {"partners": partners, "notices": notices}
 
 
-def _moto_ses_messages(endpoint: str) -> list[dict[str, Any]]:
-    import urllib.request
-
-    with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=10) as resp:  # noqa: S310
-        data = orjson.loads(resp.read())
-    return list(data.get("ses", {}).get("Message", []))
+def check_results(results: dict[str, Any], jobs: list[dict[str, Any]]) -> list[str]:
+    """What the demo promises, whatever --jobs: every job sent (and counted) or held, the
+    clean partner never paused, exactly one notice per paused partner and none otherwise."""
+    problems = []
+    for p in results["partners"]:
+        pid = p["partner_id"]
+        enqueued = sum(1 for j in jobs if j["partner_id"] == pid)  # one recipient each
+        if p["totals"]["sent"] + p["held_jobs"] != enqueued:
+            problems.append(
+                f"{pid}: {p['totals']['sent']} sent + {p['held_jobs']} held != {enqueued} jobs"
+            )
+        notices = sum(1 for n in results["notices"] if n["to"] == [p["contact_email"]])
+        expected = 1 if p["status"] == "paused" else 0
+        if notices != expected:
+            problems.append(f"{pid}: {notices} notices for status {p['status']}")
+    if any(p["partner_id"] == "bakery" and p["status"] != "active" for p in results["partners"]):
+        problems.append("bakery, the clean partner, is not active")
+    return problems
 
 
 def _pct(rate: float | None) -> str:
@@ -238,6 +250,8 @@ def _print_results(results: dict[str, Any], out: TextIO, sender_code: int, secon
         f"{os.environ.get('SESGUARD_DEMO_LOG', '')}",
         file=out,
     )
+    for problem in results["problems"]:
+        print(f"PROBLEM: {problem}", file=out)
 
 
 async def _keep_running(endpoint: str, out: TextIO) -> None:
@@ -262,7 +276,20 @@ def main(args: argparse.Namespace) -> int:
         # The services' CloudWatch metric lines (EMF, stdout) go to the log file too.
         with local_aws() as endpoint, contextlib.redirect_stdout(log_file):
             try:
-                asyncio.run(run_demo(args.jobs, endpoint, keep_running=args.keep_running))
+                results = asyncio.run(run_demo(args.jobs, endpoint, keep_running=args.keep_running))
             except KeyboardInterrupt:
                 return 130
+            except Exception as exc:
+                if args.debug:
+                    raise
+                reason = f"{type(exc).__name__}: {exc}"
+                return _failed(f"{reason} (--debug shows where)", log_path)
+    if results["problems"]:
+        return _failed("; ".join(results["problems"]), log_path)
     return 0
+
+
+def _failed(reason: str, log_path: Path) -> int:
+    """One line on stderr, exit 1: what went wrong and where the services' logs are."""
+    print(f"sesguard: demo failed: {reason}; service logs: {log_path}", file=sys.stderr)
+    return 1

@@ -21,11 +21,13 @@ Needs the `local` extra (moto[server]).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -196,6 +198,62 @@ def isolate_environment(endpoint: str) -> None:
         del os.environ[var]
 
 
+# Our one route next to moto's (an S3 bucket name cannot start with "_", so no AWS path
+# collides with it): the messages moto's SES accepted, as `sent_messages` returns them.
+MESSAGES_PATH = "/_sesguard/ses/messages"
+_in_process: set[str] = set()  # endpoints of the stand-ins this process runs
+
+
+def _ses_messages() -> bytes:
+    """JSON: every message moto's SES (v1 and v2) accepted, from its backends, in sending order
+    per account and region: each one's public attributes, as /moto-api/data.json shows a
+    `ses.Message` (id, source, destinations, subject, body; raw sends have raw_data).
+
+    O(messages): data.json instead serialises every object moto ever created (all DynamoDB
+    items and table copies included), which took ~10 s after a 300-job demo.
+    """
+    from moto.ses.models import ses_backends
+
+    out: list[dict[str, Any]] = []
+    for regions in list(ses_backends.values()):  # only the accounts and regions in use
+        for backend in list(regions.values()):
+            out += [_public(m) for m in list(backend.sent_messages)]
+    return json.dumps(out).encode()
+
+
+def _public(obj: object) -> dict[str, Any]:
+    return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+
+
+def _with_our_routes(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != MESSAGES_PATH:
+            return app(environ, start_response)
+        body = _ses_messages()
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    return wsgi
+
+
+def sent_messages(endpoint: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The messages the stand-in at `endpoint` accepted through SES, oldest first, each shaped
+    like a data.json `ses.Message` (`source`, `destinations` {ToAddresses, CcAddresses,
+    BccAddresses}, `subject`, `body`, `id`). Read from moto's backend when the stand-in runs
+    in this process (`local_aws`), else from its MESSAGES_PATH route (`local_aws_process`,
+    `python -m sesguard.localaws`). A plain moto server has no such route (404).
+    """
+    endpoint = endpoint.rstrip("/")
+    if endpoint in _in_process:
+        data = _ses_messages()  # a copy: callers cannot change moto's state
+    else:
+        with urllib.request.urlopen(endpoint + MESSAGES_PATH, timeout=timeout) as resp:  # noqa: S310
+            data = resp.read()
+    return list(json.loads(data))
+
+
 @contextmanager
 def local_aws(port: int | None = None) -> Iterator[str]:
     """Run moto on 127.0.0.1 and point this process at it; yields the endpoint URL."""
@@ -207,12 +265,15 @@ def local_aws(port: int | None = None) -> Iterator[str]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log on our terminal
     port = port or free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server.start()  # returns once the WSGI server exists; it reads `.app` per request
+    server._server.app = _with_our_routes(server._server.app)  # type: ignore[union-attr]
     endpoint = f"http://127.0.0.1:{port}"
+    _in_process.add(endpoint)
     isolate_environment(endpoint)
     try:
         yield endpoint
     finally:
+        _in_process.discard(endpoint)
         server.stop()
 
 
@@ -223,7 +284,6 @@ def local_aws_process(ready_timeout: float = 30.0) -> Iterator[str]:
     import subprocess
     import sys
     import time
-    import urllib.request
 
     port = free_port()
     proc = subprocess.Popen(  # noqa: S603 - our own module, this interpreter
@@ -236,7 +296,7 @@ def local_aws_process(ready_timeout: float = 30.0) -> Iterator[str]:
     try:
         while True:
             try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=1).close()  # noqa: S310
+                urllib.request.urlopen(endpoint + MESSAGES_PATH, timeout=1).close()  # noqa: S310
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:

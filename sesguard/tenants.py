@@ -24,6 +24,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from sesguard.aws import not_implemented
 from sesguard.logging import get_logger
 from sesguard.partners import check_partner_id
 
@@ -31,16 +32,6 @@ log = get_logger(__name__)
 
 ENABLED, DISABLED = "ENABLED", "DISABLED"
 PARTNER_TAG = "sesguard:partner_id"
-
-_UNSUPPORTED_CODES = frozenset(
-    {
-        "NotImplemented",
-        "NotImplementedError",
-        "UnknownOperation",
-        "UnknownOperationException",
-        "InvalidAction",
-    }
-)
 
 
 class TenantsUnsupported(RuntimeError):
@@ -82,8 +73,7 @@ def is_unsupported(exc: ClientError) -> bool:
     error document at all, which AWS's SES never does; real transient failures carry a
     code (InternalFailure, TooManyRequestsException) and are left to the caller.
     """
-    code = _code(exc)
-    return code in _UNSUPPORTED_CODES or code.isdigit()
+    return not_implemented(exc) or _code(exc).isdigit()
 
 
 async def _call(sesv2: Any, operation: str, **params: Any) -> Any:

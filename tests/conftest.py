@@ -69,16 +69,11 @@ async def store(clients: object, table: str) -> object:
     return PartnerStore(clients.dynamodb, table)  # type: ignore[attr-defined]
 
 
-def moto_data(endpoint: str) -> dict[str, object]:
-    import json
-
-    with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=10) as r:
-        return json.loads(r.read())  # type: ignore[no-any-return]
-
-
-def sent_emails(endpoint: str) -> list[dict[str, object]]:
+def sent_emails(endpoint: str) -> list[dict[str, Any]]:
     """Every message moto's SES accepted: source, destinations, subject, body."""
-    return list(moto_data(endpoint).get("ses", {}).get("Message", []))  # type: ignore[attr-defined]
+    from sesguard.localaws import sent_messages
+
+    return sent_messages(endpoint)
 
 
 async def drain_queue(clients: Any, url: str) -> list[dict[str, Any]]:

@@ -1,8 +1,14 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
 
 from sesguard.bootstrap import CREATED, EXISTS, bootstrap
+from tests.test_cli import cli
 
 
 async def test_bootstrap_creates_everything_then_changes_nothing(clients, settings) -> None:
@@ -74,3 +80,71 @@ async def test_bootstrap_adds_the_partners_index_to_an_older_table(clients, sett
     assert [i["IndexName"] for i in desc["Table"]["GlobalSecondaryIndexes"]] == ["partners"]
     again = await bootstrap(clients, settings, [])
     assert ("dynamodb index partners", "exists", "") in again.steps
+
+
+# ---- an endpoint that does not implement a required API: one line, exit 1 ---------------
+
+
+class _NotImplementedHandler(BaseHTTPRequestHandler):
+    """Answers every request as LocalStack's community edition answers SESv2."""
+
+    requests = 0
+
+    def do_POST(self) -> None:
+        type(self).requests += 1
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps(
+            {
+                "__type": "InternalFailure",
+                "message": "The API for service sesv2 is either not included in your current"
+                " license plan or has not yet been emulated by LocalStack.",
+            }
+        ).encode()
+        self.send_response(501)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("x-amzn-errortype", "InternalFailure")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_HEAD = do_POST
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def not_implemented_endpoint() -> Iterator[str]:
+    _NotImplementedHandler.requests = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotImplementedHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+@pytest.mark.parametrize(
+    ("service_id", "variable"),
+    [
+        ("SESv2", "AWS_ENDPOINT_URL_SESV2"),
+        ("Firehose", "AWS_ENDPOINT_URL_FIREHOSE"),  # was a warning; the stream is required
+        ("DynamoDB", "AWS_ENDPOINT_URL_DYNAMODB"),
+    ],
+)
+def test_bootstrap_names_the_service_an_endpoint_does_not_implement(
+    moto_endpoint, not_implemented_endpoint, service_id, variable
+) -> None:
+    """Everything on moto except one service, routed (as a user would route it by mistake)
+    to an endpoint answering HTTP 501: bootstrap stops with one line that says which
+    service, which endpoint, and which variable routes it elsewhere."""
+    env = {variable: not_implemented_endpoint, "AWS_MAX_ATTEMPTS": "5"}  # the SDK default here
+    r = cli("bootstrap", "--identity", "isv.example.com", **env)
+    assert r.code == 1, (r.out, r.err)
+    assert r.err == (
+        f"sesguard: {service_id} is not implemented by {not_implemented_endpoint} — route it"
+        f" to an endpoint that has it with {variable}\n"
+    )
+    assert _NotImplementedHandler.requests == 1  # not retried: it is not a passing failure

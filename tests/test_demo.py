@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime
 
-from sesguard.demo import IDENTITY, NOTIFY_FROM, run_demo
+from sesguard.demo import IDENTITY, NOTIFY_FROM, check_results, demo_jobs, run_demo
 from sesguard.partners import Counters
 from sesguard.simulator import encode_records, simulate_events
 from worker.aggregate import aggregate_bytes
@@ -95,6 +95,53 @@ async def test_demo_pauses_the_dirty_and_the_complaining_partner_once(moto_endpo
     assert all(n["from"] == NOTIFY_FROM for n in notices)
     text = out.getvalue()
     assert "4. results" in text and "gadgets: bounce rate" in text
+    assert results["problems"] == [] and "PROBLEM" not in text
+
+
+def _partner(pid: str, status: str, sent: int, held: int) -> dict:
+    contact = f"postmaster@{pid}.example.com"
+    return {
+        "partner_id": pid,
+        "status": status,
+        "contact_email": contact,
+        "totals": {"sent": sent},
+        "held_jobs": held,
+    }
+
+
+def _notice(pid: str) -> dict:
+    return {"from": NOTIFY_FROM, "to": [f"postmaster@{pid}.example.com"], "subject": "s"}
+
+
+def test_demo_checks_its_own_promises() -> None:
+    """`sesguard demo` exits 1 naming what went wrong when a job is lost, a notice is
+    missing or doubled, or the clean partner is paused."""
+    jobs = demo_jobs(30)  # 10 per partner
+    good = {
+        "partners": [
+            _partner("bakery", "active", 10, 0),
+            _partner("gadgets", "paused", 6, 4),
+            _partner("newsletter", "active", 10, 0),
+        ],
+        "notices": [_notice("gadgets")],
+    }
+    assert check_results(good, jobs) == []
+
+    bad = {
+        "partners": [
+            _partner("bakery", "paused", 10, 0),
+            _partner("gadgets", "paused", 6, 3),
+            _partner("newsletter", "active", 10, 0),
+        ],
+        "notices": [_notice("gadgets"), _notice("gadgets"), _notice("newsletter")],
+    }
+    assert check_results(bad, jobs) == [
+        "bakery: 0 notices for status paused",
+        "gadgets: 6 sent + 3 held != 10 jobs",
+        "gadgets: 2 notices for status paused",
+        "newsletter: 1 notices for status active",
+        "bakery, the clean partner, is not active",
+    ]
 
 
 def test_demo_command_never_uses_the_callers_aws_account(tmp_path) -> None:

@@ -1,11 +1,14 @@
 """The stand-in's changes to moto: speed-ups that change no answer
-(sesguard.localaws._speed_up_moto) and SQS one operation at a time (_serialise_sqs)."""
+(sesguard.localaws._speed_up_moto), SQS one operation at a time (_serialise_sqs), and
+`sent_messages`, which reads what its SES accepted, in process and from a child process."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
+import urllib.request
 from typing import Any
 
 import moto
@@ -13,6 +16,7 @@ import pytest
 from moto.sqs.models import Queue, SQSBackend, sqs_backends
 
 from sesguard import localaws
+from sesguard.localaws import MESSAGES_PATH, _in_process, local_aws_process, sent_messages
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 
@@ -120,3 +124,70 @@ async def test_a_long_poll_does_not_hold_the_lock(clients: Any) -> None:
     await sqs.send_message(QueueUrl=url, MessageBody="hello")  # not blocked behind it
     resp = await asyncio.wait_for(waiting, 10)
     assert [m["Body"] for m in resp["Messages"]] == ["hello"]
+
+
+# ---- sent_messages: what the stand-in's SES accepted, without moto's whole-state dump ----
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+async def _send(sesv2: Any, to: list[str], subject: str, cc: list[str] | None = None) -> None:
+    await sesv2.send_email(
+        FromEmailAddress="guard@isv.example.com",
+        Destination={"ToAddresses": to, "CcAddresses": cc or []},
+        Content={"Simple": {"Subject": {"Data": subject}, "Body": {"Text": {"Data": "b"}}}},
+    )
+
+
+async def test_sent_messages_in_process_and_over_http_agree(clients: Any, moto_endpoint) -> None:
+    await clients.sesv2.create_email_identity(EmailIdentity="isv.example.com")
+    await _send(clients.sesv2, ["ana@example.org"], "first", cc=["cc@example.org"])
+    await _send(clients.sesv2, ["bob@example.org"], "second")
+
+    direct = sent_messages(moto_endpoint)  # in this process: read from moto's backend
+    assert [(m["source"], m["subject"], m["body"]) for m in direct] == [
+        ("guard@isv.example.com", "first", "b"),
+        ("guard@isv.example.com", "second", "b"),
+    ]
+    assert direct[0]["destinations"] == {  # as the caller gave them
+        "ToAddresses": ["ana@example.org"],
+        "CcAddresses": ["cc@example.org"],
+    }
+    assert all(isinstance(m["id"], str) and m["id"] for m in direct)
+    over_http = await asyncio.to_thread(_get_json, moto_endpoint + MESSAGES_PATH)
+    assert over_http == direct  # the route a child stand-in serves
+
+    direct[0]["destinations"]["ToAddresses"].append("mallory@example.org")
+    assert sent_messages(moto_endpoint)[0]["destinations"]["ToAddresses"] == ["ana@example.org"]
+
+
+async def test_sent_messages_is_empty_after_a_reset(moto_endpoint) -> None:
+    assert sent_messages(moto_endpoint) == []
+
+
+def test_child_stand_in_serves_sent_messages() -> None:
+    """`local_aws_process` (and `python -m sesguard.localaws`): ready once our route
+    answers, and `sent_messages` reads the child's SES over HTTP."""
+    import boto3
+
+    saved = dict(os.environ)
+    try:
+        with local_aws_process() as endpoint:
+            assert endpoint not in _in_process
+            assert sent_messages(endpoint) == []
+            ses = boto3.client("sesv2", endpoint_url=endpoint)
+            ses.create_email_identity(EmailIdentity="isv.example.com")
+            ses.send_email(
+                FromEmailAddress="guard@isv.example.com",
+                Destination={"ToAddresses": ["ana@example.org"]},
+                Content={"Simple": {"Subject": {"Data": "s"}, "Body": {"Text": {"Data": "b"}}}},
+            )
+            (msg,) = sent_messages(endpoint)
+            assert msg["destinations"]["ToAddresses"] == ["ana@example.org"]
+            assert msg["subject"] == "s"
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -12,7 +12,7 @@ from sender.gate import Action, Gate
 from sesguard.held import HeldJobs
 from sesguard.partners import Counters, Limits, PausedBy, Profile
 from sesguard.store import StoreError
-from tests.conftest import moto_data
+from tests.conftest import sent_emails
 from tests.test_sender_support import PARTNER, Env, env, sender_settings
 
 __all__ = ["env"]
@@ -117,7 +117,7 @@ async def test_gate_pauses_an_over_limit_partner_once_and_holds_its_jobs(
     assert await HeldJobs(env.store.dynamodb, env.store.table, None).count(PARTNER) == 12
     notices = [
         m
-        for m in moto_data(moto_endpoint)["ses"]["Message"]
+        for m in sent_emails(moto_endpoint)
         if m["destinations"].get("ToAddresses") == [f"ops@{PARTNER}.example.org"]
     ]
     assert len(notices) == 1  # exactly one notice for the one pause
@@ -130,9 +130,7 @@ async def test_two_gates_racing_to_pause_send_one_notice(env: Env, moto_endpoint
     decisions = await asyncio.gather(*(g.check(PARTNER) for g in gates))
     assert {d.action for d in decisions} == {Action.HOLD}
     assert sum(g.pauses for g in gates) == 1
-    notices = Counter(
-        m["destinations"]["ToAddresses"][0] for m in moto_data(moto_endpoint)["ses"]["Message"]
-    )
+    notices = Counter(m["destinations"]["ToAddresses"][0] for m in sent_emails(moto_endpoint))
     assert notices == {f"ops@{PARTNER}.example.org": 1}
 
 
