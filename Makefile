@@ -42,12 +42,18 @@ $(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
 # --no-deps: the file pins every package (no resolver work); --no-compile: no .pyc pass over
 # LocalStack's 300 MB at install time (imports compile what they use).
 $(LS_VENV)/.installed: tests/localstack-requirements.txt
-	@[ -n "$(LS_PYTHON)" ] || { echo "LocalStack needs Python >= 3.12: make LS_PYTHON=/path/to/python3.12 ..."; exit 1; }
-	rm -rf $(LS_VENV)
-	$(LS_PYTHON) -m venv $(LS_VENV)
-	$(LS_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-compile \
-		-r tests/localstack-requirements.txt
-	touch $@
+	@if [ -z "$(LS_PYTHON)" ]; then \
+		echo "note: no Python >= 3.12 found, so the LocalStack walkthrough test will be skipped"; \
+		echo "      (LocalStack 4.14 needs it: make LS_PYTHON=/path/to/python3.12 test)"; \
+		[ "$$SESGUARD_CI" != 1 ]; \
+	else \
+		set -e; rm -rf $(LS_VENV); \
+		echo "$(LS_PYTHON) -m venv $(LS_VENV) && pip install -r tests/localstack-requirements.txt"; \
+		$(LS_PYTHON) -m venv $(LS_VENV); \
+		$(LS_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-compile \
+			-r tests/localstack-requirements.txt; \
+		touch $@; \
+	fi
 
 clean:
 	rm -rf $(VENV) $(LS_VENV) .mypy_cache .ruff_cache .pytest_cache
