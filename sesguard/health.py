@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from sesguard.exitcodes import ExitCode
 from sesguard.logging import get_logger
 
 log = get_logger(__name__)
 
-HEALTHY, UNHEALTHY, BAD_USAGE = 0, 1, 2
+HEALTHY, UNHEALTHY, BAD_USAGE = ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE
 
 
 def touch_heartbeat(path: str | os.PathLike[str]) -> None:

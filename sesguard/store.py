@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 
 from sesguard import table as t
 from sesguard.partners import (
+    UNATTRIBUTED,
     Counters,
     Limits,
     PartnerState,
@@ -174,6 +175,11 @@ class PartnerStore:
             ConsistentRead=True,
         )
         return profile_from_item(resp["Item"]) if "Item" in resp else None
+
+    async def probe(self) -> None:
+        """One cheap read (the profile of `_unattributed`, which never exists): how the
+        services' circuit breakers ask whether DynamoDB answers again."""
+        await self.get_profile(UNATTRIBUTED)
 
     async def require_profile(self, partner_id: str) -> Profile:
         profile = await self.get_profile(partner_id)
