@@ -444,3 +444,74 @@ async def test_deletes_are_batched_within_the_sqs_limit(env: Env) -> None:
     assert sum(sizes) == 24  # 23 objects and the test event
     assert max(sizes) <= 10 and len(sizes) < 24  # batched, within the limit
     assert await env.depth(env.queue_url) == 0
+
+
+async def test_s3_outage_holds_the_worker_and_every_object_is_counted_once_after(
+    env: Env,
+) -> None:
+    """S3 answers 503 to everything: the worker's S3 breaker opens, it stops receiving
+    and keeps the notifications (none dead-lettered); once HeadBucket answers again every
+    object is counted exactly once."""
+    from sesguard.runtime import RetryPolicy
+    from tests.fault_hooks import Fault, inject
+    from tests.test_sender_support import wait_until
+
+    for i in range(6):
+        await env.put(firehose_key(i, gz=False), sample_bytes("plain-newline"))
+    outage = Fault(status=503, code="ServiceUnavailable")
+    with inject(env.clients.s3, "*", outage):
+        service = WorkerService(
+            env.clients,
+            env.settings,
+            breaker_threshold=3,
+            retry=RetryPolicy(tolerance=900, probe_first=0.2, probe_cap=0.5),
+        )
+        run = asyncio.create_task(service.run(drain=True))
+        await wait_until(lambda: service.consumer is not None and service.consumer.held)
+        assert service.consumer is not None and service.consumer.open_breakers == ["s3"]
+        await wait_until(lambda: outage.calls >= 6)  # the probe (HeadBucket) fails too
+        outage.active = False
+        assert await asyncio.wait_for(run, 60) == 0
+    assert service.metrics.dead_lettered == 0
+    assert service.metrics.objects == 6
+    assert await env.totals("acme") == {k: 6 * v for k, v in EXPECTED_ACME.items()}
+    assert await env.depth(env.queue_url) == 0
+    assert await env.depth(env.dlq_url) == 0
+
+
+async def test_sigterm_during_a_long_object_returns_it_at_once_and_it_is_counted_later(
+    env: Env,
+) -> None:
+    """An object still being read when the stop grace ends is abandoned: its message is
+    visible again at once (not after the visibility timeout), and the next run counts it
+    exactly once."""
+    from tests.test_sender_support import wait_until
+
+    await env.put(firehose_key(1, gz=False), sample_bytes("plain-newline"))
+    reading = asyncio.Event()
+
+    async def endless_s3(**_: Any) -> None:
+        reading.set()
+        await asyncio.sleep(3600)  # an object that takes far longer than the grace
+
+    settings = env.settings.model_copy(update={"stop_grace_seconds": 0.3})
+    s3 = env.clients.s3.meta.events
+    s3.register("before-call.s3.GetObject", endless_s3)
+    try:
+        service = WorkerService(env.clients, settings)
+        run = asyncio.create_task(service.run())
+        await asyncio.wait_for(reading.wait(), 30)
+        await wait_until(lambda: service.consumer is not None)
+        service.stop()
+        assert await asyncio.wait_for(run, 30) == 0
+    finally:
+        s3.unregister("before-call.s3.GetObject", endless_s3)
+    assert service.metrics.returned == 1
+    assert await env.totals("acme") == {}
+    attrs = await env.clients.sqs.get_queue_attributes(
+        QueueUrl=env.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    assert attrs["Attributes"]["ApproximateNumberOfMessages"] == "1"  # visible at once
+    await env.drain()
+    assert await env.totals("acme") == EXPECTED_ACME
+    assert await env.depth(env.queue_url) == 0

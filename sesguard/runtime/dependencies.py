@@ -92,8 +92,10 @@ class Guard:
         def hook(http_response: Any = None, parsed: Any = None, **_: Any) -> None:
             status = int(getattr(http_response, "status_code", 0) or 0)
             error = parsed.get("Error", {}) if isinstance(parsed, dict) else {}
-            code = str(error.get("Code", "")) if isinstance(error, dict) else ""
-            self.observe(name, judge_answer(status, code), f"{code or 'HTTP'} ({status})")
+            error = error if isinstance(error, dict) else {}
+            code, message = str(error.get("Code", "")), str(error.get("Message", ""))[:300]
+            described = f"{code or 'HTTP'} ({status})" + (f": {message}" if message else "")
+            self.observe(name, judge_answer(status, code), described)
 
         return hook
 
