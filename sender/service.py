@@ -83,12 +83,7 @@ class SenderService:
         self.retry = retry or RetryPolicy.from_settings(settings)
         self.stall_seconds = stall_seconds
         self.breaker_threshold = breaker_threshold
-        self.store = PartnerStore(
-            clients.dynamodb,
-            settings.table,
-            settings.window_hours,
-            settings.bucket_retention_days,
-        )
+        self.store = PartnerStore.from_settings(clients.dynamodb, settings)
         self.gate = Gate(self.store, clients.sesv2, settings, clock=self.clock.monotonic)
         self.held = HeldJobs.from_clients(clients, settings)
         self.records = JobRecords(
@@ -144,14 +139,11 @@ class SenderService:
         )
         consumer = self.consumer = Consumer(
             self.clients.sqs,
-            ConsumerConfig(
-                name="sender",
-                queue_url=queue_url,
-                dlq_url=dlq_url,
-                concurrency=self.settings.concurrency,
-                visibility_timeout=self.settings.visibility_timeout,
-                stop_grace=self.settings.stop_grace_seconds,
-                heartbeat_file=self.settings.heartbeat_file,
+            ConsumerConfig.for_service(
+                "sender",
+                self.settings,
+                queue_url,
+                dlq_url,
                 retry=self.retry,
                 drain=self.drain,
                 wait_seconds=self.wait_seconds,

@@ -22,6 +22,7 @@ from sesguard.partners import (
     hours_back,
     utcnow,
 )
+from sesguard.settings import Settings
 
 
 class StoreError(Exception):
@@ -129,6 +130,10 @@ class PartnerStore:
     table: str
     window_hours: tuple[int, ...] = (24, 168)
     retention_days: int = 14
+
+    @classmethod
+    def from_settings(cls, dynamodb: Any, settings: Settings) -> PartnerStore:
+        return cls(dynamodb, settings.table, settings.window_hours, settings.bucket_retention_days)
 
     # ---- reads -------------------------------------------------------------------
 

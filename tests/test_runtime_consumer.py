@@ -36,8 +36,9 @@ from sesguard.runtime import (
     queue_urls,
 )
 from sesguard.settings import Settings, load_settings
+from tests.conftest import dead_letters_in, queue_counts
 from tests.fault_hooks import Fault, inject
-from tests.test_sender_support import wait_until
+from tests.test_sender_support import ShiftClock, wait_until
 
 Handler = Callable[[Delivery], Awaitable[Fate]]
 
@@ -98,37 +99,11 @@ class Queue:
         return consumer
 
     async def depth(self, url: str | None = None) -> tuple[int, int]:
-        attrs = (
-            await self.clients.sqs.get_queue_attributes(
-                QueueUrl=url or self.url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            )
-        )["Attributes"]
-        return int(attrs["ApproximateNumberOfMessages"]), int(
-            attrs["ApproximateNumberOfMessagesNotVisible"]
-        )
+        return await queue_counts(self.clients, url or self.url)
 
     async def dead_letters(self) -> dict[str, str | None]:
         """body -> sesguard_reason of everything in the DLQ."""
-        out: dict[str, str | None] = {}
-        while msgs := (
-            await self.clients.sqs.receive_message(
-                QueueUrl=self.dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
-            )
-        ).get("Messages", []):
-            for m in msgs:
-                attr = m.get("MessageAttributes", {}).get("sesguard_reason", {})
-                out[m["Body"]] = attr.get("StringValue")
-            await self.clients.sqs.delete_message_batch(
-                QueueUrl=self.dlq,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)
-                ],
-            )
-        return out
+        return dict(await dead_letters_in(self.clients, self.dlq))
 
 
 async def make_queue(clients: Any, tmp_path: Path, **settings: Any) -> Queue:
@@ -435,19 +410,6 @@ async def test_a_stop_during_a_long_poll_gives_back_what_it_returns(queue: Queue
 
 
 # ---- health ----------------------------------------------------------------------------
-
-
-class ShiftClock:
-    """Real time plus an offset the test can jump."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.offset
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 def beat_age_reset(path: Path) -> None:

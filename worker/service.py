@@ -60,12 +60,7 @@ class WorkerService:
         self.retry = retry or RetryPolicy.from_settings(settings)
         self.stall_seconds = stall_seconds
         self.breaker_threshold = breaker_threshold
-        self.store = PartnerStore(
-            clients.dynamodb,
-            settings.table,
-            settings.window_hours,
-            settings.bucket_retention_days,
-        )
+        self.store = PartnerStore.from_settings(clients.dynamodb, settings)
         if processor is None:
             processor = Processor(
                 clients.s3, self.store, Enforcer(self.store, clients.sesv2, settings)
@@ -103,14 +98,11 @@ class WorkerService:
             return ExitCode.FAILED
         consumer = self.consumer = Consumer(
             self.clients.sqs,
-            ConsumerConfig(
-                name="worker",
-                queue_url=queue_url,
-                dlq_url=dlq_url,
-                concurrency=self.settings.concurrency,
-                visibility_timeout=self.settings.visibility_timeout,
-                stop_grace=self.settings.stop_grace_seconds,
-                heartbeat_file=self.settings.heartbeat_file,
+            ConsumerConfig.for_service(
+                "worker",
+                self.settings,
+                queue_url,
+                dlq_url,
                 retry=self.retry,
                 drain=drain,
                 wait_seconds=DRAIN_POLL_SECONDS if drain else LONG_POLL_SECONDS,

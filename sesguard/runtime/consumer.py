@@ -69,6 +69,7 @@ from sesguard.runtime.finisher import CommitBatch, Finisher
 from sesguard.runtime.lag import LoopLag
 from sesguard.runtime.retry import MAX_VISIBILITY, RetryPolicy
 from sesguard.runtime.sqs import SQS_BATCH, change_visibility, queue_depth
+from sesguard.settings import Settings
 
 log = get_logger(__name__)
 
@@ -102,6 +103,24 @@ class ConsumerConfig:
     stall_seconds: float = 600.0
     breaker_threshold: int = 5
     log_event: str = "message"
+
+    @classmethod
+    def for_service(
+        cls, name: str, settings: Settings, queue_url: str, dlq_url: str, **options: Any
+    ) -> ConsumerConfig:
+        """The settings every service shares (concurrency, visibility timeout, stop grace,
+        heartbeat file, outage tolerance), plus the service's own `options`."""
+        options.setdefault("retry", RetryPolicy.from_settings(settings))
+        return cls(
+            name=name,
+            queue_url=queue_url,
+            dlq_url=dlq_url,
+            concurrency=settings.concurrency,
+            visibility_timeout=settings.visibility_timeout,
+            stop_grace=settings.stop_grace_seconds,
+            heartbeat_file=settings.heartbeat_file,
+            **options,
+        )
 
 
 @dataclass(frozen=True)
