@@ -267,7 +267,8 @@ class Consumer:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 await self.guard.close()
-                self._log_counters(f"{self.config.name}_stopped", cause=self._cause.value)
+                extra = {"reason": self._end_reason} if self._end_reason else {}
+                self._log_counters(f"{self.config.name}_stopped", cause=self._cause.value, **extra)
         return self._cause
 
     async def _receive_loop(self) -> None:
@@ -439,7 +440,7 @@ class Consumer:
         return self.config.retry.past_tolerance(d.first_received_at, d.receive_count, self.wall())
 
     def _record(self, d: Delivery, fate: Fate, seconds: int | None) -> None:
-        outcome = d.outcome or DEFAULT_OUTCOME[type(fate)]
+        outcome = str(d.outcome or DEFAULT_OUTCOME[type(fate)])  # plain str: a log key
         self.stats[outcome] += 1
         if isinstance(fate, DeadLetter):
             self.metrics.add("jobs_dead_lettered")
@@ -521,21 +522,28 @@ class Consumer:
     # ---- background ------------------------------------------------------------------
 
     async def _ticker(self, period: float) -> None:
-        """Renew the visibility of messages in hand, beat, and now and then report."""
+        """Beat, renew the visibility of messages in hand, and now and then report. The
+        beat never waits for AWS: renewals run beside the ticker, one batch at a time."""
         next_stats = self.clock.monotonic() + self.config.stats_every
-        while True:
-            await asyncio.sleep(period)
-            now = self.clock.monotonic()
-            await self._renew(now)
-            if self._check_stall(now):
-                touch_heartbeat(self.config.heartbeat_file)
-            if self.guard.open:
-                self.metrics.observe("breakers_open", len(self.guard.open))
-            if now >= next_stats:
-                next_stats = now + self.config.stats_every
-                self._log_counters(f"{self.config.name}_counters")
+        renewing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                await asyncio.sleep(period)
+                now = self.clock.monotonic()
+                if self._check_stall(now):
+                    touch_heartbeat(self.config.heartbeat_file)
+                if renewing is None or renewing.done():
+                    renewing = self._renew(now)
+                if self.guard.open:
+                    self.metrics.observe("breakers_open", len(self.guard.open))
+                if now >= next_stats:
+                    next_stats = now + self.config.stats_every
+                    self._log_counters(f"{self.config.name}_counters")
+        finally:
+            if renewing is not None and not renewing.done():
+                await asyncio.shield(renewing)  # never cut a renewal off halfway
 
-    async def _renew(self, now: float) -> None:
+    def _renew(self, now: float) -> asyncio.Task[None] | None:
         vt = self.config.visibility_timeout
         slow = [
             d
@@ -543,13 +551,17 @@ class Consumer:
             if d.stage in (Stage.HANDLING, Stage.COMMITTING)
             and now - d.extended_at >= self.renew_every
         ]
-        if slow:
-            for d in slow:
-                d.extended_at = now
-            await change_visibility(
-                self.sqs, self.config.queue_url, [(d.receipt, vt) for d in slow]
-            )
+        if not slow:
+            return None
+        for d in slow:
+            d.extended_at = now
+
+        async def renew() -> None:
+            renewals = [(d.receipt, vt) for d in slow]
+            await change_visibility(self.sqs, self.config.queue_url, renewals)
             log.info("visibility_extended", count=len(slow), seconds=vt)
+
+        return asyncio.create_task(renew(), name=f"{self.config.name}-renew")
 
     def _check_stall(self, now: float) -> bool:
         """True when the heartbeat may beat: some handler moved within `stall_seconds`
