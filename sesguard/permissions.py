@@ -49,13 +49,17 @@ SENDER: Grants = {
     "sqs:DeleteMessage": frozenset({"send_queue"}),
     "sqs:ChangeMessageVisibility": frozenset({"send_queue"}),
     "sqs:GetQueueUrl": frozenset({"send_queue", "send_dlq"}),
+    "sqs:GetQueueAttributes": frozenset({"send_queue"}),  # --drain: is the queue empty?
     "sqs:SendMessage": frozenset({"send_dlq"}),  # malformed/rejected jobs, with the reason
-    "dynamodb:Query": items(t.PARTNER_PREFIX),  # gate: profile + totals + buckets
+    # gate: profile + totals + buckets; the sender tasks' leases (one partition)
+    "dynamodb:Query": items(t.PARTNER_PREFIX, t.LEASE_PREFIX),
     # the profile after winning a pause; an existing job claim
     "dynamodb:GetItem": items(t.PARTNER_PREFIX, t.JOB_PREFIX),
-    "dynamodb:PutItem": items(t.JOB_PREFIX, t.HELD_PREFIX),  # job claims; held jobs
+    # job claims; held jobs; this task's lease
+    "dynamodb:PutItem": items(t.JOB_PREFIX, t.HELD_PREFIX, t.LEASE_PREFIX),
     "dynamodb:UpdateItem": items(t.PARTNER_PREFIX),  # the gate's pause transition
-    "dynamodb:DeleteItem": items(t.JOB_PREFIX),  # releasing a claim SES never saw
+    # releasing a claim SES never saw; this task's lease when it stops
+    "dynamodb:DeleteItem": items(t.JOB_PREFIX, t.LEASE_PREFIX),
     "dynamodb:BatchWriteItem": items(t.JOB_PREFIX),  # "sent" records, in batches
     "ses:SendEmail": _SES_SEND,  # partner mail and pause notices
     "ses:GetAccount": frozenset({"*"}),  # the account's max send rate (no resource type)
@@ -66,10 +70,12 @@ WORKER: Grants = {
     "sqs:DeleteMessage": frozenset({"events_queue"}),
     "sqs:ChangeMessageVisibility": frozenset({"events_queue"}),
     "sqs:GetQueueUrl": frozenset({"events_queue", "events_dlq"}),
+    "sqs:GetQueueAttributes": frozenset({"events_queue"}),  # --drain: is the queue empty?
     "sqs:SendMessage": frozenset({"events_dlq"}),  # notifications that are not S3 events
     "s3:GetObject": frozenset({"events_objects"}),
-    # ListBucket: backfill lists objects, and without it S3 answers 403 instead of 404
-    # for a missing object, which the worker must tell apart from a real denial.
+    # ListBucket: backfill lists objects, the S3 circuit breaker probes with HeadBucket,
+    # and without it S3 answers 403 instead of 404 for a missing object, which the
+    # worker must tell apart from a real denial.
     "s3:ListBucket": frozenset({"events_bucket"}),
     "dynamodb:Query": items(t.PARTNER_PREFIX),  # policy evaluation after each apply
     "dynamodb:GetItem": items(t.PARTNER_PREFIX),  # the profile, after winning a pause
@@ -110,6 +116,7 @@ _RENAMED: Mapping[tuple[str, str], frozenset[str]] = {
     ("sqs", "ChangeMessageVisibilityBatch"): frozenset({"sqs:ChangeMessageVisibility"}),
     ("sqs", "SendMessageBatch"): frozenset({"sqs:SendMessage"}),
     ("s3", "HeadObject"): frozenset({"s3:GetObject"}),
+    ("s3", "HeadBucket"): frozenset({"s3:ListBucket"}),
     ("s3", "ListObjectsV2"): frozenset({"s3:ListBucket"}),
     ("s3", "ListObjects"): frozenset({"s3:ListBucket"}),
     ("dynamodb", "TransactGetItems"): frozenset({"dynamodb:GetItem"}),

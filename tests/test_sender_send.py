@@ -331,10 +331,12 @@ async def test_send_rate_comes_from_setting_account_or_fallback(env: Env) -> Non
             50.0,
             "account",
         )
-        # each of 4 tasks takes a quarter of the account's rate
+        # the only live task of a 4-task maximum takes the whole account rate (leases);
+        # SESGUARD_SENDER_TASKS only divides it when the leases cannot be read
         await env.enqueue(env.job(1))
         svc = await env.drain(sender_settings(max_send_rate=None, sender_tasks=4), bucket=None)
     finally:
         sesv2.meta.events.unregister("before-call.sesv2.GetAccount", unique_id="t-acct")
-    assert svc.bucket is not None and svc.bucket.rate == 12.5
+    assert svc.bucket is not None and svc.bucket.rate == 50.0
+    assert svc.share is not None and svc.share.tasks == 1
     assert env.ses.subjects() == ["subject job-1"]

@@ -276,6 +276,8 @@ async def test_end_to_end_through_the_worker(clients: Any, settings: Any) -> Non
     assert all(e["log_level"] == "error" and e["problem"] == WRONG_PIPELINE for e in wrong)
     processed = [e for e in logs if e["event"] == "object_processed"]
     assert [e["wrong_pipeline"] for e in processed] == [WRONG, WRONG]
+    final = [e for e in logs if e["event"] == "worker_stopped"]
+    assert [e["wrong_pipeline"] for e in final] == [2 * WRONG]  # the service's own counter
     assert [e["simulator_recipients"] for e in processed] == [SIMULATOR_APART] * 2
 
     # Item 1 where the operator sees it: both numbers, and the rate SES would compute.
