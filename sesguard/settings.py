@@ -13,6 +13,11 @@ from pydantic import EmailStr, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+# Decompressed bytes one event object may have. Firehose delivers at most 128 MiB per
+# object (its largest buffer, before compression); 8 times that leaves room for any real
+# object and still stops a gzip bomb after a few seconds of work (README: Choices we made).
+DEFAULT_MAX_OBJECT_BYTES = 1 << 30
+
 
 class SettingsError(Exception):
     """A configuration value is wrong; the message names the variable."""
@@ -52,6 +57,9 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(60, ge=10, le=43200)
     stop_grace_seconds: float = Field(20.0, gt=0, le=110)
     dlq_max_receives: int = Field(5, ge=1, le=1000)
+    max_object_bytes: int = Field(
+        DEFAULT_MAX_OBJECT_BYTES, ge=1, description="decompressed bytes per event object"
+    )
     job_record_days: int = Field(14, ge=1)
     use_tenants: bool = False
     tenant_identity: str | None = Field(

@@ -92,7 +92,12 @@ async def _backfill(args: argparse.Namespace, settings: Settings, clients: Clien
     store = PartnerStore(
         clients.dynamodb, settings.table, settings.window_hours, settings.bucket_retention_days
     )
-    processor = Processor(clients.s3, store, Enforcer(store, clients.sesv2, settings))
+    processor = Processor(
+        clients.s3,
+        store,
+        Enforcer(store, clients.sesv2, settings),
+        max_object_bytes=settings.max_object_bytes,
+    )
     report = await backfill(
         processor, clients.s3, bucket, prefix, since=args.since, concurrency=settings.concurrency
     )
