@@ -12,6 +12,7 @@ from tests.fixtures.ses_events import (
     EXPECTED_ACME,
     EXPECTED_UNATTRIBUTED,
     FORMATS,
+    NDJSON,
     encode,
     event,
     record_of,
@@ -20,6 +21,7 @@ from tests.fixtures.ses_events import (
 )
 from worker.aggregate import aggregate_bytes
 from worker.classify import Delta, Ignored, NotAnEvent, classify, event_hour
+from worker.records import MALFORMED_KEPT
 
 T = datetime(2026, 11, 29, 1, 30, tzinfo=UTC)
 H1 = datetime(2026, 11, 29, 1, tzinfo=UTC)
@@ -192,3 +194,14 @@ def test_reader_and_classifier_findings_are_merged_in_offset_order() -> None:
     reasons = [m.reason for m in agg.stats.malformed]
     assert reasons[0] == "not JSON" and "not an SES event" in reasons[1]
     assert totals(agg.counts())["acme"] == EXPECTED_ACME
+
+
+def test_malformed_findings_are_all_counted_and_the_first_thousand_kept() -> None:
+    # Alternating reader findings (not JSON) and classifier findings (not an SES event).
+    data = b"x\n{}\n" * 800 + NDJSON
+    agg = aggregate_bytes(data, 4096)
+    stats = agg.stats
+    assert stats.malformed_count == 1600
+    assert len(stats.malformed) == MALFORMED_KEPT == 1000
+    assert [m.offset for m in stats.malformed] == [5 * (i // 2) + 2 * (i % 2) for i in range(1000)]
+    assert stats.events == 12

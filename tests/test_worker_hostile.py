@@ -113,7 +113,7 @@ def check_responsive(watch: Watch, decoded: int) -> None:
     assert watch.most(1) <= STEP_WORK // RECORD_WORK + 1
     # The loop turns between steps: the probe ran at least once every two steps (two if
     # the order of the two tasks in the loop's queue changed across an S3 read).
-    gaps = [b - a for a, b in pairwise(watch.probe)]
+    gaps = [b - a for a, b in pairwise([*watch.probe, len(watch.steps)])]
     assert max(gaps) <= 2
     assert len(watch.probe) >= decoded // (4 * INFLATE_STEP)
     worst = max(watch.lags, default=0.0)
