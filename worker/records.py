@@ -39,7 +39,7 @@ import re
 import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, chain
 from typing import Any
 
 import orjson
@@ -73,9 +73,8 @@ _RECORD_START = re.compile(rb'\{[ \t\r\n]*"(?:eventType|notificationType)"')
 _WS = b" \t\r\n"
 _WS_BYTES = frozenset(_WS)
 _WS_RUN = re.compile(rb"[ \t\r\n]*")
-_TEXT_LINE = re.compile(rb"^[ \t\r]*[^ \t\r\n][^\n]*", re.M)
-# Below this average line length, lines are found by a regex that skips blank ones in C,
-# a window of about LINE_WINDOW bytes at a time.
+# Below this average line length, text is split a window of about _LINE_WINDOW bytes at a
+# time, and windows of nothing but whitespace are skipped in C.
 _DENSE_LINE_BYTES = 32
 _LINE_WINDOW = 64 * 1024
 _OPEN = 0x7B
@@ -289,11 +288,11 @@ class RecordStream:
     def _corrupt(self, reason: str) -> None:
         self._dead = True
         self._inflater = None
-        self._note(Malformed(self.bytes_decoded, 0, reason))
+        self._note(self.bytes_decoded, 0, reason)
 
     def _check_truncated_gzip(self) -> None:
         if self.gzip and self._inflater is not None and not self._inflater.eof and not self._dead:
-            self._note(Malformed(self.bytes_decoded, 0, "gzip stream truncated (no end of member)"))
+            self._note(self.bytes_decoded, 0, "gzip stream truncated (no end of member)")
 
     # ---- cutting into records ----------------------------------------------------
 
@@ -319,7 +318,7 @@ class RecordStream:
         decode_error = orjson.JSONDecodeError
         lines: Iterable[tuple[int, bytes]]
         if text.count(b"\n") * _DENSE_LINE_BYTES > len(text):  # mostly blank or tiny lines
-            lines = self._text_lines(text, base)
+            lines = chain.from_iterable(self._windows(text, base))
         else:
             split = text.split(b"\n")
             lines = zip(_line_starts(split, base), split, strict=False)  # one offset more
@@ -343,17 +342,17 @@ class RecordStream:
             else:
                 self._bad(offset, len(line), "not a JSON object")
 
-    def _text_lines(self, text: bytes, base: int) -> Iterator[tuple[int, bytes]]:
-        """(offset, line) of the lines with anything but whitespace on them, for text of
-        many short lines: blank stretches are skipped in C, a window at a time."""
+    def _windows(self, text: bytes, base: int) -> Iterator[Iterable[tuple[int, bytes]]]:
+        """(offset, line) pairs of text made of many short or blank lines, a window of
+        whole lines at a time; a window of nothing but whitespace is skipped in C."""
         lo = 0
         while lo < len(text):
             hi = text.find(b"\n", lo + _LINE_WINDOW - 1) + 1 or len(text)
             window = text[lo:hi]
             self._spent += 2 * len(window)
-            if window.translate(None, _WS):  # not all whitespace
-                for m in _TEXT_LINE.finditer(window):
-                    yield base + lo + m.start(), m.group()
+            if window.translate(None, _WS):
+                split = window.split(b"\n")
+                yield zip(_line_starts(split, base + lo), split, strict=False)
             lo = hi
 
     def _scan(self, buf: bytes, base: int, out: Sink, final: bool) -> Generator[None, None, int]:
@@ -429,15 +428,15 @@ class RecordStream:
                 self.malformed[-1] = Malformed(last.offset, last.length + length, reason)
             self._bad_end = offset + length
             return
-        self._note(Malformed(offset, length, reason))
+        self._note(offset, length, reason)
 
-    def _note(self, m: Malformed) -> None:
+    def _note(self, offset: int, length: int, reason: str) -> None:
         """Count a malformed stretch; keep it if fewer than MALFORMED_KEPT are kept."""
         self.malformed_count += 1
         self._bad_kept = len(self.malformed) < MALFORMED_KEPT
         if self._bad_kept:
-            self.malformed.append(m)
-        self._bad_end = m.offset + m.length if m.length else -1
+            self.malformed.append(Malformed(offset, length, reason))
+        self._bad_end = offset + length if length else -1
 
 
 def read_all(
