@@ -314,33 +314,37 @@ class RecordStream:
         self._base = base
 
     def _lines(self, text: bytes, base: int, out: Sink) -> Steps:
-        loads = orjson.loads
-        decode_error = orjson.JSONDecodeError
+        loads, decode_error, fail = orjson.loads, orjson.JSONDecodeError, _FAIL
+        blank_first, no_end, step, record_work = _WS_BYTES, _NO_END, STEP_WORK, RECORD_WORK
         lines: Iterable[tuple[int, bytes]]
         if text.count(b"\n") * _DENSE_LINE_BYTES > len(text):  # mostly blank or tiny lines
             lines = chain.from_iterable(self._windows(text, base))
         else:
             split = text.split(b"\n")
             lines = zip(_line_starts(split, base), split, strict=False)  # one offset more
+        spent = self._spent  # a local in the loop, written back around every pause
         for offset, line in lines:
             if not line:
                 continue
-            self._spent += len(line) + RECORD_WORK
-            if self._spent >= STEP_WORK:
-                self._spent = 0
+            spent += len(line) + record_work
+            if spent >= step:
+                self._spent = spent = 0
                 yield
-            if line[0] in _WS_BYTES and not line.strip(_WS):
+            if line[0] in blank_first and not line.strip(_WS):
                 continue  # a blank line (orjson would reject it, slowly)
             try:
-                obj = loads(line) if line[-1] not in _NO_END else _FAIL
+                obj = loads(line) if line[-1] not in no_end else fail
             except decode_error:
-                obj = _FAIL
-            if obj is _FAIL:
+                obj = fail
+            if obj is fail:
+                self._spent = spent
                 yield from self._scan(line, offset, out, final=True)
+                spent = self._spent
             elif type(obj) is dict:
                 out(offset, obj)
             else:
                 self._bad(offset, len(line), "not a JSON object")
+        self._spent = spent
 
     def _windows(self, text: bytes, base: int) -> Iterator[Iterable[tuple[int, bytes]]]:
         """(offset, line) pairs of text made of many short or blank lines, a window of
