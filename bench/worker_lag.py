@@ -50,7 +50,7 @@ from sesguard.store import PartnerStore
 from tests.fixtures.hostile import BOMBS, records_object
 from worker.aggregate import Aggregator
 from worker.enforce import Enforcer
-from worker.pipeline import ObjectResult, Processor
+from worker.pipeline import ObjectResult, ObjectTooLarge, Processor
 
 BUCKET = "bench-worker-lag"
 MiB = 1 << 20
@@ -188,8 +188,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         await clients.s3.create_bucket(Bucket=BUCKET)
         store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
         enforcer = Enforcer(store, clients.sesv2, settings)
+        # Both without the cap here, to read every object to its end; the cap is measured
+        # on its own below.
         modes: dict[str, Stepped | OneCall] = {
-            "ours": Stepped(clients.s3, store, enforcer),
+            "ours": Stepped(clients.s3, store, enforcer, max_object_bytes=1 << 62),
             "one_call": OneCall(clients.s3, store, enforcer, max_object_bytes=1 << 62),
         }
         await clients.s3.put_object(Bucket=BUCKET, Key="warm-up", Body=records_object(1))
@@ -218,7 +220,38 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "cpu_vs_one_call": round(ours.cpu_seconds / base.cpu_seconds, 3),
             }
             print(f"  done: {name}", file=sys.stderr, flush=True)
+        report["cap"] = await cap_run(Stepped(clients.s3, store, enforcer), args)
         return report
+
+
+async def cap_run(processor: Stepped, args: argparse.Namespace) -> dict[str, Any]:
+    """A whitespace bomb of twice the default cap, with the default cap: how soon it is
+    given up, and how much of it was read."""
+    cap = processor.max_object_bytes
+    data = BOMBS["whitespace"](2 * cap)
+    await processor.s3.put_object(Bucket=BUCKET, Key="over-cap", Body=data)
+    seen: list[tuple[int, int]] = []
+    processor.on_step = lambda agg: seen.append((agg.bytes_in, agg.bytes_decoded))
+    processor.held = []
+    start, cpu = time.perf_counter(), time.process_time()
+    try:
+        await processor.process(BUCKET, "over-cap")
+    except ObjectTooLarge as exc:
+        reason = str(exc)
+    else:
+        raise SystemExit("an object over the cap was not given up")
+    read, decoded = seen[-1]
+    return {
+        "cap_bytes": cap,
+        "object_decodes_to": 2 * cap,
+        "given_up_after_s": round(time.perf_counter() - start, 3),
+        "cpu_seconds": round(time.process_time() - cpu, 3),
+        "decoded_when_given_up": decoded,
+        "read_when_given_up": read,
+        "object_bytes": len(data),
+        "worst_held_ms": round(max(processor.held) * 1e3, 1),
+        "reason": reason,
+    }
 
 
 def main() -> int:
@@ -232,6 +265,7 @@ def main() -> int:
     with local_aws_process():
         report = asyncio.run(bench(args))
 
+    cap = report.pop("cap")
     width = max(len(n) for n in report)
     print(
         f"{'bench/worker_lag.py':<{width}}  worst lag, worst held, MB per CPU s:"
@@ -245,10 +279,16 @@ def main() -> int:
             f" {b['worst_held_ms']:7.1f} ms {b['decoded_mb_per_cpu_s']:6.1f};"
             f" x{r['cpu_vs_one_call']}; {o['peak_rss_mb']} | {b['peak_rss_mb']} MB"
         )
+    print(
+        f"{'over the cap (default)':<{width}}  a {cap['object_decodes_to'] / MiB:.0f} MiB bomb"
+        f" given up after {cap['given_up_after_s']} s ({cap['cpu_seconds']} s CPU),"
+        f" {cap['read_when_given_up']} of {cap['object_bytes']} bytes read"
+    )
     worst = max(r["ours"]["worst_lag_ms"] for r in report.values())
     held = max(r["ours"]["worst_held_ms"] for r in report.values())
     result = {
         "objects": report,
+        "over_cap": cap,
         "worst_lag_ms": worst,
         "worst_held_ms": held,
         "worst_lag_ms_one_call": max(r["one_call"]["worst_lag_ms"] for r in report.values()),

@@ -114,8 +114,9 @@ class Processor:
 
         The turn is held across one `sleep(0)`: everything else the loop has to do runs
         before any object's next step, however many objects are being parsed at once.
-        The cap is checked after every step, so an object over it is given up within one
-        step (at most INFLATE_STEP bytes) of passing it, without reading further.
+        The cap is checked after every step, so an object over it is given up within the
+        step that passes it (a step decodes at most 2 * INFLATE_STEP bytes), without
+        reading further.
         """
         while True:
             async with self._turn:

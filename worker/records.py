@@ -73,8 +73,9 @@ _RECORD_START = re.compile(rb'\{[ \t\r\n]*"(?:eventType|notificationType)"')
 _WS = b" \t\r\n"
 _WS_BYTES = frozenset(_WS)
 _WS_RUN = re.compile(rb"[ \t\r\n]*")
-# Below this average line length, text is split a window of about _LINE_WINDOW bytes at a
-# time, and windows of nothing but whitespace are skipped in C.
+# Text that starts blank, or whose lines are shorter than this on average, is split a
+# window of about _LINE_WINDOW bytes at a time, and windows of nothing but whitespace are
+# skipped in C.
 _DENSE_LINE_BYTES = 32
 _LINE_WINDOW = 64 * 1024
 _OPEN = 0x7B
@@ -317,7 +318,8 @@ class RecordStream:
         loads, decode_error, fail = orjson.loads, orjson.JSONDecodeError, _FAIL
         blank_first, no_end, step, record_work = _WS_BYTES, _NO_END, STEP_WORK, RECORD_WORK
         lines: Iterable[tuple[int, bytes]]
-        if text.count(b"\n") * _DENSE_LINE_BYTES > len(text):  # mostly blank or tiny lines
+        if text[0] in blank_first or text.count(b"\n") * _DENSE_LINE_BYTES > len(text):
+            # Blank or tiny lines (a record line starts with `{`, and is long).
             lines = chain.from_iterable(self._windows(text, base))
         else:
             split = text.split(b"\n")
