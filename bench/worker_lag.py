@@ -17,6 +17,8 @@ Measured per object and mode, while a probe task sleeps 10 ms in a loop:
 - worst held: the most CPU time (this thread's) the loop was held by parsing without a
   turn: one step for ours, one read chunk's whole parse for the baseline (with its median
   and 99th percentile: on a loaded virtual machine even CPU time has outliers);
+- the worst garbage-collector pause and the involuntary context switches of this process
+  (the OS preempting it) during the object: what else the lag is made of;
 - CPU seconds of this process for the object (moto runs in its own process), so that the
   cost of stepping shows whatever else runs on the machine; wall seconds; decoded MB/s
   (per CPU second); peak RSS (Linux: VmHWM, reset before each run).
@@ -30,6 +32,7 @@ import asyncio
 import gc
 import logging
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -105,6 +108,8 @@ class Run:
     held: list[float] = field(default_factory=list)
     peak_rss: int | None = None
     result: ObjectResult | None = None
+    gc_pauses: list[float] = field(default_factory=list)
+    preempted: int = 0  # involuntary context switches of this process during the run
 
     def figures(self) -> dict[str, Any]:
         held = sorted(self.held) or [0.0]
@@ -118,6 +123,8 @@ class Run:
             "held_p99_ms": round(held[len(held) * 99 // 100] * 1e3, 2),
             "held_count": len(self.held),
             "peak_rss_mb": None if self.peak_rss is None else round(self.peak_rss / 1e6, 1),
+            "worst_gc_pause_ms": round(max(self.gc_pauses, default=0.0) * 1e3, 1),
+            "preempted": self.preempted,
         }
 
 
@@ -158,6 +165,17 @@ async def measured(processor: Stepped | OneCall, key: str) -> Run:
     processor.on_step = on_step
     processor.held = []
     gc.collect()
+    pauses: list[float] = []
+    gc_start = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+        else:
+            pauses.append(time.perf_counter() - gc_start[0])
+
+    gc.callbacks.append(on_gc)
+    switches = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
     reset = _reset_peak_rss()
     probe = asyncio.create_task(timer())
     await asyncio.sleep(2 * PROBE_SECONDS)  # the probe runs before the object starts
@@ -168,7 +186,9 @@ async def measured(processor: Stepped | OneCall, key: str) -> Run:
     probe.cancel()
     await asyncio.gather(probe, return_exceptions=True)
     peak = _peak_rss() if reset else None
-    return Run(seconds, cpu, decoded, lags, processor.held, peak, result)
+    gc.callbacks.remove(on_gc)
+    switches = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - switches
+    return Run(seconds, cpu, decoded, lags, processor.held, peak, result, pauses, switches)
 
 
 def objects(args: argparse.Namespace) -> list[tuple[str, Callable[[], bytes]]]:

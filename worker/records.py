@@ -69,7 +69,7 @@ _BOUNDARY = re.compile(rb"\}[ \t\r\n]*\{")
 # before the next one starts (a raw `{"` cannot occur inside a JSON string: quotes are
 # escaped).
 _RECORD_START = re.compile(rb'\{[ \t\r\n]*"(?:eventType|notificationType)"')
-# JSON whitespace (RFC 8259): a run of it, and a line with anything else on it.
+# JSON whitespace (RFC 8259), and a run of it.
 _WS = b" \t\r\n"
 _WS_BYTES = frozenset(_WS)
 _WS_RUN = re.compile(rb"[ \t\r\n]*")
