@@ -80,7 +80,9 @@ class Stepped(Processor):
 
     held: list[float]
 
-    async def _parse(self, steps: Iterator[None], agg: Aggregator, where: str, size: Any) -> None:
+    async def _parse(
+        self, steps: Iterator[None], agg: Aggregator, where: str, size: int | None
+    ) -> None:
         await super()._parse(timed(steps, self.held), agg, where, size)
 
 
@@ -90,7 +92,9 @@ class OneCall(Processor):
 
     held: list[float]
 
-    async def _parse(self, steps: Iterator[None], agg: Aggregator, where: str, size: Any) -> None:
+    async def _parse(
+        self, steps: Iterator[None], agg: Aggregator, where: str, size: int | None
+    ) -> None:
         start = time.thread_time()
         for _ in steps:
             pass

@@ -73,7 +73,7 @@ class Processor:
     read_chunk: int = READ_CHUNK
     max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
     on_step: Callable[[Aggregator], None] | None = None
-    _turn: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    _turn: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False, compare=False)
 
     async def process(self, bucket: str, key: str, now: datetime | None = None) -> ObjectResult:
         agg = Aggregator()
@@ -86,7 +86,7 @@ class Processor:
         etag = str(resp.get("ETag", "")).strip('"') or None
         modified: datetime | None = resp.get("LastModified")
         where = f"s3://{bucket}/{key}"
-        size = resp.get("ContentLength")
+        size: int | None = resp.get("ContentLength")
         body = resp["Body"]
         async with body:  # releases the connection even if parsing fails
             while chunk := await body.read(self.read_chunk):
@@ -109,11 +109,14 @@ class Processor:
         _log_result(result)
         return result
 
-    async def _parse(self, steps: Iterator[None], agg: Aggregator, where: str, size: Any) -> None:
+    async def _parse(
+        self, steps: Iterator[None], agg: Aggregator, where: str, size: int | None
+    ) -> None:
         """Run parsing steps, one per event-loop turn for all of this Processor's objects.
 
-        The turn is held across one `sleep(0)`: everything else the loop has to do runs
-        before any object's next step, however many objects are being parsed at once.
+        The turn is held across one `sleep(0)` after every step: everything else the loop
+        has to do runs before any object's next step, however many objects are being
+        parsed at once.
         The cap is checked after every step, so an object over it is given up within the
         step that passes it (a step decodes at most 2 * INFLATE_STEP bytes), without
         reading further.
@@ -129,9 +132,9 @@ class Processor:
                         f" (SESGUARD_MAX_OBJECT_BYTES); gave up after reading"
                         f" {agg.bytes_in} of its {size} bytes"
                     )
-                if not more:
-                    return
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # after the last step too: the next chunk's is next
+            if not more:
+                return
 
 
 def _log_result(r: ObjectResult) -> None:

@@ -39,7 +39,6 @@ import re
 import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import accumulate, chain
 from typing import Any
 
 import orjson
@@ -73,9 +72,8 @@ _RECORD_START = re.compile(rb'\{[ \t\r\n]*"(?:eventType|notificationType)"')
 _WS = b" \t\r\n"
 _WS_BYTES = frozenset(_WS)
 _WS_RUN = re.compile(rb"[ \t\r\n]*")
-# Text that starts blank, or whose lines are shorter than this on average, is split a
-# window of about _LINE_WINDOW bytes at a time, and windows of nothing but whitespace are
-# skipped in C.
+# Text that starts blank or with a line shorter than this is split a window of about
+# _LINE_WINDOW bytes at a time, and windows of nothing but whitespace are skipped in C.
 _DENSE_LINE_BYTES = 32
 _LINE_WINDOW = 64 * 1024
 _OPEN = 0x7B
@@ -139,9 +137,19 @@ def _next_pair(buf: bytes, start: int) -> tuple[int, int]:
     return (m.start(), m.end() - 1) if m else (n, n)
 
 
-def _line_starts(lines: list[bytes], base: int) -> Iterator[int]:
-    """Offset of each line of a text split at `\\n` that starts at `base` (in C)."""
-    return accumulate(map((1).__add__, map(len, lines)), initial=base)
+def _line_groups(text: bytes, base: int) -> Iterator[tuple[int, list[bytes], int]]:
+    """(offset, lines, work): text split at `\\n`, whole; or if it starts with a blank or
+    tiny line (a record's line starts with `{` and is long), a window of whole lines at a
+    time, a window of nothing but whitespace skipped in C (no lines, its work counted)."""
+    if text[0] not in _WS_BYTES and text.find(b"\n", 0, _DENSE_LINE_BYTES) < 0:
+        yield base, text.split(b"\n"), len(text)
+        return
+    lo = 0
+    while lo < len(text):
+        hi = text.find(b"\n", lo + _LINE_WINDOW - 1) + 1 or len(text)
+        window = text[lo:hi]
+        yield base + lo, window.split(b"\n") if window.translate(None, _WS) else [], 2 * len(window)
+        lo = hi
 
 
 class RecordStream:
@@ -317,49 +325,35 @@ class RecordStream:
     def _lines(self, text: bytes, base: int, out: Sink) -> Steps:
         loads, decode_error, fail = orjson.loads, orjson.JSONDecodeError, _FAIL
         blank_first, no_end, step, record_work = _WS_BYTES, _NO_END, STEP_WORK, RECORD_WORK
-        lines: Iterable[tuple[int, bytes]]
-        if text[0] in blank_first or text.count(b"\n") * _DENSE_LINE_BYTES > len(text):
-            # Blank or tiny lines (a record line starts with `{`, and is long).
-            lines = chain.from_iterable(self._windows(text, base))
-        else:
-            split = text.split(b"\n")
-            lines = zip(_line_starts(split, base), split, strict=False)  # one offset more
         spent = self._spent  # a local in the loop, written back around every pause
-        for offset, line in lines:
-            if not line:
-                continue
-            spent += len(line) + record_work
+        for start, lines, cost in _line_groups(text, base):
+            offset = start
+            spent += cost
             if spent >= step:
                 self._spent = spent = 0
                 yield
-            if line[0] in blank_first and not line.strip(_WS):
-                continue  # a blank line (orjson would reject it, slowly)
-            try:
-                obj = loads(line) if line[-1] not in no_end else fail
-            except decode_error:
-                obj = fail
-            if obj is fail:
-                self._spent = spent
-                yield from self._scan(line, offset, out, final=True)
-                spent = self._spent
-            elif type(obj) is dict:
-                out(offset, obj)
-            else:
-                self._bad(offset, len(line), "not a JSON object")
+            for line in lines:
+                size = len(line)
+                if size:
+                    spent += size + record_work
+                    if spent >= step:
+                        self._spent = spent = 0
+                        yield
+                    try:
+                        obj = loads(line) if line[-1] not in no_end else fail
+                    except decode_error:
+                        obj = fail
+                    if obj is fail:
+                        if line[0] not in blank_first or line.strip(_WS):  # not a blank line
+                            self._spent = spent
+                            yield from self._scan(line, offset, out, final=True)
+                            spent = self._spent
+                    elif type(obj) is dict:
+                        out(offset, obj)
+                    else:
+                        self._bad(offset, size, "not a JSON object")
+                offset += size + 1
         self._spent = spent
-
-    def _windows(self, text: bytes, base: int) -> Iterator[Iterable[tuple[int, bytes]]]:
-        """(offset, line) pairs of text made of many short or blank lines, a window of
-        whole lines at a time; a window of nothing but whitespace is skipped in C."""
-        lo = 0
-        while lo < len(text):
-            hi = text.find(b"\n", lo + _LINE_WINDOW - 1) + 1 or len(text)
-            window = text[lo:hi]
-            self._spent += 2 * len(window)
-            if window.translate(None, _WS):
-                split = window.split(b"\n")
-                yield zip(_line_starts(split, base + lo), split, strict=False)
-            lo = hi
 
     def _scan(self, buf: bytes, base: int, out: Sink, final: bool) -> Generator[None, None, int]:
         """Cut undelimited text into records; returns how many bytes were used (when not
