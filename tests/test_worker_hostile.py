@@ -9,6 +9,7 @@ for information; bench/worker_lag.py measures it against the one-call baseline.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gzip
 import tracemalloc
@@ -20,9 +21,11 @@ from typing import Any
 import pytest
 
 from sesguard import table as t
+from sesguard.settings import load_settings
 from sesguard.store import PartnerStore
 from tests.fixtures.hostile import BOMBS, RECORDS, records_object, whitespace_bomb
 from tests.fixtures.ses_events import EXPECTED_ACME, NDJSON
+from worker import main as worker_main
 from worker.aggregate import Aggregator
 from worker.enforce import Enforcer
 from worker.pipeline import READ_CHUNK, ObjectResult, ObjectTooLarge, Processor
@@ -282,3 +285,19 @@ async def test_a_cancelled_object_stops_at_once_and_counts_nothing(env: Env) -> 
     assert await markers(env, "stopped") == 0
     result = await processor.process(BUCKET, "stopped")  # the redelivery
     assert result.applied.applied == result.applied.chunks == 1
+
+
+async def test_backfill_gives_up_an_object_over_the_setting(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SESGUARD_MAX_OBJECT_BYTES reaches the Processor that `worker backfill` builds."""
+    await env.put("cap/small", NDJSON)
+    await env.put("cap/large", NDJSON * 2)
+    monkeypatch.setenv("SESGUARD_MAX_OBJECT_BYTES", str(len(NDJSON)))
+    parser = argparse.ArgumentParser()
+    worker_main.add_arguments(parser)
+    args = parser.parse_args(["backfill", "--bucket", BUCKET, "--prefix", "cap/"])
+    assert await worker_main.run(args, load_settings()) == 1  # one object failed
+    assert "1 objects processed" in capsys.readouterr().out
+    assert (await env.store.get_state("acme")).totals.nonzero() == EXPECTED_ACME
+    assert await markers(env, "cap/large") == 0
