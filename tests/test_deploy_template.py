@@ -71,6 +71,7 @@ SAFE_DEFAULTS = {
     "heartbeat_file": "container-local path shared by the service and `sesguard health`",
     "tenant_identity": "read by the operator CLI (partners add/set --tenant) only",
     "firehose_error_prefix": "the template's ErrorOutputPrefix is errors/ too (the default)",
+    "max_object_bytes": "1 GiB, 8 times Firehose's largest buffer (README: Choices we made)",
 }
 
 
