@@ -179,6 +179,9 @@ HOSTILE_TEXTS = {
     "open-braces": b"{" * (3 << 20),
     "close-braces": b"}" * (3 << 20),
     "one-string": b'{"eventType":"Send","x":"' + b"a" * (3 << 20) + b'"}',
+    # Record starts that never end, no `}{` anywhere: each is a resync point after the
+    # one before it, so a full parse of the rest from each would be quadratic (minutes).
+    "record-starts": b'{"eventType"' * (1 << 18),
 }
 
 

@@ -87,6 +87,10 @@ _FAIL = object()
 # (it checks the encoding of its whole input before parsing).
 _TRAILING = "unexpected content after document"
 _NOT_UTF8 = "str is not valid UTF-8"
+_EOF = "unexpected end of data"
+# Where a candidate record runs far (no `}{` pair for a long way), its first bytes are
+# parsed alone first: garbage is usually broken early.
+_PROBE_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +131,22 @@ def _object_end(buf: bytes, start: int, stop: int) -> tuple[int, Any] | None:
         return start + end, orjson.loads(seg[:end])
     end = len(seg) if seg[-1] not in _WS_BYTES else len(seg.rstrip(_WS))
     return start + end, value
+
+
+def _broken_early(buf: bytes, start: int) -> bool:
+    """Whether the JSON text at `start` is broken within its first _PROBE_BYTES, so that
+    no value starting there can end further on. Spares a full parse of a long rest for
+    each of many broken starts (garbage made of record starts would cost quadratic time)."""
+    window = buf[start : start + _PROBE_BYTES]
+    try:
+        orjson.loads(window)
+    except orjson.JSONDecodeError as exc:
+        if exc.msg.startswith((_EOF, _NOT_UTF8)):
+            return False  # more text might complete it, or the cut split a character
+        # A definite error, far enough from the cut (exc.pos counts characters, at most 4
+        # bytes each) that the cut cannot be its cause.
+        return 4 * (exc.pos + 1) + 64 <= len(window)
+    return False
 
 
 def _next_pair(buf: bytes, start: int) -> tuple[int, int]:
@@ -378,8 +398,11 @@ class RecordStream:
             end = pair + 1 if pair < n else n
             if pair == n and not final and n - pos <= MAX_RECORD_BYTES:
                 return pos  # the last record may continue in the next chunk
-            self._spent += end - pos + RECORD_WORK
-            if buf[end - 1] not in _NO_END:
+            self._spent += RECORD_WORK
+            if end - pos > _PROBE_BYTES and _broken_early(buf, pos):
+                self._spent += _PROBE_BYTES  # and loads(buf[pos:end]) would fail: not asked
+            elif buf[end - 1] not in _NO_END:
+                self._spent += end - pos
                 try:
                     obj = orjson.loads(buf[pos:end])
                 except orjson.JSONDecodeError:
