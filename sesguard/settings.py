@@ -15,6 +15,11 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 
 from sesguard.partners import MAX_MIN_VOLUME, MIN_RATE
 
+# Decompressed bytes one event object may have. Firehose delivers at most 128 MiB per
+# object (its largest buffer, before compression); 8 times that leaves room for any real
+# object and still stops a gzip bomb after a few seconds of work (README: Choices we made).
+DEFAULT_MAX_OBJECT_BYTES = 1 << 30
+
 
 class SettingsError(Exception):
     """A configuration value is wrong; the message names the variable."""
@@ -65,6 +70,9 @@ class Settings(BaseSettings):
     # (sesguard.runtime.retry.max_receive_count), with dlq_max_receives as a floor.
     outage_tolerance_seconds: float = Field(900.0, ge=0, le=86400)
     dlq_max_receives: int = Field(5, ge=1, le=1000)
+    max_object_bytes: int = Field(
+        DEFAULT_MAX_OBJECT_BYTES, ge=1, description="decompressed bytes per event object"
+    )
     job_record_days: int = Field(14, ge=1)
     use_tenants: bool = False
     tenant_identity: str | None = Field(

@@ -58,3 +58,15 @@ def test_worker_bench_runs() -> None:
     )
     for key in ("speedup", "ddb_writes_per_1k_events", "parse_vs_orjson"):
         assert key in r, key
+
+
+def test_worker_lag_bench_runs_and_compares_both_modes() -> None:
+    r = run_bench(
+        "bench/worker_lag.py", "--bomb-mib", "4", "--records-bomb-mib", "0.2", "--plain-mb", "1"
+    )
+    assert len(r["objects"]) == 5
+    for figures in r["objects"].values():
+        for mode in ("ours", "one_call"):
+            assert {"worst_lag_ms", "worst_held_ms", "cpu_seconds"} <= figures[mode].keys()
+    for key in ("worst_lag_ms", "worst_held_ms", "worst_lag_ms_one_call", "lag_target_met"):
+        assert key in r, key

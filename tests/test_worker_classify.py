@@ -13,6 +13,7 @@ from tests.fixtures.ses_events import (
     EXPECTED_ACME,
     EXPECTED_UNATTRIBUTED,
     FORMATS,
+    NDJSON,
     encode,
     event,
     record_of,
@@ -21,6 +22,7 @@ from tests.fixtures.ses_events import (
 )
 from worker.aggregate import aggregate_bytes
 from worker.classify import Delta, Ignored, NotAnEvent, classify, event_hour
+from worker.records import MALFORMED_KEPT
 
 T = datetime(2026, 11, 29, 1, 30, tzinfo=UTC)
 H1 = datetime(2026, 11, 29, 1, tzinfo=UTC)
@@ -211,3 +213,14 @@ def test_a_per_message_event_is_simulator_mail_only_when_every_recipient_is() ->
 def test_counters_hold_every_named_counter_in_report_order() -> None:
     assert tuple(f.name for f in fields(Counters)) == ALL_COUNTERS
     assert COUNTERS + tuple(f"simulator_{c}" for c in COUNTERS) == ALL_COUNTERS
+
+
+def test_malformed_findings_are_all_counted_and_the_first_thousand_kept() -> None:
+    # Alternating reader findings (not JSON) and classifier findings (not an SES event).
+    data = b"x\n{}\n" * 800 + NDJSON
+    agg = aggregate_bytes(data, 4096)
+    stats = agg.stats
+    assert stats.malformed_count == 1600
+    assert len(stats.malformed) == MALFORMED_KEPT == 1000
+    assert [m.offset for m in stats.malformed] == [5 * (i // 2) + 2 * (i % 2) for i in range(1000)]
+    assert stats.events == 12

@@ -9,7 +9,16 @@ import orjson
 import pytest
 
 from tests.fixtures.ses_events import FORMATS, NDJSON, encode, sample_bytes, sample_records
-from worker.records import MAX_PENDING_BYTES, RecordStream, read_all
+from worker.records import (
+    INFLATE_STEP,
+    MALFORMED_KEPT,
+    MAX_PENDING_BYTES,
+    RECORD_WORK,
+    STEP_WORK,
+    Malformed,
+    RecordStream,
+    read_all,
+)
 
 CHUNK_SIZES = [1, 2, 7, 64, 1000, 1 << 20]
 
@@ -156,3 +165,105 @@ def test_feed_after_finish_is_an_error() -> None:
     stream.finish()
     with pytest.raises(RuntimeError):
         stream.feed(b"{}")
+
+
+# ---- bounded steps and hostile input (see worker/records.py: "Bounded steps") ----------
+
+HOSTILE_TEXTS = {
+    "records": NDJSON * 400,
+    "concatenated": sample_bytes("plain-concatenated") * 400,
+    "spaces": b" " * (3 << 20),
+    "blank-lines": b" \n\r\n\t\n" * (1 << 19),
+    "empty-objects": b"{}\n{}{}{}\n" * (1 << 15),
+    "numbers": b"1\n" * (1 << 17),
+    "open-braces": b"{" * (3 << 20),
+    "close-braces": b"}" * (3 << 20),
+    "one-string": b'{"eventType":"Send","x":"' + b"a" * (3 << 20) + b'"}',
+    # Record starts that never end, no `}{` anywhere: each is a resync point after the
+    # one before it, so a full parse of the rest from each would be quadratic (minutes).
+    "record-starts": b'{"eventType"' * (1 << 18),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_TEXTS))
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_steps_do_bounded_work_and_read_what_feed_reads(name: str, gz: bool) -> None:
+    data = HOSTILE_TEXTS[name]
+    if gz:
+        data = gzip.compress(data, 9)
+    stream = RecordStream()
+    got: list[tuple[int, dict[str, object]]] = []
+    per_step: list[tuple[int, int]] = []  # (bytes decoded, records + malformed) per step
+    mark = (0, 0)
+
+    def step_done() -> None:
+        nonlocal mark
+        now = (stream.bytes_decoded, len(got) + stream.malformed_count)
+        per_step.append((now[0] - mark[0], now[1] - mark[1]))
+        mark = now
+
+    for i in range(0, len(data), 1 << 20):
+        for _ in stream.feed_steps(data[i : i + (1 << 20)], lambda o, r: got.append((o, r))):
+            step_done()
+        step_done()
+    for _ in stream.finish_steps(lambda o, r: got.append((o, r))):
+        step_done()
+    step_done()
+    assert max(b for b, _ in per_step) <= 2 * INFLATE_STEP
+    assert max(n for _, n in per_step) <= STEP_WORK // RECORD_WORK + 1
+    assert (got, stream.malformed) == read_all(data)
+
+
+def test_brace_pairs_inside_non_ascii_strings_are_not_boundaries() -> None:
+    recs = sample_records()[:4]
+    for rec, subject in zip(recs, ["é }{ ü", "😀}{😀", '\\"}{"', "}   {€"], strict=True):
+        rec["mail"]["commonHeaders"]["subject"] = subject
+    data = b"".join(orjson.dumps(r) for r in recs) * 2
+    for chunk in (13, 1 << 20):
+        records, malformed = read_all(data, chunk)
+        assert malformed == []
+        assert [r for _, r in records] == recs * 2
+        for offset, rec in records:
+            piece = orjson.dumps(rec)
+            assert data[offset : offset + len(piece)] == piece
+
+
+def test_invalid_utf8_right_after_a_record_is_one_malformed_stretch() -> None:
+    rec = sample_records()[0]
+    rec["mail"]["commonHeaders"]["subject"] = "a }{ b"  # the slow path finds its end
+    good = orjson.dumps(rec)
+    data = good + b"\xff\xfe" + good
+    records, malformed = read_all(data)
+    assert [o for o, _ in records] == [0, len(good) + 2]
+    assert malformed == [Malformed(len(good), 2, "not JSON")]
+
+
+def test_every_malformed_stretch_is_counted_and_the_first_are_kept() -> None:
+    lines = b"[1]\n" * (MALFORMED_KEPT + 200)
+    garbage = b"x}{x" * 1000  # one stretch, found piecewise while resynchronizing
+    data = lines + garbage + b"\n" + NDJSON
+    for chunk in (1000, 1 << 20):
+        stream = RecordStream()
+        records = [r for i in range(0, len(data), chunk) for r in stream.feed(data[i : i + chunk])]
+        records += stream.finish()
+        assert len(records) == 12
+        assert stream.malformed_count == MALFORMED_KEPT + 201
+        assert [m.offset for m in stream.malformed] == [4 * i for i in range(MALFORMED_KEPT)]
+
+
+def test_blank_lines_of_every_shape_are_skipped_and_offsets_kept() -> None:
+    blanks = b"\n \r\n\t\t\n   \n" * 50
+    lines = [orjson.dumps(r) for r in sample_records()]
+    data = blanks + blanks.join(lines) + blanks + b"\x0c\n"  # form feed: not JSON whitespace
+    for chunk in (7, 4096, 1 << 20):
+        records, malformed = read_all(data, chunk)
+        assert [r for _, r in records] == sample_records()
+        for (offset, _), line in zip(records, lines, strict=True):
+            assert data[offset : offset + len(line)] == line
+        assert malformed == [Malformed(len(data) - 2, 1, "not JSON")]
+
+
+def test_a_long_whitespace_run_then_a_record() -> None:
+    data = b" \t" * (3 << 19) + NDJSON.split(b"\n")[0]
+    records, malformed = read_all(data)
+    assert malformed == [] and [o for o, _ in records] == [3 << 20]

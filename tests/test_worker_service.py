@@ -29,7 +29,6 @@ from tests.fixtures.ses_events import (
 )
 from tests.test_sender_support import client_error
 from worker import main as worker_main
-from worker.pipeline import Processor
 from worker.service import WorkerService
 
 NOW = datetime.now(UTC)
@@ -519,23 +518,18 @@ async def test_sigterm_during_a_long_object_returns_it_at_once_and_it_is_counted
 
 
 async def test_an_object_over_the_size_cap_is_dead_lettered_with_its_reason(env: Env) -> None:
-    """worker.pipeline.ObjectTooLarge (the decompressed-bytes cap) is a permanent failure:
-    the notification goes to the DLQ at once with the exception's text as the reason."""
-    from worker.pipeline import ObjectTooLarge
-
-    await env.put(firehose_key(1, gz=False), sample_bytes("plain-newline"))
-    service = WorkerService(env.clients, env.settings)
-    inner = service.processor
-    cap = "decompresses to more than 1048576 bytes (SESGUARD_MAX_OBJECT_BYTES)"
-
-    class Capped(Processor):  # the real processor, with the cap hit on every object
-        async def process(self, bucket: str, key: str, now: Any = None) -> Any:
-            raise ObjectTooLarge(f"s3://{bucket}/{key} {cap}")
-
-    service.processor = Capped(inner.s3, inner.store, inner.enforcer)
+    """SESGUARD_MAX_OBJECT_BYTES reaches the service's real processor: an object that
+    decompresses past it is a permanent failure, dead-lettered at once with the reason
+    (the object, the cap, the setting), and nothing of it is counted."""
+    data = sample_bytes("plain-newline")
+    await env.put(firehose_key(1, gz=False), data)
+    settings = env.settings.model_copy(update={"max_object_bytes": len(data) - 1})
+    service = WorkerService(env.clients, settings)
     assert await service.run(drain=True) == 0
     assert service.metrics.dead_lettered == 1 and service.metrics.failures == 0
     (dead,) = await env.dead_letters()
     reason = dead["MessageAttributes"]["sesguard_reason"]["StringValue"]
-    assert reason == f"s3://{env.bucket}/{firehose_key(1, gz=False)} {cap}"
+    assert reason.startswith(f"s3://{env.bucket}/{firehose_key(1, gz=False)} decompresses to")
+    assert f"more than {len(data) - 1} bytes (SESGUARD_MAX_OBJECT_BYTES)" in reason
+    assert await env.totals("acme") == {}
     assert await env.depth(env.queue_url) == 0

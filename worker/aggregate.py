@@ -2,8 +2,9 @@
 
 DynamoDB writes then scale with the partner-hours of an object, not with its events.
 The per-object statistics are what the worker logs and measures: events counted,
-records ignored by kind, malformed records (with their offsets), untagged events,
-records of the wrong pipeline, simulator recipients kept out of the rates.
+records ignored by kind, malformed records (the first MALFORMED_KEPT with their offsets,
+all of them counted), untagged events, records of the wrong pipeline, simulator recipients
+kept out of the rates.
 
 Mailbox-simulator recipients are decided here, at counting time: by default each goes to
 the `simulator_` twin of its counter (SES leaves simulator mail out of the account's
@@ -14,13 +15,14 @@ rates, and so do we); with `count_simulator` they count like real mail (README,
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sesguard.partners import COUNTERS, SIMULATOR_PREFIX, Counters
 from worker.classify import Ignored, NotAnEvent, WrongPipeline, classify
-from worker.records import Malformed, RecordStream
+from worker.records import MALFORMED_KEPT, Malformed, RecordStream
 
 CellKey = tuple[str, datetime]  # (partner_id, hour)
 _SIMULATOR_TWIN = {name: SIMULATOR_PREFIX + name for name in COUNTERS}
@@ -37,11 +39,8 @@ class ObjectStats:
     # SNS identity notifications: records of the wrong pipeline, in no partner's counters
     wrong_pipeline: int = 0
     simulator: int = 0  # simulator recipients counted apart, out of the rates
-    malformed: list[Malformed] = field(default_factory=list)
-
-    @property
-    def malformed_count(self) -> int:
-        return len(self.malformed)
+    malformed: list[Malformed] = field(default_factory=list)  # the first MALFORMED_KEPT
+    malformed_count: int = 0  # all of them
 
     @property
     def ignored_count(self) -> int:
@@ -49,13 +48,15 @@ class ObjectStats:
 
 
 class Aggregator:
-    """Feed records (or raw bytes through `feed_bytes`); read `counts()` and `stats`."""
+    """Feed records (or raw bytes through `feed_bytes`, or in bounded steps through
+    `feed_steps`); read `counts()` and `stats`."""
 
     def __init__(self, count_simulator: bool = False) -> None:
         self.count_simulator = count_simulator
         self.stats = ObjectStats()
         self._cells: dict[CellKey, dict[str, int]] = {}
         self._stream = RecordStream()
+        self._finished = False
 
     def add(self, offset: int, record: dict[str, Any]) -> None:
         stats = self.stats
@@ -63,7 +64,9 @@ class Aggregator:
         try:
             result = classify(record)
         except NotAnEvent as exc:
-            stats.malformed.append(Malformed(offset, 0, str(exc)))
+            stats.malformed_count += 1
+            if len(stats.malformed) < MALFORMED_KEPT:
+                stats.malformed.append(Malformed(offset, 0, str(exc)))
             return
         if isinstance(result, Ignored):
             stats.ignored[result.kind] += 1
@@ -95,19 +98,40 @@ class Aggregator:
 
     def feed_bytes(self, data: bytes) -> None:
         """Parse a chunk of the object's bytes (gzip or plain) and fold its records in."""
-        self._stream.feed(data, self.add)
+        for _ in self.feed_steps(data):
+            pass
 
     def finish_bytes(self) -> None:
         """End of the object: flush the reader and collect what it found malformed."""
-        self._stream.finish(self.add)
-        # The reader's findings come first: they are about bytes, ours about meaning.
-        self.stats.malformed = sorted(
-            [*self._stream.malformed, *self.stats.malformed], key=lambda m: m.offset
-        )
+        for _ in self.finish_steps():
+            pass
+
+    def feed_steps(self, data: bytes) -> Iterator[None]:
+        """`feed_bytes` in steps of bounded work (RecordStream.feed_steps)."""
+        return self._stream.feed_steps(data, self.add)
+
+    def finish_steps(self) -> Iterator[None]:
+        """`finish_bytes` in steps of bounded work."""
+        if self._finished:
+            return
+        self._finished = True
+        yield from self._stream.finish_steps(self.add)
+        stream, stats = self._stream, self.stats
+        # The reader's findings come first: they are about bytes, ours about meaning. Both
+        # lists hold the first of their kind in offset order, so these are the first of all.
+        stats.malformed = sorted([*stream.malformed, *stats.malformed], key=lambda m: m.offset)
+        del stats.malformed[MALFORMED_KEPT:]
+        stats.malformed_count += stream.malformed_count
 
     @property
     def bytes_in(self) -> int:
+        """Bytes of the object read so far."""
         return self._stream.bytes_in
+
+    @property
+    def bytes_decoded(self) -> int:
+        """Bytes after decompression so far (the object's own bytes if it is plain)."""
+        return self._stream.bytes_decoded
 
     def counts(self) -> dict[CellKey, Counters]:
         """Non-empty counters per (partner, hour)."""

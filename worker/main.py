@@ -91,7 +91,12 @@ async def _backfill(args: argparse.Namespace, settings: Settings, clients: Clien
     bucket = args.bucket or settings.bucket_name(await clients.account_id())
     prefix = settings.events_prefix if args.prefix is None else args.prefix
     store = PartnerStore.from_settings(clients.dynamodb, settings)
-    processor = Processor(clients.s3, store, Enforcer(store, clients.sesv2, settings))
+    processor = Processor(
+        clients.s3,
+        store,
+        Enforcer(store, clients.sesv2, settings),
+        max_object_bytes=settings.max_object_bytes,
+    )
     report = await backfill(
         processor, clients.s3, bucket, prefix, since=args.since, concurrency=settings.concurrency
     )

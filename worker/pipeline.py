@@ -4,10 +4,19 @@ Shared by the queue consumer and backfill, so both give the same exactly-once gu
 The object is read in chunks and folded into per-partner-hour counters as it streams;
 only those counters (not the events) are held until the transaction. Whether simulator
 mail counts like real mail is read from the settings here, at counting time.
+
+The event loop stays responsive whatever the object holds: parsing runs in steps of
+bounded work (worker/records.py) and a Processor runs one step per event-loop turn across
+all the objects it is processing, so timers (visibility renewal, heartbeat, the stop
+signal) wait for at most one step, not for an object. An object that decompresses to more
+than `max_object_bytes` (SESGUARD_MAX_OBJECT_BYTES) is given up as soon as it passes the
+cap, before anything of it is applied.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,6 +25,7 @@ from botocore.exceptions import ClientError
 
 from sesguard.logging import get_logger
 from sesguard.partners import utcnow
+from sesguard.settings import DEFAULT_MAX_OBJECT_BYTES
 from sesguard.store import PartnerStore
 from worker.aggregate import Aggregator, ObjectStats
 from worker.apply import ApplyResult, apply_object
@@ -27,6 +37,7 @@ READ_CHUNK = 1 << 20
 MALFORMED_LOG_LIMIT = 20  # per object; the count is always logged in full
 WRONG_PIPELINE = "not event-publishing records: the bucket is fed by the wrong pipeline"
 _MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
+_DONE = object()
 
 
 class ObjectMissing(Exception):
@@ -54,10 +65,17 @@ class ObjectResult:
 
 @dataclass
 class Processor:
+    """`process(bucket, key)`: one object, exactly once. `max_object_bytes` is the cap on
+    its decompressed bytes; `on_step`, if set, is called after every parsing step with the
+    object's Aggregator (its bytes_decoded and stats show the progress)."""
+
     s3: Any
     store: PartnerStore
     enforcer: Enforcer
     read_chunk: int = READ_CHUNK
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
+    on_step: Callable[[Aggregator], None] | None = None
+    _turn: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False, compare=False)
 
     @property
     def count_simulator(self) -> bool:
@@ -73,11 +91,13 @@ class Processor:
             raise
         etag = str(resp.get("ETag", "")).strip('"') or None
         modified: datetime | None = resp.get("LastModified")
+        where = f"s3://{bucket}/{key}"
+        size: int | None = resp.get("ContentLength")
         body = resp["Body"]
         async with body:  # releases the connection even if parsing fails
             while chunk := await body.read(self.read_chunk):
-                agg.feed_bytes(chunk)
-        agg.finish_bytes()
+                await self._parse(agg.feed_steps(chunk), agg, where, size)
+        await self._parse(agg.finish_steps(), agg, where, size)
 
         counts = agg.counts()
         applied = await apply_object(self.store, bucket, key, counts, etag=etag)
@@ -94,6 +114,33 @@ class Processor:
         )
         _log_result(result)
         return result
+
+    async def _parse(
+        self, steps: Iterator[None], agg: Aggregator, where: str, size: int | None
+    ) -> None:
+        """Run parsing steps, one per event-loop turn for all of this Processor's objects.
+
+        The turn is held across one `sleep(0)` after every step: everything else the loop
+        has to do runs before any object's next step, however many objects are being
+        parsed at once.
+        The cap is checked after every step, so an object over it is given up within the
+        step that passes it (a step decodes at most 2 * INFLATE_STEP bytes), without
+        reading further.
+        """
+        while True:
+            async with self._turn:
+                more = next(steps, _DONE) is not _DONE
+                if self.on_step is not None:
+                    self.on_step(agg)
+                if agg.bytes_decoded > self.max_object_bytes:
+                    raise ObjectTooLarge(
+                        f"{where} decompresses to more than {self.max_object_bytes} bytes"
+                        f" (SESGUARD_MAX_OBJECT_BYTES); gave up after reading"
+                        f" {agg.bytes_in} of its {size} bytes"
+                    )
+                await asyncio.sleep(0)  # after the last step too: the next chunk's is next
+            if not more:
+                return
 
 
 def _log_result(r: ObjectResult) -> None:

@@ -13,46 +13,84 @@ by MAX_RECORD_BYTES) is kept between chunks.
 
 Finding boundaries fast: a line that orjson accepts is one record (the common case costs
 one `loads`). Otherwise the text is cut at every `}{` (optionally with whitespace between),
-which can only occur between records or inside a string. If a piece does not parse, a
-string-aware brace scanner finds the real end of the record that starts there; if the
-record never closes (truncated) or is not an object at all (garbage), the reader skips to
-the next plausible record start and reports the skipped bytes as one malformed record.
+which can only occur between records or inside a string. If a piece does not parse, one
+orjson pass finds where the record that starts there really ends; if the record never
+closes (truncated) or is not an object at all (garbage), the reader skips to the next
+plausible record start and reports the skipped bytes as one malformed record.
+
+Bounded steps, so that no object blocks the caller's event loop: `feed_steps(chunk, sink)`
+is a generator that pauses (yields) whenever about STEP_WORK units of work were done since
+the last pause; worker/pipeline.py gives the event loop a turn at each pause. Work is
+counted from the data alone, so the bound is deterministic: each byte handed to C code
+(inflate, regex search, orjson, copies) is one unit, each record, line or skipped stretch
+handled in Python is RECORD_WORK units. One inflate call produces at most INFLATE_STEP
+bytes, so a gzip bomb is read like any long stream, and every pass over the bytes is in C:
+whitespace, blank lines and garbage are skipped with regular expressions and bytes methods,
+never byte by byte in Python. `feed` is the same work run to completion.
 
 Offsets are byte offsets in the decoded (decompressed) stream; for plain objects they are
-offsets in the object itself.
+offsets in the object itself. Every malformed stretch is counted (`malformed_count`); the
+first MALFORMED_KEPT are kept with their offsets, so a garbage object cannot grow memory.
 """
 
 from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 Sink = Callable[[int, dict[str, Any]], None]  # receives (offset, record)
+Steps = Iterator[None]  # one item per pause: the caller may do other work in between
 
 GZIP_MAGIC = b"\x1f\x8b"
 # A record longer than this without closing is treated as broken rather than buffered on.
 MAX_RECORD_BYTES = 1 << 20
-# Decompressed bytes produced per step, so a small compressed chunk cannot balloon memory.
+# Decompressed bytes produced per inflate call (and per slice of a plain chunk), so a small
+# compressed chunk cannot balloon memory or take long in one call.
 INFLATE_STEP = 1 << 20
 # An undelimited tail longer than this is cut into records before more data arrives.
 MAX_PENDING_BYTES = 256 * 1024
+# Work between two pauses of feed_steps/finish_steps (units: see the module docstring):
+# about a millisecond of CPU on one core, whatever the bytes are. A record handed to the
+# sink costs a few microseconds of Python (parse, classify, count), hence RECORD_WORK: at
+# most 256 records per step, about 200 of SES's.
+STEP_WORK = 1 << 20
+RECORD_WORK = 4096
+# Malformed stretches kept with their offsets (all of them are counted).
+MALFORMED_KEPT = 1000
 
 # `}` then optional whitespace then `{`: outside strings, only ever between two records.
+# After garbage, the `{` of such a pair is a plausible start of the next record.
 _BOUNDARY = re.compile(rb"\}[ \t\r\n]*\{")
-# A plausible start of the next record after garbage: after a closing brace, or an SES
-# record's leading key (a raw `{"` cannot occur inside a JSON string: quotes are escaped).
-_RESYNC = re.compile(rb'(?<=\})[ \t\r\n]*(\{)|(\{)[ \t\r\n]*"(?:eventType|notificationType)"')
-# Where an SES record starts: a real record ends before the next one starts.
+# Where an SES record starts (the other plausible start after garbage): a real record ends
+# before the next one starts (a raw `{"` cannot occur inside a JSON string: quotes are
+# escaped).
 _RECORD_START = re.compile(rb'\{[ \t\r\n]*"(?:eventType|notificationType)"')
-# Tokens for the brace scanner: whole strings (skipped), braces, or a lone unterminated quote.
-_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[{}"]', re.S)
+# JSON whitespace (RFC 8259), and a run of it.
 _WS = b" \t\r\n"
-_OPEN, _CLOSE, _QUOTE = 0x7B, 0x7D, 0x22
+_WS_BYTES = frozenset(_WS)
+_WS_RUN = re.compile(rb"[ \t\r\n]*")
+# Text that starts blank or with a line shorter than this is split a window of about
+# _LINE_WINDOW bytes at a time, and windows of nothing but whitespace are skipped in C.
+_DENSE_LINE_BYTES = 32
+_LINE_WINDOW = 64 * 1024
+_OPEN = 0x7B
+# Bytes no JSON text can end with: where a candidate ends with one, orjson would fail, and
+# is not asked (it allocates about ten times its input before it looks).
+_NO_END = frozenset(range(256)) - frozenset(b'}]"0123456789el \t\r\n')
+_FAIL = object()
+# orjson's messages for a value followed by more text, and for input that is not UTF-8
+# (it checks the encoding of its whole input before parsing).
+_TRAILING = "unexpected content after document"
+_NOT_UTF8 = "str is not valid UTF-8"
+_EOF = "unexpected end of data"
+# Where a candidate record runs far (no `}{` pair for a long way), its first bytes are
+# parsed alone first: garbage is usually broken early.
+_PROBE_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,49 +102,90 @@ class Malformed:
     reason: str
 
 
-def _balanced_end(buf: bytes, start: int, stop: int) -> int | None:
-    """Index just past the `}` closing the object that opens at `start`, looking no
-    further than `stop`; None if it does not close there (truncated, or more data needed)."""
-    depth = 0
-    for m in _TOKEN.finditer(buf, start, stop):
-        c = buf[m.start()]
-        if c == _QUOTE:
-            if m.end() - m.start() == 1:
-                return None  # a string that never ends
-            continue
-        if c == _OPEN:
-            depth += 1
-        else:
-            depth -= 1
-            if depth == 0:
-                return m.end()
-    return None
-
-
-def _resync(buf: bytes, start: int) -> int | None:
-    m = _RESYNC.search(buf, start)
-    if m is None:
-        return None
-    return m.start(1) if m.group(1) is not None else m.start(2)
-
-
 def _skip_ws(buf: bytes, pos: int) -> int:
+    match = _WS_RUN.match(buf, pos)
+    assert match is not None  # `*` always matches
+    return match.end()
+
+
+def _object_end(buf: bytes, start: int, stop: int) -> tuple[int, Any] | None:
+    """(end, value) of the JSON value that opens at `start` if it is complete and valid
+    before `stop` (end is just past its last byte); None if it is broken or does not close
+    there. One orjson pass in C over buf[start:stop], whatever the bytes are."""
+    seg = buf[start:stop]
+    try:
+        value = orjson.loads(seg)
+    except orjson.JSONDecodeError as exc:
+        if exc.msg.startswith(_NOT_UTF8):  # somewhere in seg: look again up to that byte
+            try:
+                seg.decode()
+            except UnicodeDecodeError as bad:
+                found = _object_end(seg, 0, bad.start) if bad.start else None
+                return None if found is None else (start + found[0], found[1])
+            return None
+        if not exc.msg.startswith(_TRAILING):
+            return None
+        # orjson counts characters; seg is valid UTF-8 here (it was checked first).
+        after = exc.pos if seg.isascii() else len(seg.decode()[: exc.pos].encode())
+        end = after if seg[after - 1] not in _WS_BYTES else len(seg[:after].rstrip(_WS))
+        return start + end, orjson.loads(seg[:end])
+    end = len(seg) if seg[-1] not in _WS_BYTES else len(seg.rstrip(_WS))
+    return start + end, value
+
+
+def _broken_early(buf: bytes, start: int) -> bool:
+    """Whether the JSON text at `start` is broken within its first _PROBE_BYTES, so that
+    no value starting there can end further on. Spares a full parse of a long rest for
+    each of many broken starts (garbage made of record starts would cost quadratic time)."""
+    window = buf[start : start + _PROBE_BYTES]
+    try:
+        orjson.loads(window)
+    except orjson.JSONDecodeError as exc:
+        if exc.msg.startswith((_EOF, _NOT_UTF8)):
+            return False  # more text might complete it, or the cut split a character
+        # A definite error, far enough from the cut (exc.pos counts characters, at most 4
+        # bytes each) that the cut cannot be its cause.
+        return 4 * (exc.pos + 1) + 64 <= len(window)
+    return False
+
+
+def _next_pair(buf: bytes, start: int) -> tuple[int, int]:
+    """(index of the `}`, index of the `{`) of the first `}{` pair (whitespace allowed
+    between) whose `}` is at or after `start`; (n, n) if there is none."""
     n = len(buf)
-    while pos < n and buf[pos] in _WS:
-        pos += 1
-    return pos
+    if buf.find(b"{", start + 1) < 0:  # memchr: spares the regex a run of `}` with no `{`
+        return n, n
+    m = _BOUNDARY.search(buf, start)
+    return (m.start(), m.end() - 1) if m else (n, n)
+
+
+def _line_groups(text: bytes, base: int) -> Iterator[tuple[int, list[bytes], int]]:
+    """(offset, lines, work): text split at `\\n`, whole; or if it starts with a blank or
+    tiny line (a record's line starts with `{` and is long), a window of whole lines at a
+    time, a window of nothing but whitespace skipped in C (no lines, its work counted)."""
+    if text[0] not in _WS_BYTES and text.find(b"\n", 0, _DENSE_LINE_BYTES) < 0:
+        yield base, text.split(b"\n"), len(text)
+        return
+    lo = 0
+    while lo < len(text):
+        hi = text.find(b"\n", lo + _LINE_WINDOW - 1) + 1 or len(text)
+        window = text[lo:hi]
+        yield base + lo, window.split(b"\n") if window.translate(None, _WS) else [], 2 * len(window)
+        lo = hi
 
 
 class RecordStream:
     """Incremental reader: `feed(chunk)` and finally `finish()` return complete records as
-    (offset, dict) pairs; bad bytes accumulate in `malformed`.
+    (offset, dict) pairs; bad bytes accumulate in `malformed`. `feed_steps` and
+    `finish_steps` do the same work in bounded steps (see the module docstring).
 
     Non-object JSON (`[1]`, `42`) is malformed here; whether an object is an SES event is
     the classifier's call.
     """
 
     def __init__(self) -> None:
-        self.malformed: list[Malformed] = []
+        self.malformed: list[Malformed] = []  # the first MALFORMED_KEPT
+        self.malformed_count = 0  # all of them
         self.bytes_in = 0  # raw bytes fed
         self.bytes_decoded = 0  # bytes after decompression
         self.gzip: bool | None = None  # None until the first two bytes are seen
@@ -116,6 +195,9 @@ class RecordStream:
         self._pending = b""  # decoded bytes not yet cut into records
         self._base = 0  # decoded offset of _pending[0]
         self._finished = False
+        self._spent = 0  # work since the last pause
+        self._bad_end = -1  # end of the last malformed stretch (-1: it has no length)
+        self._bad_kept = False  # whether that stretch is in `malformed`
 
     # ---- public ------------------------------------------------------------------
 
@@ -128,27 +210,51 @@ class RecordStream:
         """Read a chunk. With a `sink`, each record is handed over as soon as it is parsed
         (and nothing is returned): records are not kept alive, which also spares the
         garbage collector; without one they are returned as a list."""
-        if self._finished:
-            raise RuntimeError("feed() after finish()")
-        self.bytes_in += len(data)
         out: list[tuple[int, dict[str, Any]]] = []
-        emit = sink or (lambda offset, record: out.append((offset, record)))
-        for piece in self._decode(data):
-            self._take(piece, emit, final=False)
+        for _ in self.feed_steps(data, sink or (lambda offset, rec: out.append((offset, rec)))):
+            pass
         return out
 
     def finish(self, sink: Sink | None = None) -> list[tuple[int, dict[str, Any]]]:
         """Flush the tail: whatever is left must be complete records or it is malformed."""
-        if self._finished:
-            return []
-        self._finished = True
         out: list[tuple[int, dict[str, Any]]] = []
-        emit = sink or (lambda offset, record: out.append((offset, record)))
-        for piece in self._decode_end():
-            self._take(piece, emit, final=False)
-        self._take(b"", emit, final=True)
-        self._check_truncated_gzip()
+        for _ in self.finish_steps(sink or (lambda offset, rec: out.append((offset, rec)))):
+            pass
         return out
+
+    def feed_steps(self, data: bytes, sink: Sink) -> Steps:
+        """`feed` in steps of bounded work: records go to `sink` as they are parsed, and the
+        generator pauses every STEP_WORK units. Run it to the end before feeding more."""
+        if self._finished:
+            raise RuntimeError("feed() after finish()")
+        self.bytes_in += len(data)
+        return self._feed_steps(data, sink)
+
+    def finish_steps(self, sink: Sink) -> Steps:
+        """`finish` in steps of bounded work."""
+        if self._finished:
+            return iter(())
+        self._finished = True
+        return self._finish_steps(sink)
+
+    # ---- steps -------------------------------------------------------------------
+
+    def _feed_steps(self, data: bytes, sink: Sink) -> Steps:
+        for piece in self._decode(data):
+            yield from self._take(piece, sink, final=False)
+            yield from self._pause()
+
+    def _finish_steps(self, sink: Sink) -> Steps:
+        for piece in self._decode_end():
+            yield from self._take(piece, sink, final=False)
+        yield from self._take(b"", sink, final=True)
+        self._check_truncated_gzip()
+
+    def _pause(self) -> Steps:
+        """Pause if a step's worth of work was done (callers inline this test in loops)."""
+        if self._spent >= STEP_WORK:
+            self._spent = 0
+            yield
 
     # ---- decoding ----------------------------------------------------------------
 
@@ -160,9 +266,15 @@ class RecordStream:
             data, self._head = self._head, b""
             self.gzip = data[:2] == GZIP_MAGIC
         if not self.gzip:
-            self.bytes_decoded += len(data)
-            return [data] if data else []
+            return self._slices(data)
         return self._inflate(data)
+
+    def _slices(self, data: bytes) -> Iterator[bytes]:
+        """A plain chunk in pieces of at most INFLATE_STEP bytes, like inflated ones."""
+        for i in range(0, len(data), INFLATE_STEP):
+            piece = data[i : i + INFLATE_STEP]
+            self.bytes_decoded += len(piece)
+            yield piece
 
     def _decode_end(self) -> list[bytes]:
         if self.gzip is None:  # fewer than two bytes in total: plain
@@ -183,7 +295,7 @@ class RecordStream:
     def _inflate(self, data: bytes) -> Iterator[bytes]:
         """Decompressed pieces of at most INFLATE_STEP bytes, one at a time (each is cut
         into records before the next is inflated: a small compressed chunk of a highly
-        compressible object never becomes one big buffer)."""
+        compressible object never becomes one big buffer, nor one long call)."""
         while data and not self._dead:
             if self._inflater is None:
                 if not data.strip(b"\x00"):
@@ -199,6 +311,7 @@ class RecordStream:
                 self._inflater = None  # the next member, if any, starts here
             else:
                 data = self._inflater.unconsumed_tail
+            self._spent += len(out) + RECORD_WORK
             if out:
                 self.bytes_decoded += len(out)
                 yield out
@@ -206,98 +319,122 @@ class RecordStream:
     def _corrupt(self, reason: str) -> None:
         self._dead = True
         self._inflater = None
-        self.malformed.append(Malformed(self.bytes_decoded, 0, reason))
+        self._note(self.bytes_decoded, 0, reason)
 
     def _check_truncated_gzip(self) -> None:
         if self.gzip and self._inflater is not None and not self._inflater.eof and not self._dead:
-            self.malformed.append(
-                Malformed(self.bytes_decoded, 0, "gzip stream truncated (no end of member)")
-            )
+            self._note(self.bytes_decoded, 0, "gzip stream truncated (no end of member)")
 
     # ---- cutting into records ----------------------------------------------------
 
-    def _take(self, piece: bytes, out: Sink, final: bool) -> None:
+    def _take(self, piece: bytes, out: Sink, final: bool) -> Steps:
         buf = self._pending + piece if self._pending else piece
+        self._pending = b""  # buf holds it now (one copy in memory, not two)
+        self._spent += len(buf)
         base = self._base
         cut = len(buf) if final else buf.rfind(b"\n") + 1
         if cut:
-            self._lines(buf[:cut], base, out)
+            yield from self._lines(buf[:cut], base, out)
         rest = buf[cut:]
         base += cut
         if len(rest) > MAX_PENDING_BYTES:  # no newline in sight: records are concatenated
-            used = self._scan(rest, base, out, final=False)
+            used = yield from self._scan(rest, base, out, final=False)
             rest = rest[used:]
             base += used
         self._pending = rest
         self._base = base
 
-    def _lines(self, text: bytes, base: int, out: Sink) -> None:
-        loads = orjson.loads
-        decode_error = orjson.JSONDecodeError
-        offset = base
-        for line in text.split(b"\n"):
-            size = len(line) + 1
-            if line:
-                try:
-                    obj = loads(line)
-                except decode_error:
-                    if line.strip(_WS):
-                        self._scan(line, offset, out, final=True)
-                else:
-                    if type(obj) is dict:
+    def _lines(self, text: bytes, base: int, out: Sink) -> Steps:
+        loads, decode_error, fail = orjson.loads, orjson.JSONDecodeError, _FAIL
+        blank_first, no_end, step, record_work = _WS_BYTES, _NO_END, STEP_WORK, RECORD_WORK
+        spent = self._spent  # a local in the loop, written back around every pause
+        for start, lines, cost in _line_groups(text, base):
+            offset = start
+            spent += cost
+            if spent >= step:
+                self._spent = spent = 0
+                yield
+            for line in lines:
+                size = len(line)
+                if size:
+                    spent += size + record_work
+                    if spent >= step:
+                        self._spent = spent = 0
+                        yield
+                    try:
+                        obj = loads(line) if line[-1] not in no_end else fail
+                    except decode_error:
+                        obj = fail
+                    if obj is fail:
+                        if line[0] not in blank_first or line.strip(_WS):  # not a blank line
+                            self._spent = spent
+                            yield from self._scan(line, offset, out, final=True)
+                            spent = self._spent
+                    elif type(obj) is dict:
                         out(offset, obj)
                     else:
-                        self._bad(offset, len(line), "not a JSON object")
-            offset += size
+                        self._bad(offset, size, "not a JSON object")
+                offset += size + 1
+        self._spent = spent
 
-    def _scan(self, buf: bytes, base: int, out: Sink, final: bool) -> int:
+    def _scan(self, buf: bytes, base: int, out: Sink, final: bool) -> Generator[None, None, int]:
         """Cut undelimited text into records; returns how many bytes were used (when not
         final, an incomplete last record stays for the next call)."""
         n = len(buf)
         pos = _skip_ws(buf, 0)
-        # Brace scanning is the slow path; a budget keeps hostile input linear.
+        # Finding where records end is the slow path; a budget keeps hostile input linear.
         budget = 4 * n + MAX_RECORD_BYTES
-        starts = -1  # next record start found so far (n: none left); searched lazily
+        # The next `}{` pair and the next record start, searched lazily (n: none left), so
+        # that each search covers buf about once in all.
+        pair = starts = -1
+        pair_open = n  # the `{` of that pair
+        self._spent += 2 * n
         while pos < n:
-            m = _BOUNDARY.search(buf, pos + 1)
-            end = m.start() + 1 if m else n
-            if m is None and not final and n - pos <= MAX_RECORD_BYTES:
+            if self._spent >= STEP_WORK:
+                self._spent = 0
+                yield
+            if pair <= pos:
+                pair, pair_open = _next_pair(buf, pos + 1)
+            end = pair + 1 if pair < n else n
+            if pair == n and not final and n - pos <= MAX_RECORD_BYTES:
                 return pos  # the last record may continue in the next chunk
-            try:
-                obj = orjson.loads(buf[pos:end])
-            except orjson.JSONDecodeError:
-                pass
-            else:
-                self._emit(obj, base + pos, end - pos, out)
-                pos = _skip_ws(buf, end)
-                continue
+            self._spent += RECORD_WORK
+            if end - pos > _PROBE_BYTES and _broken_early(buf, pos):
+                self._spent += _PROBE_BYTES  # and loads(buf[pos:end]) would fail: not asked
+            elif buf[end - 1] not in _NO_END:
+                self._spent += end - pos
+                try:
+                    obj = orjson.loads(buf[pos:end])
+                except orjson.JSONDecodeError:
+                    pass
+                else:
+                    self._emit(obj, base + pos, end - pos, out)
+                    pos = _skip_ws(buf, end)
+                    continue
+            if starts <= pos:
+                found = _RECORD_START.search(buf, pos + 1)
+                starts = found.start() if found else n
             # Not one record up to the next `}{`: maybe that `}{` was inside a string, so
             # find where this record really ends and try that.
             if buf[pos] == _OPEN and budget > 0:
-                if starts <= pos:
-                    found = _RECORD_START.search(buf, pos + 1)
-                    starts = found.start() if found else n
                 stop = min(starts, pos + MAX_RECORD_BYTES)
                 budget -= stop - pos
-                close = _balanced_end(buf, pos, stop)
-                if close is None:
+                self._spent += stop - pos
+                record = _object_end(buf, pos, stop)
+                if record is None:
                     if starts == n and not final and n - pos <= MAX_RECORD_BYTES:
                         return pos  # may be completed by the next chunk
-                elif close != end:
-                    try:
-                        obj = orjson.loads(buf[pos:close])
-                    except orjson.JSONDecodeError:
-                        pass
-                    else:
-                        self._emit(obj, base + pos, close - pos, out)
-                        pos = _skip_ws(buf, close)
-                        continue
-            # Broken (truncated, invalid, garbage): skip to the next plausible record start.
-            nxt = _resync(buf, pos + 1)
-            if nxt is None:
-                if not final and n - pos <= MAX_RECORD_BYTES:
-                    return pos
-                nxt = n
+                elif record[0] != end:
+                    close, obj = record
+                    self._emit(obj, base + pos, close - pos, out)
+                    pos = _skip_ws(buf, close)
+                    continue
+            # Broken (truncated, invalid, garbage): skip to the next plausible record start,
+            # the `{` of a `}{` pair (its `}` may be the one at pos) or a record's first key.
+            here = _BOUNDARY.match(buf, pos)
+            nxt = min(here.end() - 1 if here else pair_open, starts)
+            if nxt == n and not final and n - pos <= MAX_RECORD_BYTES:
+                return pos
             self._bad(base + pos, nxt - pos, "invalid JSON" if buf[pos] == _OPEN else "not JSON")
             pos = nxt
         return n
@@ -309,12 +446,22 @@ class RecordStream:
             self._bad(offset, length, "not a JSON object")
 
     def _bad(self, offset: int, length: int, reason: str) -> None:
-        last = self.malformed[-1] if self.malformed else None
-        if last is not None and last.length and last.offset + last.length == offset:
+        if offset == self._bad_end:
             # one broken stretch, found piecewise while resynchronizing: count it once
-            self.malformed[-1] = Malformed(last.offset, last.length + length, reason)
+            if self._bad_kept:
+                last = self.malformed[-1]
+                self.malformed[-1] = Malformed(last.offset, last.length + length, reason)
+            self._bad_end = offset + length
             return
-        self.malformed.append(Malformed(offset, length, reason))
+        self._note(offset, length, reason)
+
+    def _note(self, offset: int, length: int, reason: str) -> None:
+        """Count a malformed stretch; keep it if fewer than MALFORMED_KEPT are kept."""
+        self.malformed_count += 1
+        self._bad_kept = len(self.malformed) < MALFORMED_KEPT
+        if self._bad_kept:
+            self.malformed.append(Malformed(offset, length, reason))
+        self._bad_end = offset + length if length else -1
 
 
 def read_all(

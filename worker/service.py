@@ -26,6 +26,7 @@ from sesguard.runtime import (
     RetryPolicy,
     StopCause,
     queue_urls,
+    report_progress,
 )
 from sesguard.runtime.failures import describe
 from sesguard.settings import Settings
@@ -63,7 +64,12 @@ class WorkerService:
         self.store = PartnerStore.from_settings(clients.dynamodb, settings)
         if processor is None:
             processor = Processor(
-                clients.s3, self.store, Enforcer(self.store, clients.sesv2, settings)
+                clients.s3,
+                self.store,
+                Enforcer(self.store, clients.sesv2, settings),
+                max_object_bytes=settings.max_object_bytes,
+                # every parsing step is progress: a long object keeps the heartbeat fresh
+                on_step=lambda _agg: report_progress(),
             )
         self.metrics = Metrics()
         self.emf = ServiceMetrics("worker")  # CloudWatch metrics (EMF lines on stdout)
