@@ -75,6 +75,7 @@ SAFE_DEFAULTS = {
     "firehose_error_prefix": "the template's ErrorOutputPrefix is errors/ too (the default)",
     "sender_lease_seconds": "30 s: a crashed task's share of the send rate returns that fast",
     "dlq_max_receives": "a floor under the derived maxReceiveCount; the mapping uses the default",
+    "dlq_settle_seconds": "read by the operator CLI (sesguard dlq redrive) only",
 }
 
 

@@ -3,7 +3,8 @@
 Shared by the queue consumer and backfill, so both give the same exactly-once guarantee.
 The object is read in chunks and folded into per-partner-hour counters as it streams;
 only those counters (not the events) are held until the transaction. Whether simulator
-mail counts like real mail is read from the settings here, at counting time.
+mail counts like real mail is read from the settings here, at counting time. After the
+counters, the jobs the object's Send events name are confirmed (worker/confirm.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sesguard.partners import utcnow
 from sesguard.store import PartnerStore
 from worker.aggregate import Aggregator, ObjectStats
 from worker.apply import ApplyResult, apply_object
+from worker.confirm import Confirmations, confirm_sends
 from worker.enforce import Enforcer, Outcome
 
 log = get_logger(__name__)
@@ -46,6 +48,7 @@ class ObjectResult:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     lag_seconds: float | None = None
     bytes_read: int = 0
+    confirmations: Confirmations = field(default_factory=Confirmations)
 
     @property
     def partners(self) -> list[str]:
@@ -81,6 +84,7 @@ class Processor:
 
         counts = agg.counts()
         applied = await apply_object(self.store, bucket, key, counts, etag=etag)
+        confirmations = await confirm_sends(self.store.dynamodb, self.store.table, agg.sends)
         outcomes = await self.enforcer.check_all(agg.partners(), now)
         done = utcnow()
         result = ObjectResult(
@@ -91,6 +95,7 @@ class Processor:
             outcomes=outcomes,
             lag_seconds=round((done - modified).total_seconds(), 3) if modified else None,
             bytes_read=agg.bytes_in,
+            confirmations=confirmations,
         )
         _log_result(result)
         return result
@@ -140,4 +145,5 @@ def _log_result(r: ObjectResult) -> None:
         chunks_applied=r.applied.applied,
         chunks_already_counted=r.applied.already,
         lag_seconds=r.lag_seconds,
+        send_confirmations=r.confirmations.as_log(),
     )
