@@ -9,13 +9,13 @@ turned "sent" with SES's message id and time and `confirmed_by = "ses"`. The sen
 reads the job as a duplicate (never resent), and `sesguard dlq redrive` drops a job
 dead-lettered as "possibly sent" once it is confirmed (sesguard/dlq.py).
 
-Cost (bench/worker.py measures it): Send events are about a third of all events, and
-nearly every record they name already says "sent" (the sender wrote it). So the records
-are *read*, 100 keys per BatchGetItem (eventually consistent: half a read unit per
-record), and a write is made only for a record still "sending": a sender died mid-send,
-which is rare. One write per Send event would be one write per three events, far above
-the worker's budget of 2 write requests per 1,000 events. An eventually consistent read
-is safe here: a record only ever goes from "sending" to "sent", so a stale read can only
+Cost (bench/worker.py measures it): Send events are a third to a half of all events,
+and nearly every record they name already says "sent" (the sender wrote it). So the
+records are *read*, 100 keys per BatchGetItem (eventually consistent: half a read unit
+per record), and a write is made only for a record still "sending": a sender died
+mid-send, which is rare. One write per Send event would be a write for every two or
+three events, far above the worker's budget of 2 write requests per 1,000 events. An
+eventually consistent read is safe here: a record only ever goes from "sending" to "sent", so a stale read can only
 show "sending" where the record is already "sent", and the conditional write below then
 changes nothing.
 
