@@ -13,7 +13,12 @@ gzip objects of newline-delimited records, one object per buffer interval) and m
    (b) a naive processor written here: the original Lambda design, one UpdateItem per
    event. The naive side runs on a sample of events and is scaled (the JSON says so).
 
-DynamoDB write requests are counted with a botocore event hook on the client, for both.
+DynamoDB write and read requests are counted with a botocore event hook on the client,
+for both. Every Send event carries its job's tag, as the sender writes it, and every job
+has its record: "sent", or for 1 job in 1,000 "sending" (its sender died
+mid-send), which the worker confirms from the Send event (worker/confirm.py): the
+figures include what that costs. (Only the "sending" records are written, to spare moto:
+see STALE_EVERY; the worker's reads and writes are the same either way.)
 Prints a table, then as the last line one JSON object. moto timings are not AWS timings:
 the ratios are what this measures.
 """
@@ -42,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 
+from sesguard.jobs import JOB_TAG, job_id_from_tag, job_tag_value
 from sesguard.logging import configure_logging
 
 WRITE_OPS = frozenset(
@@ -58,13 +64,14 @@ class DataSet:
     events: int
     raw_bytes: int
     per_partner_sent: dict[str, int] = field(default_factory=dict)
+    jobs: list[tuple[str, str]] = field(default_factory=list)  # (job id, partner) of each Send
 
 
 def _ts(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
 
 
-def _mail(pid: str, at: datetime, dest: list[str], msg_id: str) -> dict[str, Any]:
+def _mail(pid: str, at: datetime, dest: list[str], msg_id: str, job_id: str) -> dict[str, Any]:
     src = f"{pid} <news@{pid}.mail.example.com>"
     subject = f"Your {pid} order {msg_id[:8]} has shipped"
     return {
@@ -90,6 +97,7 @@ def _mail(pid: str, at: datetime, dest: list[str], msg_id: str) -> dict[str, Any
             "ses:from-domain": ["mail.example.com"],
             "ses:caller-identity": ["sesguard-sender"],
             "partner_id": [pid],
+            JOB_TAG: [job_tag_value(job_id)],
         },
     }
 
@@ -100,7 +108,8 @@ def _message_events(
     """What SES publishes for one message: Send, then outcomes per recipient."""
     n = rng.choice((1, 1, 1, 1, 2, 3))
     dest = [f"u{rng.randrange(10**7)}@customer{rng.randrange(50)}.example.org" for _ in range(n)]
-    mail = _mail(pid, at, dest, f"0100{uuid.UUID(int=rng.getrandbits(128)).hex}-000000")
+    job_id = f"order:{rng.getrandbits(48):012x}"
+    mail = _mail(pid, at, dest, f"0100{uuid.UUID(int=rng.getrandbits(128)).hex}-000000", job_id)
     later = at + timedelta(seconds=rng.randrange(1, 30))
     out: list[dict[str, Any]] = [{"eventType": "Send", "mail": mail, "send": {}}]
     delivered, bounced = [], []
@@ -192,11 +201,13 @@ def build_data(events: int, partners: int, objects: int, seed: int = 7) -> DataS
         key = f"{at:%Y/%m/%d/%H}/sesguard-ses-events-1-{at:%Y-%m-%d-%H-%M-%S}-{uuid.uuid4()}.gz"
         out.append((key, gzip.compress(body, compresslevel=6)))
     sent: dict[str, int] = {}
+    jobs: list[tuple[str, str]] = []
     for r in records:
         if r["eventType"] == "Send":
             pid = r["mail"]["tags"]["partner_id"][0]
             sent[pid] = sent.get(pid, 0) + len(r["mail"]["destination"])
-    return DataSet(out, len(records), raw, sent)
+            jobs.append((job_id_from_tag(r["mail"]["tags"][JOB_TAG][0]) or "", pid))
+    return DataSet(out, len(records), raw, sent, jobs)
 
 
 # ---- parse benchmark ------------------------------------------------------------------
@@ -238,12 +249,14 @@ def best_of(fn: Any, arg: Any, runs: int = 3) -> tuple[float, int]:
 
 
 class WriteCounter:
-    """Counts DynamoDB write requests and the items they write (botocore event hooks)."""
+    """Counts DynamoDB write requests and the items they write, and read requests and
+    the items they ask for (botocore event hooks)."""
 
     def __init__(self, client: Any) -> None:
         self.requests = 0
         self.items = 0
         self.reads = 0
+        self.read_items = 0
         client.meta.events.register("provide-client-params.dynamodb.*", self._on_call)
 
     def _on_call(self, params: dict[str, Any], model: Any, **_: Any) -> None:
@@ -257,9 +270,15 @@ class WriteCounter:
                 self.items += 1
         else:
             self.reads += 1
+            if model.name == "BatchGetItem":
+                self.read_items += sum(
+                    len(v.get("Keys", [])) for v in params.get("RequestItems", {}).values()
+                )
+            else:
+                self.read_items += 1  # a Query is counted as one (it reads a few small items)
 
     def reset(self) -> None:
-        self.requests = self.items = self.reads = 0
+        self.requests = self.items = self.reads = self.read_items = 0
 
 
 async def run_worker(clients: Any, settings: Any, data: DataSet) -> dict[str, Any]:
@@ -326,6 +345,56 @@ async def run_naive(clients: Any, table: str, bucket: str, key: str, sample: int
 
 
 NAIVE_CONCURRENCY = 8
+STALE_EVERY = 1000  # one job in this many was left "sending" by a sender that died
+# Only those records are written. moto copies the whole table for every item of every
+# transaction (the worker applies counters in transactions), so a record for each of the
+# ~33,000 jobs would make moto, not the worker, the bottleneck. For the worker a job with
+# no record costs the same as one recorded "sent": its key is in the same BatchGetItem,
+# and nothing is written for it.
+
+
+async def write_job_records(clients: Any, table: str, jobs: list[tuple[str, str]]) -> list[str]:
+    """The claims dead senders left "sending" (1 job in STALE_EVERY); returns their ids."""
+    from sesguard import table as t
+
+    stale = [(j, pid) for n, (j, pid) in enumerate(jobs) if n % STALE_EVERY == STALE_EVERY // 2]
+    items = [
+        t.to_item(
+            {
+                "pk": t.job_pk(job_id),
+                "sk": t.JOB_SK,
+                "state": "sending",
+                "token": "bench",
+                "partner_id": pid,
+                "claimed_at": "2026-11-29T00:00:00+00:00",
+            }
+        )
+        for job_id, pid in stale
+    ]
+    gate = asyncio.Semaphore(8)
+
+    async def put(chunk: list[dict[str, Any]]) -> None:
+        request: dict[str, Any] = {table: [{"PutRequest": {"Item": i}} for i in chunk]}
+        async with gate:
+            while request:
+                resp = await clients.dynamodb.batch_write_item(RequestItems=request)
+                request = resp.get("UnprocessedItems") or {}
+
+    await asyncio.gather(*(put(items[i : i + 25]) for i in range(0, len(items), 25)))
+    return [job_id for job_id, _ in stale]
+
+
+async def confirmed_jobs(clients: Any, table: str, job_ids: list[str]) -> int:
+    from sesguard import table as t
+
+    n = 0
+    for job_id in job_ids:
+        resp = await clients.dynamodb.get_item(
+            TableName=table, Key=t.key(t.job_pk(job_id), t.JOB_SK), ConsistentRead=True
+        )
+        item = t.from_item(resp.get("Item", {}))
+        n += item.get("state") == "sent" and item.get("confirmed_by") == "ses"
+    return n
 
 
 async def end_to_end(data: DataSet, naive_sample: int) -> dict[str, Any]:
@@ -361,6 +430,9 @@ async def end_to_end(data: DataSet, naive_sample: int) -> dict[str, Any]:
             url = (await clients.sqs.get_queue_url(QueueName=settings.events_queue))["QueueUrl"]
             await clients.sqs.purge_queue(QueueUrl=url)
 
+            # Job records as the sender leaves them: "sent", 1 in STALE_EVERY "sending".
+            stale = await write_job_records(clients, settings.table, data.jobs)
+
             # (a) the worker: objects arrive like Firehose writes them, notifications on SQS.
             for key, blob in data.objects:
                 await clients.s3.put_object(Bucket=bucket, Key=key, Body=blob)
@@ -369,12 +441,18 @@ async def end_to_end(data: DataSet, naive_sample: int) -> dict[str, Any]:
             worker["write_requests"] = counter.requests
             worker["write_items"] = counter.items
             worker["read_requests"] = counter.reads
+            worker["read_items"] = counter.read_items
+            worker["stale_claims"] = len(stale)
 
             # Exactness check: the table's sent totals equal the data set's.
             for pid in data.per_partner_sent:
                 got = (await store.get_state(pid)).totals.sent
                 if got != data.per_partner_sent[pid]:
                     raise SystemExit(f"{pid}: counted {got}, expected {data.per_partner_sent[pid]}")
+            # Exactness check: every stale claim named by a Send event is confirmed.
+            confirmed = await confirmed_jobs(clients, settings.table, stale)
+            if confirmed != len(stale):
+                raise SystemExit(f"{confirmed} of {len(stale)} stale claims confirmed")
             return {"naive": naive, "worker": worker}
 
 
@@ -409,6 +487,8 @@ def main() -> int:
     naive_full_s = data.events / naive_rate  # scaled from the sample
     writes_per_1k = w["write_requests"] * 1000 / w["events"]
     items_per_1k = w["write_items"] * 1000 / w["events"]
+    reads_per_1k = w["read_requests"] * 1000 / w["events"]
+    read_items_per_1k = w["read_items"] * 1000 / w["events"]
 
     rows = [
         ("data set", f"{data.events} events, {args.partners} partners, {args.objects} objects"),
@@ -424,6 +504,12 @@ def main() -> int:
             f"{w['write_requests']} ({writes_per_1k:.2f} per 1k events)",
         ),
         ("worker items written", f"{w['write_items']} ({items_per_1k:.2f} per 1k events)"),
+        (
+            "worker DynamoDB read requests",
+            f"{w['read_requests']} ({reads_per_1k:.2f} per 1k events)",
+        ),
+        ("worker items read", f"{w['read_items']} ({read_items_per_1k:.2f} per 1k events)"),
+        ("stale claims confirmed", f"{w['stale_claims']} (1 job in {STALE_EVERY})"),
         ("worker transactions (chunks)", f"{w['chunks']}; partners paused: {w['paused']}"),
         ("naive end to end (sample)", f"{naive_rate:,.0f} events/s ({nv['events']} events)"),
         ("naive scaled to the data set", f"{naive_full_s:,.1f} s, 1000 writes per 1k events"),
@@ -437,6 +523,9 @@ def main() -> int:
         "speedup": round(worker_rate / naive_rate, 2),
         "ddb_writes_per_1k_events": round(writes_per_1k, 3),
         "ddb_items_written_per_1k_events": round(items_per_1k, 3),
+        "ddb_reads_per_1k_events": round(reads_per_1k, 3),
+        "ddb_items_read_per_1k_events": round(read_items_per_1k, 3),
+        "stale_claims_confirmed": w["stale_claims"],
         "parse_events_per_s": round(parse_rate),
         "parse_vs_orjson": round(parse_rate / bare_rate, 3),
         "bare_orjson_events_per_s": round(bare_rate),

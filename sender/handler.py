@@ -7,8 +7,10 @@ job_id, never the body):
   sent           SES accepted it: Done, with its "sent" record as the commit, so the
                  message is deleted only once the record is written
   held           partner paused: stored in sesguard.held, Done
-  duplicate      its job_id was already sent: Done without sending
-  dead_lettered  malformed, unknown partner, rejected by SES or possibly sent
+  duplicate      its job_id was already sent (by its record, or by SES's Send event for
+                 a claim whose owner died: sender.records): Done without sending
+  dead_lettered  malformed, unknown partner, rejected by SES or possibly sent (a stale
+                 claim SES has not confirmed: `sesguard dlq redrive` settles it)
   deferred       another delivery of the same job_id holds a live claim: Defer until
                  its lease ends
   retried        DynamoDB/SES/network trouble, or throttling that did not clear: Retry
@@ -38,6 +40,7 @@ from sender.intake import Attempt, Outcome, Phase, ids_for_log, job_from_message
 from sender.records import ClaimState, JobRecords
 from sender.ses import Failure, classify, send_params
 from sesguard.backoff import backoff_delay
+from sesguard.deadletter import REJECTED, UNKNOWN_PARTNER, possibly_sent_reason
 from sesguard.held import HeldJobs
 from sesguard.jobs import JobError, SendJob
 from sesguard.logging import get_logger
@@ -129,7 +132,7 @@ class SendHandler:
         except INFRA_ERRORS as exc:
             return Retry(f"gate: {describe(exc)}")
         if decision.action is Action.UNKNOWN:
-            return DeadLetter("unknown partner")
+            return DeadLetter(UNKNOWN_PARTNER)
         if decision.action is Action.HOLD:
             try:
                 await self.held.hold(job, d.sent_at)
@@ -169,15 +172,14 @@ class SendHandler:
         except INFRA_ERRORS as exc:
             return Retry(f"claim: {describe(exc)}")
         if claim.state is ClaimState.SENT:
+            if claim.confirmed_by_ses:
+                d.fields["confirmed_by"] = "ses"
             return self._duplicate(d, claim.message_id)
         if claim.state is ClaimState.IN_PROGRESS:
             seconds = max(1, int(claim.retry_after + 0.999))
             return Defer(seconds, f"job_id claimed by another delivery; again in {seconds}s")
         if claim.state is ClaimState.POSSIBLY_SENT:
-            return DeadLetter(
-                "possibly sent: an earlier delivery claimed this job_id and never finished"
-                f" (to send it anyway: delete item J#{job.job_id}/JOB, then redrive)"
-            )
+            return DeadLetter(possibly_sent_reason(claim.claimed_at))
         a.token, a.phase = token, Phase.CLAIMED
         return await self._send(d, a, job, send_params(job, self.settings, profile))
 
@@ -217,7 +219,7 @@ class SendHandler:
                     continue
                 await self._release(a)
                 if kind is Failure.REJECTED:
-                    return DeadLetter(f"rejected by SES: {why}")
+                    return DeadLetter(f"{REJECTED}: {why}")
                 if kind is Failure.ACCOUNT:
                     self.on_account_paused(why)
                     return GiveBack("ses account paused")

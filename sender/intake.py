@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-import orjson
+from sesguard.jobs import SendJob, ids_for_log, parse_job
 
-from sesguard.jobs import JOB_ID_RE, SendJob, parse_job
-from sesguard.partners import PARTNER_ID_RE
+__all__ = ["Attempt", "Outcome", "Phase", "ids_for_log", "job_from_message"]
 
 
 class Outcome(StrEnum):
@@ -48,19 +47,3 @@ def job_from_message(body: str, message_id: str) -> SendJob:
     if "job_id" not in job.model_fields_set:
         job = job.model_copy(update={"job_id": message_id})
     return job
-
-
-def ids_for_log(body: str) -> dict[str, str]:
-    """partner_id / job_id of a body that failed validation, if they look sane."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    out = {}
-    for name, pattern in (("partner_id", PARTNER_ID_RE), ("job_id", JOB_ID_RE)):
-        value = data.get(name)
-        if isinstance(value, str) and pattern.fullmatch(value):
-            out[name] = value
-    return out

@@ -13,10 +13,16 @@ or "sent" (SES returned a MessageId), with a TTL of `settings.job_record_days`.
   right now: this delivery is put back with a delay until the lease ends, and then looks
   again (by then the owner has marked it "sent", or released it, or died). A claim older
   than the lease means its owner crashed between claim and the end of the send: the job
-  is dead-lettered with reason "possibly sent" so an operator decides, because
-  re-sending could mail every recipient twice and dropping it silently could lose it.
-  A lease-and-resend scheme would trade that operator step for at-least-once sending,
-  which the design contract rules out.
+  is dead-lettered with reason "possibly sent", because re-sending could mail every
+  recipient twice and dropping it silently could lose it. A lease-and-resend scheme
+  would trade that for at-least-once sending, which the design contract rules out.
+- SES settles "possibly sent": every send carries the job id as a tag (sesguard.jobs.
+  JOB_TAG), so SES's Send event names the job, and the worker turns a "sending" record
+  it names into "sent" (worker/confirm.py, `confirmed_by = "ses"`). A stale claim SES
+  confirmed is therefore read here as "sent": a duplicate, never resent, never
+  dead-lettered. One SES has not confirmed (yet) is dead-lettered, and `sesguard dlq
+  redrive` (sesguard/dlq.py) decides it later from the same record: dropped once SES
+  confirms it, re-sent only when no confirmation came within the settle time.
 """
 
 from __future__ import annotations
@@ -40,16 +46,16 @@ from sesguard.runtime.failures import describe
 
 log = get_logger(__name__)
 
-JOB_SK = "JOB"
+JOB_SK = t.JOB_SK
 WRITE_ATTEMPTS = 5  # per flush; the runtime retries the flush itself after that
-SENDING, SENT = "sending", "sent"
+SENDING, SENT = t.JOB_SENDING, t.JOB_SENT
 
 
 class ClaimState(StrEnum):
     CLAIMED = "claimed"  # this delivery owns the job: send it
     SENT = "sent"  # already sent: a duplicate
     IN_PROGRESS = "in_progress"  # another delivery holds a live claim: look again later
-    POSSIBLY_SENT = "possibly_sent"  # a claim outlived its lease: an operator decides
+    POSSIBLY_SENT = "possibly_sent"  # a claim outlived its lease, SES has not confirmed it
 
 
 @dataclass(frozen=True)
@@ -57,12 +63,21 @@ class Claim:
     state: ClaimState
     retry_after: float = 0.0  # seconds, for IN_PROGRESS
     message_id: str | None = None  # SES MessageId of the earlier send, for SENT
+    confirmed_by_ses: bool = False  # SENT because SES's Send event said so (worker/confirm.py)
+    claimed_at: str | None = None  # of the stale claim, for POSSIBLY_SENT
 
 
 def judge_existing(record: dict[str, Any], now: datetime, lease_seconds: float) -> Claim:
-    """What an existing record means for a new delivery of the same job_id (pure)."""
+    """What an existing record means for a new delivery of the same job_id (pure).
+
+    "sent" (by the sender's own record, or by SES's Send event, which the worker writes
+    into a stale claim) is a duplicate; a stale "sending" claim is possibly sent."""
     if record.get("state") == SENT:
-        return Claim(ClaimState.SENT, message_id=record.get("message_id"))
+        return Claim(
+            ClaimState.SENT,
+            message_id=record.get("message_id"),
+            confirmed_by_ses=record.get("confirmed_by") == t.CONFIRMED_BY_SES,
+        )
     claimed_at = record.get("claimed_at")
     try:
         age = (now - datetime.fromisoformat(str(claimed_at))).total_seconds()
@@ -70,7 +85,7 @@ def judge_existing(record: dict[str, Any], now: datetime, lease_seconds: float) 
         age = math.inf  # unreadable claim: treat as stale
     if age < lease_seconds:
         return Claim(ClaimState.IN_PROGRESS, retry_after=max(1.0, lease_seconds - age))
-    return Claim(ClaimState.POSSIBLY_SENT)
+    return Claim(ClaimState.POSSIBLY_SENT, claimed_at=str(claimed_at))
 
 
 @dataclass

@@ -27,12 +27,10 @@ from botocore.exceptions import (
     ParamValidationError,
 )
 
-from sesguard.jobs import SendJob
+from sesguard.jobs import JOB_TAG, PARTNER_TAG, SendJob, job_tag_value
 from sesguard.partners import Profile
 from sesguard.runtime.failures import THROTTLE_CODES, error_code
 from sesguard.settings import Settings
-
-PARTNER_TAG = "partner_id"
 
 
 class Failure(StrEnum):
@@ -78,8 +76,13 @@ def classify(exc: BaseException) -> Failure:
 
 
 def email_tags(job: SendJob) -> list[dict[str, str]]:
-    """partner_id first (the worker attributes every event by it), then the job's own."""
-    tags = [{"Name": PARTNER_TAG, "Value": job.partner_id}]
+    """partner_id first (the worker attributes every event by it), then the job id in
+    SES's tag charset (SES's Send event then names the job: sender.records), then the
+    job's own tags."""
+    tags = [
+        {"Name": PARTNER_TAG, "Value": job.partner_id},
+        {"Name": JOB_TAG, "Value": job_tag_value(job.job_id)},
+    ]
     tags += [{"Name": k, "Value": v} for k, v in sorted(job.tags.items())]
     return tags
 

@@ -8,10 +8,11 @@ or an exception naming the jobs that did not make it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sesguard.backoff import backoff_delay
 from sesguard.jobs import MAX_SQS_MESSAGE_BYTES, JobError, SendJob, parse_job
 
 SQS_BATCH_ENTRIES = 10
@@ -57,6 +58,36 @@ def batches(bodies: Iterable[tuple[str, bytes]]) -> Iterator[list[tuple[str, byt
             yield job_id, body
 
     return sqs_batches(checked(), lambda pair: len(pair[1]))
+
+
+async def send_batch(
+    sqs: Any,
+    queue_url: str,
+    bodies: Sequence[str],
+    *,
+    attempts: int = 8,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> list[str | None]:
+    """One SendMessageBatch (<= 10 bodies, <= 256 KiB in total, as `sqs_batches` groups
+    them), retrying the entries SQS failed on its side; for each body, None if SQS
+    accepted it, else why not. An entry SQS refuses as the sender's fault is not retried."""
+    errors: list[str | None] = ["not sent"] * len(bodies)
+    pending = {str(i): body for i, body in enumerate(bodies)}
+    for attempt in range(attempts):
+        resp = await sqs.send_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": i, "MessageBody": body} for i, body in pending.items()],
+        )
+        for ok in resp.get("Successful", []):
+            pending.pop(ok["Id"], None)
+            errors[int(ok["Id"])] = None
+        failed = resp.get("Failed", [])
+        for f in failed:
+            errors[int(f["Id"])] = f"{f.get('Code')}: {f.get('Message', '')}".strip()
+        if not pending or any(f.get("SenderFault") for f in failed):
+            break
+        await sleep(backoff_delay(attempt, base=0.05, cap=2.0))
+    return errors
 
 
 @dataclass

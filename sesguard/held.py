@@ -39,6 +39,7 @@ from botocore.exceptions import ClientError
 
 from sesguard import table as t
 from sesguard.backoff import backoff_delay
+from sesguard.enqueue import send_batch
 from sesguard.enqueue import sqs_batches as group_for_sqs
 from sesguard.jobs import MAX_SQS_MESSAGE_BYTES, SendJob
 from sesguard.logging import get_logger
@@ -211,28 +212,21 @@ class HeldJobs:
 
     async def _enqueue(self, batch: list[HeldJob], queue_url: str) -> list[HeldJob]:
         """SendMessageBatch with retries of failed entries; returns the accepted jobs."""
-        pending = {str(i): job for i, job in enumerate(batch)}
-        accepted: list[HeldJob] = []
-        for attempt in range(_WRITE_RETRIES):
-            resp = await self.sqs.send_message_batch(
-                QueueUrl=queue_url,
-                Entries=[{"Id": i, "MessageBody": job.body} for i, job in pending.items()],
+        errors = await send_batch(
+            self.sqs,
+            queue_url,
+            [job.body for job in batch],
+            attempts=_WRITE_RETRIES,
+            sleep=self.sleep,
+        )
+        refused = [job.job_id for job, error in zip(batch, errors, strict=True) if error]
+        if refused:
+            log.error(
+                "held_enqueue_refused",
+                job_ids=refused,
+                errors=sorted({e for e in errors if e}),
             )
-            for ok in resp.get("Successful", []):
-                accepted.append(pending.pop(ok["Id"]))
-            failed = resp.get("Failed", [])
-            if not pending:
-                break
-            if any(f.get("SenderFault") for f in failed):
-                log.error(
-                    "held_enqueue_refused",
-                    job_ids=[pending[f["Id"]].job_id for f in failed if f["Id"] in pending],
-                    codes=sorted({str(f.get("Code")) for f in failed}),
-                )
-                break
-            await self.sleep(backoff_delay(attempt, base=0.05, cap=2.0))
-        order = {id(job): n for n, job in enumerate(batch)}
-        return sorted(accepted, key=lambda job: order[id(job)])
+        return [job for job, error in zip(batch, errors, strict=True) if error is None]
 
     async def _delete(self, keys: list[dict[str, dict[str, str]]]) -> None:
         for start in range(0, len(keys), DYNAMODB_BATCH_WRITE_MAX):

@@ -14,7 +14,10 @@ why (a job is refused with a reason naming the field):
   make a mail parser (SES's among them) read more, or other, recipients than we checked;
 - a list field (to, cc, bcc, reply_to) or tags given as null is refused, not read as empty:
   a producer that sends null meant something, and guessing could drop recipients;
-- partner ids starting with "_" are sesguard's own (`_unattributed`), never a job's.
+- partner ids starting with "_" are sesguard's own (`_unattributed`), never a job's;
+- the tags `partner_id` and `sesguard_job` are sesguard's own (RESERVED_TAGS): every
+  event SES publishes for the message carries them, and the worker trusts them to name
+  the partner and the job (`job_tag_value`).
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ from sesguard.partners import PARTNER_ID_RE, InvalidPartnerId, check_partner_id
 MAX_SQS_MESSAGE_BYTES = 256 * 1024
 # SES message tags: names and values of ASCII letters, digits, _ - . @ ; at most 256 chars.
 SES_TAG_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,256}$")
-RESERVED_TAGS = frozenset({"partner_id"})
+PARTNER_TAG = "partner_id"  # the partner of every send: how the worker attributes events
+JOB_TAG = "sesguard_job"  # the job id of every send: SES's own record that it was sent
+RESERVED_TAGS = frozenset({PARTNER_TAG, JOB_TAG})
 MAX_JOB_TAGS = 40  # SES allows 50 tags; sesguard keeps room for its own
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 # C0 controls but TAB, DEL, C1 controls, LINE and PARAGRAPH SEPARATOR.
@@ -100,6 +105,50 @@ def _partner_id(value: str) -> str:
         return check_partner_id(value)
     except InvalidPartnerId as exc:
         raise ValueError(str(exc)) from None
+
+
+# Job id <-> SES tag value. SES's API reference allows only A-Z a-z 0-9 _ - in message
+# tag values (at most 256); job ids also allow "." and ":" (at most 128). "_" escapes:
+# "_" -> "__", "." -> "_d", ":" -> "_c". Every job id maps to exactly one value of at most
+# 256 characters in SES's strictest charset, and every value maps back to one job id.
+_TAG_ESCAPES = {"_": "__", ".": "_d", ":": "_c"}
+_TAG_UNESCAPES = {"_": "_", "d": ".", "c": ":"}
+_TAG_VALUE_RE = re.compile(r"^(?:[A-Za-z0-9-]|_[_dc]){1,128}$")
+
+
+def job_tag_value(job_id: str) -> str:
+    """The `sesguard_job` tag value of a (valid) job id."""
+    if not JOB_ID_RE.fullmatch(job_id):
+        raise ValueError(f"not a job id: {job_id!r}")
+    return "".join(_TAG_ESCAPES.get(c, c) for c in job_id)
+
+
+def job_id_from_tag(value: object) -> str | None:
+    """The job id a `sesguard_job` tag value stands for; None for anything that is not
+    one (sesguard never wrote it: nothing may be concluded from it)."""
+    if type(value) is not str or not _TAG_VALUE_RE.fullmatch(value):
+        return None
+    out: list[str] = []
+    chars = iter(value)
+    for c in chars:
+        out.append(_TAG_UNESCAPES[next(chars)] if c == "_" else c)
+    return "".join(out)
+
+
+def ids_for_log(body: str) -> dict[str, str]:
+    """partner_id / job_id of a body that failed validation, if they look sane."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out = {}
+    for name, pattern in (("partner_id", PARTNER_ID_RE), ("job_id", JOB_ID_RE)):
+        value = data.get(name)
+        if isinstance(value, str) and pattern.fullmatch(value):
+            out[name] = value
+    return out
 
 
 HeaderText = Annotated[str, AfterValidator(_header_text)]

@@ -15,6 +15,12 @@ back messages already deleted, or lose one just sent, without an error (seen: 21
 duplicates real SQS never produces, so SQS operations run one at a time too, on a lock of
 their own; a long-polling receive releases it while it waits for messages.
 
+SES events can also be published by the stand-in itself (`ses_events`), the way SES
+does: when it accepts a SendEmail, whatever becomes of the caller afterwards. The
+sender's own simulator (SESGUARD_SIMULATE_EVENTS) publishes after SendEmail returns, so
+a sender killed in between publishes nothing for a message SES has; tests of that case
+need the events to come from the SES side.
+
 Needs the `local` extra (moto[server]).
 """
 
@@ -29,6 +35,7 @@ import threading
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 _DYNAMODB_OPS = (
@@ -158,6 +165,118 @@ def _speed_up_moto() -> None:
     )
 
 
+class SesEvents:
+    """The stand-in's SES publishing events (see `ses_events`)."""
+
+    def __init__(
+        self,
+        stream: str,
+        *,
+        hold: bool,
+        before_send: Callable[[dict[str, Any]], None] | None,
+        after_send: Callable[[dict[str, Any], str], None] | None,
+    ) -> None:
+        self.stream = stream
+        self.hold = hold
+        self.before_send = before_send
+        self.after_send = after_send
+        self.published = 0  # records put on the stream
+        self._held: list[tuple[str, str, list[bytes]]] = []
+        self._lock = threading.Lock()
+
+    def accepted(self, params: dict[str, Any], message_id: str, account: str, region: str) -> None:
+        from sesguard.simulator import encode_records, simulate_events
+
+        blobs = encode_records(
+            simulate_events(params, message_id, datetime.now(UTC), account, region)
+        )
+        with self._lock:
+            if self.hold:
+                self._held.append((account, region, blobs))
+                return
+        self._publish(account, region, blobs)
+
+    def release(self) -> int:
+        """Publish what was held (Firehose's buffer flushing) and stop holding; returns
+        how many records went out."""
+        with self._lock:
+            held, self._held, self.hold = self._held, [], False
+        for account, region, blobs in held:
+            self._publish(account, region, blobs)
+        return sum(len(b) for _, _, b in held)
+
+    def _publish(self, account: str, region: str, blobs: list[bytes]) -> None:
+        if not blobs:
+            return
+        from moto.firehose.models import firehose_backends
+
+        firehose = firehose_backends[account][region]
+        firehose.put_record_batch(self.stream, [{"Data": b} for b in blobs])
+        with self._lock:
+            self.published += len(blobs)
+
+
+_ses_events: SesEvents | None = None
+_ses_hooked = False
+
+
+def _hook_ses() -> None:
+    """moto's SESv2 SendEmail, plus the active `ses_events` (none: unchanged)."""
+    global _ses_hooked  # noqa: PLW0603 - patch moto once per process
+    if _ses_hooked:
+        return
+    from moto.sesv2.responses import SESV2Response
+
+    send_email = SESV2Response.send_email
+
+    def send_and_publish(self: SESV2Response) -> str:
+        hook = _ses_events
+        if hook is None:
+            return send_email(self)
+        params = json.loads(self.body)
+        if hook.before_send is not None:
+            hook.before_send(params)  # may raise: the message is then not accepted
+        answer = send_email(self)
+        message_id = str(json.loads(answer)["MessageId"])
+        hook.accepted(params, message_id, self.current_account, self.region)
+        if hook.after_send is not None:
+            hook.after_send(params, message_id)
+        return answer
+
+    SESV2Response.send_email = send_and_publish  # type: ignore[method-assign]
+    _ses_hooked = True
+
+
+@contextmanager
+def ses_events(
+    stream: str,
+    *,
+    hold: bool = False,
+    before_send: Callable[[dict[str, Any]], None] | None = None,
+    after_send: Callable[[dict[str, Any], str], None] | None = None,
+) -> Iterator[SesEvents]:
+    """While active, the in-process stand-in's SES publishes the events SES would for every
+    SendEmail it accepts (sesguard.simulator.simulate_events: nothing without a
+    configuration set) to Firehose stream `stream`, from inside SES, before it answers.
+
+    `hold` keeps them back until `release()` (Firehose's buffering, made explicit).
+    `before_send(params)` runs before the message is accepted (raise to refuse it: the
+    request never reached SES) and `after_send(params, message_id)` after, before the
+    answer goes back: fault injection at the exact moment a test needs (a test can kill
+    the sender there). Do not combine with SESGUARD_SIMULATE_EVENTS (events twice)."""
+    global _ses_events  # noqa: PLW0603 - one stand-in per process
+    if _ses_events is not None:
+        raise RuntimeError("ses_events is already active")
+    _hook_ses()
+    _ses_events = hook = SesEvents(
+        stream, hold=hold, before_send=before_send, after_send=after_send
+    )
+    try:
+        yield hook
+    finally:
+        _ses_events = None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -262,6 +381,7 @@ def local_aws(port: int | None = None) -> Iterator[str]:
     _serialise_dynamodb()
     _serialise_sqs()
     _speed_up_moto()
+    _hook_ses()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log on our terminal
     port = port or free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

@@ -18,9 +18,10 @@ Resources are symbolic so this module stays free of CloudFormation:
   *                                                    actions without resource scoping
 
 DynamoDB grants are per action and per kind of item: the sender cannot delete a partner
-profile or a held job, only its own job records; the worker cannot touch job records or
-held jobs at all. Letting an action reach one more kind of item is one entry in `items()`
-here and one line in that action's `dynamodb:LeadingKeys` list in the template.
+profile or a held job, only its own job records; the worker cannot touch held jobs at
+all, and job records only to read them and to confirm a "sending" one from SES's Send
+event (worker/confirm.py). Letting an action reach one more kind of item is one entry in
+`items()` here and one line in that action's `dynamodb:LeadingKeys` list in the template.
 """
 
 from __future__ import annotations
@@ -79,8 +80,10 @@ WORKER: Grants = {
     "s3:ListBucket": frozenset({"events_bucket"}),
     "dynamodb:Query": items(t.PARTNER_PREFIX),  # policy evaluation after each apply
     "dynamodb:GetItem": items(t.PARTNER_PREFIX),  # the profile, after winning a pause
-    "dynamodb:UpdateItem": items(t.PARTNER_PREFIX),  # counters (in transactions), pause
+    # counters (in transactions), pause; a stale job claim SES's Send event confirms
+    "dynamodb:UpdateItem": items(t.PARTNER_PREFIX, t.JOB_PREFIX),
     "dynamodb:PutItem": items(t.OBJECT_PREFIX),  # conditional "processed" markers (same)
+    "dynamodb:BatchGetItem": items(t.JOB_PREFIX),  # job records named by Send events
     "ses:SendEmail": frozenset({"identities"}),  # pause notices (no configuration set)
 }
 

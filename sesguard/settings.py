@@ -74,6 +74,10 @@ class Settings(BaseSettings):
         DEFAULT_MAX_OBJECT_BYTES, ge=1, description="decompressed bytes per event object"
     )
     job_record_days: int = Field(14, ge=1)
+    # `sesguard dlq redrive`: how long after its claim a "possibly sent" job must have
+    # gone without SES's Send event before it is re-sent (sesguard.dlq). Well above
+    # Firehose's buffering (60 s as deployed) plus the worker's lag.
+    dlq_settle_seconds: float = Field(900.0, ge=0, le=86400)
     use_tenants: bool = False
     tenant_identity: str | None = Field(
         None, description="SES identity associated with each partner's tenant (operator CLI)"

@@ -15,7 +15,11 @@ table, whose job records and object markers can number millions.
 
 Other partitions:
   pk = H#<partner>  sk = <held-at ISO>#<job_id>   a held send job (full payload)
-  pk = J#<job_id>   sk = JOB                      once-per-job record of the sender (TTL)
+  pk = J#<job_id>   sk = JOB                      once-per-job record of the sender (TTL):
+                                                  state "sending" (claimed) or "sent"; a
+                                                  "sending" record turned "sent" by the
+                                                  worker from SES's Send event also has
+                                                  confirmed_by = "ses" (worker/confirm.py)
   pk = O#<object>   sk = <chunk>                  "processed" marker of an S3 object chunk (TTL)
   pk = L#sender     sk = <task id>/<run>          a sender task's lease (TTL): alive_until,
                                                   sees (the lease ids it counts), fallback,
@@ -89,6 +93,12 @@ def object_pk(bucket: str, key: str) -> str:
 
 
 SENDER_LEASES_PK = f"{LEASE_PREFIX}sender"
+
+# The once-per-job record (sender/records.py writes it, worker/confirm.py confirms it,
+# sesguard/dlq.py reads it to decide what a redrive may send).
+JOB_SK = "JOB"
+JOB_SENDING, JOB_SENT = "sending", "sent"
+CONFIRMED_BY_SES = "ses"  # `confirmed_by` of a record SES's Send event marked sent
 
 
 def key(pk: str, sk: str) -> dict[str, dict[str, str]]:

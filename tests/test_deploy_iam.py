@@ -33,6 +33,7 @@ import sesguard.aws
 from sesguard import table as t
 from sesguard.bootstrap import bootstrap
 from sesguard.held import HeldJobs
+from sesguard.jobs import JOB_TAG, job_tag_value
 from sesguard.partners import Limits, Profile, Status
 from sesguard.permissions import GRANTS, TABLE, TENANT_MIRROR, iam_actions, table_requests
 from sesguard.settings import Settings, load_settings
@@ -311,14 +312,19 @@ def _requests(
     return [Request(a, frozenset(symbols), tuple(arns), context) for a in actions]
 
 
-def _ses_event(kind: str, partner: str, recipients: list[str], now: datetime) -> dict[str, Any]:
+def _ses_event(
+    kind: str, partner: str, recipients: list[str], now: datetime, job: str | None = None
+) -> dict[str, Any]:
     ts = now.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    tags = {"partner_id": [partner]}
+    if job is not None:
+        tags[JOB_TAG] = [job_tag_value(job)]
     mail = {
         "timestamp": ts,
         "source": "news@isv.example.com",
         "messageId": str(uuid.uuid4()),
         "destination": recipients,
-        "tags": {"partner_id": [partner]},
+        "tags": tags,
     }
     if kind == "Send":
         return {"eventType": "Send", "mail": mail, "send": {}}
@@ -389,12 +395,29 @@ async def test_services_use_exactly_what_their_roles_grant(
 
     # 2. SES events land in S3: `dirty` bounces 5 of 10 (paused by the worker); `lowered`
     #    1 of 10, under its limit of 50%. Plus a message that is not an S3 notification.
+    #    The Send events of `good-1` (recorded "sent") and of `lost-1` (a claim its dead
+    #    sender left "sending") name their jobs: read, and the stale claim confirmed.
     now = datetime.now(UTC)
+    await clients.dynamodb.put_item(
+        TableName=settings.table,
+        Item=t.to_item(
+            {
+                "pk": t.job_pk("lost-1"),
+                "sk": t.JOB_SK,
+                "state": "sending",
+                "token": "dead",
+                "partner_id": "good",
+                "claimed_at": now.isoformat(),
+            }
+        ),
+    )
     records = [
         _ses_event("Send", "dirty", [f"d{i}@example.org" for i in range(10)], now),
         _ses_event("Bounce", "dirty", [f"d{i}@example.org" for i in range(5)], now),
         _ses_event("Send", "lowered", [f"l{i}@example.org" for i in range(10)], now),
         _ses_event("Bounce", "lowered", ["l0@example.org"], now),
+        _ses_event("Send", "good", ["ana@example.org"], now, job="good-1"),
+        _ses_event("Send", "good", ["ana@example.org"], now, job="lost-1"),
     ]
     key = f"events/{now:%Y/%m/%d/%H}/sesguard-ses-events-1-{now:%Y-%m-%d-%H-%M-%S}-{uuid.uuid4()}"
     body = gzip.compress(b"".join(json.dumps(r).encode() + b"\n" for r in records))
@@ -422,6 +445,10 @@ async def test_services_use_exactly_what_their_roles_grant(
     assert await _run(worker.main, ["--drain"], settings) == 0
     dirty = await store.require_profile("dirty")
     assert dirty.status is Status.PAUSED, "the worker should have paused `dirty`"
+    lost = await clients.dynamodb.get_item(
+        TableName=settings.table, Key=t.key(t.job_pk("lost-1"), t.JOB_SK), ConsistentRead=True
+    )
+    assert lost["Item"]["confirmed_by"]["S"] == "ses", "the worker should have confirmed lost-1"
 
     # 3. An operator lowers `lowered`'s limit: the sender's gate pauses it; both jobs held.
     await store.update("lowered", bounce_limit=0.05)

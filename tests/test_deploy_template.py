@@ -76,6 +76,7 @@ SAFE_DEFAULTS = {
     "sender_lease_seconds": "30 s: a crashed task's share of the send rate returns that fast",
     "dlq_max_receives": "a floor under the derived maxReceiveCount; the mapping uses the default",
     "max_object_bytes": "1 GiB, 8 times Firehose's largest buffer (README: Choices we made)",
+    "dlq_settle_seconds": "read by the operator CLI (sesguard dlq redrive) only",
 }
 
 

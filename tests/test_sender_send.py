@@ -49,11 +49,18 @@ async def test_every_send_has_partner_tag_job_tags_and_configuration_set(env: En
     for params in env.ses.sent:
         assert params["ConfigurationSetName"] == "sesguard"
         assert params["EmailTags"][0] == {"Name": "partner_id", "Value": PARTNER}
+        # the job id, in SES's tag charset (job-1 needs no escape): SES's Send event names it
+        subject = params["Content"]["Simple"]["Subject"]["Data"]
+        assert params["EmailTags"][1] == {
+            "Name": "sesguard_job",
+            "Value": subject.removeprefix("subject "),
+        }
         assert "TenantName" not in params  # use_tenants is off by default
     by_subject = {p["Content"]["Simple"]["Subject"]["Data"]: p for p in env.ses.sent}
     two = by_subject["subject job-2"]
     assert two["EmailTags"] == [
         {"Name": "partner_id", "Value": PARTNER},
+        {"Name": "sesguard_job", "Value": "job-2"},
         {"Name": "campaign", "Value": "spring-2026"},
         {"Name": "kind", "Value": "news"},
     ]

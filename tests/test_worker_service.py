@@ -17,6 +17,7 @@ import pytest
 from sesguard.bootstrap import bootstrap
 from sesguard.partners import UNATTRIBUTED, Limits, Profile, Status
 from sesguard.runtime.finisher import Finisher
+from sesguard.settings import load_settings
 from sesguard.store import PartnerStore
 from tests.conftest import sent_emails
 from tests.fixtures.ses_events import (
@@ -208,6 +209,63 @@ async def test_bad_notifications_and_missing_objects_go_to_the_dlq(env: Env) -> 
     assert reasons["this is not json"].startswith("bad notification: body is not JSON")
     assert "no Records" in reasons['{"hello": "world"}']
     assert reasons[bodies[3]] == f"missing object: s3://{env.bucket}/no/such key.gz"
+
+
+def _notification(bucket: str, *keys: str) -> str:
+    return orjson.dumps(
+        {
+            "Records": [
+                {
+                    "eventName": "ObjectCreated:Put",
+                    "s3": {"bucket": {"name": bucket}, "object": {"key": quote_plus(key)}},
+                }
+                for key in keys
+            ]
+        }
+    ).decode()
+
+
+async def test_only_the_events_bucket_and_prefix_are_counted(
+    clients: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15, item 4: a notification naming an object in another bucket (or outside
+    the events prefix) is dead-lettered with the reason, and none of it is counted, not
+    even the objects it names in the events bucket. (Before: every object counted.)"""
+    monkeypatch.setenv("SESGUARD_EVENTS_PREFIX", "events/")
+    settings = load_settings()
+    await bootstrap(clients, settings, ["isv.example.com"])
+    env = Env(
+        clients=clients,
+        settings=settings,
+        store=PartnerStore(clients.dynamodb, settings.table, settings.window_hours),
+        bucket=settings.bucket_name(await clients.account_id()),
+        queue_url=(await clients.sqs.get_queue_url(QueueName=settings.events_queue))["QueueUrl"],
+        dlq_url=(await clients.sqs.get_queue_url(QueueName=f"{settings.events_queue}-dlq"))[
+            "QueueUrl"
+        ],
+    )
+    data = encode([event("Send", "acme", NOW, recipients=9)], gz=True)
+    await clients.s3.create_bucket(Bucket="someone-elses-bucket")
+    await clients.s3.put_object(Bucket="someone-elses-bucket", Key="events/x.gz", Body=data)
+    await env.put("elsewhere/y.gz", data)  # right bucket, outside the events prefix
+    await env.put("events/ours.gz", data)  # ours: counted once, by its own notification
+    foreign = _notification("someone-elses-bucket", "events/x.gz")
+    outside = _notification(env.bucket, "elsewhere/y.gz")
+    mixed = _notification(env.bucket, "events/ours.gz", "elsewhere/y.gz")
+    for body in (foreign, outside, mixed):
+        await clients.sqs.send_message(QueueUrl=env.queue_url, MessageBody=body)
+    service = await env.drain()
+    assert await env.totals("acme") == {"sent": 9}  # ours, once; nothing else
+    dead = {
+        m["Body"]: m["MessageAttributes"]["sesguard_reason"]["StringValue"]
+        for m in await env.dead_letters()
+    }
+    assert set(dead) == {foreign, outside, mixed}
+    where = f"(this worker counts only objects under s3://{env.bucket}/events/)"
+    assert dead[foreign] == f"not the events bucket: s3://someone-elses-bucket/events/x.gz {where}"
+    assert dead[outside] == f"not the events bucket: s3://{env.bucket}/elsewhere/y.gz {where}"
+    assert dead[mixed] == f"not the events bucket: s3://{env.bucket}/elsewhere/y.gz {where}"
+    assert service.metrics.dead_lettered == 3
 
 
 async def test_object_removed_records_are_skipped(env: Env) -> None:

@@ -10,6 +10,9 @@ Mailbox-simulator recipients are decided here, at counting time: by default each
 the `simulator_` twin of its counter (SES leaves simulator mail out of the account's
 rates, and so do we); with `count_simulator` they count like real mail (README,
 "Reputation semantics").
+
+The jobs the object's Send events name are collected in `sends`, for the worker to
+confirm (worker/confirm.py).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from sesguard.partners import COUNTERS, SIMULATOR_PREFIX, Counters
-from worker.classify import Ignored, NotAnEvent, WrongPipeline, classify
+from worker.classify import Ignored, NotAnEvent, SentJob, WrongPipeline, classify, sent_job
 from worker.records import MALFORMED_KEPT, Malformed, RecordStream
 
 CellKey = tuple[str, datetime]  # (partner_id, hour)
@@ -55,6 +58,7 @@ class Aggregator:
         self.count_simulator = count_simulator
         self.stats = ObjectStats()
         self._cells: dict[CellKey, dict[str, int]] = {}
+        self.sends: list[SentJob] = []  # jobs SES says it accepted (Send events)
         self._stream = RecordStream()
         self._finished = False
 
@@ -76,6 +80,8 @@ class Aggregator:
             return
         partner_id, hour, counter, amount, problem, simulator = result
         stats.events += 1
+        if counter == "sent" and (job := sent_job(record)) is not None:
+            self.sends.append(job)
         if problem is not None:
             if problem == "missing":
                 stats.untagged += 1

@@ -18,6 +18,10 @@ it can name no partner, and counting it under `_unattributed` would hide that th
 is fed by the wrong source. A record that is valid JSON but not an SES event, or an event
 missing the list it is counted by, raises NotAnEvent: guessing a count would make the
 figures wrong, so the record is reported as malformed instead.
+
+A Send event also says which job SES accepted: the sender tags every send with its job
+id (sesguard.jobs.JOB_TAG). `sent_job` reads it, for the worker to confirm the job's
+record (worker/confirm.py); a tag that is not one sesguard writes names no job.
 """
 
 from __future__ import annotations
@@ -26,10 +30,9 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from sesguard.jobs import JOB_TAG, PARTNER_TAG, job_id_from_tag
 from sesguard.partners import PARTNER_ID_RE, RESERVED_PREFIX, UNATTRIBUTED, hour_floor
 from sesguard.simulator import is_simulator_address
-
-PARTNER_TAG = "partner_id"
 
 
 class NotAnEvent(ValueError):
@@ -46,6 +49,16 @@ class Delta(NamedTuple):
     amount: int
     tag_problem: str | None  # "missing" or "invalid" when counted under UNATTRIBUTED
     simulator: int = 0
+
+
+class SentJob(NamedTuple):
+    """What a Send event says about the job it was sent for: SES accepted message
+    `message_id` for job `job_id` of `partner_id` at `timestamp` (SES's own time)."""
+
+    job_id: str
+    partner_id: str
+    message_id: str
+    timestamp: str
 
 
 class Ignored(NamedTuple):
@@ -215,3 +228,33 @@ def classify(record: dict[str, Any]) -> Delta | Ignored | WrongPipeline:
         amount = len(recipients)
     partner_id, problem = partner_of(mail)
     return Delta(partner_id, _hour(detail, mail), counter, amount, problem, simulator)
+
+
+def _first(value: Any) -> Any:
+    """SES publishes each tag as a list of values; the first one is the tag's value."""
+    if type(value) is list:
+        return value[0] if value else None
+    return value
+
+
+def sent_job(record: dict[str, Any]) -> SentJob | None:
+    """The job a Send event confirms, or None: not a Send, no job tag, or a tag, message
+    id or partner sesguard would not have written (nothing is concluded from those)."""
+    mail = record.get("mail")
+    if record.get("eventType") != "Send" or type(mail) is not dict:
+        return None
+    tags = mail.get("tags")
+    if type(tags) is not dict:
+        return None
+    job_id = job_id_from_tag(_first(tags.get(JOB_TAG)))
+    partner_id, problem = partner_of(mail)
+    message_id, timestamp = mail.get("messageId"), mail.get("timestamp")
+    if (
+        job_id is None
+        or problem is not None
+        or type(message_id) is not str
+        or not message_id
+        or type(timestamp) is not str
+    ):
+        return None
+    return SentJob(job_id, partner_id, message_id[:256], timestamp[:64])

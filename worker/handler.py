@@ -1,15 +1,23 @@
 """One S3 notification: count its objects exactly once, judge the partners they touch.
 
 The handler the worker plugs into the runtime (sesguard.runtime). Fates:
-- a body that is not an S3 notification, an object that is not there, or an object that
-  decompresses to more than SESGUARD_MAX_OBJECT_BYTES: DeadLetter with the reason
-  (`<queue>-dlq`, `sesguard_reason`);
+- a body that is not an S3 notification, a notification naming an object outside the
+  events bucket and prefix, an object that is not there, or an object that decompresses
+  to more than SESGUARD_MAX_OBJECT_BYTES: DeadLetter with the reason (`<queue>-dlq`,
+  `sesguard_reason`);
 - an `s3:TestEvent`, or every object counted: Done;
 - anything else that fails (DynamoDB, S3, the network): Retry. An object's counters and
   its "processed" marker are one transaction (worker.apply), so an object that failed,
   or was abandoned at a stop, is simply counted on redelivery, and one counted before is
   not counted again.
 Firehose's own error output (`SESGUARD_FIREHOSE_ERROR_PREFIX`) is never counted.
+
+Only the events bucket (`settings.bucket_name(account)`) under SESGUARD_EVENTS_PREFIX is
+counted: a notification is a claim about where SES events are, made by whoever can send
+to the queue, and counting an object elsewhere would put someone else's records into a
+partner's rates (and bounce counts pause partners). IAM confines the task role on AWS;
+this check holds wherever the worker runs. Such a notification is dead-lettered whole,
+naming what it pointed at, and nothing of it is counted.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from sesguard.runtime import DeadLetter, Delivery, Done, Fate, GiveBack, Retry
 from sesguard.runtime.failures import describe
 from sesguard.settings import Settings
 from worker.enforce import Outcome
-from worker.notifications import BadNotification, parse_notification
+from worker.notifications import BadNotification, ObjectRef, parse_notification
 from worker.pipeline import ObjectMissing, ObjectResult, ObjectTooLarge, Processor
 
 log = get_logger(__name__)
@@ -43,6 +51,7 @@ class Metrics:
     ignored: Counter[str] = field(default_factory=Counter)
     untagged: int = 0
     wrong_pipeline: int = 0  # SNS identity notifications: never counted (see classify)
+    jobs_confirmed_by_ses: int = 0  # stale claims SES's Send events turned "sent"
     chunks_applied: int = 0
     chunks_already_counted: int = 0
     partners_paused: int = 0
@@ -61,6 +70,7 @@ class Metrics:
         self.wrong_pipeline += r.stats.wrong_pipeline
         self.chunks_applied += r.applied.applied
         self.chunks_already_counted += r.applied.already
+        self.jobs_confirmed_by_ses += r.confirmations.confirmed
 
     def settled(self, fate: Fate) -> None:
         """What the runtime did with a message."""
@@ -85,6 +95,7 @@ class EventsHandler:
         self.settings = settings
         self.metrics = metrics
         self.emf = emf  # CloudWatch metrics (EMF lines on stdout)
+        self.bucket: str | None = None  # the events bucket: set before the first message
 
     async def __call__(self, d: Delivery) -> Fate:
         self.metrics.messages += 1
@@ -97,6 +108,13 @@ class EventsHandler:
             log.info("test_event_skipped", message_id=d.message_id)
             d.outcome = "test_event"
             return Done()
+        foreign = [ref.url for ref in note.objects if not self._ours(ref)]
+        if foreign:
+            where = f"s3://{self.bucket}/{self.settings.events_prefix}"
+            return DeadLetter(
+                f"not the events bucket: {' '.join(foreign)[:1000]} (this worker counts"
+                f" only objects under {where})"
+            )
         missing: list[str] = []
         for ref in note.objects:
             if ref.key.startswith(self.settings.firehose_error_prefix):
@@ -121,6 +139,16 @@ class EventsHandler:
         d.outcome = "counted"
         return Done()
 
+    def _ours(self, ref: ObjectRef) -> bool:
+        """In the events bucket, under the events prefix (or Firehose's error prefix,
+        which is skipped below)."""
+        if self.bucket is None:
+            raise RuntimeError("EventsHandler.bucket is not set")
+        s = self.settings
+        return ref.bucket == self.bucket and (
+            ref.key.startswith(s.events_prefix) or ref.key.startswith(s.firehose_error_prefix)
+        )
+
     def _record(self, r: ObjectResult) -> None:
         self.metrics.add(r)
         emf = self.emf
@@ -132,6 +160,8 @@ class EventsHandler:
             emf.add("malformed_records", r.stats.malformed_count)
         if r.stats.wrong_pipeline:
             emf.add("wrong_pipeline_records", r.stats.wrong_pipeline)
+        if r.confirmations.confirmed:
+            emf.add("jobs_confirmed_by_ses", r.confirmations.confirmed)
         paused = sum(1 for o in r.outcomes.values() if o is Outcome.PAUSED)
         if paused:
             emf.add("partners_paused", paused)

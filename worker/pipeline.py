@@ -11,6 +11,8 @@ all the objects it is processing, so timers (visibility renewal, heartbeat, the 
 signal) wait for at most one step, not for an object. An object that decompresses to more
 than `max_object_bytes` (SESGUARD_MAX_OBJECT_BYTES) is given up as soon as it passes the
 cap, before anything of it is applied.
+After the counters, the jobs the object's Send events name are confirmed
+(worker/confirm.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sesguard.settings import DEFAULT_MAX_OBJECT_BYTES
 from sesguard.store import PartnerStore
 from worker.aggregate import Aggregator, ObjectStats
 from worker.apply import ApplyResult, apply_object
+from worker.confirm import Confirmations, confirm_sends
 from worker.enforce import Enforcer, Outcome
 
 log = get_logger(__name__)
@@ -57,6 +60,7 @@ class ObjectResult:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     lag_seconds: float | None = None
     bytes_read: int = 0
+    confirmations: Confirmations = field(default_factory=Confirmations)
 
     @property
     def partners(self) -> list[str]:
@@ -101,6 +105,7 @@ class Processor:
 
         counts = agg.counts()
         applied = await apply_object(self.store, bucket, key, counts, etag=etag)
+        confirmations = await confirm_sends(self.store.dynamodb, self.store.table, agg.sends)
         outcomes = await self.enforcer.check_all(agg.partners(), now)
         done = utcnow()
         result = ObjectResult(
@@ -111,6 +116,7 @@ class Processor:
             outcomes=outcomes,
             lag_seconds=round((done - modified).total_seconds(), 3) if modified else None,
             bytes_read=agg.bytes_in,
+            confirmations=confirmations,
         )
         _log_result(result)
         return result
@@ -187,4 +193,5 @@ def _log_result(r: ObjectResult) -> None:
         chunks_applied=r.applied.applied,
         chunks_already_counted=r.applied.already,
         lag_seconds=r.lag_seconds,
+        send_confirmations=r.confirmations.as_log(),
     )

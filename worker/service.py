@@ -102,6 +102,15 @@ class WorkerService:
                 hint="run `sesguard bootstrap` first",
             )
             return ExitCode.FAILED
+        try:  # the only bucket counted (worker.handler), known before the first message
+            self.handler.bucket = self.settings.bucket_name(await self.clients.account_id())
+        except Exception as exc:
+            log.error(
+                "events_bucket_unknown",
+                error=describe(exc),
+                hint="set SESGUARD_EVENTS_BUCKET, or allow sts:GetCallerIdentity",
+            )
+            return ExitCode.FAILED
         consumer = self.consumer = Consumer(
             self.clients.sqs,
             ConsumerConfig.for_service(

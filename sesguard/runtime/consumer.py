@@ -47,7 +47,7 @@ from enum import StrEnum
 from typing import Any
 
 from sesguard.backoff import backoff_delay
-from sesguard.deadletter import send_to_dlq
+from sesguard.deadletter import PAST_TOLERANCE, send_to_dlq
 from sesguard.health import touch_heartbeat
 from sesguard.logging import get_logger
 from sesguard.metrics import ServiceMetrics
@@ -380,14 +380,14 @@ class Consumer:
     async def _settle(self, d: Delivery, fate: Fate) -> None:
         if isinstance(fate, Retry) and self._past_tolerance(d):
             fate = DeadLetter(
-                f"failing for longer than the outage tolerance"
+                f"{PAST_TOLERANCE}"
                 f" ({self.config.retry.tolerance:g}s, received {d.receive_count} times):"
                 f" {fate.reason}"
             )
             d.outcome = None
         if isinstance(fate, DeadLetter):
             try:  # the reason always goes along (sesguard.deadletter cuts a body to fit it)
-                await send_to_dlq(self.sqs, self.config.dlq_url, d.body, fate.reason)
+                await send_to_dlq(self.sqs, self.config.dlq_url, d.body, fate.reason, d.message_id)
             except Exception as exc:
                 fate, d.outcome = Retry(f"dlq: {describe(exc)} (was: {fate.reason})"), None
         self._apply(d, fate)

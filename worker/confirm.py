@@ -1,0 +1,207 @@
+"""SES's Send events confirm the jobs they name: a stale "sending" claim becomes "sent".
+
+Why: a sender that dies between SendEmail and its "sent" record leaves the job's record
+(`J#<job_id>`, sender/records.py) saying "sending", and a later delivery of the job cannot
+tell whether SES has the mail. SES can: every send carries the job id as a tag
+(sesguard.jobs.JOB_TAG), so the Send event SES publishes for it names the job. For each
+object, the jobs its Send events name are looked up, and a record still "sending" is
+turned "sent" with SES's message id and time and `confirmed_by = "ses"`. The sender then
+reads the job as a duplicate (never resent), and `sesguard dlq redrive` drops a job
+dead-lettered as "possibly sent" once it is confirmed (sesguard/dlq.py).
+
+Cost (bench/worker.py measures it): Send events are a third to a half of all events,
+and nearly every record they name already says "sent" (the sender wrote it). So the
+records are *read*, 100 keys per BatchGetItem (eventually consistent: half a read unit
+per record), and a write is made only for a record still "sending": a sender died
+mid-send, which is rare. One write per Send event would be a write for every two or
+three events, far above the worker's budget of 2 write requests per 1,000 events. An
+eventually consistent read is safe here: a record only ever goes from "sending" to
+"sent", so a stale read can only show "sending" where the record is already "sent", and
+the conditional write below then changes nothing.
+
+Idempotent: the write is conditional on the record still being "sending" for the same
+partner, so a redelivered object, a second Send event or a race with the sender's own
+"sent" record changes nothing. A record that does not exist is left alone (expired
+after SESGUARD_JOB_RECORD_DAYS, or a tag sesguard did not write): no record is created.
+A failure raises, and the object's notification is retried; its counters are not
+counted twice (worker/apply.py), and the confirmations are simply made again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from enum import StrEnum
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from sesguard import table as t
+from sesguard.backoff import backoff_delay
+from sesguard.logging import get_logger
+from sesguard.partners import utcnow
+from worker.classify import SentJob
+
+log = get_logger(__name__)
+
+BATCH_GET_MAX = 100  # keys per BatchGetItem (DynamoDB's limit)
+READ_ATTEMPTS = 8  # per batch: UnprocessedKeys are asked again, with backoff
+PARALLEL_READS = 4  # BatchGetItem calls in flight per object
+LOG_IDS = 25  # job ids named in one log line
+
+
+class Verdict(StrEnum):
+    """What a Send event means for the job's record."""
+
+    ALREADY_SENT = "already_sent"  # the record says "sent": nothing to write (the common case)
+    CONFIRM = "confirm"  # the record is a stale or live claim: turn it "sent"
+    UNKNOWN = "unknown"  # no record: expired, or not a job of ours
+    OTHER_PARTNER = "other_partner"  # the record is another partner's: never touched
+
+
+def judge(record: dict[str, Any] | None, send: SentJob) -> Verdict:
+    """What to do with the record of the job a Send event names (pure)."""
+    if record is None:
+        return Verdict.UNKNOWN
+    if record.get("partner_id") != send.partner_id:
+        return Verdict.OTHER_PARTNER
+    if record.get("state") == t.JOB_SENDING:
+        return Verdict.CONFIRM
+    return Verdict.ALREADY_SENT
+
+
+@dataclass
+class Confirmations:
+    """What the Send events of one object did (logged with the object)."""
+
+    jobs: int = 0  # distinct jobs named
+    already_sent: int = 0
+    confirmed: int = 0  # records turned "sent" by this object
+    raced: int = 0  # claims that changed between read and write (the sender or a redrive won)
+    unknown: int = 0
+    other_partner: int = 0
+    read_requests: int = 0
+    write_requests: int = 0
+
+    def as_log(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def distinct_jobs(sends: Iterable[SentJob]) -> dict[str, SentJob]:
+    """One Send event per job (the first); a job named with two different SES message
+    ids was sent twice, which must never happen: logged as an error."""
+    out: dict[str, SentJob] = {}
+    for send in sends:
+        first = out.setdefault(send.job_id, send)
+        if first.message_id != send.message_id:
+            log.error(
+                "job_sent_twice",
+                alert=True,
+                job_id=send.job_id,
+                partner_id=send.partner_id,
+                ses_message_ids=[first.message_id, send.message_id],
+            )
+    return out
+
+
+async def confirm_sends(dynamodb: Any, table: str, sends: Sequence[SentJob]) -> Confirmations:
+    """Confirm the jobs an object's Send events name (see the module docstring)."""
+    result = Confirmations()
+    by_job = distinct_jobs(sends)
+    result.jobs = len(by_job)
+    if not by_job:
+        return result
+    records = await read_records(dynamodb, table, list(by_job), result)
+    confirmed: list[str] = []
+    for job_id, send in by_job.items():
+        verdict = judge(records.get(job_id), send)
+        if verdict is Verdict.CONFIRM:
+            result.write_requests += 1
+            if await _confirm(dynamodb, table, send):
+                result.confirmed += 1
+                confirmed.append(job_id)
+            else:
+                result.raced += 1
+        elif verdict is Verdict.ALREADY_SENT:
+            result.already_sent += 1
+        elif verdict is Verdict.UNKNOWN:
+            result.unknown += 1
+        else:
+            result.other_partner += 1
+    if confirmed:
+        log.info("jobs_confirmed_by_ses", count=len(confirmed), job_ids=confirmed[:LOG_IDS])
+    if result.other_partner:
+        log.warning("send_event_partner_mismatch", count=result.other_partner)
+    return result
+
+
+async def read_records(
+    dynamodb: Any, table: str, job_ids: Sequence[str], result: Confirmations
+) -> dict[str, dict[str, Any]]:
+    """The records of `job_ids` (state and partner only), 100 keys per BatchGetItem."""
+    gate = asyncio.Semaphore(PARALLEL_READS)
+    found: dict[str, dict[str, Any]] = {}
+
+    async def one(chunk: Sequence[str]) -> None:
+        async with gate:
+            for record in await _batch_get(dynamodb, table, chunk, result):
+                found[str(record["pk"]).removeprefix(t.JOB_PREFIX)] = record
+
+    chunks = [job_ids[i : i + BATCH_GET_MAX] for i in range(0, len(job_ids), BATCH_GET_MAX)]
+    await asyncio.gather(*(one(c) for c in chunks))
+    return found
+
+
+async def _batch_get(
+    dynamodb: Any, table: str, job_ids: Sequence[str], result: Confirmations
+) -> list[dict[str, Any]]:
+    request: dict[str, Any] = {
+        "Keys": [t.key(t.job_pk(j), t.JOB_SK) for j in job_ids],
+        "ProjectionExpression": "pk, #s, partner_id",
+        "ExpressionAttributeNames": {"#s": "state"},
+    }
+    out: list[dict[str, Any]] = []
+    for attempt in range(READ_ATTEMPTS):
+        result.read_requests += 1
+        resp = await dynamodb.batch_get_item(RequestItems={table: request})
+        out += [t.from_item(i) for i in resp.get("Responses", {}).get(table, [])]
+        left = (resp.get("UnprocessedKeys") or {}).get(table)
+        if not left or not left.get("Keys"):
+            return out
+        request = left  # the same projection, only the keys not read yet
+        await asyncio.sleep(backoff_delay(attempt, base=0.05, cap=2.0))
+    raise RuntimeError(
+        f"DynamoDB left {len(request['Keys'])} job records unread after {READ_ATTEMPTS} calls"
+    )
+
+
+async def _confirm(dynamodb: Any, table: str, send: SentJob) -> bool:
+    """Turn the job's "sending" record "sent"; False if it is no longer "sending" for
+    this partner (the sender's own record, or a redrive, came first)."""
+    try:
+        await dynamodb.update_item(
+            TableName=table,
+            Key=t.key(t.job_pk(send.job_id), t.JOB_SK),
+            UpdateExpression=(
+                "SET #s = :sent, message_id = :mid, sent_at = :at, confirmed_by = :by,"
+                " confirmed_at = :now"
+            ),
+            ConditionExpression="#s = :sending AND partner_id = :pid",
+            ExpressionAttributeNames={"#s": "state"},
+            ExpressionAttributeValues={
+                ":sent": {"S": t.JOB_SENT},
+                ":sending": {"S": t.JOB_SENDING},
+                ":mid": {"S": send.message_id},
+                ":at": {"S": send.timestamp},
+                ":by": {"S": t.CONFIRMED_BY_SES},
+                ":now": {"S": utcnow().astimezone(UTC).isoformat()},
+                ":pid": {"S": send.partner_id},
+            },
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
