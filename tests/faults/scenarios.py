@@ -1,0 +1,438 @@
+"""The fault scenarios, their runner and the results table.
+
+Each scenario starts real `sesguard worker` and `sesguard sender` processes on its own
+stack (tests/faults/stack.py), lets jobs flow, then injects its fault through a proxy
+(or kills a process), and waits until the service has recovered by itself: both work
+queues empty, nothing on its way. What every job became is then read from the stand-in.
+
+Invariants, for every scenario (tests/faults/test_scenarios.py):
+- nothing sent twice: at most one SES message per job id;
+- nothing lost: every job was sent, or held, or dead-lettered for a permanent reason;
+- nothing dead-lettered for a transient fault: the only reason allowed is "possibly
+  sent", and only where a process was killed or a response lost mid-send;
+- nothing counted twice or missed: each partner's counters equal the Send and Delivery
+  recipients in the event objects in S3;
+- the service recovers by itself, and stops with exit code 0 on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.faults.proxy import Error, Fault, Injection, error, latency, not_implemented, reset
+from tests.faults.stack import Outcome, ScenarioError, Stack, wait_until
+
+SETTLE_SECONDS = 240.0  # after the fault: generous; a run that needs it has a bug
+WAIT_SECONDS = 180.0  # for a scenario's own milestones (first sends, a kill point)
+SCENARIO_SECONDS = 600.0  # the whole scenario, setup and reading included
+
+
+@dataclass
+class Run:
+    """What a scenario's driver records while it runs."""
+
+    jobs: int
+    fault_start: float | None = None
+    fault_end: float | None = None
+    injections: list[Injection] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # scenario-specific failures
+
+
+Drive = Callable[[Stack, Run], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str  # the test id
+    fault: str  # the table's first column
+    jobs: int
+    drive: Drive
+    possibly_sent_ok: bool = False  # a kill or a lost answer mid-send may leave these
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    outcome: Outcome | None = None
+    recovery: float | None = None  # seconds from the end of the fault to all done
+    exits: dict[str, list[int]] = field(default_factory=dict)
+    fault_hits: int = 0
+    problems: list[str] = field(default_factory=list)
+    error: str | None = None
+    timeline: dict[str, float] = field(default_factory=dict)  # phase -> seconds from start
+    workdir: Path | None = None
+    logs: dict[str, str] = field(default_factory=dict)
+
+    def failures(self) -> list[str]:
+        """Every invariant this run broke (empty: it passed)."""
+        if self.error:
+            return [self.error]
+        o = self.outcome
+        assert o is not None
+        out = list(self.problems)
+        if o.duplicates:
+            dup = [j for j in o.jobs if o.ses_count[j] > 1]
+            out.append(f"{o.duplicates} jobs sent more than once: {dup[:10]}")
+        if o.lost:
+            out.append(f"{len(o.lost)} jobs lost (not sent, held or dead-lettered): {o.lost[:10]}")
+        if o.dead_lettered:
+            sample = dict(list(o.dead_lettered.items())[:5])
+            out.append(f"{len(o.dead_lettered)} jobs dead-lettered for a transient fault: {sample}")
+        if o.possibly_sent and not self.scenario.possibly_sent_ok:
+            out.append(f"{len(o.possibly_sent)} jobs dead-lettered as possibly sent")
+        if o.events_dlq:
+            out.append(f"{o.events_dlq} event notifications dead-lettered")
+        if not o.counts_exact:
+            out.append(f"counters {o.counted} != events published {o.published}")
+        if o.held:
+            out.append(f"{o.held} jobs held (no partner was paused)")
+        if self.recovery is None:
+            out.append("did not recover: work left in the queues after the settle time")
+        for name, codes in self.exits.items():
+            if not codes or codes[-1] != 0:
+                out.append(f"{name} exit codes {codes}: the last stop (SIGTERM) must exit 0")
+        return out
+
+    def row(self) -> list[str]:
+        o = self.outcome
+        if o is None:
+            return [self.scenario.fault, str(self.scenario.jobs), *["-"] * 6, "error"]
+        sent_possibly = sum(1 for j in o.possibly_sent if o.ses_count[j] == 1)
+        return [
+            self.scenario.fault,
+            str(len(o.jobs)),
+            str(o.sent_once),
+            str(o.duplicates),
+            str(len(o.dead_lettered)),
+            f"{len(o.possibly_sent)} ({sent_possibly} sent)" if o.possibly_sent else "0",
+            str(len(o.lost)),
+            "exact" if o.counts_exact else "WRONG",
+            "no" if self.recovery is None else f"{self.recovery:.1f} s",
+        ]
+
+
+HEADERS = [
+    "fault",
+    "jobs",
+    "sent once",
+    "duplicates",
+    "dead-lettered",
+    "possibly sent",
+    "lost",
+    "counts",
+    "recovered after",
+]
+
+
+def table(results: list[Result]) -> str:
+    """The results as a Markdown table (the README carries it)."""
+    rows = [HEADERS, ["---"] * len(HEADERS), *[r.row() for r in results]]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in rows)
+
+
+# ---- drivers --------------------------------------------------------------------------
+
+
+async def start(st: Stack) -> None:
+    await st.service("worker").start()
+    await st.service("sender").start()
+
+
+Trigger = Callable[[Stack, Run], bool]
+
+
+def backlog(st: Stack, run: Run) -> bool:
+    """A sixth of the jobs went through: the fault meets a backlog of most of the jobs."""
+    return st.sends() >= run.jobs // 6
+
+
+def last_jobs(st: Stack, run: Run) -> bool:
+    """All but the last 16 jobs (one concurrency's worth) went through: the fault meets a
+    short queue, as an outage meets a quiet hour, and each job is retried the most."""
+    return st.sends() >= run.jobs - 16
+
+
+def objects_counted(st: Stack, run: Run) -> bool:
+    """The worker counted a tenth of the objects: its fault lands mid-run."""
+    return st.transactions() >= run.jobs // 10
+
+
+def window(
+    *faults: tuple[str, Fault],
+    seconds: float = 5.0,
+    then: tuple[tuple[str, Fault], ...] = (),
+    trigger: Trigger = last_jobs,
+    max_calls_per_job: float | None = None,
+) -> Drive:
+    """Inject `faults` (proxy name, fault) for `seconds` once `trigger` holds, then the
+    `then` faults for as long again. With `max_calls_per_job`, the faulted calls during
+    the window must stay under that many per job (no churning through the queue)."""
+
+    async def drive(st: Stack, run: Run) -> None:
+        await start(st)
+        await wait_until(lambda: trigger(st, run), WAIT_SECONDS, "the fault's moment")
+        for phase in (faults, then):
+            if not phase:
+                continue
+            run.fault_start = run.fault_start or time.monotonic()
+            injections = [st.proxies[proxy].inject(f, seconds) for proxy, f in phase]
+            run.injections += injections
+            await injections[0].ended.wait()
+        run.fault_end = time.monotonic()
+        if max_calls_per_job is not None:
+            hits = sum(i.hits for i in run.injections)
+            if hits > max_calls_per_job * run.jobs:
+                run.problems.append(
+                    f"{hits} faulted calls during the outage for {run.jobs} jobs: the service"
+                    " churned through the queue instead of waiting for the dependency"
+                )
+
+    return drive
+
+
+def limited(proxy: str, fault: Fault, count: int) -> Drive:
+    """Apply `fault` to the next `count` matching requests once jobs flow."""
+
+    async def drive(st: Stack, run: Run) -> None:
+        await start(st)
+        await wait_until(lambda: backlog(st, run), WAIT_SECONDS, "the first jobs")
+        run.fault_start = time.monotonic()
+        injection = st.proxies[proxy].inject(fault, limit=count)
+        run.injections.append(injection)
+        await wait_until(lambda: injection.hits >= count, WAIT_SECONDS, f"{count} faulted calls")
+        run.fault_end = time.monotonic()
+
+    return drive
+
+
+def restart_sender(sig: signal.Signals, times: int) -> Drive:
+    """Stop the sender with `sig` `times` over the run, restarting it each time."""
+
+    async def drive(st: Stack, run: Run) -> None:
+        await start(st)
+        sender = st.service("sender")
+        for k in range(1, times + 1):
+            target = k * run.jobs // (times + 2)
+            await wait_until(lambda t=target: st.sends() >= t, WAIT_SECONDS, f"stop {k}")
+            code = await sender.signal(sig)
+            if sig is signal.SIGTERM and code != 0:
+                run.problems.append(f"sender exited {code} on SIGTERM mid-run")
+            await sender.start()
+        run.fault_end = time.monotonic()
+
+    return drive
+
+
+def kill_worker(times: int) -> Drive:
+    async def drive(st: Stack, run: Run) -> None:
+        await start(st)
+        worker = st.service("worker")
+        for k in range(1, times + 1):
+            target = k * run.jobs // (times + 2)
+            await wait_until(lambda t=target: st.transactions() >= t, WAIT_SECONDS, f"kill {k}")
+            await worker.signal(signal.SIGKILL)
+            await worker.start()
+        run.fault_end = time.monotonic()
+
+    return drive
+
+
+async def kill_worker_mid_transaction(st: Stack, run: Run) -> None:
+    """SIGKILL the worker twice while an object's counting transaction is on its way:
+    once after the stand-in committed it (the answer held back), once before (the
+    proxy holds the request and commits it after the worker is dead)."""
+    await start(st)
+    worker, proxy = st.service("worker"), st.proxies["worker"]
+    for k, after in enumerate((True, False), start=1):
+        target = k * run.jobs // 4
+        await wait_until(lambda t=target: st.transactions() >= t, WAIT_SECONDS, f"kill {k}")
+        held = latency("dynamodb", "TransactWriteItems", seconds=3.0, after_upstream=after)
+        injection = proxy.inject(held, limit=1)
+        run.injections.append(injection)
+        await wait_until(
+            lambda i=injection, a=after: (i.forwarded if a else i.hits) >= 1,  # type: ignore[misc]
+            WAIT_SECONDS,
+            "a transaction in flight",
+            every=0.01,
+        )
+        await worker.signal(signal.SIGKILL)
+        await worker.start()
+    run.fault_end = time.monotonic()
+
+
+S, W = "sender", "worker"
+SCENARIOS = [  # longest first: they start first when run concurrently
+    Scenario(
+        "ses-outage-long",
+        "SES SendEmail answers 503 for 40 s (the 2-minute outage, scaled), last 16 jobs",
+        60,
+        window((S, error("sesv2", Error.UNAVAILABLE, "SendEmail")), seconds=40.0),
+    ),
+    Scenario(
+        "ses-outage-backlog",
+        "SES SendEmail answers 503 for 20 s over a backlog of 80 jobs",
+        100,
+        window(
+            (S, error("sesv2", Error.UNAVAILABLE, "SendEmail")),
+            seconds=20.0,
+            trigger=backlog,
+            max_calls_per_job=1.0,
+        ),
+    ),
+    Scenario(
+        "ddb-500-sender",
+        "DynamoDB answers 500 to the sender for 30 s, last 16 jobs",
+        60,
+        window((S, error("dynamodb", Error.INTERNAL)), seconds=30.0),
+    ),
+    Scenario(
+        "sender-sigkill",
+        "sender SIGKILL mid-run, twice",
+        100,
+        restart_sender(signal.SIGKILL, 2),
+        possibly_sent_ok=True,
+    ),
+    Scenario(
+        "worker-sigkill-mid-transaction",
+        "worker SIGKILL mid-transaction (after, then before the commit)",
+        60,
+        kill_worker_mid_transaction,
+    ),
+    Scenario("worker-sigkill", "worker SIGKILL 4 times mid-run", 100, kill_worker(4)),
+    Scenario(
+        "sender-sigterm",
+        "sender SIGTERM mid-run, twice",
+        100,
+        restart_sender(signal.SIGTERM, 2),
+    ),
+    Scenario(
+        "ses-429",
+        "SES SendEmail answers 429 throttling for 10 s",
+        60,
+        window((S, error("sesv2", Error.THROTTLING, "SendEmail")), seconds=10.0),
+    ),
+    Scenario(
+        "ses-501",
+        "SES answers 501 not implemented (as LocalStack) for 10 s",
+        60,
+        window((S, not_implemented("sesv2")), seconds=10.0),
+    ),
+    Scenario(
+        "ddb-throttling-sender",
+        "DynamoDB throttles the sender for 5 s",
+        60,
+        window((S, error("dynamodb", Error.THROTTLING))),
+    ),
+    Scenario(
+        "ddb-worker",
+        "DynamoDB answers 500, then throttles, the worker (4 s each)",
+        60,
+        window(
+            (W, error("dynamodb", Error.INTERNAL)),
+            then=((W, error("dynamodb", Error.THROTTLING)),),
+            seconds=4.0,
+            trigger=objects_counted,
+        ),
+    ),
+    Scenario(
+        "s3-get-worker",
+        "S3 GetObject answers 500, then 503 SlowDown, to the worker (4 s each)",
+        60,
+        window(
+            (W, error("s3", Error.INTERNAL, "GetObject")),
+            then=((W, error("s3", Error.THROTTLING, "GetObject")),),
+            seconds=4.0,
+            trigger=objects_counted,
+        ),
+    ),
+    Scenario(
+        "sqs-500",
+        "SQS answers 500 to both services for 5 s",
+        60,
+        window((S, error("sqs", Error.INTERNAL)), (W, error("sqs", Error.INTERNAL))),
+    ),
+    Scenario(
+        "ses-slow",
+        "SES SendEmail answers 7 s late for 4 s (visibility timeout 10 s)",
+        40,
+        window((S, latency("sesv2", "SendEmail", seconds=7.0)), seconds=4.0),
+    ),
+    Scenario(
+        "ses-answer-lost",
+        "SES SendEmail: connection reset after SES accepted, 3 times",
+        40,
+        limited(S, reset("sesv2", "SendEmail", after_upstream=True), 3),
+        possibly_sent_ok=True,
+    ),
+    Scenario(
+        "ddb-claim-answer-lost",
+        "DynamoDB: connection reset after the sender's claim was written, 3 times",
+        40,
+        limited(S, reset("dynamodb", "PutItem", after_upstream=True), 3),
+    ),
+]
+BY_KEY = {s.key: s for s in SCENARIOS}
+
+
+# ---- running --------------------------------------------------------------------------
+
+
+async def run_scenario(scenario: Scenario, workdir: Path) -> Result:
+    result = Result(scenario, workdir=workdir)
+    run = Run(scenario.jobs)
+    t0 = time.monotonic()
+
+    def mark(phase: str, at: float | None = None) -> None:
+        result.timeline[phase] = round((at or time.monotonic()) - t0, 1)
+
+    try:
+        async with asyncio.timeout(SCENARIO_SECONDS), Stack(scenario.key, workdir) as st:
+            mark("stand-in up")
+            try:
+                jobs = await st.prepare(scenario.jobs)
+                mark("prepared")
+                await scenario.drive(st, run)
+                end = run.fault_end or time.monotonic()
+                if run.fault_start:
+                    mark("fault start", run.fault_start)
+                mark("fault end", end)
+                done = await st.settle(SETTLE_SECONDS)
+                mark("settled")
+                result.recovery = None if done is None else max(0.0, done - end)
+                for name in ("sender", "worker"):
+                    service = st.services.get(name)
+                    if service is not None and service.running:
+                        await service.signal(signal.SIGTERM)
+                    result.exits[name] = service.exits if service else []
+                mark("stopped")
+                result.outcome = await st.outcome(jobs, mark)
+                mark("read")
+            finally:
+                result.logs = {name: s.tail() for name, s in st.services.items()}
+    except ScenarioError as exc:
+        result.error = f"{exc}"
+    except TimeoutError:
+        result.error = f"the scenario did not finish within {SCENARIO_SECONDS:g}s"
+    except Exception as exc:  # report any failure of the harness with its traceback
+        result.error = "".join(traceback.format_exception(exc))[-3000:]
+    result.fault_hits = sum(i.hits for i in run.injections)
+    result.problems = run.problems
+    return result
+
+
+async def run_all(scenarios: list[Scenario], base: Path, parallel: int) -> dict[str, Result]:
+    """Run scenarios, `parallel` at a time (each on its own stand-in and proxies)."""
+    slots = asyncio.Semaphore(parallel)
+
+    async def one(s: Scenario) -> Result:
+        async with slots:
+            return await run_scenario(s, base / s.key)
+
+    results = await asyncio.gather(*(one(s) for s in scenarios))
+    return {r.scenario.key: r for r in results}
