@@ -176,6 +176,9 @@ class Resolver:
             if key == "Fn::Split":
                 sep, value = arg
                 return str(self.resolve(value)).split(sep)
+            if key == "Fn::FindInMap":
+                name, first, second = (self.resolve(v) for v in arg)
+                return self.t["Mappings"][name][str(first)][str(second)]
             if key == "Fn::If":
                 cond, yes, no = arg
                 return self.resolve(yes if self.conditions[cond] else no)

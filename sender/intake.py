@@ -1,13 +1,12 @@
-"""One received message and what becomes of it: plain data and pure helpers.
+"""One send job as the handler tracks it: plain data and pure helpers.
 
-A job's fates are listed in sender.service; `Phase` tracks how far a delivery got, which
-decides what a stop must undo (release a claim SES never saw, or keep one it may have).
+`Phase` tracks how far a delivery got, which decides what a stop must undo (release a
+claim SES never saw, or keep one it may have).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 
 import orjson
@@ -17,39 +16,29 @@ from sesguard.partners import PARTNER_ID_RE
 
 
 class Outcome(StrEnum):
+    """What a finished (Done) job became, as logged and counted (event "job"). The other
+    outcomes are the runtime's names for the other fates: dead_lettered, retried,
+    returned, deferred (sesguard.runtime.fates)."""
+
     SENT = "sent"
     HELD = "held"
-    DEAD_LETTERED = "dead_lettered"
     DUPLICATE = "duplicate"
-    DEFERRED = "deferred"
-    RETRIED = "retried"
-    RETURNED = "returned"
 
 
 class Phase(StrEnum):
     NEW = "new"
     CLAIMED = "claimed"  # our claim exists, SES has not been asked
     SENDING = "sending"  # SendEmail is on the wire
-    SETTLED = "settled"  # the message's fate is decided (finisher, DLQ, visibility)
+    SENT = "sent"  # SES accepted it
 
 
 @dataclass(eq=False)
-class Inflight:
-    message_id: str
-    receipt: str
-    body: str
-    sent_at: datetime | None
-    extended_at: float  # monotonic time of receipt or of the last visibility extension
+class Attempt:
+    """This delivery's job and claim, as far as it got."""
+
     job: SendJob | None = None
     token: str | None = None
     phase: Phase = Phase.NEW
-
-
-@dataclass(frozen=True)
-class Result:
-    outcome: Outcome
-    reason: str | None = None
-    ses_message_id: str | None = None
 
 
 def job_from_message(body: str, message_id: str) -> SendJob:

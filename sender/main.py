@@ -1,6 +1,7 @@
 """Entry points of the send service for the `sesguard sender` CLI and `python -m sender`.
 
-Exit codes: 0 stopped or drained, 1 could not start (missing queue, no AWS access),
+Exit codes (sesguard.exitcodes): 0 stopped or drained, 1 could not start (missing queue,
+no AWS access) or a --drain that gave up (a dependency down past the outage tolerance),
 3 --drain ended early because SES paused sending for the whole account.
 """
 

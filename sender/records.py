@@ -21,7 +21,9 @@ or "sent" (SES returned a MessageId), with a TTL of `settings.job_record_days`.
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -30,10 +32,16 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from sesguard import table as t
+from sesguard.backoff import backoff_delay
 from sesguard.jobs import SendJob
+from sesguard.logging import get_logger
 from sesguard.partners import utcnow
+from sesguard.runtime.failures import describe
+
+log = get_logger(__name__)
 
 JOB_SK = "JOB"
+WRITE_ATTEMPTS = 5  # per flush; the runtime retries the flush itself after that
 SENDING, SENT = "sending", "sent"
 
 
@@ -143,6 +151,36 @@ class JobRecords:
                 t.TTL_ATTRIBUTE: self._expires(now),
             }
         )
+
+    async def write_sent(self, items: Sequence[dict[str, Any]]) -> list[bool]:
+        """Write "sent" records (`sent_item`s, at most 25) in one BatchWriteItem; for each,
+        whether it is now durable. Unprocessed items are retried a few times; what is
+        still unwritten is reported, never raised: the runtime keeps those messages and
+        tries again (sesguard.runtime.finisher), because a job deleted while its record
+        still says "sending" would later be judged "possibly sent"."""
+        unwritten = {self._key_of(i) for i in items}
+        request: dict[str, Any] = {self.table: [{"PutRequest": {"Item": i}} for i in items]}
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                resp = await self.dynamodb.batch_write_item(RequestItems=request)
+            except Exception as exc:
+                log.error(
+                    "job_record_write_failed",
+                    job_ids=sorted(unwritten)[:25],
+                    error=describe(exc),
+                )
+                break
+            left = (resp.get("UnprocessedItems") or {}).get(self.table, [])
+            unwritten = {self._key_of(r["PutRequest"]["Item"]) for r in left}
+            if not left:
+                break
+            request = {self.table: left}
+            await asyncio.sleep(backoff_delay(attempt, base=0.05, cap=1.0))
+        return [self._key_of(i) not in unwritten for i in items]
+
+    @staticmethod
+    def _key_of(item: dict[str, Any]) -> str:
+        return str(item["pk"]["S"]).removeprefix(t.job_pk(""))
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         resp = await self.dynamodb.get_item(

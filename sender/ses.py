@@ -29,6 +29,7 @@ from botocore.exceptions import (
 
 from sesguard.jobs import SendJob
 from sesguard.partners import Profile
+from sesguard.runtime.failures import THROTTLE_CODES, error_code
 from sesguard.settings import Settings
 
 PARTNER_TAG = "partner_id"
@@ -42,15 +43,6 @@ class Failure(StrEnum):
     AMBIGUOUS = "ambiguous"
 
 
-THROTTLE_CODES = frozenset(
-    {
-        "TooManyRequestsException",
-        "Throttling",
-        "ThrottlingException",
-        "LimitExceededException",
-        "LimitExceeded",
-    }
-)
 REJECT_CODES = frozenset(
     {
         "MessageRejected",
@@ -62,18 +54,6 @@ REJECT_CODES = frozenset(
     }
 )
 ACCOUNT_CODES = frozenset({"AccountSuspendedException", "SendingPausedException"})
-
-
-def error_code(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "")) or "ClientError"
-    return type(exc).__name__
-
-
-def error_message(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Message", ""))[:300]
-    return str(exc)[:300]
 
 
 def classify(exc: BaseException) -> Failure:

@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from sesguard.aws import Clients, region
 from sesguard.logging import get_logger
+from sesguard.runtime.retry import max_receive_count
 from sesguard.settings import Settings
 from sesguard.table import KIND_ATTRIBUTE, PARTNERS_INDEX, TTL_ATTRIBUTE
 
@@ -165,8 +166,10 @@ async def ensure_queues(clients: Clients, settings: Settings, report: Report) ->
         _, dlq_arn = await ensure_queue(
             clients, dlq_name, {"MessageRetentionPeriod": "1209600"}, report
         )
+        # Enough receives for a failing message's backoff to outlast the outage
+        # tolerance: a transient outage never moves a job to the DLQ.
         redrive = json.dumps(
-            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.dlq_max_receives}
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count(settings)}
         )
         attrs = {
             "VisibilityTimeout": str(settings.visibility_timeout),

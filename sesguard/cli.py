@@ -21,6 +21,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from sesguard import __version__
 from sesguard.aws import Clients, open_clients
+from sesguard.exitcodes import ExitCode
 from sesguard.held import HeldJobs
 from sesguard.jobs import JobError, job_schema, parse_job
 from sesguard.logging import configure_logging
@@ -28,7 +29,8 @@ from sesguard.partners import InvalidPartnerId, Limits, PausedBy, Profile, check
 from sesguard.settings import Settings, SettingsError, load_settings
 from sesguard.store import PartnerExists, PartnerNotFound, PartnerStore, StoreError
 
-EXIT_OK, EXIT_OPERATIONAL, EXIT_USAGE = 0, 1, 2
+# Short names for this module; the codes themselves are defined in sesguard.exitcodes.
+EXIT_OK, EXIT_OPERATIONAL, EXIT_USAGE = ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE
 
 
 class UsageError(Exception):
@@ -584,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BotoCoreError, OSError) as exc:
         return _fail(EXIT_OPERATIONAL, f"cannot reach AWS: {exc}", debug)
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     except Exception as exc:  # a bug or an unforeseen failure: still one line, exit 1
         return _fail(EXIT_OPERATIONAL, f"unexpected error: {exc!r} (run with --debug)", debug)
 

@@ -1,10 +1,12 @@
 """Container health: a heartbeat file the service loop refreshes, and its check.
 
-A process that is up but stuck (a hung call, a dead receive loop) is not healthy, so the
-HEALTHCHECK does not ask "is the process there" but "did the service loop come round
-lately": each loop iteration calls `touch_heartbeat` (its mtime is the beat), and
-`sesguard health` (`check`) fails once the beat is older than --max-age. Receive loops
-long-poll for at most 20 s, so the CLI's default of 90 s means "stuck for over a minute".
+A process that is up but stuck (a blocked event loop, handlers that no longer move) is not
+healthy, so the HEALTHCHECK does not ask "is the process there" but "is the service making
+progress": the consumer runtime (sesguard.runtime.consumer) calls `touch_heartbeat` every
+second from a ticker on the event loop (its mtime is the beat), unless every running
+handler has been stuck for its stall limit. It does not depend on the receive cadence, so
+a worker busy on one long object stays healthy. `sesguard health` (`check`) fails once the
+beat is older than --max-age; the CLI's default of 90 s means "stuck for over a minute".
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from sesguard.exitcodes import ExitCode
 from sesguard.logging import get_logger
 
 log = get_logger(__name__)
 
-HEALTHY, UNHEALTHY, BAD_USAGE = 0, 1, 2
+HEALTHY, UNHEALTHY, BAD_USAGE = ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE
 
 
 def touch_heartbeat(path: str | os.PathLike[str]) -> None:

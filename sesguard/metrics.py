@@ -37,8 +37,10 @@ UNITS: dict[str, str] = {
     "objects_processed": "Count",  # worker: S3 objects applied (exactly once)
     "partners_paused": "Count",  # sender/worker: pause transitions this task won
     "event_lag_seconds": "Seconds",  # worker: now minus the S3 object's time
+    "event_loop_lag_seconds": "Seconds",  # both: worst event-loop lag in the interval
+    "breakers_open": "Count",  # both: dependencies down (SES, DynamoDB, S3) while any is
 }
-GAUGES = frozenset({"event_lag_seconds"})
+GAUGES = frozenset({"event_lag_seconds", "event_loop_lag_seconds", "breakers_open"})
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,255}$")
 MAX_DIMENSIONS = 30  # EMF limit per dimension set

@@ -29,6 +29,7 @@ SENDER: Grants = {
     "sqs:DeleteMessage": frozenset({"send_queue"}),
     "sqs:ChangeMessageVisibility": frozenset({"send_queue"}),
     "sqs:GetQueueUrl": frozenset({"send_queue", "send_dlq"}),
+    "sqs:GetQueueAttributes": frozenset({"send_queue"}),  # --drain: is the queue empty?
     "sqs:SendMessage": frozenset({"send_dlq"}),  # malformed/rejected jobs, with the reason
     "dynamodb:Query": frozenset({"table"}),  # gate: profile + totals + buckets
     "dynamodb:GetItem": frozenset({"table"}),  # profile after a pause, existing job claims
@@ -45,10 +46,12 @@ WORKER: Grants = {
     "sqs:DeleteMessage": frozenset({"events_queue"}),
     "sqs:ChangeMessageVisibility": frozenset({"events_queue"}),
     "sqs:GetQueueUrl": frozenset({"events_queue", "events_dlq"}),
+    "sqs:GetQueueAttributes": frozenset({"events_queue"}),  # --drain: is the queue empty?
     "sqs:SendMessage": frozenset({"events_dlq"}),  # notifications that are not S3 events
     "s3:GetObject": frozenset({"events_objects"}),
-    # ListBucket: backfill lists objects, and without it S3 answers 403 instead of 404
-    # for a missing object, which the worker must tell apart from a real denial.
+    # ListBucket: backfill lists objects, the S3 circuit breaker probes with HeadBucket,
+    # and without it S3 answers 403 instead of 404 for a missing object, which the
+    # worker must tell apart from a real denial.
     "s3:ListBucket": frozenset({"events_bucket"}),
     "dynamodb:Query": frozenset({"table"}),  # policy evaluation after each apply
     "dynamodb:GetItem": frozenset({"table"}),  # the profile, after winning a pause
@@ -89,6 +92,7 @@ _RENAMED: Mapping[tuple[str, str], frozenset[str]] = {
     ("sqs", "ChangeMessageVisibilityBatch"): frozenset({"sqs:ChangeMessageVisibility"}),
     ("sqs", "SendMessageBatch"): frozenset({"sqs:SendMessage"}),
     ("s3", "HeadObject"): frozenset({"s3:GetObject"}),
+    ("s3", "HeadBucket"): frozenset({"s3:ListBucket"}),
     ("s3", "ListObjectsV2"): frozenset({"s3:ListBucket"}),
     ("s3", "ListObjects"): frozenset({"s3:ListBucket"}),
     ("dynamodb", "TransactGetItems"): frozenset({"dynamodb:GetItem"}),

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     sender_tasks: int = Field(1, ge=1, description="tasks sharing the account's send rate")
     visibility_timeout: int = Field(60, ge=10, le=43200)
     stop_grace_seconds: float = Field(20.0, gt=0, le=110)
+    # How long a dependency (SES, DynamoDB, S3) may fail before a message that keeps
+    # failing is dead-lettered; the queues' maxReceiveCount is derived from it
+    # (sesguard.runtime.retry.max_receive_count), with dlq_max_receives as a floor.
+    outage_tolerance_seconds: float = Field(900.0, ge=0, le=86400)
     dlq_max_receives: int = Field(5, ge=1, le=1000)
     job_record_days: int = Field(14, ge=1)
     use_tenants: bool = False

@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 
 from sesguard import table as t
 from sesguard.partners import (
+    UNATTRIBUTED,
     Counters,
     Limits,
     PartnerState,
@@ -21,6 +22,7 @@ from sesguard.partners import (
     hours_back,
     utcnow,
 )
+from sesguard.settings import Settings
 
 
 class StoreError(Exception):
@@ -129,6 +131,10 @@ class PartnerStore:
     window_hours: tuple[int, ...] = (24, 168)
     retention_days: int = 14
 
+    @classmethod
+    def from_settings(cls, dynamodb: Any, settings: Settings) -> PartnerStore:
+        return cls(dynamodb, settings.table, settings.window_hours, settings.bucket_retention_days)
+
     # ---- reads -------------------------------------------------------------------
 
     async def get_state(self, partner_id: str, now: datetime | None = None) -> PartnerState:
@@ -174,6 +180,11 @@ class PartnerStore:
             ConsistentRead=True,
         )
         return profile_from_item(resp["Item"]) if "Item" in resp else None
+
+    async def probe(self) -> None:
+        """One cheap read (the profile of `_unattributed`, which never exists): how the
+        services' circuit breakers ask whether DynamoDB answers again."""
+        await self.get_profile(UNATTRIBUTED)
 
     async def require_profile(self, partner_id: str) -> Profile:
         profile = await self.get_profile(partner_id)

@@ -97,3 +97,37 @@ async def drain_queue(clients: Any, url: str) -> list[dict[str, Any]]:
             ],
         )
     return out
+
+
+async def dead_letters_in(clients: Any, url: str) -> list[tuple[str, str | None]]:
+    """Receive and delete everything visible in a DLQ: each message's raw body and its
+    `sesguard_reason` attribute (None without one)."""
+    out: list[tuple[str, str | None]] = []
+    while msgs := (
+        await clients.sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, MessageAttributeNames=["All"]
+        )
+    ).get("Messages", []):
+        for m in msgs:
+            reason = m.get("MessageAttributes", {}).get("sesguard_reason", {}).get("StringValue")
+            out.append((m["Body"], reason))
+        await clients.sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)
+            ],
+        )
+    return out
+
+
+async def queue_counts(clients: Any, url: str) -> tuple[int, int]:
+    """(visible, in flight) messages of a queue, as SQS counts them."""
+    attrs = (
+        await clients.sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]), int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )

@@ -124,6 +124,7 @@ def test_iam_action_mapping() -> None:
     assert iam_actions("sqs", "DeleteMessageBatch") == {"sqs:DeleteMessage"}
     assert iam_actions("sesv2", "SendEmail") == {"ses:SendEmail"}
     assert iam_actions("s3", "ListObjectsV2") == {"s3:ListBucket"}
+    assert iam_actions("s3", "HeadBucket") == {"s3:ListBucket"}  # the S3 breaker's probe
     assert iam_actions("sts", "GetCallerIdentity") == set()
     items = {"TransactItems": [{"Put": {}}, {"Update": {}}, {"Update": {}}]}
     assert iam_actions("dynamodb", "TransactWriteItems", items) == {

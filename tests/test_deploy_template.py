@@ -24,6 +24,7 @@ from sesguard.bootstrap import (
     ensure_queues,
     ensure_table,
 )
+from sesguard.runtime.retry import max_receive_count
 from sesguard.settings import Settings, load_settings
 from sesguard.table import TTL_ATTRIBUTE
 from tests.fixtures.cfn_module import load_cfn
@@ -51,7 +52,7 @@ SET_BY_TEMPLATE = {
     "sender_tasks",
     "concurrency",
     "visibility_timeout",
-    "dlq_max_receives",
+    "outage_tolerance_seconds",
     "stop_grace_seconds",
     "log_format",
     "log_level",
@@ -71,6 +72,7 @@ SAFE_DEFAULTS = {
     "heartbeat_file": "container-local path shared by the service and `sesguard health`",
     "tenant_identity": "read by the operator CLI (partners add/set --tenant) only",
     "firehose_error_prefix": "the template's ErrorOutputPrefix is errors/ too (the default)",
+    "dlq_max_receives": "a floor under the derived maxReceiveCount; the mapping uses the default",
 }
 
 
@@ -147,10 +149,32 @@ def test_task_environment_matches_settings(
     assert s.max_send_rate is None  # AccountMaxSendRate 0: read from SES
     props = r.props("SendQueue")
     assert s.visibility_timeout == int(props["VisibilityTimeout"])
-    assert s.dlq_max_receives == int(props["RedrivePolicy"]["maxReceiveCount"])
+    assert max_receive_count(s) == int(props["RedrivePolicy"]["maxReceiveCount"])
+    assert r.props("EventsQueue")["RedrivePolicy"] == {
+        **props["RedrivePolicy"],
+        "deadLetterTargetArn": r.get_att("EventsDeadLetterQueue", "Arn"),
+    }
     # The code derives each DLQ's name from its queue's.
     assert r.get_att("SendDeadLetterQueue", "QueueName") == f"{s.send_queue}-dlq"
     assert r.get_att("EventsDeadLetterQueue", "QueueName") == f"{s.events_queue}-dlq"
+
+
+def test_max_receive_count_mapping_is_the_codes_formula(
+    template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """For every tolerance the template offers, the queues' maxReceiveCount is what
+    bootstrap derives from the same setting, so a transient outage within the tolerance
+    never reaches SQS's redrive."""
+    allowed = template["Parameters"]["OutageToleranceSeconds"]["AllowedValues"]
+    assert set(template["Mappings"]["OutageTolerance"]) == set(allowed)
+    for tolerance in allowed:
+        r = cfn.Resolver(template, OutageToleranceSeconds=tolerance)
+        env = cfn.container_environment(r, "SenderTaskDefinition")
+        s = _settings_from_env(env, monkeypatch)
+        assert s.outage_tolerance_seconds == float(tolerance)
+        for queue in ("SendQueue", "EventsQueue"):
+            count = int(r.props(queue)["RedrivePolicy"]["maxReceiveCount"])
+            assert count == max_receive_count(s), (tolerance, queue)
 
 
 def test_both_services_get_the_same_environment(r: Any) -> None:
@@ -407,12 +431,13 @@ MOTO_CFN_GAPS = {
 
 
 def _state_template(template: dict[str, Any]) -> str:
-    used = {"NamePrefix", "VisibilityTimeout", "DlqMaxReceives", "EventsRetentionDays"}
+    used = {"NamePrefix", "VisibilityTimeout", "OutageToleranceSeconds", "EventsRetentionDays"}
     resources = {k: dict(template["Resources"][k]) for k in STATE_RESOURCES}
     return json.dumps(
         {
             "AWSTemplateFormatVersion": "2010-09-09",
             "Parameters": {k: template["Parameters"][k] for k in used},
+            "Mappings": template["Mappings"],
             "Resources": resources,
         }
     )

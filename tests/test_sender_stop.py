@@ -15,6 +15,7 @@ from sesguard import table as t
 from sesguard.ratelimit import TokenBucket
 from tests.test_sender_support import (
     Env,
+    ShiftClock,
     env,
     sender_settings,
     wait_until,
@@ -71,21 +72,6 @@ async def test_stop_waits_for_sends_in_flight_within_the_grace(env: Env) -> None
     assert await asyncio.wait_for(task, 15) == 0
     assert len(env.ses.sent) == 5  # finished, not abandoned
     assert await env.queue_depth() == (0, 0)
-
-
-class ShiftClock:
-    """Real time plus an offset the test can jump."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def monotonic(self) -> float:
-        import time
-
-        return time.monotonic() + self.offset
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 async def test_slow_job_gets_its_visibility_extended(env: Env) -> None:

@@ -4,6 +4,7 @@ of what is asked of SES, and a way to run the service until the queue is drained
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from sesguard.partners import Limits, Profile
 from sesguard.ratelimit import TokenBucket
 from sesguard.settings import Settings, load_settings
 from sesguard.store import PartnerStore
+from tests.conftest import dead_letters_in, queue_counts
 
 DOMAIN = "isv.example.com"
 PARTNER = "acme"
@@ -128,47 +130,31 @@ class Env:
         return svc
 
     async def queue_depth(self, url: str | None = None) -> tuple[int, int]:
-        attrs = (
-            await self.clients.sqs.get_queue_attributes(
-                QueueUrl=url or self.queue_url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            )
-        )["Attributes"]
-        return int(attrs["ApproximateNumberOfMessages"]), int(
-            attrs["ApproximateNumberOfMessagesNotVisible"]
-        )
+        return await queue_counts(self.clients, url or self.queue_url)
 
     async def dead_letters(self) -> list[tuple[dict[str, Any] | str, str | None]]:
         """(body, sesguard_reason) of every DLQ message."""
         out: list[tuple[dict[str, Any] | str, str | None]] = []
-        while True:
-            resp = await self.clients.sqs.receive_message(
-                QueueUrl=self.dlq_url,
-                MaxNumberOfMessages=10,
-                WaitTimeSeconds=0,
-                MessageAttributeNames=["All"],
-            )
-            msgs = resp.get("Messages", [])
-            if not msgs:
-                return out
-            for m in msgs:
-                try:
-                    body: dict[str, Any] | str = orjson.loads(m["Body"])
-                except orjson.JSONDecodeError:
-                    body = m["Body"]
-                reason = (
-                    m.get("MessageAttributes", {}).get("sesguard_reason", {}).get("StringValue")
-                )
-                out.append((body, reason))
-            await self.clients.sqs.delete_message_batch(
-                QueueUrl=self.dlq_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)
-                ],
-            )
+        for raw, reason in await dead_letters_in(self.clients, self.dlq_url):
+            try:
+                body: dict[str, Any] | str = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                body = raw
+            out.append((body, reason))
+        return out
+
+
+class ShiftClock:
+    """Real time plus an offset the test can jump."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
 
 async def wait_until(predicate: Callable[[], bool], limit: float = 20.0) -> None:

@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from sesguard.bootstrap import bootstrap
-from sesguard.finisher import Finisher
 from sesguard.partners import UNATTRIBUTED, Limits, Profile, Status
+from sesguard.runtime.finisher import Finisher
 from sesguard.store import PartnerStore
 from tests.conftest import sent_emails
 from tests.fixtures.ses_events import (
@@ -350,22 +350,29 @@ async def test_a_dynamodb_error_returns_the_message_and_it_is_counted_once_later
             # Not retried in place (a missing permission, say): the message goes back.
             raise client_error("AccessDeniedException", "injected", 400)
 
+    returned: list[int] = []
+
+    def on_return(params: dict[str, Any], **_: Any) -> None:
+        returned.extend(e["VisibilityTimeout"] for e in params["Entries"])
+
     events = env.clients.dynamodb.meta.events
     events.register("provide-client-params.dynamodb.TransactWriteItems", flaky_transaction)
+    sqs = env.clients.sqs.meta.events
+    sqs.register("provide-client-params.sqs.ChangeMessageVisibilityBatch", on_return)
     try:
+        # --drain waits for the returned message (it is in flight until its backoff
+        # ends) instead of reporting a drained queue with work outstanding.
         first = WorkerService(env.clients, env.settings)
-        assert await first.run(drain=True) == 1  # something was left for redelivery
+        assert await first.run(drain=True) == 0
     finally:
         events.unregister("provide-client-params.dynamodb.TransactWriteItems", flaky_transaction)
-    assert first.metrics.failures == 1
-    assert await env.totals("acme") == {}
-    assert await env.depth(env.queue_url) == 1  # not deleted, not dead-lettered
-    assert await env.depth(env.dlq_url) == 0
-
-    await asyncio.sleep(2.1)  # the first retry's backoff (2 s) makes it visible again
-    await env.drain()
+        sqs.unregister("provide-client-params.sqs.ChangeMessageVisibilityBatch", on_return)
+    assert first.metrics.failures == 1 and first.metrics.dead_lettered == 0
+    assert len(returned) == 1 and returned[0] >= 1  # returned with a backoff, not deleted
+    assert first.metrics.objects == 1  # counted on its redelivery, once
     assert await env.totals("acme") == EXPECTED_ACME
     assert await env.depth(env.queue_url) == 0
+    assert await env.depth(env.dlq_url) == 0
 
 
 async def test_a_slow_object_keeps_its_message_invisible_until_done(env: Env) -> None:
@@ -373,20 +380,20 @@ async def test_a_slow_object_keeps_its_message_invisible_until_done(env: Env) ->
     renewals: list[int] = []
 
     def on_change(params: dict[str, Any], **_: Any) -> None:
-        renewals.append(params["VisibilityTimeout"])
+        renewals.extend(e["VisibilityTimeout"] for e in params["Entries"])
 
     async def slow_s3(**_: Any) -> None:
         await asyncio.sleep(0.7)  # an object that takes long to fetch
 
     s3, sqs = env.clients.s3.meta.events, env.clients.sqs.meta.events
     s3.register("before-call.s3.GetObject", slow_s3)
-    sqs.register("provide-client-params.sqs.ChangeMessageVisibility", on_change)
+    sqs.register("provide-client-params.sqs.ChangeMessageVisibilityBatch", on_change)
     try:
         service = WorkerService(env.clients, env.settings, extend_every=0.2)
         assert await service.run(drain=True) == 0
     finally:
         s3.unregister("before-call.s3.GetObject", slow_s3)
-        sqs.unregister("provide-client-params.sqs.ChangeMessageVisibility", on_change)
+        sqs.unregister("provide-client-params.sqs.ChangeMessageVisibilityBatch", on_change)
     assert len(renewals) >= 2
     assert set(renewals) == {env.settings.visibility_timeout}  # renewed, never shortened
     assert await env.totals("acme") == EXPECTED_ACME  # counted once
@@ -436,4 +443,75 @@ async def test_deletes_are_batched_within_the_sqs_limit(env: Env) -> None:
     assert service.metrics.objects == 23
     assert sum(sizes) == 24  # 23 objects and the test event
     assert max(sizes) <= 10 and len(sizes) < 24  # batched, within the limit
+    assert await env.depth(env.queue_url) == 0
+
+
+async def test_s3_outage_holds_the_worker_and_every_object_is_counted_once_after(
+    env: Env,
+) -> None:
+    """S3 answers 503 to everything: the worker's S3 breaker opens, it stops receiving
+    and keeps the notifications (none dead-lettered); once HeadBucket answers again every
+    object is counted exactly once."""
+    from sesguard.runtime import RetryPolicy
+    from tests.fault_hooks import Fault, inject
+    from tests.test_sender_support import wait_until
+
+    for i in range(6):
+        await env.put(firehose_key(i, gz=False), sample_bytes("plain-newline"))
+    outage = Fault(status=503, code="ServiceUnavailable")
+    with inject(env.clients.s3, "*", outage):
+        service = WorkerService(
+            env.clients,
+            env.settings,
+            breaker_threshold=3,
+            retry=RetryPolicy(tolerance=900, probe_first=0.2, probe_cap=0.5),
+        )
+        run = asyncio.create_task(service.run(drain=True))
+        await wait_until(lambda: service.consumer is not None and service.consumer.held)
+        assert service.consumer is not None and service.consumer.open_breakers == ["s3"]
+        await wait_until(lambda: outage.calls >= 6)  # the probe (HeadBucket) fails too
+        outage.active = False
+        assert await asyncio.wait_for(run, 60) == 0
+    assert service.metrics.dead_lettered == 0
+    assert service.metrics.objects == 6
+    assert await env.totals("acme") == {k: 6 * v for k, v in EXPECTED_ACME.items()}
+    assert await env.depth(env.queue_url) == 0
+    assert await env.depth(env.dlq_url) == 0
+
+
+async def test_sigterm_during_a_long_object_returns_it_at_once_and_it_is_counted_later(
+    env: Env,
+) -> None:
+    """An object still being read when the stop grace ends is abandoned: its message is
+    visible again at once (not after the visibility timeout), and the next run counts it
+    exactly once."""
+    from tests.test_sender_support import wait_until
+
+    await env.put(firehose_key(1, gz=False), sample_bytes("plain-newline"))
+    reading = asyncio.Event()
+
+    async def endless_s3(**_: Any) -> None:
+        reading.set()
+        await asyncio.sleep(3600)  # an object that takes far longer than the grace
+
+    settings = env.settings.model_copy(update={"stop_grace_seconds": 0.3})
+    s3 = env.clients.s3.meta.events
+    s3.register("before-call.s3.GetObject", endless_s3)
+    try:
+        service = WorkerService(env.clients, settings)
+        run = asyncio.create_task(service.run())
+        await asyncio.wait_for(reading.wait(), 30)
+        await wait_until(lambda: service.consumer is not None)
+        service.stop()
+        assert await asyncio.wait_for(run, 30) == 0
+    finally:
+        s3.unregister("before-call.s3.GetObject", endless_s3)
+    assert service.metrics.returned == 1
+    assert await env.totals("acme") == {}
+    attrs = await env.clients.sqs.get_queue_attributes(
+        QueueUrl=env.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    assert attrs["Attributes"]["ApproximateNumberOfMessages"] == "1"  # visible at once
+    await env.drain()
+    assert await env.totals("acme") == EXPECTED_ACME
     assert await env.depth(env.queue_url) == 0

@@ -12,6 +12,7 @@ import signal
 from datetime import UTC, datetime
 
 from sesguard.aws import Clients, open_clients
+from sesguard.exitcodes import ExitCode
 from sesguard.logging import get_logger
 from sesguard.settings import Settings
 from sesguard.store import PartnerStore
@@ -89,12 +90,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
 async def _backfill(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
     bucket = args.bucket or settings.bucket_name(await clients.account_id())
     prefix = settings.events_prefix if args.prefix is None else args.prefix
-    store = PartnerStore(
-        clients.dynamodb, settings.table, settings.window_hours, settings.bucket_retention_days
-    )
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
     processor = Processor(clients.s3, store, Enforcer(store, clients.sesv2, settings))
     report = await backfill(
         processor, clients.s3, bucket, prefix, since=args.since, concurrency=settings.concurrency
     )
     print(report.line())  # the operator's summary
-    return 1 if report.failed else 0
+    return ExitCode.FAILED if report.failed else ExitCode.OK

@@ -31,6 +31,10 @@ class ObjectMissing(Exception):
     """The notification names an object that is not (or no longer) there."""
 
 
+class ObjectTooLarge(Exception):
+    """The object decompresses to more than SESGUARD_MAX_OBJECT_BYTES."""
+
+
 @dataclass
 class ObjectResult:
     bucket: str

@@ -1,0 +1,82 @@
+"""The SES account-pause watch: SES stopped sending for the whole account.
+
+SendEmail answering SendingPausedException or AccountSuspendedException is not about one
+job: no job can be sent. So the watch logs one alert, holds the consumer's intake (no
+receives; jobs waiting for a token give their messages back at once; the job that hit it
+is given back too), and probes SESv2 GetAccount every `probe_seconds` until
+`SendingEnabled` is true again, then releases the hold. A probe that fails tells us
+nothing: we try sending again, and a pause trips the watch again at the first job.
+
+With `sender --drain` the run ends instead, every job not sent back in the queue, with
+exit code 3 (sesguard.exitcodes.ExitCode.ACCOUNT_PAUSED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from sesguard.logging import get_logger
+from sesguard.runtime import Consumer
+from sesguard.runtime.failures import error_code
+
+log = get_logger(__name__)
+
+HOLD_KEY = "ses-account"
+PROBE_SECONDS = 60.0
+
+
+class AccountWatch:
+    def __init__(
+        self, sesv2: Any, consumer: Consumer, *, drain: bool, probe_seconds: float = PROBE_SECONDS
+    ) -> None:
+        self.sesv2 = sesv2
+        self.consumer = consumer
+        self.drain = drain
+        self.probe_seconds = probe_seconds
+        self.paused = False
+        self.ended_run = False
+        self._probe: asyncio.Task[None] | None = None
+
+    def trip(self, why: str) -> None:
+        """SES said the account cannot send (the handler calls this)."""
+        if self.paused:
+            return
+        self.paused = True
+        log.error(
+            "ses_account_sending_paused",
+            alert=True,
+            error=why,
+            action="stopped taking work; jobs returned to the queue",
+        )
+        self.consumer.hold(HOLD_KEY, f"SES account paused: {why}")  # given back at once
+        if self.drain:
+            self.ended_run = True
+            self.consumer.end("ses account sending paused")
+        elif self._probe is None:
+            self._probe = asyncio.create_task(self._wait_for_sending(), name="ses-account-probe")
+
+    async def _wait_for_sending(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.probe_seconds)
+                try:
+                    account = await self.sesv2.get_account()
+                    enabled = bool(account.get("SendingEnabled", True))
+                except Exception as exc:
+                    log.info("ses_account_probe_failed", error=error_code(exc))
+                    enabled = True  # cannot tell: try sending again; a pause re-trips at once
+                if enabled:
+                    log.warning("ses_account_sending_resumed")
+                    self.paused = False
+                    self.consumer.release(HOLD_KEY)
+                    return
+        finally:
+            self._probe = None
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe

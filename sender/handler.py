@@ -1,0 +1,285 @@
+"""One send job: validate -> partner gate -> rate token -> once-per-job claim -> SendEmail.
+
+The handler the sender plugs into the runtime (sesguard.runtime): it returns a fate and
+never touches SQS. Fates of a job (one log line each, event "job", with partner_id and
+job_id, never the body):
+
+  sent           SES accepted it: Done, with its "sent" record as the commit, so the
+                 message is deleted only once the record is written
+  held           partner paused: stored in sesguard.held, Done
+  duplicate      its job_id was already sent: Done without sending
+  dead_lettered  malformed, unknown partner, rejected by SES or possibly sent
+  deferred       another delivery of the same job_id holds a live claim: Defer until
+                 its lease ends
+  retried        DynamoDB/SES/network trouble, or throttling that did not clear: Retry
+                 (claim released when SES certainly did not get the mail)
+  returned       the service stopped taking work (stopping, SES account paused, a
+                 dependency down) before the send: GiveBack, claim released
+
+Deliveries of one job_id inside this task run one after the other, so the same job_id
+twice in a batch costs no extra wait. A send on the wire is `uninterruptible`: at the
+end of the stop grace it gets the runtime's `abandon_seconds` to complete; if it has to
+be abandoned anyway its claim stays, so the job can never be sent twice (sender.records).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from botocore.exceptions import BotoCoreError, ClientError
+
+from sender.gate import Action, Gate
+from sender.intake import Attempt, Outcome, Phase, ids_for_log, job_from_message
+from sender.records import ClaimState, JobRecords
+from sender.ses import Failure, classify, send_params
+from sesguard.backoff import backoff_delay
+from sesguard.held import HeldJobs
+from sesguard.jobs import JobError, SendJob
+from sesguard.logging import get_logger
+from sesguard.metrics import ServiceMetrics
+from sesguard.partners import Profile
+from sesguard.ratelimit import Clock, TokenBucket
+from sesguard.runtime import Aborted, DeadLetter, Defer, Delivery, Done, Fate, GiveBack, Retry
+from sesguard.runtime.failures import describe, error_code
+from sesguard.settings import Settings
+from sesguard.simulator import EventPublisher
+from sesguard.store import StoreError
+
+log = get_logger(__name__)
+
+SENT_MEMORY = 10_000  # job_ids this task sent lately: same-batch duplicates need no read
+# Errors of our own dependencies (DynamoDB, the network): the job goes back (Retry).
+INFRA_ERRORS: tuple[type[BaseException], ...] = (
+    BotoCoreError,
+    ClientError,
+    StoreError,
+    aiohttp.ClientError,
+    asyncio.TimeoutError,
+    OSError,
+)
+
+
+class SendHandler:
+    def __init__(
+        self,
+        clients: Any,
+        settings: Settings,
+        *,
+        gate: Gate,
+        held: HeldJobs,
+        records: JobRecords,
+        bucket: TokenBucket,
+        metrics: ServiceMetrics,
+        clock: Clock,
+        publisher: EventPublisher | None = None,
+        throttle_attempts: int = 6,
+        backoff_base: float = 0.1,
+    ) -> None:
+        self.clients = clients
+        self.settings = settings
+        self.gate = gate
+        self.held = held
+        self.records = records
+        self.bucket = bucket
+        self.metrics = metrics
+        self.clock = clock
+        # SES paused the whole account (sender.account.AccountWatch.trip, set by wiring)
+        self.on_account_paused: Callable[[str], None] = lambda _why: None
+        self.publisher = publisher
+        self.throttle_attempts = throttle_attempts
+        self.backoff_base = backoff_base
+        self._claims: dict[str, asyncio.Future[None]] = {}  # job_id -> its delivery's end
+        self._sent_here: OrderedDict[str, str] = OrderedDict()  # job_id -> SES MessageId
+        self._simulations: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, d: Delivery) -> Fate:
+        attempt = Attempt()
+        try:
+            return await self._process(d, attempt)
+        except BaseException:
+            # Cancelled (stop grace over), aborted, or a bug: release a claim SES
+            # certainly never saw; a claim whose send may be on the wire stays.
+            if attempt.phase is Phase.CLAIMED:
+                await self._release(attempt)
+            raise
+
+    async def close(self) -> None:
+        """Wait for simulated events still being published (local runs only)."""
+        if self._simulations:
+            await asyncio.gather(*self._simulations, return_exceptions=True)
+
+    # ---- one job ---------------------------------------------------------------------
+
+    async def _process(self, d: Delivery, a: Attempt) -> Fate:
+        try:
+            job = job_from_message(d.body, d.message_id)
+        except JobError as exc:
+            d.fields.update(ids_for_log(d.body))
+            return DeadLetter(str(exc))
+        a.job = job
+        d.fields.update(partner_id=job.partner_id, job_id=job.job_id)
+
+        try:
+            decision = await self.gate.check(job.partner_id)
+        except INFRA_ERRORS as exc:
+            return Retry(f"gate: {describe(exc)}")
+        if decision.action is Action.UNKNOWN:
+            return DeadLetter("unknown partner")
+        if decision.action is Action.HOLD:
+            try:
+                await self.held.hold(job, d.sent_at)
+            except INFRA_ERRORS as exc:
+                return Retry(f"hold: {describe(exc)}")
+            self.metrics.add("jobs_held")
+            d.outcome = Outcome.HELD
+            d.fields["reason"] = decision.reason
+            return Done()
+
+        # One delivery per job_id at a time in this task: a second one (the same job_id
+        # twice in a batch) waits for the first instead of finding its claim "sending".
+        while (local := self._claims.get(job.job_id)) is not None:
+            await d.abortable(asyncio.shield(local))
+        if job.job_id in self._sent_here:  # its "sent" record may still be in the finisher
+            return self._duplicate(d, self._sent_here[job.job_id])
+        done = asyncio.get_running_loop().create_future()
+        self._claims[job.job_id] = done
+        try:
+            return await self._claim_and_send(d, a, job, decision.profile)
+        finally:
+            del self._claims[job.job_id]
+            done.set_result(None)
+
+    async def _claim_and_send(
+        self, d: Delivery, a: Attempt, job: SendJob, profile: Profile | None
+    ) -> Fate:
+        # The rate token comes before the claim, so a claim's age is the time of one send
+        # (plus throttling backoff), not the time spent queueing for the account's rate.
+        await self._token(d)
+        token = uuid.uuid4().hex
+        try:
+            # Not cut off at the stop: a claim written but not known here would stay
+            # "sending" and make the job "possibly sent" on its next delivery.
+            with d.uninterruptible():
+                claim = await self.records.claim(job, token)
+        except INFRA_ERRORS as exc:
+            return Retry(f"claim: {describe(exc)}")
+        if claim.state is ClaimState.SENT:
+            return self._duplicate(d, claim.message_id)
+        if claim.state is ClaimState.IN_PROGRESS:
+            seconds = max(1, int(claim.retry_after + 0.999))
+            return Defer(seconds, f"job_id claimed by another delivery; again in {seconds}s")
+        if claim.state is ClaimState.POSSIBLY_SENT:
+            return DeadLetter(
+                "possibly sent: an earlier delivery claimed this job_id and never finished"
+                f" (to send it anyway: delete item J#{job.job_id}/JOB, then redrive)"
+            )
+        a.token, a.phase = token, Phase.CLAIMED
+        return await self._send(d, a, job, send_params(job, self.settings, profile))
+
+    async def _send(self, d: Delivery, a: Attempt, job: SendJob, params: dict[str, Any]) -> Fate:
+        assert a.token is not None
+        attempt = 0
+        while True:
+            if d.aborting:  # stopping, or intake held: give back (the claim is released)
+                raise Aborted
+            if attempt:  # the first attempt's token was taken before the claim
+                await self._token(d)
+            a.phase = Phase.SENDING
+            try:
+                with d.uninterruptible():
+                    resp = await self.clients.sesv2.send_email(**params)
+            except Exception as exc:
+                kind = classify(exc)
+                why = describe(exc)
+                if kind is Failure.AMBIGUOUS:
+                    # SES may have it: keep the claim (never send twice), return the message
+                    return Retry(f"ses: {why} (claim kept)")
+                a.phase = Phase.CLAIMED
+                if kind is Failure.THROTTLED:
+                    attempt += 1
+                    self.bucket.drain()
+                    if attempt >= self.throttle_attempts:
+                        await self._release(a)
+                        return Retry(f"ses throttled {attempt} times")
+                    log.info(
+                        "job_throttled",
+                        partner_id=job.partner_id,
+                        job_id=job.job_id,
+                        attempt=attempt,
+                    )
+                    pause = backoff_delay(attempt - 1, base=self.backoff_base)
+                    await d.abortable(self.clock.sleep(pause))
+                    continue
+                await self._release(a)
+                if kind is Failure.REJECTED:
+                    return DeadLetter(f"rejected by SES: {why}")
+                if kind is Failure.ACCOUNT:
+                    self.on_account_paused(why)
+                    return GiveBack("ses account paused")
+                return Retry(f"ses: {why}")
+            a.phase = Phase.SENT
+            message_id = str(resp.get("MessageId", ""))
+            self.metrics.add("jobs_sent")
+            self._sent_here[job.job_id] = message_id
+            if len(self._sent_here) > SENT_MEMORY:
+                self._sent_here.popitem(last=False)
+            d.outcome = Outcome.SENT
+            d.fields["ses_message_id"] = message_id
+            if self.publisher is not None:
+                self._simulate(job, params, message_id)
+            return Done(commit=self.records.sent_item(job, a.token, message_id))
+
+    def _duplicate(self, d: Delivery, message_id: str | None) -> Fate:
+        d.outcome = Outcome.DUPLICATE
+        if message_id:
+            d.fields["ses_message_id"] = message_id
+        return Done()
+
+    def _simulate(self, job: SendJob, params: dict[str, Any], message_id: str) -> None:
+        """Local runs only: publish the events SES would, as SES would (via Firehose), in
+        the background: the job is done whatever happens to its simulated events."""
+        assert self.publisher is not None
+        publisher = self.publisher
+
+        async def publish() -> None:
+            try:
+                await publisher.after_send(params, message_id)
+            except Exception as exc:  # the mail is sent; a lost simulated event must not resend it
+                log.error(
+                    "simulated_events_failed",
+                    partner_id=job.partner_id,
+                    job_id=job.job_id,
+                    error=repr(exc),
+                )
+
+        task = asyncio.create_task(publish())
+        self._simulations.add(task)
+        task.add_done_callback(self._simulations.discard)
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    async def _token(self, d: Delivery) -> None:
+        """One send's worth of the account rate; raises Aborted when the runtime aborts."""
+        if d.aborting:
+            raise Aborted
+        if not self.bucket.try_acquire():
+            await d.abortable(self.bucket.acquire())
+
+    async def _release(self, a: Attempt) -> None:
+        """Delete our claim: SES certainly does not have this job."""
+        if a.job is None or a.token is None:
+            return
+        job_id, token = a.job.job_id, a.token
+        a.token, a.phase = None, Phase.NEW
+        try:
+            # shielded: a cancelled handler still completes the release
+            await asyncio.shield(self.records.release(job_id, token))
+        except INFRA_ERRORS as exc:
+            # The claim stays: a later delivery waits for the lease, then dead-letters it
+            # as "possibly sent". Safe (never twice), just not automatic.
+            log.error("claim_release_failed", job_id=job_id, error=error_code(exc))

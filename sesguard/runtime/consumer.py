@@ -1,0 +1,655 @@
+"""The one SQS consumer loop both services run; it knows nothing of jobs, S3 or SES.
+
+A service gives it a handler (one message in, one fate out: sesguard.runtime.fates) and,
+optionally, the dependencies to guard and a commit function; the runtime does the rest:
+
+- **Receive**: long polls (`wait_seconds`), at most 10 messages a call, never more in
+  hand than `concurrency`; one task per message. A failed receive backs off (jittered).
+  A stop during a poll waits for it (within the grace) so that whatever it returns is
+  given back at once instead of staying invisible for a visibility timeout.
+- **Settle**: fates become batched SQS calls (sesguard.runtime.finisher): Done -> delete
+  (after its commit), DeadLetter -> copy to the DLQ with `sesguard_reason`, then delete,
+  Retry -> visible again after the backoff for its receive count
+  (sesguard.runtime.retry; past the outage tolerance: dead-lettered with the reason),
+  GiveBack -> visible again (at once when stopping), Defer -> visible in N seconds.
+  One log line per message (`log_event`, with the handler's fields and outcome).
+- **Visibility**: messages still in hand (handler running, or commit not yet written)
+  get their visibility renewed every `renew_every` seconds, in batches.
+- **Breakers** (sesguard.runtime.dependencies): when a dependency goes down the consumer
+  *holds its intake*: no receives, handlers waiting in `abortable()` give their messages
+  back, messages arriving are given back with their backoff (so their receive counts are
+  not burned), until the probe gets an answer. `hold()` is also how a service stops
+  taking work for its own reasons (the sender's SES account pause).
+- **Stop** (`stop()`, SIGTERM): no new receives; handlers get `stop_grace` seconds to
+  finish; then every handler outside an `uninterruptible()` section is cancelled at once
+  and its message made visible at once, and those inside get `abandon_seconds` more.
+- **Drain** (`drain=True`): ends when a receive comes back empty, nothing is in hand, and
+  the queue itself reads empty (visible, in flight and delayed: a message in flight from
+  another, perhaps killed, task is waited for until it comes back and is handled). If a
+  dependency stays down for longer than the outage tolerance, the drain gives up.
+- **Health**: a ticker refreshes the heartbeat file every second while the event loop
+  runs, unless every running handler has made no progress for `stall_seconds`
+  (sesguard.runtime.delivery). The worst event-loop lag (sesguard.runtime.lag), the
+  counters and the open breakers are logged every `stats_every` seconds and sent as EMF
+  metrics (sesguard.metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sesguard.backoff import backoff_delay
+from sesguard.deadletter import send_to_dlq
+from sesguard.health import touch_heartbeat
+from sesguard.logging import get_logger
+from sesguard.metrics import ServiceMetrics
+from sesguard.ratelimit import Clock, SystemClock
+from sesguard.runtime import delivery as current
+from sesguard.runtime.delivery import Aborted, Delivery, Stage
+from sesguard.runtime.dependencies import Dependency, Guard
+from sesguard.runtime.failures import Health, describe, judge_exception
+from sesguard.runtime.fates import (
+    DEFAULT_OUTCOME,
+    DeadLetter,
+    Defer,
+    Done,
+    Fate,
+    GiveBack,
+    Retry,
+)
+from sesguard.runtime.finisher import CommitBatch, Finisher
+from sesguard.runtime.lag import LoopLag
+from sesguard.runtime.retry import MAX_VISIBILITY, RetryPolicy
+from sesguard.runtime.sqs import SQS_BATCH, change_visibility, queue_depth
+from sesguard.settings import Settings
+
+log = get_logger(__name__)
+
+Handler = Callable[[Delivery], Awaitable[Fate]]
+FINAL_FLUSH_SECONDS = 5.0  # after the stop: last deletes, returns and commit retries
+
+
+class StopCause(StrEnum):
+    STOPPED = "stopped"  # stop(): SIGTERM or the caller
+    DRAINED = "drained"  # --drain: the queue is empty
+    ENDED = "ended"  # end(): the service asked (e.g. SES paused the account, --drain)
+    GAVE_UP = "gave_up"  # --drain: a dependency stayed down past the outage tolerance
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    name: str  # the service: log event prefix, metrics dimension
+    queue_url: str
+    dlq_url: str
+    concurrency: int
+    visibility_timeout: int
+    stop_grace: float
+    heartbeat_file: str
+    retry: RetryPolicy
+    drain: bool = False
+    wait_seconds: int = 20
+    abandon_seconds: float = 0.0
+    renew_every: float | None = None  # default: half the visibility timeout
+    linger: float = 0.05
+    stats_every: float = 60.0
+    stall_seconds: float = 600.0
+    breaker_threshold: int = 5
+    log_event: str = "message"
+
+    @classmethod
+    def for_service(
+        cls, name: str, settings: Settings, queue_url: str, dlq_url: str, **options: Any
+    ) -> ConsumerConfig:
+        """The settings every service shares (concurrency, visibility timeout, stop grace,
+        heartbeat file, outage tolerance), plus the service's own `options`."""
+        options.setdefault("retry", RetryPolicy.from_settings(settings))
+        return cls(
+            name=name,
+            queue_url=queue_url,
+            dlq_url=dlq_url,
+            concurrency=settings.concurrency,
+            visibility_timeout=settings.visibility_timeout,
+            stop_grace=settings.stop_grace_seconds,
+            heartbeat_file=settings.heartbeat_file,
+            **options,
+        )
+
+
+@dataclass(frozen=True)
+class _Hold:
+    reason: str
+    delay: Callable[[Delivery], int]
+    since: float
+    dependency: bool
+
+
+class Consumer:
+    def __init__(
+        self,
+        sqs: Any,
+        config: ConsumerConfig,
+        handler: Handler,
+        *,
+        commit: CommitBatch | None = None,
+        dependencies: Sequence[Dependency] = (),
+        metrics: ServiceMetrics | None = None,
+        stats: Counter[str] | None = None,
+        clock: Clock | None = None,
+        wall: Callable[[], float] = time.time,
+        counters: Callable[[], dict[str, Any]] | None = None,
+        on_settled: Callable[[Delivery, Fate], None] | None = None,
+    ) -> None:
+        self.sqs = sqs
+        self.config = config
+        self.handler = handler
+        self.clock: Clock = clock or SystemClock()
+        self.wall = wall
+        self.metrics = metrics or ServiceMetrics(config.name)
+        self.stats: Counter[str] = stats if stats is not None else Counter()
+        self.counters = counters
+        self.on_settled = on_settled
+        self.renew_every = config.renew_every or config.visibility_timeout / 2
+        self.finisher = Finisher(
+            sqs,
+            config.queue_url,
+            commit=commit,
+            linger=config.linger,
+            clock=self.clock.monotonic,
+        )
+        self.guard = Guard(
+            config.name,
+            dependencies,
+            on_open=self._dependency_down,
+            on_close=self._dependency_up,
+            threshold=config.breaker_threshold,
+            probe_first=config.retry.probe_first,
+            probe_cap=config.retry.probe_cap,
+            clock=self.clock.monotonic,
+        )
+        self.lag = LoopLag()
+        self._works: set[Delivery] = set()  # received, not yet settled with SQS
+        self._room = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._abort = asyncio.Event()  # handlers' abortable waits give up
+        self._unheld = asyncio.Event()
+        self._unheld.set()
+        self._holds: dict[str, _Hold] = {}
+        self._stop_at: float | None = None
+        self._grace_over = False
+        self._cause = StopCause.STOPPED
+        self._end_reason = ""
+        self._receive_failures = 0
+        self._stalled = False
+        self._depth_unknown_logged = False
+        self._undeleted: dict[str, float] = {}  # receipt -> when it becomes visible again
+
+    # ---- control ---------------------------------------------------------------------
+
+    def stop(self, why: str = "stop") -> None:
+        """Begin a graceful stop (signal handlers call this)."""
+        if not self._stopping.is_set():
+            log.info(f"{self.config.name}_stopping", why=why, in_flight=self.in_flight)
+            self._stop_at = self.clock.monotonic()
+            self._stopping.set()
+            self._room.set()
+
+    def end(self, reason: str) -> None:
+        """Stop because the service says so; `run()` returns StopCause.ENDED."""
+        if not self._stopping.is_set():
+            self._cause, self._end_reason = StopCause.ENDED, reason
+        self.stop(reason)
+
+    def hold(
+        self,
+        key: str,
+        reason: str,
+        delay: Callable[[Delivery], int] | None = None,
+        *,
+        dependency: bool = False,
+    ) -> None:
+        """Stop taking work until `release(key)`: no receives, abortable waits give up,
+        messages given back after `delay(delivery)` seconds (default: at once)."""
+        if key not in self._holds:
+            self._holds[key] = _Hold(
+                reason, delay or (lambda _d: 0), self.clock.monotonic(), dependency
+            )
+        self._abort.set()
+        self._unheld.clear()
+
+    def release(self, key: str) -> None:
+        self._holds.pop(key, None)
+        if not self._holds:
+            self._unheld.set()
+            if not self._grace_over:
+                self._abort.clear()
+
+    @property
+    def held(self) -> bool:
+        return bool(self._holds)
+
+    @property
+    def in_flight(self) -> int:
+        """Messages whose handler is running."""
+        return sum(1 for d in self._works if d.stage is Stage.HANDLING)
+
+    @property
+    def open_breakers(self) -> list[str]:
+        return self.guard.open
+
+    # ---- run -------------------------------------------------------------------------
+
+    async def run(self) -> StopCause:
+        self.finisher.start()
+        self.guard.attach()
+        tick = min(1.0, self.renew_every / 2)
+        background = [
+            asyncio.create_task(self._ticker(tick), name=f"{self.config.name}-ticker"),
+            asyncio.create_task(self.lag.run(), name=f"{self.config.name}-loop-lag"),
+        ]
+        touch_heartbeat(self.config.heartbeat_file)
+        try:
+            await self._receive_loop()
+        finally:
+            try:
+                await self._shutdown()
+            finally:
+                for task in background:
+                    task.cancel()
+                for task in background:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                await self.guard.close()
+                extra = {"reason": self._end_reason} if self._end_reason else {}
+                self._log_counters(f"{self.config.name}_stopped", cause=self._cause.value, **extra)
+        return self._cause
+
+    async def _receive_loop(self) -> None:
+        cfg = self.config
+        batch = min(SQS_BATCH, cfg.concurrency)
+        while not self._stopping.is_set():
+            if self._holds:
+                if cfg.drain and self._gave_up():
+                    return
+                await self._first(self._unheld.wait(), self._stopping.wait(), asyncio.sleep(1))
+                continue
+            if self._receive_failures:
+                await self._pause(backoff_delay(self._receive_failures, base=0.2, cap=10.0))
+                if self._stopping.is_set():
+                    break
+            free = cfg.concurrency - self.in_flight
+            if free < batch:
+                self._room.clear()
+                await self._first(self._room.wait(), self._stopping.wait())
+                continue
+            try:
+                messages = await self._receive(min(SQS_BATCH, free))
+            except Exception as exc:
+                self._receive_failures = min(self._receive_failures + 1, 10)
+                log.error("receive_failed", error=describe(exc))
+                continue
+            self._receive_failures = 0
+            if self._stopping.is_set() or self._holds:
+                for msg in messages:  # taken, not handled: back to the queue
+                    self._give_back_unhandled(msg)
+                continue
+            for msg in messages:
+                self._spawn(msg)
+            if not messages and cfg.drain:
+                if await self._drained():
+                    self._cause = StopCause.DRAINED
+                    log.info(f"{cfg.name}_drained")
+                    return
+                # Nothing visible yet, but messages are in hand or in flight elsewhere:
+                # wait for one to settle (or a moment) instead of polling in a tight loop.
+                self._room.clear()
+                await self._first(self._room.wait(), self._stopping.wait(), asyncio.sleep(0.2))
+
+    async def _receive(self, count: int) -> list[dict[str, Any]]:
+        """One long poll; a stop during the poll waits for it (within the grace) so the
+        messages it returns are given back at once instead of staying invisible."""
+        recv = asyncio.ensure_future(
+            self.sqs.receive_message(
+                QueueUrl=self.config.queue_url,
+                MaxNumberOfMessages=count,
+                WaitTimeSeconds=self.config.wait_seconds,
+                VisibilityTimeout=self.config.visibility_timeout,
+                MessageSystemAttributeNames=[
+                    "SentTimestamp",
+                    "ApproximateReceiveCount",
+                    "ApproximateFirstReceiveTimestamp",
+                ],
+            )
+        )
+        await self._first(recv, self._stopping.wait())
+        if not recv.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(recv), timeout=self._grace_left())
+            except TimeoutError:
+                recv.cancel()  # rare: what it may have taken reappears after the timeout
+                return []
+        messages: list[dict[str, Any]] = recv.result().get("Messages", [])
+        self.stats["received"] += len(messages)
+        return messages
+
+    def _spawn(self, msg: dict[str, Any]) -> None:
+        d = Delivery.from_sqs(msg, self._abort, self.clock.monotonic)
+        self._works.add(d)
+        d.task = asyncio.create_task(self._handle(d), name=f"msg-{d.message_id}")
+
+    def _give_back_unhandled(self, msg: dict[str, Any]) -> None:
+        d = Delivery.from_sqs(msg, self._abort, self.clock.monotonic)
+        self._works.add(d)
+        self._apply(d, GiveBack("stopping" if self._stopping.is_set() else "intake held"))
+
+    # ---- one message -----------------------------------------------------------------
+
+    async def _handle(self, d: Delivery) -> None:
+        token = current.enter(d)
+        try:
+            try:
+                fate = await self.handler(d)
+            except Aborted:
+                fate = GiveBack("stopping" if self._stopping.is_set() else "intake held")
+            except Exception as exc:  # a bug: never crash the service, never lose the job
+                log.exception(
+                    f"{self.config.name}_handler_failed",
+                    message_id=d.message_id,
+                    error=repr(exc),
+                )
+                d.outcome = None
+                fate = Retry(f"internal error: {exc!r}")
+            await self._settle(d, fate)
+        except asyncio.CancelledError:
+            # Cancelled at the end of the stop grace: visible again at once.
+            if d.stage is Stage.HANDLING:
+                d.outcome = None
+                self._apply(d, GiveBack("cancelled: stop grace over", after=0))
+            raise
+        finally:
+            current.leave(token)
+            self._room.set()
+
+    async def _settle(self, d: Delivery, fate: Fate) -> None:
+        if isinstance(fate, Retry) and self._past_tolerance(d):
+            fate = DeadLetter(
+                f"failing for longer than the outage tolerance"
+                f" ({self.config.retry.tolerance:g}s, received {d.receive_count} times):"
+                f" {fate.reason}"
+            )
+            d.outcome = None
+        if isinstance(fate, DeadLetter):
+            try:
+                with_reason = await send_to_dlq(self.sqs, self.config.dlq_url, d.body, fate.reason)
+            except Exception as exc:
+                fate, d.outcome = Retry(f"dlq: {describe(exc)} (was: {fate.reason})"), None
+            else:
+                if not with_reason:
+                    log.warning("dlq_reason_dropped", message_id=d.message_id, reason=fate.reason)
+        self._apply(d, fate)
+
+    def _apply(self, d: Delivery, fate: Fate) -> None:
+        """Queue the SQS side of a fate (no awaiting: also runs in a cancelled handler)."""
+        seconds: int | None = None
+        if isinstance(fate, Done):
+            d.stage = Stage.COMMITTING
+            self.finisher.done(d.receipt, fate.commit, self._settled_cb(d, delete=True))
+        elif isinstance(fate, DeadLetter):
+            d.stage = Stage.RETURNING
+            self.finisher.done(d.receipt, None, self._settled_cb(d, delete=True))
+        else:
+            d.stage = Stage.RETURNING
+            seconds = self._visibility(d, fate)
+            self.finisher.change(d.receipt, seconds, self._settled_cb(d, delete=False))
+        self._record(d, fate, seconds)
+
+    def _visibility(self, d: Delivery, fate: Retry | GiveBack | Defer) -> int:
+        if isinstance(fate, Defer):
+            wanted: float = fate.seconds
+        elif fate.after is not None:
+            wanted = fate.after
+        elif isinstance(fate, Retry):
+            return self.config.retry.delay(d.receive_count)
+        elif self._stopping.is_set() or not self._holds:
+            return 0
+        else:
+            return max(h.delay(d) for h in self._holds.values())
+        return min(MAX_VISIBILITY, max(0, math.ceil(wanted)))
+
+    def _settled_cb(self, d: Delivery, *, delete: bool) -> Callable[[bool], None]:
+        def settled(ok: bool) -> None:
+            d.stage = Stage.SETTLED
+            self._works.discard(d)
+            self._room.set()
+            if delete and not ok:
+                # Finished, but SQS kept it: it comes back when its visibility ends and
+                # the service's idempotency makes that a no-op. A drain need not wait.
+                until = d.extended_at + self.config.visibility_timeout
+                self._undeleted[d.receipt] = until
+
+        return settled
+
+    def _past_tolerance(self, d: Delivery) -> bool:
+        return self.config.retry.past_tolerance(d.first_received_at, d.receive_count, self.wall())
+
+    def _record(self, d: Delivery, fate: Fate, seconds: int | None) -> None:
+        outcome = str(d.outcome or DEFAULT_OUTCOME[type(fate)])  # plain str: a log key
+        self.stats[outcome] += 1
+        if isinstance(fate, DeadLetter):
+            self.metrics.add("jobs_dead_lettered")
+        elif isinstance(fate, Retry):
+            self.metrics.add("jobs_retried")
+        fields: dict[str, Any] = {"outcome": outcome, "message_id": d.message_id, **d.fields}
+        reason = getattr(fate, "reason", "")
+        if reason:
+            fields["reason"] = reason
+        if seconds:
+            fields["visible_in"] = seconds
+        if isinstance(fate, Retry):
+            fields["receive_count"] = d.receive_count
+        if isinstance(fate, DeadLetter | Retry):
+            log.warning(self.config.log_event, **fields)
+        else:
+            log.info(self.config.log_event, **fields)
+        if self.on_settled is not None:
+            self.on_settled(d, fate)
+
+    # ---- dependencies ----------------------------------------------------------------
+
+    def _dependency_down(self, name: str, reason: str) -> None:
+        def backoff(d: Delivery) -> int:
+            return self.config.retry.delay(d.receive_count)
+
+        self.hold(f"dependency:{name}", reason, backoff, dependency=True)
+
+    def _dependency_up(self, name: str) -> None:
+        self.release(f"dependency:{name}")
+
+    def _gave_up(self) -> bool:
+        """--drain: a dependency down for longer than the outage tolerance ends the run."""
+        now = self.clock.monotonic()
+        down = [h for h in self._holds.values() if h.dependency]
+        if down and now - min(h.since for h in down) > self.config.retry.tolerance:
+            log.error(
+                f"{self.config.name}_drain_gave_up",
+                reasons=sorted(h.reason for h in down),
+                action="messages stay in the queue; run the drain again when it is back",
+            )
+            self._cause = StopCause.GAVE_UP
+            return True
+        return False
+
+    # ---- drain -----------------------------------------------------------------------
+
+    async def _drained(self) -> bool:
+        """Nothing in hand here, and the queue reads empty (visible, in flight, delayed),
+        apart from messages this task finished but SQS failed to delete."""
+        if self._works or self.finisher.pending:
+            return False
+        now = self.clock.monotonic()
+        self._undeleted = {r: until for r, until in self._undeleted.items() if until > now}
+        try:
+            depth = await queue_depth(self.sqs, self.config.queue_url)
+        except Exception as exc:
+            if judge_exception(exc) is not Health.UP:
+                return False  # SQS trouble: look again on the next empty receive
+            if not self._depth_unknown_logged:
+                self._depth_unknown_logged = True
+                log.warning(
+                    "drain_queue_depth_unknown",
+                    error=describe(exc),
+                    hint="grant sqs:GetQueueAttributes; until then a drain cannot wait for"
+                    " messages in flight elsewhere",
+                )
+            return True
+        if depth.in_flight and depth.in_flight <= len(self._undeleted) and not depth.visible:
+            log.warning(
+                "drained_with_undeleted_messages",
+                count=depth.in_flight,
+                action="finished here; SQS failed to delete them: they come back and are"
+                " recognised as done",
+            )
+            return depth.delayed == 0
+        return depth.empty
+
+    # ---- background ------------------------------------------------------------------
+
+    async def _ticker(self, period: float) -> None:
+        """Beat, renew the visibility of messages in hand, and now and then report. The
+        beat never waits for AWS: renewals run beside the ticker, one batch at a time."""
+        next_stats = self.clock.monotonic() + self.config.stats_every
+        renewing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                await asyncio.sleep(period)
+                now = self.clock.monotonic()
+                if self._check_stall(now):
+                    touch_heartbeat(self.config.heartbeat_file)
+                if renewing is None or renewing.done():
+                    renewing = self._renew(now)
+                if self.guard.open:
+                    self.metrics.observe("breakers_open", len(self.guard.open))
+                if now >= next_stats:
+                    next_stats = now + self.config.stats_every
+                    self._log_counters(f"{self.config.name}_counters")
+        finally:
+            if renewing is not None and not renewing.done():
+                await asyncio.shield(renewing)  # never cut a renewal off halfway
+
+    def _renew(self, now: float) -> asyncio.Task[None] | None:
+        vt = self.config.visibility_timeout
+        slow = [
+            d
+            for d in self._works
+            if d.stage in (Stage.HANDLING, Stage.COMMITTING)
+            and now - d.extended_at >= self.renew_every
+        ]
+        if not slow:
+            return None
+        for d in slow:
+            d.extended_at = now
+
+        async def renew() -> None:
+            renewals = [(d.receipt, vt) for d in slow]
+            await change_visibility(self.sqs, self.config.queue_url, renewals)
+            log.info("visibility_extended", count=len(slow), seconds=vt)
+
+        return asyncio.create_task(renew(), name=f"{self.config.name}-renew")
+
+    def _check_stall(self, now: float) -> bool:
+        """True when the heartbeat may beat: some handler moved within `stall_seconds`
+        (or none is running)."""
+        running = [d for d in self._works if d.stage is Stage.HANDLING]
+        stalled = bool(running) and all(
+            now - d.last_progress > self.config.stall_seconds for d in running
+        )
+        if stalled != self._stalled:
+            self._stalled = stalled
+            if stalled:
+                log.error(
+                    f"{self.config.name}_handlers_stalled",
+                    alert=True,
+                    running=len(running),
+                    seconds=self.config.stall_seconds,
+                    action="heartbeat stopped: the health check will fail",
+                )
+            else:
+                log.warning(f"{self.config.name}_handlers_moving", running=len(running))
+        return not stalled
+
+    def _log_counters(self, event: str, **extra: Any) -> None:
+        lag = self.lag.take_worst()
+        self.metrics.observe("event_loop_lag_seconds", lag)
+        fields: dict[str, Any] = {
+            "in_flight": self.in_flight,
+            "loop_lag_max_ms": round(lag * 1000, 1),
+            "breakers_open": self.guard.open,
+            **{k: v for k, v in sorted(self.stats.items())},
+        }
+        if self.counters is not None:
+            fields.update(self.counters())
+        log.info(event, **fields, **extra)
+        self.metrics.flush()
+
+    # ---- stopping --------------------------------------------------------------------
+
+    def _grace_left(self) -> float:
+        if self._stop_at is None:
+            return self.config.stop_grace
+        return max(0.0, self._stop_at + self.config.stop_grace - self.clock.monotonic())
+
+    async def _shutdown(self) -> None:
+        by_task = {d.task: d for d in self._works if d.task is not None and not d.task.done()}
+        running = set(by_task)
+        if running:
+            _, running = await asyncio.wait(running, timeout=self._grace_left())
+        if running:
+            self._grace_over = True
+            self._abort.set()
+            critical = {t for t in running if not by_task[t].interruptible}
+            log.warning(
+                "stop_grace_over",
+                unfinished=len(running),
+                cancelled=len(running) - len(critical),
+                finishing_calls_on_the_wire=len(critical),
+            )
+            for task in running - critical:
+                task.cancel()
+            if critical:
+                _, late = await asyncio.wait(critical, timeout=self.config.abandon_seconds)
+                for task in late:
+                    task.cancel()
+                if late:
+                    log.warning("handlers_abandoned", count=len(late))
+            _, stuck = await asyncio.wait(running, timeout=FINAL_FLUSH_SECONDS)
+            for task in stuck:  # ignored its cancellation: give its message back ourselves
+                d = by_task[task]
+                if d.stage is Stage.HANDLING:
+                    self._apply(d, GiveBack("handler did not stop", after=0))
+        await self.finisher.close(deadline=self.clock.monotonic() + FINAL_FLUSH_SECONDS)
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake up for a stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    @staticmethod
+    async def _first(*aws: Awaitable[Any]) -> None:
+        """Wait until the first of several awaitables completes; cancel the others
+        unless they are shared futures (only wrappers made here are cancelled)."""
+        futures = [asyncio.ensure_future(a) for a in aws]
+        try:
+            await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for f, a in zip(futures, aws, strict=True):
+                if f is not a and not f.done():
+                    f.cancel()

@@ -1,0 +1,145 @@
+"""One received message as a handler sees it, and what the handler may ask of the runtime.
+
+- `fields` go on the message's log line (partner_id, job_id: never a body);
+  `outcome` names the result more finely than the fate ("sent", "held", "duplicate").
+- `abortable(aw)` waits for something that may be abandoned (a rate token, a backoff):
+  it raises `Aborted` when the runtime stops taking work (SIGTERM grace over, or intake
+  held because a dependency is down); the handler then returns GiveBack.
+- `uninterruptible()` marks a call that must not be cut off halfway (the sender's
+  SendEmail: cut off, SES may or may not have the mail). At the end of the stop grace the
+  runtime cancels every handler outside such a section at once, and those inside get
+  `abandon_seconds` more.
+- `progress()` (or `report_progress()` from anywhere below the handler) tells the
+  runtime the handler is moving; every AWS call to a watched dependency counts too.
+  The heartbeat stops when every running handler has been stuck for `stall_seconds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_current: ContextVar[Delivery | None] = ContextVar("sesguard_delivery", default=None)
+
+
+class Aborted(Exception):
+    """The runtime asked handlers to give their messages back."""
+
+
+class Stage(StrEnum):
+    HANDLING = "handling"  # the handler runs
+    COMMITTING = "committing"  # done: commit and delete queued (visibility still renewed)
+    RETURNING = "returning"  # a visibility change or DLQ copy queued
+    SETTLED = "settled"  # SQS has been told
+
+
+def _epoch_ms(value: str | None) -> float | None:
+    return int(value) / 1000 if value and value.isdigit() else None
+
+
+@dataclass(eq=False)
+class Delivery:
+    message_id: str
+    receipt: str
+    body: str
+    receive_count: int
+    sent_at: datetime | None
+    first_received_at: float | None  # epoch seconds (SQS ApproximateFirstReceiveTimestamp)
+    received_at: float  # runtime clock
+    abort: asyncio.Event
+    clock: Callable[[], float]
+    fields: dict[str, Any] = field(default_factory=dict)
+    outcome: str | None = None
+    stage: Stage = Stage.HANDLING
+    extended_at: float = 0.0
+    last_progress: float = 0.0
+    task: asyncio.Task[None] | None = None
+    _critical: int = 0
+
+    @classmethod
+    def from_sqs(
+        cls, msg: dict[str, Any], abort: asyncio.Event, clock: Callable[[], float]
+    ) -> Delivery:
+        attrs = msg.get("Attributes", {})
+        sent = _epoch_ms(attrs.get("SentTimestamp"))
+        count = str(attrs.get("ApproximateReceiveCount", "1"))
+        now = clock()
+        return cls(
+            message_id=str(msg.get("MessageId", "")),
+            receipt=str(msg["ReceiptHandle"]),
+            body=str(msg.get("Body", "")),
+            receive_count=int(count) if count.isdigit() else 1,
+            sent_at=datetime.fromtimestamp(sent, UTC) if sent is not None else None,
+            first_received_at=_epoch_ms(attrs.get("ApproximateFirstReceiveTimestamp")),
+            received_at=now,
+            abort=abort,
+            clock=clock,
+            extended_at=now,
+            last_progress=now,
+        )
+
+    @property
+    def aborting(self) -> bool:
+        return self.abort.is_set()
+
+    @property
+    def interruptible(self) -> bool:
+        return self._critical == 0
+
+    def progress(self) -> None:
+        self.last_progress = self.clock()
+
+    @contextlib.contextmanager
+    def uninterruptible(self) -> Iterator[None]:
+        self._critical += 1
+        try:
+            yield
+        finally:
+            self._critical -= 1
+
+    async def abortable(self, aw: Awaitable[T]) -> T:
+        """Await `aw` unless the runtime aborts first (then `Aborted`, `aw` cancelled)."""
+        task = asyncio.ensure_future(aw)
+        if self.abort.is_set():
+            task.cancel()
+            raise Aborted
+        aborted = asyncio.ensure_future(self.abort.wait())
+        try:
+            await asyncio.wait({task, aborted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            aborted.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise Aborted
+
+
+def current_delivery() -> Delivery | None:
+    """The delivery whose handler is running in this task, if any."""
+    return _current.get()
+
+
+def report_progress() -> None:
+    """Tell the runtime the running handler is moving (no-op outside a handler)."""
+    delivery = _current.get()
+    if delivery is not None:
+        delivery.progress()
+
+
+def enter(delivery: Delivery) -> Any:
+    """Make `delivery` current in this task; returns the token for `leave`."""
+    return _current.set(delivery)
+
+
+def leave(token: Any) -> None:
+    _current.reset(token)

@@ -1,0 +1,169 @@
+"""The I/O edge of the circuit breakers: watching dependency clients, probing, alerting.
+
+Each `Dependency` is a client the handlers call (SES, DynamoDB, S3) plus one cheap probe
+call. The guard listens to the client's own botocore events (`after-call`,
+`after-call-error`), so every call any handler makes is judged
+(sesguard.runtime.failures) and fed to that dependency's `Breaker` without the handlers
+doing anything. When a breaker opens, the guard logs one alert line and tells the
+consumer to hold its intake; it then probes with backoff, and on the first answer logs
+one line that it is back and releases the hold. Any answer to a call also counts as
+progress of the handler that made it (the heartbeat's stall check).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sesguard.logging import get_logger
+from sesguard.runtime.breaker import Breaker
+from sesguard.runtime.delivery import current_delivery
+from sesguard.runtime.failures import Health, describe, judge_answer, judge_exception
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Dependency:
+    name: str  # "ses", "dynamodb", "s3": the breaker's name in logs and metrics
+    client: Any  # an aiobotocore client; its events are watched
+    probe: Callable[[], Awaitable[object]]  # one cheap call; any answer means "up"
+    probe_call: str = ""  # what the probe asks, for the log ("GetAccount")
+
+
+class Guard:
+    """Breakers for one consumer's dependencies."""
+
+    def __init__(
+        self,
+        owner: str,
+        dependencies: Sequence[Dependency],
+        *,
+        on_open: Callable[[str, str], None],
+        on_close: Callable[[str], None],
+        threshold: int = 5,
+        probe_first: float = 1.0,
+        probe_cap: float = 30.0,
+        clock: Callable[[], float],
+    ) -> None:
+        self.owner = owner
+        self.dependencies = {d.name: d for d in dependencies}
+        self.breakers = {
+            d.name: Breaker(d.name, threshold, probe_first, probe_cap) for d in dependencies
+        }
+        self.on_open = on_open
+        self.on_close = on_close
+        self.clock = clock
+        self._probes: dict[str, asyncio.Task[None]] = {}
+        self._hooks: list[tuple[Any, str, str]] = []
+
+    @property
+    def open(self) -> list[str]:
+        return sorted(name for name, b in self.breakers.items() if b.is_open)
+
+    def attach(self) -> None:
+        for dep in self.dependencies.values():
+            for event, handler in (
+                ("after-call", self._after_call(dep.name)),
+                ("after-call-error", self._after_error(dep.name)),
+            ):
+                uid = f"sesguard-guard-{id(self)}-{dep.name}-{event}"
+                dep.client.meta.events.register(event, handler, unique_id=uid)
+                self._hooks.append((dep.client, event, uid))
+
+    async def close(self) -> None:
+        for client, event, uid in self._hooks:
+            client.meta.events.unregister(event, unique_id=uid)
+        self._hooks.clear()
+        probes = list(self._probes.values())
+        for task in probes:
+            task.cancel()
+        for task in probes:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._probes.clear()
+
+    # ---- observing -------------------------------------------------------------------
+
+    def _after_call(self, name: str) -> Callable[..., None]:
+        def hook(http_response: Any = None, parsed: Any = None, **_: Any) -> None:
+            status = int(getattr(http_response, "status_code", 0) or 0)
+            error = parsed.get("Error", {}) if isinstance(parsed, dict) else {}
+            error = error if isinstance(error, dict) else {}
+            code, message = str(error.get("Code", "")), str(error.get("Message", ""))[:300]
+            described = f"{code or 'HTTP'} ({status})" + (f": {message}" if message else "")
+            self.observe(name, judge_answer(status, code), described)
+
+        return hook
+
+    def _after_error(self, name: str) -> Callable[..., None]:
+        def hook(exception: BaseException | None = None, **_: Any) -> None:
+            if exception is not None:
+                self.observe(name, judge_exception(exception), describe(exception))
+
+        return hook
+
+    def observe(self, name: str, health: Health, error: str = "") -> None:
+        """One call's outcome for dependency `name` (the hooks call this)."""
+        delivery = current_delivery()
+        if delivery is not None:
+            delivery.progress()  # the call came back, whatever it said
+        breaker = self.breakers[name]
+        if breaker.observe(health, self.clock(), error):
+            self._opened(breaker)
+
+    # ---- open, probe, close ----------------------------------------------------------
+
+    def _opened(self, breaker: Breaker) -> None:
+        dep = self.dependencies[breaker.name]
+        log.error(
+            "dependency_unavailable",
+            alert=True,
+            service=self.owner,
+            dependency=breaker.name,
+            consecutive_failures=breaker.failures,
+            error=breaker.last_error,
+            action=(
+                "stopped receiving; messages in hand go back to the queue with a delay;"
+                f" probing {dep.probe_call or 'the dependency'} until it answers"
+            ),
+        )
+        self.on_open(breaker.name, f"{breaker.name} unavailable: {breaker.last_error}")
+        if breaker.name not in self._probes:
+            self._probes[breaker.name] = asyncio.create_task(
+                self._probe_until_closed(breaker), name=f"probe-{breaker.name}"
+            )
+
+    async def _probe_until_closed(self, breaker: Breaker) -> None:
+        dep = self.dependencies[breaker.name]
+        try:
+            while breaker.is_open:
+                await asyncio.sleep(breaker.probe_delay())
+                try:
+                    await dep.probe()
+                    health, error = Health.UP, ""
+                except Exception as exc:
+                    health, error = judge_exception(exc), describe(exc)
+                now = self.clock()
+                if breaker.probed(health, now, error):
+                    log.warning(
+                        "dependency_available",
+                        alert=True,
+                        service=self.owner,
+                        dependency=breaker.name,
+                        unavailable_seconds=round(now - (breaker.opened_at or now), 1),
+                        action="receiving again",
+                    )
+                    self.on_close(breaker.name)
+                    return
+                log.info(
+                    "dependency_probe_failed",
+                    dependency=breaker.name,
+                    error=error,
+                    next_probe_seconds=round(breaker.probe_delay(), 1),
+                )
+        finally:
+            self._probes.pop(breaker.name, None)

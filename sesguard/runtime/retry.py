@@ -1,0 +1,88 @@
+"""When a message that failed comes back, and when it has failed for too long (pure).
+
+A transient failure (a dependency down, throttling that did not clear, an internal error)
+never dead-letters a message while it lasts less than the outage tolerance
+(SESGUARD_OUTAGE_TOLERANCE_SECONDS, default 15 minutes):
+
+- each retry hides the message for `delay(receive_count)` seconds: 1 s, 2 s, 4 s, ...
+  up to `cap`, with "equal jitter" (sesguard.backoff.spaced_delay), so a failing queue
+  does not come back all at once and the total wait has a known lower bound;
+- `receives_to_cover` is how many receives that lower bound needs to span the tolerance;
+  the queues' maxReceiveCount is that plus RECEIVE_SLACK for receives that carry no
+  delay (a SIGTERM gives messages back at once; a crashed task's messages come back after
+  the visibility timeout), and never below SESGUARD_DLQ_MAX_RECEIVES, which is now a
+  floor. `max_receive_count` is the one function bootstrap, CloudFormation (its mapping
+  is checked against it) and the services use;
+- past the tolerance (measured from SQS's ApproximateFirstReceiveTimestamp) the runtime
+  dead-letters a message that fails again, with the reason, before SQS's redrive would
+  move it there without one.
+The whole curve follows the tolerance, so a short tolerance (tests, a fault-injection
+suite) gives short backoffs and quick probes without further settings.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from sesguard.backoff import spaced_delay, spaced_floor
+from sesguard.settings import Settings
+
+RECEIVE_SLACK = 3  # receives without a backoff: SIGTERM give-backs, crashes, account pauses
+MAX_VISIBILITY = 43200  # SQS's limit, seconds
+SQS_MAX_RECEIVE_COUNT = 1000  # SQS's limit for a redrive policy
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    tolerance: float
+    base: float = 1.0
+    cap: float = 300.0
+    probe_first: float = 1.0
+    probe_cap: float = 30.0
+
+    @classmethod
+    def for_tolerance(cls, tolerance: float) -> RetryPolicy:
+        """Backoff capped at a quarter of the tolerance (1 s .. 5 min), probes at most
+        a tenth of it apart (1 s .. 30 s)."""
+        return cls(
+            tolerance=tolerance,
+            cap=min(300.0, max(1.0, tolerance / 4)),
+            probe_cap=min(30.0, max(1.0, tolerance / 10)),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls.for_tolerance(settings.outage_tolerance_seconds)
+
+    def delay(self, receive_count: int, rng: random.Random | None = None) -> int:
+        """Seconds a message stays hidden after failing on its `receive_count`-th receive
+        (SQS takes whole seconds)."""
+        seconds = spaced_delay(max(1, receive_count) - 1, self.base, self.cap, rng)
+        return min(MAX_VISIBILITY, max(1, math.ceil(seconds)))
+
+    @property
+    def receives_to_cover(self) -> int:
+        """The least n such that n receives, each after a retry, span the tolerance."""
+        total, receives = 0.0, 1
+        while total < self.tolerance:
+            total += spaced_floor(receives - 1, self.base, self.cap)
+            receives += 1
+        return receives
+
+    def past_tolerance(
+        self, first_received_at: float | None, receive_count: int, now: float
+    ) -> bool:
+        """Has this message been failing for longer than the tolerance? `first_received_at`
+        and `now` are epoch seconds; without the first receive time, the receive count
+        decides."""
+        if first_received_at is not None:
+            return now - first_received_at >= self.tolerance
+        return receive_count >= self.receives_to_cover
+
+
+def max_receive_count(settings: Settings) -> int:
+    """The queues' redrive maxReceiveCount for these settings (see the module docstring)."""
+    derived = RetryPolicy.from_settings(settings).receives_to_cover + RECEIVE_SLACK
+    return min(SQS_MAX_RECEIVE_COUNT, max(settings.dlq_max_receives, derived))

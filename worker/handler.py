@@ -1,0 +1,135 @@
+"""One S3 notification: count its objects exactly once, judge the partners they touch.
+
+The handler the worker plugs into the runtime (sesguard.runtime). Fates:
+- a body that is not an S3 notification, an object that is not there, or an object that
+  decompresses to more than SESGUARD_MAX_OBJECT_BYTES: DeadLetter with the reason
+  (`<queue>-dlq`, `sesguard_reason`);
+- an `s3:TestEvent`, or every object counted: Done;
+- anything else that fails (DynamoDB, S3, the network): Retry. An object's counters and
+  its "processed" marker are one transaction (worker.apply), so an object that failed,
+  or was abandoned at a stop, is simply counted on redelivery, and one counted before is
+  not counted again.
+Firehose's own error output (`SESGUARD_FIREHOSE_ERROR_PREFIX`) is never counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sesguard.logging import get_logger
+from sesguard.metrics import ServiceMetrics
+from sesguard.runtime import DeadLetter, Delivery, Done, Fate, GiveBack, Retry
+from sesguard.runtime.failures import describe
+from sesguard.settings import Settings
+from worker.enforce import Outcome
+from worker.notifications import BadNotification, parse_notification
+from worker.pipeline import ObjectMissing, ObjectResult, ObjectTooLarge, Processor
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Metrics:
+    """The worker's own counters, logged periodically and on stop."""
+
+    messages: int = 0
+    test_events: int = 0
+    objects: int = 0
+    events: int = 0
+    recipients: int = 0
+    malformed: int = 0
+    ignored: Counter[str] = field(default_factory=Counter)
+    untagged: int = 0
+    chunks_applied: int = 0
+    chunks_already_counted: int = 0
+    partners_paused: int = 0
+    dead_lettered: int = 0
+    failures: int = 0
+    returned: int = 0
+
+    def add(self, r: ObjectResult) -> None:
+        self.objects += 1
+        self.partners_paused += sum(1 for o in r.outcomes.values() if o is Outcome.PAUSED)
+        self.events += r.stats.events
+        self.recipients += r.stats.recipients
+        self.malformed += r.stats.malformed_count
+        self.ignored.update(r.stats.ignored)
+        self.untagged += r.stats.untagged
+        self.chunks_applied += r.applied.applied
+        self.chunks_already_counted += r.applied.already
+
+    def settled(self, fate: Fate) -> None:
+        """What the runtime did with a message."""
+        if isinstance(fate, DeadLetter):
+            self.dead_lettered += 1
+        elif isinstance(fate, Retry):
+            self.failures += 1
+        elif isinstance(fate, GiveBack):
+            self.returned += 1
+
+    def as_log(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["ignored"] = dict(self.ignored)
+        return data
+
+
+class EventsHandler:
+    def __init__(
+        self, processor: Processor, settings: Settings, metrics: Metrics, emf: ServiceMetrics
+    ) -> None:
+        self.processor = processor
+        self.settings = settings
+        self.metrics = metrics
+        self.emf = emf  # CloudWatch metrics (EMF lines on stdout)
+
+    async def __call__(self, d: Delivery) -> Fate:
+        self.metrics.messages += 1
+        try:
+            note = parse_notification(d.body)
+        except BadNotification as exc:
+            return DeadLetter(f"bad notification: {exc}")
+        if note.test_event:
+            self.metrics.test_events += 1
+            log.info("test_event_skipped", message_id=d.message_id)
+            d.outcome = "test_event"
+            return Done()
+        missing: list[str] = []
+        for ref in note.objects:
+            if ref.key.startswith(self.settings.firehose_error_prefix):
+                # Firehose's own failure output (with an empty events prefix it notifies
+                # this queue too): not SES events. Visible, never counted.
+                log.warning("firehose_error_object", bucket=ref.bucket, key=ref.key)
+                continue
+            d.fields["key"] = ref.key
+            try:
+                result = await self.processor.process(ref.bucket, ref.key)
+            except ObjectMissing:
+                log.warning("object_missing", bucket=ref.bucket, key=ref.key)
+                missing.append(ref.url)
+                continue
+            except ObjectTooLarge as exc:
+                return DeadLetter(str(exc))
+            except Exception as exc:  # DynamoDB, S3, the network: try again later
+                return Retry(f"{ref.url}: {describe(exc)}")
+            self._record(result)
+        if missing:
+            return DeadLetter("missing object: " + " ".join(missing))
+        d.outcome = "counted"
+        return Done()
+
+    def _record(self, r: ObjectResult) -> None:
+        self.metrics.add(r)
+        emf = self.emf
+        emf.add("objects_processed")
+        emf.add("events_counted", r.stats.events)
+        if r.stats.ignored_count:
+            emf.add("events_ignored", r.stats.ignored_count)
+        if r.stats.malformed_count:
+            emf.add("malformed_records", r.stats.malformed_count)
+        paused = sum(1 for o in r.outcomes.values() if o is Outcome.PAUSED)
+        if paused:
+            emf.add("partners_paused", paused)
+        if r.lag_seconds is not None:
+            emf.observe("event_lag_seconds", max(0.0, r.lag_seconds))
