@@ -21,6 +21,7 @@ check: lint test
 bench: $(VENV)/.dev    ## benchmarks: ratios against naive baselines, measured in the same run
 	$(BIN)/python bench/sender.py
 	$(BIN)/python bench/worker.py
+	$(BIN)/python bench/recovery.py
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -38,6 +38,7 @@ class Run:
     """What a scenario's driver records while it runs."""
 
     jobs: int
+    ids: list[str] = field(default_factory=list)  # the job ids, in enqueue order
     fault_start: float | None = None
     fault_end: float | None = None
     injections: list[Injection] = field(default_factory=list)
@@ -54,6 +55,7 @@ class Scenario:
     jobs: int
     drive: Drive
     possibly_sent_ok: bool = False  # a kill or a lost answer mid-send may leave these
+    env: tuple[tuple[str, str], ...] = ()  # settings of this scenario's services
 
 
 @dataclass
@@ -139,72 +141,66 @@ def table(results: list[Result]) -> str:
 # ---- drivers --------------------------------------------------------------------------
 
 
-async def start(st: Stack) -> None:
+async def start(st: Stack, run: Run, jobs: list[str] | None = None) -> None:
+    """Enqueue `jobs` (default: all of them) and start the worker and the sender."""
+    await st.enqueue(run.ids if jobs is None else jobs)
     await st.service("worker").start()
     await st.service("sender").start()
-
-
-Trigger = Callable[[Stack, Run], bool]
-
-
-def backlog(st: Stack, run: Run) -> bool:
-    """A sixth of the jobs went through: the fault meets a backlog of most of the jobs."""
-    return st.sends() >= run.jobs // 6
-
-
-def last_jobs(st: Stack, run: Run) -> bool:
-    """All but the last 16 jobs (one concurrency's worth) went through: the fault meets a
-    short queue, as an outage meets a quiet hour, and each job is retried the most."""
-    return st.sends() >= run.jobs - 16
-
-
-def objects_counted(st: Stack, run: Run) -> bool:
-    """The worker counted a tenth of the objects: its fault lands mid-run."""
-    return st.transactions() >= run.jobs // 10
 
 
 def window(
     *faults: tuple[str, Fault],
     seconds: float = 5.0,
     then: tuple[tuple[str, Fault], ...] = (),
-    trigger: Trigger = last_jobs,
+    meets: int = 16,
     max_calls_per_job: float | None = None,
 ) -> Drive:
-    """Inject `faults` (proxy name, fault) for `seconds` once `trigger` holds, then the
-    `then` faults for as long again. With `max_calls_per_job`, the faulted calls during
-    the window must stay under that many per job (no churning through the queue)."""
+    """The jobs but the last `meets` go through first (sent, or counted when a fault is the
+    worker's); then `faults` (proxy name, fault) start, the last `meets` jobs are enqueued,
+    so every one of them meets the fault, which lasts `seconds`, followed by the `then`
+    faults for as long again. 16 (one concurrency's worth) is a short queue, as an outage
+    meets at a quiet hour, where each job is retried the most. With `max_calls_per_job`,
+    the faulted calls may number at most that many per job met (no churning through the
+    queue while the dependency is down)."""
 
     async def drive(st: Stack, run: Run) -> None:
-        await start(st)
-        await wait_until(lambda: trigger(st, run), WAIT_SECONDS, "the fault's moment")
-        for phase in (faults, then):
+        lead = run.ids[: run.jobs - meets]
+        await start(st, run, lead)
+        if any(proxy == "worker" for proxy, _ in faults):
+            await wait_until(lambda: st.transactions() >= len(lead), WAIT_SECONDS, "counted")
+        else:
+            await wait_until(lambda: st.sends() >= len(lead), WAIT_SECONDS, "the first jobs")
+        run.fault_start = time.monotonic()
+        for n, phase in enumerate((faults, then)):
             if not phase:
                 continue
-            run.fault_start = run.fault_start or time.monotonic()
             injections = [st.proxies[proxy].inject(f, seconds) for proxy, f in phase]
             run.injections += injections
+            if n == 0:
+                await st.enqueue(run.ids[len(lead) :])
             await injections[0].ended.wait()
         run.fault_end = time.monotonic()
-        if max_calls_per_job is not None:
-            hits = sum(i.hits for i in run.injections)
-            if hits > max_calls_per_job * run.jobs:
-                run.problems.append(
-                    f"{hits} faulted calls during the outage for {run.jobs} jobs: the service"
-                    " churned through the queue instead of waiting for the dependency"
-                )
+        hits = sum(i.hits for i in run.injections)
+        if max_calls_per_job is not None and hits > max_calls_per_job * meets:
+            run.problems.append(
+                f"{hits} faulted calls during the outage for {meets} jobs: the service"
+                " churned through the queue instead of waiting for the dependency"
+            )
 
     return drive
 
 
 def limited(proxy: str, fault: Fault, count: int) -> Drive:
-    """Apply `fault` to the next `count` matching requests once jobs flow."""
+    """Apply `fault` to the next `count` matching requests, made by the last 16 jobs."""
 
     async def drive(st: Stack, run: Run) -> None:
-        await start(st)
-        await wait_until(lambda: backlog(st, run), WAIT_SECONDS, "the first jobs")
+        lead = run.ids[: run.jobs - 16]
+        await start(st, run, lead)
+        await wait_until(lambda: st.sends() >= len(lead), WAIT_SECONDS, "the first jobs")
         run.fault_start = time.monotonic()
         injection = st.proxies[proxy].inject(fault, limit=count)
         run.injections.append(injection)
+        await st.enqueue(run.ids[len(lead) :])
         await wait_until(lambda: injection.hits >= count, WAIT_SECONDS, f"{count} faulted calls")
         run.fault_end = time.monotonic()
 
@@ -215,7 +211,7 @@ def restart_sender(sig: signal.Signals, times: int) -> Drive:
     """Stop the sender with `sig` `times` over the run, restarting it each time."""
 
     async def drive(st: Stack, run: Run) -> None:
-        await start(st)
+        await start(st, run)
         sender = st.service("sender")
         for k in range(1, times + 1):
             target = k * run.jobs // (times + 2)
@@ -231,7 +227,7 @@ def restart_sender(sig: signal.Signals, times: int) -> Drive:
 
 def kill_worker(times: int) -> Drive:
     async def drive(st: Stack, run: Run) -> None:
-        await start(st)
+        await start(st, run)
         worker = st.service("worker")
         for k in range(1, times + 1):
             target = k * run.jobs // (times + 2)
@@ -247,7 +243,7 @@ async def kill_worker_mid_transaction(st: Stack, run: Run) -> None:
     """SIGKILL the worker twice while an object's counting transaction is on its way:
     once after the stand-in committed it (the answer held back), once before (the
     proxy holds the request and commits it after the worker is dead)."""
-    await start(st)
+    await start(st, run)
     worker, proxy = st.service("worker"), st.proxies["worker"]
     for k, after in enumerate((True, False), start=1):
         target = k * run.jobs // 4
@@ -267,113 +263,120 @@ async def kill_worker_mid_transaction(st: Stack, run: Run) -> None:
 
 
 S, W = "sender", "worker"
+# Kills land mid-run on any machine: the jobs trickle out for several seconds.
+SLOW_SENDS = (("SESGUARD_MAX_SEND_RATE", "15"),)
 SCENARIOS = [  # longest first: they start first when run concurrently
     Scenario(
         "ses-outage-long",
         "SES SendEmail answers 503 for 40 s (the 2-minute outage, scaled), last 16 jobs",
-        60,
+        40,
         window((S, error("sesv2", Error.UNAVAILABLE, "SendEmail")), seconds=40.0),
     ),
     Scenario(
         "ses-outage-backlog",
-        "SES SendEmail answers 503 for 20 s over a backlog of 80 jobs",
-        100,
+        "SES SendEmail answers 503 for 20 s over a backlog of 64 jobs",
+        80,
         window(
             (S, error("sesv2", Error.UNAVAILABLE, "SendEmail")),
             seconds=20.0,
-            trigger=backlog,
+            meets=64,
             max_calls_per_job=1.0,
         ),
     ),
     Scenario(
         "ddb-500-sender",
         "DynamoDB answers 500 to the sender for 30 s, last 16 jobs",
-        60,
+        40,
         window((S, error("dynamodb", Error.INTERNAL)), seconds=30.0),
     ),
     Scenario(
         "sender-sigkill",
         "sender SIGKILL mid-run, twice",
-        100,
+        80,
         restart_sender(signal.SIGKILL, 2),
         possibly_sent_ok=True,
+        env=SLOW_SENDS,
     ),
     Scenario(
         "worker-sigkill-mid-transaction",
         "worker SIGKILL mid-transaction (after, then before the commit)",
-        60,
+        40,
         kill_worker_mid_transaction,
+        env=SLOW_SENDS,
     ),
-    Scenario("worker-sigkill", "worker SIGKILL 4 times mid-run", 100, kill_worker(4)),
+    Scenario(
+        "worker-sigkill", "worker SIGKILL 4 times mid-run", 80, kill_worker(4), env=SLOW_SENDS
+    ),
     Scenario(
         "sender-sigterm",
         "sender SIGTERM mid-run, twice",
-        100,
+        80,
         restart_sender(signal.SIGTERM, 2),
+        env=SLOW_SENDS,
     ),
     Scenario(
         "ses-429",
         "SES SendEmail answers 429 throttling for 10 s",
-        60,
+        40,
         window((S, error("sesv2", Error.THROTTLING, "SendEmail")), seconds=10.0),
     ),
     Scenario(
         "ses-501",
         "SES answers 501 not implemented (as LocalStack) for 10 s",
-        60,
+        40,
         window((S, not_implemented("sesv2")), seconds=10.0),
     ),
     Scenario(
         "ddb-throttling-sender",
         "DynamoDB throttles the sender for 5 s",
-        60,
+        40,
         window((S, error("dynamodb", Error.THROTTLING))),
     ),
     Scenario(
         "ddb-worker",
         "DynamoDB answers 500, then throttles, the worker (4 s each)",
-        60,
+        40,
         window(
             (W, error("dynamodb", Error.INTERNAL)),
             then=((W, error("dynamodb", Error.THROTTLING)),),
             seconds=4.0,
-            trigger=objects_counted,
+            meets=32,
         ),
     ),
     Scenario(
         "s3-get-worker",
         "S3 GetObject answers 500, then 503 SlowDown, to the worker (4 s each)",
-        60,
+        40,
         window(
             (W, error("s3", Error.INTERNAL, "GetObject")),
             then=((W, error("s3", Error.THROTTLING, "GetObject")),),
             seconds=4.0,
-            trigger=objects_counted,
+            meets=32,
         ),
     ),
     Scenario(
         "sqs-500",
         "SQS answers 500 to both services for 5 s",
-        60,
+        40,
         window((S, error("sqs", Error.INTERNAL)), (W, error("sqs", Error.INTERNAL))),
     ),
     Scenario(
         "ses-slow",
         "SES SendEmail answers 7 s late for 4 s (visibility timeout 10 s)",
-        40,
+        30,
         window((S, latency("sesv2", "SendEmail", seconds=7.0)), seconds=4.0),
     ),
     Scenario(
         "ses-answer-lost",
         "SES SendEmail: connection reset after SES accepted, 3 times",
-        40,
+        30,
         limited(S, reset("sesv2", "SendEmail", after_upstream=True), 3),
         possibly_sent_ok=True,
     ),
     Scenario(
         "ddb-claim-answer-lost",
         "DynamoDB: connection reset after the sender's claim was written, 3 times",
-        40,
+        30,
         limited(S, reset("dynamodb", "PutItem", after_upstream=True), 3),
     ),
 ]
@@ -392,10 +395,11 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> Result:
         result.timeline[phase] = round((at or time.monotonic()) - t0, 1)
 
     try:
-        async with asyncio.timeout(SCENARIO_SECONDS), Stack(scenario.key, workdir) as st:
+        stack = Stack(scenario.key, workdir, dict(scenario.env))
+        async with asyncio.timeout(SCENARIO_SECONDS), stack as st:
             mark("stand-in up")
             try:
-                jobs = await st.prepare(scenario.jobs)
+                run.ids = await st.prepare(scenario.jobs)
                 mark("prepared")
                 await scenario.drive(st, run)
                 end = run.fault_end or time.monotonic()
@@ -405,13 +409,11 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> Result:
                 done = await st.settle(SETTLE_SECONDS)
                 mark("settled")
                 result.recovery = None if done is None else max(0.0, done - end)
-                for name in ("sender", "worker"):
-                    service = st.services.get(name)
-                    if service is not None and service.running:
-                        await service.signal(signal.SIGTERM)
-                    result.exits[name] = service.exits if service else []
+                running = [s for s in st.services.values() if s.running]
+                await asyncio.gather(*(s.signal(signal.SIGTERM) for s in running))
+                result.exits = {name: s.exits for name, s in st.services.items()}
                 mark("stopped")
-                result.outcome = await st.outcome(jobs, mark)
+                result.outcome = await st.outcome(run.ids, mark)
                 mark("read")
             finally:
                 result.logs = {name: s.tail() for name, s in st.services.items()}
@@ -423,6 +425,8 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> Result:
         result.error = "".join(traceback.format_exception(exc))[-3000:]
     result.fault_hits = sum(i.hits for i in run.injections)
     result.problems = run.problems
+    if run.injections and not result.fault_hits and not result.error:
+        result.problems.append("the fault never met a request: this run tested nothing")
     return result
 
 

@@ -251,9 +251,10 @@ class Outcome:
 class Stack:
     """A scenario's stand-in, proxies, processes and read-only view of the stand-in."""
 
-    def __init__(self, name: str, workdir: Path) -> None:
+    def __init__(self, name: str, workdir: Path, overrides: dict[str, str] | None = None) -> None:
         self.name = name
         self.dir = workdir
+        self.overrides = overrides or {}
         self.dir.mkdir(parents=True, exist_ok=True)
         self.endpoint = ""
         self.proxies: dict[str, FaultProxy] = {}
@@ -302,8 +303,8 @@ class Stack:
     # ---- setting up, as an operator would ------------------------------------------------
 
     async def prepare(self, jobs: int) -> list[str]:
-        """bootstrap (with the services' settings), the partners, and `jobs` send jobs on
-        the queue; the job ids."""
+        """bootstrap (with the services' settings) and the partners; the ids of `jobs`
+        send jobs to enqueue (`enqueue`)."""
         await bootstrap(self.clients, suite_settings(), [IDENTITY])
         for queue in (SEND_QUEUE, EVENTS_QUEUE):
             for name in (queue, f"{queue}-dlq"):
@@ -311,7 +312,10 @@ class Stack:
         store = PartnerStore(self.ddb, TABLE)
         for partner in PARTNERS:
             await store.create(Profile(partner, f"ops@{partner}.example.org", Limits()))
-        ids = [f"{PARTNERS[i % len(PARTNERS)]}-{i:04d}" for i in range(jobs)]
+        return [f"{PARTNERS[i % len(PARTNERS)]}-{i:04d}" for i in range(jobs)]
+
+    async def enqueue(self, ids: list[str]) -> None:
+        """Send jobs with these ids (partner: the id's prefix; the id in the subject)."""
         await Enqueuer(self.sqs, self.urls[SEND_QUEUE]).send(
             [
                 {
@@ -325,7 +329,6 @@ class Stack:
                 for job_id in ids
             ]
         )
-        return ids
 
     def service(self, command: str) -> Service:
         """The `sesguard sender` or `sesguard worker` process, behind its own proxy."""
@@ -333,6 +336,7 @@ class Stack:
             env = base_env(
                 self.proxies[command].endpoint,
                 SESGUARD_HEARTBEAT_FILE=str(self.dir / f"{command}.heartbeat"),
+                **self.overrides,
             )
             self.services[command] = Service(
                 [*sesguard_command(), command], env, self.dir / f"{command}.log"
