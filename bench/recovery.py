@@ -5,8 +5,9 @@
 Standalone: starts its own stand-in (sesguard.localaws, a child process on a free port),
 fake credentials, bootstrap and partners, and the fault proxy of the test suite
 (tests/faults/proxy.py) between the consumers and the stand-in. Then, for each consumer,
-the same N jobs (new job ids) are enqueued, the consumer starts, and once a tenth of the
-jobs are sent SES answers every SendEmail with 503 for --outage seconds. Measured:
+the same N jobs (new job ids): a tenth is enqueued and the consumer starts; once those are
+sent, SES answers every SendEmail with 503 for --outage seconds and the other nine tenths
+are enqueued, so that every one of them meets the outage. Measured:
 
 - recovery: the time from the end of the outage to an empty send queue (nothing visible,
   in flight or delayed), by polling the queue's counts every 0.1 s;
@@ -54,6 +55,7 @@ from sesguard.localaws import local_aws_process
 from sesguard.logging import configure_logging
 from sesguard.partners import Limits, Profile
 from sesguard.report import render_table
+from sesguard.runtime.sqs import queue_depth
 from sesguard.settings import Settings, load_settings
 from sesguard.store import PartnerStore
 from tests.faults.proxy import Error, FaultProxy, error
@@ -100,17 +102,9 @@ def make_jobs(n: int, partners: list[str], run: str) -> list[dict[str, Any]]:
 
 
 async def depth(sqs: Any, url: str) -> int:
-    attrs = (
-        await sqs.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=[
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesNotVisible",
-                "ApproximateNumberOfMessagesDelayed",
-            ],
-        )
-    )["Attributes"]
-    return sum(int(v) for v in attrs.values())
+    """Messages in the queue: visible, in flight and delayed."""
+    d = await queue_depth(sqs, url)
+    return d.visible + d.in_flight + d.delayed
 
 
 async def naive_consumer(clients: Clients, url: str, settings: Settings) -> None:
@@ -178,23 +172,27 @@ async def measure(
     dlq = (await sqs.get_queue_url(QueueName=f"{settings.send_queue}-dlq"))["QueueUrl"]
     dlq_before = await depth(sqs, dlq)
     sent_before = proxy.count("sesv2", "SendEmail", ok=True)
-    await (await Enqueuer.for_queue(sqs, settings.send_queue)).send(
-        make_jobs(args.jobs, partners, name.split(maxsplit=1)[0])
-    )
+    jobs = make_jobs(args.jobs, partners, name.split(maxsplit=1)[0])
+    lead = max(1, args.jobs // 10)  # sent before the outage; the rest meet it
+    enqueuer = await Enqueuer.for_queue(sqs, settings.send_queue)
+    await enqueuer.send(jobs[:lead])
 
     def sent() -> int:
         return proxy.count("sesv2", "SendEmail", ok=True) - sent_before
 
+    async def rest() -> None:
+        await enqueuer.send(jobs[lead:])
+
     if name == "naive":
         async with open_clients(4) as own:  # the naive consumer's own clients
             task = asyncio.create_task(naive_consumer(own, url, settings))
-            result = await run_outage(name, sqs, url, proxy, args, sent, task.done)
+            result = await run_outage(name, sqs, url, proxy, args, lead, sent, rest, task.done)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     else:
         stop, exited = await ours(proxy.endpoint, log)
         try:
-            result = await run_outage(name, sqs, url, proxy, args, sent, exited)
+            result = await run_outage(name, sqs, url, proxy, args, lead, sent, rest, exited)
         finally:
             code = await stop()
         if code != 0:
@@ -211,14 +209,19 @@ async def run_outage(
     url: str,
     proxy: FaultProxy,
     args: argparse.Namespace,
+    lead: int,
     sent: Callable[[], int],
+    rest: Callable[[], Awaitable[None]],
     died: Callable[[], bool],
 ) -> Measured:
-    while sent() < max(1, args.jobs // 10):
+    """Once the `lead` jobs are sent, SES fails for the outage and the `rest` of the jobs
+    are enqueued (so every one of them meets it); then time until the queue is empty."""
+    while sent() < lead:
         if died():
             raise SystemExit(f"{name} stopped before the outage")
         await asyncio.sleep(POLL)
     injection = proxy.inject(error("sesv2", Error.UNAVAILABLE, "SendEmail"), args.outage)
+    await rest()
     await injection.ended.wait()
     end = time.monotonic()
     recovery = None

@@ -69,6 +69,7 @@ from sesguard.localaws import local_aws_process
 from sesguard.logging import configure_logging
 from sesguard.partners import Limits, Profile
 from sesguard.report import render_table
+from sesguard.runtime.sqs import queue_depth
 from sesguard.settings import Settings, load_settings
 from sesguard.store import PartnerStore
 
@@ -298,18 +299,6 @@ async def feed(clients: Clients, url: str, jobs: list[bytes], meter: Meter, dept
         )
 
 
-async def queue_depth(clients: Clients, url: str) -> int:
-    attrs = (
-        await clients.sqs.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]) + int(
-        attrs["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     settings = load_settings(
         max_send_rate=100_000.0,  # moto has no SES quota; measure the pipeline, not a limit
@@ -342,13 +331,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 meter.latency = 0.0
                 row = meter.summary(name, len(jobs), total)
                 row["latency_ms"] = latency_ms
-                if row["sent"] != len(jobs) or await queue_depth(clients, url):
+                if row["sent"] != len(jobs) or not (await queue_depth(clients.sqs, url)).empty:
                     raise SystemExit(
                         f"{name}: sent {row['sent']} of {len(jobs)} or queue not empty"
                     )
                 rows.append(row)
             scenarios.append(rows)
-        if await queue_depth(clients, dlq):
+        if not (await queue_depth(clients.sqs, dlq)).empty:
             raise SystemExit("jobs ended up in the DLQ")
         floor = await floor_cpu_ms(clients, settings, store, meter.cpu, partners[0])
     naive, mine = scenarios[0]

@@ -41,6 +41,7 @@ from sesguard.enqueue import Enqueuer
 from sesguard.held import HeldJobs
 from sesguard.localaws import FAKE_ENV, free_port
 from sesguard.partners import Limits, Profile
+from sesguard.runtime.sqs import queue_depth
 from sesguard.settings import Settings
 from sesguard.store import PartnerStore
 from tests.faults.proxy import FaultProxy
@@ -353,25 +354,12 @@ class Stack:
         """TransactWriteItems the worker got an answer to (one per counted object)."""
         return self.proxies["worker"].count("dynamodb", "TransactWriteItems", ok=True)
 
-    async def depth(self, queue: str) -> int:
-        attrs = (
-            await self.sqs.get_queue_attributes(
-                QueueUrl=self.urls[queue],
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                    "ApproximateNumberOfMessagesDelayed",
-                ],
-            )
-        )["Attributes"]
-        return sum(int(v) for v in attrs.values())
-
     async def quiet(self) -> bool:
         """Both work queues empty and no request on its way to the stand-in."""
         return (
             not any(p.busy() for p in self.proxies.values())
-            and await self.depth(SEND_QUEUE) == 0
-            and await self.depth(EVENTS_QUEUE) == 0
+            and (await queue_depth(self.sqs, self.urls[SEND_QUEUE])).empty
+            and (await queue_depth(self.sqs, self.urls[EVENTS_QUEUE])).empty
         )
 
     async def settle(self, seconds: float) -> float | None:
