@@ -457,6 +457,34 @@ async def test_heartbeat_follows_the_loop_and_the_handlers_not_the_receives(
     assert await asyncio.wait_for(run, 20) is StopCause.STOPPED
 
 
+async def test_a_handler_waiting_on_purpose_is_not_stalled(
+    queue: Queue, logs: list[dict[str, Any]]
+) -> None:
+    """A sender waiting for a rate token (an `abortable` wait) for longer than
+    stall_seconds is waiting, not stuck: the heartbeat goes on."""
+    clock = ShiftClock()
+    waiting: list[Delivery] = []
+
+    async def handler(d: Delivery) -> Fate:
+        waiting.append(d)
+        await d.abortable(asyncio.Event().wait())  # e.g. a token of a very low send rate
+        return Done()
+
+    await queue.put("slow-rate")
+    consumer = queue.consumer(
+        handler, drain=False, concurrency=1, stall_seconds=60, clock=clock, wait_seconds=1
+    )
+    run = asyncio.create_task(consumer.run())
+    await wait_until(lambda: waiting != [] and waiting[0].waiting)
+    clock.offset += 61
+    beat_age_reset(queue.heartbeat)
+    await wait_until(lambda: queue.heartbeat.stat().st_mtime > 1000.0)
+    assert events(logs, "test_handlers_stalled") == []
+    consumer.stop()
+    assert await asyncio.wait_for(run, 20) is StopCause.STOPPED
+    assert await queue.depth() == (1, 0)  # its wait was given up at the stop: back at once
+
+
 async def test_event_loop_lag_is_reported_in_the_counters_and_as_a_metric(
     queue: Queue, logs: list[dict[str, Any]]
 ) -> None:

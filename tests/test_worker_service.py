@@ -29,6 +29,7 @@ from tests.fixtures.ses_events import (
 )
 from tests.test_sender_support import client_error
 from worker import main as worker_main
+from worker.pipeline import Processor
 from worker.service import WorkerService
 
 NOW = datetime.now(UTC)
@@ -514,4 +515,27 @@ async def test_sigterm_during_a_long_object_returns_it_at_once_and_it_is_counted
     assert attrs["Attributes"]["ApproximateNumberOfMessages"] == "1"  # visible at once
     await env.drain()
     assert await env.totals("acme") == EXPECTED_ACME
+    assert await env.depth(env.queue_url) == 0
+
+
+async def test_an_object_over_the_size_cap_is_dead_lettered_with_its_reason(env: Env) -> None:
+    """worker.pipeline.ObjectTooLarge (the decompressed-bytes cap) is a permanent failure:
+    the notification goes to the DLQ at once with the exception's text as the reason."""
+    from worker.pipeline import ObjectTooLarge
+
+    await env.put(firehose_key(1, gz=False), sample_bytes("plain-newline"))
+    service = WorkerService(env.clients, env.settings)
+    inner = service.processor
+    cap = "decompresses to more than 1048576 bytes (SESGUARD_MAX_OBJECT_BYTES)"
+
+    class Capped(Processor):  # the real processor, with the cap hit on every object
+        async def process(self, bucket: str, key: str, now: Any = None) -> Any:
+            raise ObjectTooLarge(f"s3://{bucket}/{key} {cap}")
+
+    service.processor = Capped(inner.s3, inner.store, inner.enforcer)
+    assert await service.run(drain=True) == 0
+    assert service.metrics.dead_lettered == 1 and service.metrics.failures == 0
+    (dead,) = await env.dead_letters()
+    reason = dead["MessageAttributes"]["sesguard_reason"]["StringValue"]
+    assert reason == f"s3://{env.bucket}/{firehose_key(1, gz=False)} {cap}"
     assert await env.depth(env.queue_url) == 0

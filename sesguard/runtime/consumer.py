@@ -568,7 +568,7 @@ class Consumer:
         (or none is running)."""
         running = [d for d in self._works if d.stage is Stage.HANDLING]
         stalled = bool(running) and all(
-            now - d.last_progress > self.config.stall_seconds for d in running
+            not d.waiting and now - d.last_progress > self.config.stall_seconds for d in running
         )
         if stalled != self._stalled:
             self._stalled = stalled

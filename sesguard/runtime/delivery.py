@@ -10,8 +10,9 @@
   runtime cancels every handler outside such a section at once, and those inside get
   `abandon_seconds` more.
 - `progress()` (or `report_progress()` from anywhere below the handler) tells the
-  runtime the handler is moving; every AWS call to a watched dependency counts too.
-  The heartbeat stops when every running handler has been stuck for `stall_seconds`.
+  runtime the handler is moving; every AWS call to a watched dependency counts too, and a
+  handler in an `abortable()` wait is waiting on purpose, not stuck. The heartbeat stops
+  when every running handler has been stuck for `stall_seconds`.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class Delivery:
     last_progress: float = 0.0
     task: asyncio.Task[None] | None = None
     _critical: int = 0
+    _waiting: int = 0
 
     @classmethod
     def from_sqs(
@@ -94,6 +96,11 @@ class Delivery:
     def interruptible(self) -> bool:
         return self._critical == 0
 
+    @property
+    def waiting(self) -> bool:
+        """In an `abortable()` wait (a rate token, a backoff): idle on purpose, not stuck."""
+        return self._waiting > 0
+
     def progress(self) -> None:
         self.last_progress = self.clock()
 
@@ -112,9 +119,12 @@ class Delivery:
             task.cancel()
             raise Aborted
         aborted = asyncio.ensure_future(self.abort.wait())
+        self._waiting += 1
         try:
             await asyncio.wait({task, aborted}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self._waiting -= 1
+            self.progress()
             aborted.cancel()
         if task.done():
             return task.result()
