@@ -31,9 +31,12 @@ first add a fixed simulated round trip (--latency-ms) to every call of both cons
 show that regime; the headline numbers are from the first scenario (default: no added
 latency). moto timings are not AWS timings.
 
-Prints a table, then as the last line one JSON object with speedup (ours / naive jobs
-per second), sqs_calls_per_job, dynamodb_reads_per_job (gate), ses_calls_per_job, the
-CPU figures above, and speedup_at_<L>ms_latency for each further scenario.
+Prints a table and the targets, then as the last line one JSON object with speedup (ours
+/ naive jobs per second), sqs_calls_per_job, dynamodb_reads_per_job (gate),
+ses_calls_per_job, the CPU figures above, speedup_at_<L>ms_latency for each further
+scenario, and `targets`: for each target its measured value, goal and whether it is met
+(speedup_at_10ms_latency >= 5, speedup / speedup_ceiling >= 0.8, SQS calls per job <= 0.3,
+gate reads per job <= 0.1); `targets_met` is true when all are.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ from sesguard.jobs import parse_job
 from sesguard.localaws import local_aws_process
 from sesguard.logging import configure_logging
 from sesguard.partners import Limits, Profile
+from sesguard.report import render_table
+from sesguard.runtime.sqs import queue_depth
 from sesguard.settings import Settings, load_settings
 from sesguard.store import PartnerStore
 
@@ -294,18 +299,6 @@ async def feed(clients: Clients, url: str, jobs: list[bytes], meter: Meter, dept
         )
 
 
-async def queue_depth(clients: Clients, url: str) -> int:
-    attrs = (
-        await clients.sqs.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]) + int(
-        attrs["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     settings = load_settings(
         max_send_rate=100_000.0,  # moto has no SES quota; measure the pipeline, not a limit
@@ -338,13 +331,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 meter.latency = 0.0
                 row = meter.summary(name, len(jobs), total)
                 row["latency_ms"] = latency_ms
-                if row["sent"] != len(jobs) or await queue_depth(clients, url):
+                if row["sent"] != len(jobs) or not (await queue_depth(clients.sqs, url)).empty:
                     raise SystemExit(
                         f"{name}: sent {row['sent']} of {len(jobs)} or queue not empty"
                     )
                 rows.append(row)
             scenarios.append(rows)
-        if await queue_depth(clients, dlq):
+        if not (await queue_depth(clients.sqs, dlq)).empty:
             raise SystemExit("jobs ended up in the DLQ")
         floor = await floor_cpu_ms(clients, settings, store, meter.cpu, partners[0])
     naive, mine = scenarios[0]
@@ -381,13 +374,40 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         summary[f"speedup_at_{n['latency_ms']:g}ms_latency"] = round(
             o["jobs_per_s"] / n["jobs_per_s"], 2
         )
-    summary["targets_met"] = bool(
-        summary["speedup"] >= 5
-        and summary["sqs_calls_per_job"] <= 0.3
-        and summary["dynamodb_reads_per_job"] <= 0.1
-    )
+    summary["targets"] = targets(summary)
+    summary["targets_met"] = all(t["met"] for t in summary["targets"].values())
     summary["_rows"] = [row for rows in scenarios for row in rows]
     return summary
+
+
+# The targets decided for issue 11: on a real network (10 ms added to every call of both
+# consumers) at least 5x the naive consumer; on bare moto, whose single core bounds every
+# consumer, at least 0.8 of what our request mix can reach there (speedup_ceiling); and
+# the AWS calls per job as before.
+TARGETS = {
+    "speedup_at_10ms_latency": (">=", 5.0),
+    "speedup_over_ceiling": (">=", 0.8),
+    "sqs_calls_per_job": ("<=", 0.3),
+    "dynamodb_reads_per_job": ("<=", 0.1),
+}
+
+
+def targets(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each target with its measured value and whether it is met (a value that could not
+    be measured, such as the ceiling without /proc or no 10 ms scenario, is not met)."""
+    ceiling = summary.get("speedup_ceiling")
+    values = {
+        "speedup_at_10ms_latency": summary.get("speedup_at_10ms_latency"),
+        "speedup_over_ceiling": round(summary["speedup"] / ceiling, 2) if ceiling else None,
+        "sqs_calls_per_job": summary["sqs_calls_per_job"],
+        "dynamodb_reads_per_job": summary["dynamodb_reads_per_job"],
+    }
+    out = {}
+    for name, (op, goal) in TARGETS.items():
+        value = values[name]
+        met = value is not None and (value >= goal if op == ">=" else value <= goal)
+        out[name] = {"value": value, "target": f"{op} {goal:g}", "met": met}
+    return out
 
 
 def _round(value: float | None) -> float | None:
@@ -438,10 +458,6 @@ def print_table(summary: dict[str, Any]) -> None:
         )
         if n == 0:
             print("  ".join("-" * w for w in widths))
-    print(
-        f"speedup {summary['speedup']}x (target >= 5), SQS calls/job {summary['sqs_calls_per_job']}"
-        f" (<= 0.3), gate reads/job {summary['dynamodb_reads_per_job']} (<= 0.1)"
-    )
     if summary["speedup_ceiling"] is not None:
         print(
             f"ceiling on this machine ({summary['cpus']} CPUs): {summary['speedup_ceiling']}x ="
@@ -458,6 +474,27 @@ def print_table(summary: dict[str, Any]) -> None:
     for key, value in summary.items():
         if key.startswith("speedup_at_"):
             print(f"{key.replace('_', ' ')}: {value}x (every call of both consumers delayed)")
+    print()
+    print_targets(summary["targets"])
+
+
+def print_targets(found: dict[str, dict[str, Any]]) -> None:
+    labels = {
+        "speedup_at_10ms_latency": "speedup, 10 ms added to every call",
+        "speedup_over_ceiling": "speedup / speedup_ceiling, bare moto",
+        "sqs_calls_per_job": "SQS calls per job",
+        "dynamodb_reads_per_job": "gate reads (DynamoDB) per job",
+    }
+    rows = [
+        [
+            labels[k],
+            "n/a" if t["value"] is None else f"{t['value']:g}",
+            t["target"],
+            "yes" if t["met"] else "NO",
+        ]
+        for k, t in found.items()
+    ]
+    print(render_table(["target", "measured", "goal", "met"], rows))
 
 
 def main() -> int:

@@ -9,17 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_bench(*args: str) -> dict[str, Any]:
+def run_bench(*args: str, timeout: float = 120) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
     assert out.returncode == 0, out.stderr[-2000:]
@@ -40,6 +41,19 @@ def test_sender_bench_runs_and_reports_its_bounds() -> None:
     ):
         assert key in r, key
     assert r["ses_calls_per_job"] == 1.0  # one send per job, no more
+    targets = r["targets"]
+    assert set(targets) == {
+        "speedup_at_10ms_latency",
+        "speedup_over_ceiling",
+        "sqs_calls_per_job",
+        "dynamodb_reads_per_job",
+    }
+    assert targets["speedup_at_10ms_latency"] == {  # no 10 ms scenario in this run
+        "value": None,
+        "target": ">= 5",
+        "met": False,
+    }
+    assert r["targets_met"] is False
     if sys.platform == "linux":
         assert r["speedup_ceiling"] > 0 and r["speedup_bound_any_consumer"] > 0
 
@@ -70,3 +84,19 @@ def test_worker_lag_bench_runs_and_compares_both_modes() -> None:
             assert {"worst_lag_ms", "worst_held_ms", "cpu_seconds"} <= figures[mode].keys()
     for key in ("worst_lag_ms", "worst_held_ms", "worst_lag_ms_one_call", "lag_target_met"):
         assert key in r, key
+
+
+@pytest.mark.timeout(360)
+def test_recovery_bench_runs(tmp_path: Path) -> None:
+    r = run_bench(
+        "bench/recovery.py",
+        *("--jobs", "20", "--outage", "2", "--visibility", "10", "--max-wait", "120"),
+        *("--log", str(tmp_path / "sender.log")),
+        timeout=300,
+    )
+    assert r["jobs"] == 20
+    for who in ("naive", "ours"):
+        assert r[f"{who}_recovery_seconds"] is not None, who
+        assert r[f"{who}_sent"] + r[f"{who}_dead_lettered"] == 20, who
+        assert r[f"{who}_ses_calls_in_outage"] > 0, who  # the outage did hit it
+    assert "goal_met" in r
