@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,6 +11,7 @@ from botocore.exceptions import ClientError
 
 from sesguard import lifecycle
 from sesguard import table as t
+from sesguard.backoff import backoff_delay
 from sesguard.lifecycle import LifecycleEvent
 from sesguard.partners import (
     MAX_REASON_CHARS,
@@ -30,6 +32,7 @@ from sesguard.partners import (
 from sesguard.settings import Settings
 
 _CHANGE_ATTEMPTS = 5
+_CONFLICT_ATTEMPTS = 5  # a transaction cancelled by a concurrent one on the same item
 
 
 class StoreError(Exception):
@@ -445,20 +448,27 @@ class PartnerStore:
     async def _transact(self, update: dict[str, Any], event: LifecycleEvent) -> bool:
         """One conditional Update and the event it causes (history + outbox items), in one
         TransactWriteItems: False, with nothing written, when the Update's condition
-        failed (the transition was lost to another writer, or is not possible)."""
+        failed (the transition was lost to another writer, or is not possible).
+
+        DynamoDB cancels a transaction that collides with another one on the same item
+        (TransactionConflict) instead of ordering them as it orders single writes; that
+        is retried, and the retry finds the condition decided by the other writer."""
         items = [update, *lifecycle.event_items(event, self.table, self.history_hours)]
-        try:
-            await self._call("transact_write_items", TransactItems=items)
-        except ClientError as exc:
-            reasons = exc.response.get("CancellationReasons") or []
-            if (
-                _code(exc) == "TransactionCanceledException"
-                and reasons
-                and reasons[0].get("Code") == "ConditionalCheckFailed"
-            ):
-                return False
-            raise
-        return True
+        for attempt in range(_CONFLICT_ATTEMPTS):
+            try:
+                await self._call("transact_write_items", TransactItems=items)
+            except ClientError as exc:
+                codes = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+                if _code(exc) != "TransactionCanceledException" or not codes:
+                    raise
+                if codes[0] == "ConditionalCheckFailed":
+                    return False
+                if "TransactionConflict" not in codes or attempt + 1 == _CONFLICT_ATTEMPTS:
+                    raise
+                await asyncio.sleep(backoff_delay(attempt, base=0.02, cap=0.5))
+            else:
+                return True
+        raise AssertionError("unreachable")
 
     @property
     def history_hours(self) -> int:

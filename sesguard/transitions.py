@@ -112,7 +112,7 @@ async def resume_partner(
     event = lifecycle.resumed(partner_id, now)
     if not await store.resume(partner_id, now, event=event):
         return False
-    log.warning("partner_resumed", partner_id=partner_id)
+    log.info("partner_resumed", partner_id=partner_id)
     await publish(publisher, event)
     return True
 
@@ -123,7 +123,7 @@ async def change_partner(
     """Change a partner's profile; a change of its limits publishes Partner Limits Changed."""
     profile, event = await store.change(partner_id, **fields)
     if event is not None:
-        log.warning(
+        log.info(
             "partner_limits_changed",
             partner_id=partner_id,
             limits=event.detail["limits"],

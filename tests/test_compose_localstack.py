@@ -345,6 +345,7 @@ def test_readme_compose_walkthrough_on_localstack(stack: Stack) -> None:
             re.search(r"^status\s+paused \(policy: bounce rate", out, re.M)
         ),
         r"^curl .*moto-api": lambda out: len(_notices(out, notify_from)) >= 1,
+        r"sesguard events history dirty$": lambda out: "Partner Paused" in out,
     }
     # An ISV application subscribes to Partner Paused with the README's one rule, on
     # LocalStack's EventBridge, before anything runs.

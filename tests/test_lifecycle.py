@@ -243,6 +243,40 @@ async def test_entries_eventbridge_refuses_are_retried_then_left_to_the_sweep(
     assert envelope["detail-type"] == "Partner Paused"
 
 
+async def test_a_transaction_conflict_is_retried_and_the_pause_still_happens_once(
+    store: PartnerStore, clients: Any, pub: Publisher
+) -> None:
+    """Real DynamoDB cancels a transaction that collides with another on the same item
+    (moto serialises them, so the answer is injected): retried, not taken as lost."""
+    await partner(store, clients)
+    url = await rule_to_queue(clients, ALL_KINDS)
+    conflicts = 0
+
+    def conflict(**_: Any) -> Any:
+        nonlocal conflicts
+        if conflicts == 2:
+            return None  # then let it through to moto
+        conflicts += 1
+        reasons = [{"Code": "None"}, {"Code": "TransactionConflict"}, {"Code": "None"}]
+        return SimpleNamespace(status_code=400, headers={}), {
+            "Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
+            "CancellationReasons": reasons,
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        }
+
+    hooks = clients.dynamodb.meta.events
+    hooks.register("before-call.dynamodb.TransactWriteItems", conflict, unique_id="conflict")
+    try:
+        outcome = await pause_partner(
+            store, clients.sesv2, "acme", "r", PausedBy.OPERATOR, None, publisher=pub
+        )
+    finally:
+        hooks.unregister("before-call.dynamodb.TransactWriteItems", unique_id="conflict")
+    assert outcome.won and conflicts == 2
+    (envelope,) = await delivered(clients, url)
+    assert envelope["detail-type"] == "Partner Paused"
+
+
 async def test_the_worker_service_sweeps_what_a_dead_publisher_left(
     store: PartnerStore, clients: Any, settings: Any
 ) -> None:
@@ -565,3 +599,36 @@ async def test_cli_commands_publish_and_events_history_reads_them_back(
     assert "2 jobs" in lines[3]
     one_line_error(cli("events", "history", "_unattributed"), 2, "reserved")
     one_line_error(cli("events", "history", "acme", "--hours", "0"), 2, "--hours")
+
+
+async def test_a_replay_that_fails_part_way_reports_what_it_moved(
+    store: PartnerStore, clients: Any, settings: Any
+) -> None:
+    import orjson
+
+    from sesguard.bootstrap import Report, ensure_queues
+    from sesguard.held import HeldError
+
+    await partner(store, clients)
+    await ensure_queues(clients, settings, Report())
+    url = await rule_to_queue(clients, ALL_KINDS)
+    held = HeldJobs.from_clients(clients, settings)
+    for n in range(3):
+        job = {"partner_id": "acme", "from": "a@isv.example.com", "to": ["b@example.org"]}
+        await held.hold(parse_job({**job, "subject": "s", "text": "t", "job_id": f"job-{n}"}))
+
+    def refuse_one(params: dict[str, Any], **_: Any) -> None:
+        for entry in params["Entries"]:
+            if orjson.loads(entry["MessageBody"])["job_id"] == "job-0":
+                entry["DelaySeconds"] = 901  # SQS refuses this entry (SenderFault)
+
+    hooks = clients.sqs.meta.events
+    hooks.register("provide-client-params.sqs.SendMessageBatch", refuse_one, unique_id="r1")
+    try:
+        with pytest.raises(HeldError):
+            await replay_held(clients, settings, "acme", settle=False)
+    finally:
+        hooks.unregister("provide-client-params.sqs.SendMessageBatch", unique_id="r1")
+    (envelope,) = await delivered(clients, url)
+    assert envelope["detail-type"] == "Held Jobs Replayed"
+    assert envelope["detail"]["count"] == 2
