@@ -110,6 +110,8 @@ class Resolver:
             return f"https://sqs.{PSEUDO['AWS::Region']}.amazonaws.com/{PSEUDO['AWS::AccountId']}/{self._name(name)}"
         if rtype == "AWS::ECS::TaskDefinition":
             return self._arn("ecs", f"task-definition/{self.resolve(props['Family'])}:1")
+        if rtype == "AWS::SNS::Topic":  # Ref of a topic is its ARN
+            return self._arn("sns", self._name(name))
         if rtype == "AWS::ApplicationAutoScaling::ScalableTarget":
             return f"{self.resolve(props['ResourceId'])}|{props['ScalableDimension']}|ecs"
         return self._name(name)
@@ -146,6 +148,7 @@ class Resolver:
             ),
             "AWS::IAM::Role": lambda: self._arn("iam", f"role/{name}", region=False),
             "AWS::Logs::LogGroup": lambda: self._arn("logs", f"log-group:{name}:*"),
+            "AWS::Events::Rule": lambda: self._arn("events", f"rule/{name}"),
         }
         if attr == "Arn" and rtype in arns:
             return arns[rtype]()
@@ -277,8 +280,11 @@ Context = Mapping[str, str | list[str]]
 def _condition_holds(op: str, key: str, patterns: list[str], context: Context) -> bool:
     """IAM's meaning of the condition operators the template uses; others raise."""
     value = context.get(key)
-    if op == "ForAllValues:StringLike":  # every value matches; no value at all also holds
+    if op in ("ForAllValues:StringLike", "ForAllValues:StringEquals"):
+        # every value matches; no value at all also holds
         values = _as_list(value) if value is not None else []
+        if op == "ForAllValues:StringEquals":
+            return all(v in patterns for v in values)
         return all(any(fnmatchcase(v, p) for p in patterns) for v in values)
     if op in ("StringLike", "StringEquals"):  # a missing key never matches
         if value is None:

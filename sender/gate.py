@@ -8,8 +8,9 @@ A pause written elsewhere (another task, an operator) takes effect here within t
 
 If the policy finds an active partner over its limits (an operator lowered a limit, say),
 the gate pauses it through the same conditional transition the worker uses, so the
-partner still gets exactly one notice, and drops its cache entry so the next job reads
-the paused status.
+partner still gets exactly one notice (and one Partner Paused event), and drops its cache
+entry so the next job reads the paused status. A warn level crossed is announced once
+across all tasks (sesguard.transitions.note_warnings).
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from sesguard.lifecycle import Publisher
 from sesguard.logging import get_logger
 from sesguard.partners import PartnerState, PausedBy, Profile, utcnow
 from sesguard.policy import Level, Verdict, evaluate
 from sesguard.settings import Settings
 from sesguard.store import PartnerStore
-from sesguard.transitions import pause_partner
+from sesguard.transitions import note_warnings, pause_partner
 
 log = get_logger(__name__)
 
@@ -75,8 +77,10 @@ class Gate:
         settings: Settings,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = utcnow,
+        publisher: Publisher | None = None,
     ) -> None:
         self.store = store
+        self.publisher = publisher  # lifecycle events (None: the worker's sweep publishes)
         self.sesv2 = sesv2
         self.settings = settings
         self.ttl = settings.gate_cache_seconds
@@ -126,11 +130,14 @@ class Gate:
                 verdict.first,
                 now=now,
                 mirror_tenant=self.settings.use_tenants,
+                publisher=self.publisher,
             )
             if outcome.won:
                 self.pauses += 1
             # Do not keep this answer: the next job reads the status as written.
             asyncio.get_running_loop().call_soon(self.invalidate, partner_id)
+        elif verdict is not None and state.profile is not None:
+            await note_warnings(self.store, self.publisher, state.profile, verdict, now)
         return decision
 
     def _note_level(self, partner_id: str, verdict: Verdict) -> None:

@@ -32,6 +32,7 @@ from sender.records import JobRecords
 from sesguard.aws import Clients
 from sesguard.exitcodes import ExitCode
 from sesguard.held import HeldJobs
+from sesguard.lifecycle import Publisher
 from sesguard.logging import get_logger
 from sesguard.metrics import ServiceMetrics
 from sesguard.ratelimit import Clock, SystemClock, TokenBucket
@@ -86,7 +87,13 @@ class SenderService:
         self.stall_seconds = stall_seconds
         self.breaker_threshold = breaker_threshold
         self.store = PartnerStore.from_settings(clients.dynamodb, settings)
-        self.gate = Gate(self.store, clients.sesv2, settings, clock=self.clock.monotonic)
+        self.gate = Gate(
+            self.store,
+            clients.sesv2,
+            settings,
+            clock=self.clock.monotonic,
+            publisher=Publisher.from_clients(clients, settings),
+        )
         self.held = HeldJobs.from_clients(clients, settings)
         self.records = JobRecords(
             clients.dynamodb,

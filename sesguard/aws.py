@@ -62,6 +62,7 @@ class Clients:
     sesv2: Any
     firehose: Any
     sts: Any
+    events: Any  # EventBridge: partner lifecycle events (sesguard.lifecycle)
     _account_id: str | None = None
     # (service, Operation) of every call made through these clients: the IAM
     # least-privilege test compares it with what the deployment grants.
@@ -107,6 +108,7 @@ async def open_clients(
             sesv2=await make("sesv2"),
             firehose=await make("firehose"),
             sts=await make("sts"),
+            events=await make("events"),
             calls=calls,
         )
 

@@ -383,6 +383,30 @@ async def _ensure_event_destination(
         )
 
 
+async def ensure_event_bus(clients: Clients, settings: Settings, report: Report) -> None:
+    """The EventBridge bus of lifecycle events (SESGUARD_EVENT_BUS): the default bus always
+    exists (no call); a custom one by name is created if missing; one given by ARN (maybe
+    another account's) is only checked, and a warning says if it is missing."""
+    bus = settings.event_bus
+    resource = f"eventbridge bus {bus}"
+    if bus == "default":
+        report.add(resource, EXISTS)
+        return
+    try:
+        await clients.events.describe_event_bus(Name=bus)
+    except ClientError as exc:
+        if _code(exc) != "ResourceNotFoundException":
+            raise
+    else:
+        report.add(resource, EXISTS)
+        return
+    if bus.startswith("arn:"):
+        report.add(resource, WARNING, "not found: create it (in its account) and allow PutEvents")
+        return
+    await clients.events.create_event_bus(Name=bus)
+    report.add(resource, CREATED)
+
+
 async def bootstrap(clients: Clients, settings: Settings, identities: list[str]) -> Report:
     report = Report()
     await ensure_table(clients, settings, report)
@@ -390,4 +414,5 @@ async def bootstrap(clients: Clients, settings: Settings, identities: list[str])
     bucket = await ensure_bucket(clients, settings, arns[settings.events_queue], report)
     firehose_arn = await ensure_firehose(clients, settings, bucket, report)
     await ensure_ses(clients, settings, firehose_arn, identities, report)
+    await ensure_event_bus(clients, settings, report)
     return report

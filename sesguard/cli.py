@@ -25,6 +25,7 @@ from sesguard.aws import Clients, not_implemented_message, open_clients
 from sesguard.exitcodes import ExitCode
 from sesguard.held import HeldJobs
 from sesguard.jobs import JobError, job_schema, parse_job
+from sesguard.lifecycle import Publisher
 from sesguard.logging import configure_logging
 from sesguard.partners import (
     MAX_MIN_VOLUME,
@@ -205,8 +206,15 @@ async def cmd_partners_set(args: argparse.Namespace, settings: Settings, clients
         if await _store(clients, settings).get_profile(args.partner_id) is None:
             raise UsageError(f"no partner {args.partner_id}: add it first")
         await _ensure_tenant(clients, settings, args.partner_id, args.tenant)
+    from sesguard.transitions import change_partner
+
     try:
-        await _store(clients, settings).update(args.partner_id, **changes)
+        await change_partner(
+            _store(clients, settings),
+            Publisher.from_clients(clients, settings),
+            args.partner_id,
+            **changes,
+        )
     except PartnerNotFound:
         raise UsageError(f"no partner {args.partner_id}: add it first") from None
     print(f"updated partner {args.partner_id}")
@@ -262,6 +270,7 @@ async def cmd_partners_pause(args: argparse.Namespace, settings: Settings, clien
         PausedBy.OPERATOR,
         None if args.no_notify else settings.notify_from,
         mirror_tenant=settings.use_tenants,
+        publisher=Publisher.from_clients(clients, settings),
     )
     if outcome.won:
         print(
@@ -276,9 +285,11 @@ async def cmd_partners_resume(
     args: argparse.Namespace, settings: Settings, clients: Clients
 ) -> int:
     from sesguard.held import discard_held, replay_held
+    from sesguard.transitions import resume_partner
 
     store = _store(clients, settings)
-    resumed = await _call_store(store.resume(args.partner_id), args.partner_id)
+    publisher = Publisher.from_clients(clients, settings)
+    resumed = await _call_store(resume_partner(store, publisher, args.partner_id), args.partner_id)
     if resumed:
         print(f"resumed partner {args.partner_id}")
         await _mirror_resume(clients, settings, args.partner_id)
@@ -483,6 +494,50 @@ def cmd_job_schema(_args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_events_schema(args: argparse.Namespace) -> int:
+    """One lifecycle event type's detail schema, or all of them keyed by detail type."""
+    from sesguard import lifecycle
+
+    if args.type is None:
+        out: dict[str, Any] = lifecycle.schemas()
+    else:
+        try:
+            out = lifecycle.schema(lifecycle.parse_detail_type(args.type))
+        except ValueError as exc:
+            print(f"sesguard: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+    return EXIT_OK
+
+
+async def cmd_events_history(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
+    from datetime import timedelta
+
+    from sesguard.lifecycle import partner_history
+
+    since = utcnow() - timedelta(hours=args.hours)
+    events = await partner_history(clients.dynamodb, settings.table, args.partner_id, since)
+    if args.json:
+        print(orjson.dumps([e.detail for e in events], option=orjson.OPT_INDENT_2).decode())
+    elif not events:
+        print(f"no lifecycle events of {args.partner_id} in the last {args.hours} hours")
+    for event in [] if args.json else events:
+        print(f"{event.occurred_at:%Y-%m-%d %H:%M:%S}Z  {event.detail_type:22}  {_summary(event)}")
+    return EXIT_OK
+
+
+def _summary(event: Any) -> str:
+    d = event.detail
+    parts = [f"by {d['actor']}"]
+    if "reason" in d:
+        parts.append(d["reason"])
+    if "count" in d:
+        parts.append(f"{d['count']} jobs")
+    if "limits" in d:
+        parts.append(" ".join(f"{k}={v:g}" for k, v in d["limits"].items()))
+    return "  ".join(parts)
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     from sesguard import health
 
@@ -652,6 +707,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     js = sub.add_parser("job-schema", help="print the send job's JSON Schema")
     js.set_defaults(local=cmd_job_schema)
+
+    ev = sub.add_parser("events", help="partner lifecycle events (EventBridge)").add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=_Parser
+    )
+    es = ev.add_parser("schema", help="print the JSON Schema of an event type's detail")
+    es.add_argument(
+        "type",
+        nargs="?",
+        metavar="TYPE",
+        help='"Partner Paused" or partner-paused, ...; all types when omitted',
+    )
+    es.set_defaults(local=cmd_events_schema)
+    eh = ev.add_parser("history", help="one partner's lifecycle events, oldest first")
+    eh.add_argument("partner_id", type=partner_id_arg, metavar="ID")
+    eh.add_argument(
+        "--hours", type=volume_arg, default=168, metavar="N", help="how far back (default 168)"
+    )
+    eh.add_argument("--json", action="store_true", help="the events' details as JSON")
+    eh.set_defaults(handler=cmd_events_history)
 
     h = sub.add_parser("health", help="exit 0 if this container's service loop is alive")
     h.add_argument("--max-age", type=float, default=90.0, metavar="SECONDS")

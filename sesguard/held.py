@@ -18,8 +18,11 @@ queue entry but never a send, and never loses a job.
 
 For the CLI (the lead wires `partners resume`):
 
-    await store.resume(pid)                       # status first, then the jobs
+    await resume_partner(store, publisher, pid)           # status first, then the jobs
     result = await replay_held(clients, settings, pid)    # or discard_held(...)
+
+Each completed replay or discard that moved jobs is announced once, with its count, as a
+Held Jobs Replayed / Held Jobs Discarded lifecycle event (sesguard.lifecycle).
 
 Senders cache the paused status for up to `settings.gate_cache_seconds` after a resume and
 may hold a few more jobs in that time. Both helpers therefore wait that long after their
@@ -42,6 +45,7 @@ from sesguard.backoff import backoff_delay
 from sesguard.enqueue import send_batch
 from sesguard.enqueue import sqs_batches as group_for_sqs
 from sesguard.jobs import MAX_SQS_MESSAGE_BYTES, SendJob
+from sesguard.lifecycle import DetailType, Publisher, held_released
 from sesguard.logging import get_logger
 from sesguard.partners import utcnow
 
@@ -54,6 +58,10 @@ _WRITE_RETRIES = 8
 
 class HeldError(Exception):
     """Some held jobs could not be moved; they are still held (nothing was lost)."""
+
+    def __init__(self, message: str, moved: int = 0) -> None:
+        super().__init__(message)
+        self.moved = moved  # jobs that were moved before the failure
 
 
 @dataclass(frozen=True)
@@ -197,7 +205,8 @@ class HeldJobs:
         if stuck:
             raise HeldError(
                 f"{moved} held jobs of {partner_id} replayed; {stuck} could not be enqueued"
-                " and are still held"
+                " and are still held",
+                moved,
             )
         return moved
 
@@ -263,10 +272,17 @@ async def replay_held(
     after the senders' cache time (see the module docstring)."""
     held = HeldJobs.from_clients(clients, settings)
     url = await send_queue_url(clients, settings)
-    replayed = await held.replay(partner_id, url)
-    if settle and settings.gate_cache_seconds > 0:
-        await sleep(settings.gate_cache_seconds + 1)
+    replayed = 0
+    try:
         replayed += await held.replay(partner_id, url)
+        if settle and settings.gate_cache_seconds > 0:
+            await sleep(settings.gate_cache_seconds + 1)
+            replayed += await held.replay(partner_id, url)
+    except HeldError as exc:
+        replayed += exc.moved
+        raise
+    finally:  # what was moved is announced, also when the rest failed
+        await _announce(clients, settings, DetailType.REPLAYED, partner_id, replayed)
     return Release(replayed=replayed)
 
 
@@ -282,8 +298,25 @@ async def discard_held(
     (senders' stale cache) are replayed, not dropped."""
     held = HeldJobs.from_clients(clients, settings)
     discarded = await held.discard(partner_id)
+    await _announce(clients, settings, DetailType.DISCARDED, partner_id, discarded)
     replayed = 0
-    if settle and settings.gate_cache_seconds > 0:
-        await sleep(settings.gate_cache_seconds + 1)
-        replayed = await held.replay(partner_id, await send_queue_url(clients, settings))
+    try:
+        if settle and settings.gate_cache_seconds > 0:
+            await sleep(settings.gate_cache_seconds + 1)
+            replayed = await held.replay(partner_id, await send_queue_url(clients, settings))
+    except HeldError as exc:
+        replayed = exc.moved
+        raise
+    finally:
+        await _announce(clients, settings, DetailType.REPLAYED, partner_id, replayed)
     return Release(replayed=replayed, discarded=discarded)
+
+
+async def _announce(
+    clients: Any, settings: Any, kind: DetailType, partner_id: str, count: int
+) -> None:
+    """One Held Jobs Replayed/Discarded event for what an operation moved (none if it
+    moved nothing)."""
+    if count:
+        event = held_released(kind, partner_id, count, utcnow())
+        await Publisher.from_clients(clients, settings).announce(event)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -91,6 +92,11 @@ def pause_reason(text: str) -> str:
     if len(text) > MAX_REASON_CHARS:
         text = text[: MAX_REASON_CHARS - 1] + "\u2026"
     return text
+
+
+def warn_mark(metric: str, window_hours: int) -> str:
+    """One warn level of a partner: a metric over a window, "bounce_rate:24"."""
+    return f"{metric}:{window_hours}"
 
 
 class Status(StrEnum):
@@ -191,6 +197,9 @@ class Profile:
     tenant_name: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # Warn levels crossed and not cleared yet: warn_mark -> when (ISO); see
+    # sesguard.transitions.note_warnings.
+    warned: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def paused(self) -> bool:

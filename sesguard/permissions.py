@@ -15,6 +15,10 @@ Resources are symbolic so this module stays free of CloudFormation:
   identities / configuration_set                       this account's SES identities
                                                        (From limited by ses:FromAddress), the set
   tenants                                              SES tenants of this account
+  event_bus                                            the EventBridge bus of lifecycle events
+                                                       (SESGUARD_EVENT_BUS), limited to source
+                                                       "sesguard" and PUBLISHED[service]'s
+                                                       detail types (events:source/detail-type)
   *                                                    actions without resource scoping
 
 DynamoDB grants are per action and per kind of item: the sender cannot delete a partner
@@ -32,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sesguard import table as t
+from sesguard.lifecycle import DetailType
 
 Grants = Mapping[str, frozenset[str]]  # IAM action -> symbolic resources
 
@@ -56,14 +61,17 @@ SENDER: Grants = {
     "dynamodb:Query": items(t.PARTNER_PREFIX, t.LEASE_PREFIX),
     # the profile after winning a pause; an existing job claim
     "dynamodb:GetItem": items(t.PARTNER_PREFIX, t.JOB_PREFIX),
-    # job claims; held jobs; this task's lease
-    "dynamodb:PutItem": items(t.JOB_PREFIX, t.HELD_PREFIX, t.LEASE_PREFIX),
-    "dynamodb:UpdateItem": items(t.PARTNER_PREFIX),  # the gate's pause transition
-    # releasing a claim SES never saw; this task's lease when it stops
-    "dynamodb:DeleteItem": items(t.JOB_PREFIX, t.LEASE_PREFIX),
+    # job claims; held jobs; this task's lease; lifecycle events (history + outbox, in
+    # the transaction of the gate's pause or warn mark)
+    "dynamodb:PutItem": items(t.JOB_PREFIX, t.HELD_PREFIX, t.LEASE_PREFIX, t.EVENT_PREFIX),
+    "dynamodb:UpdateItem": items(t.PARTNER_PREFIX),  # the gate's pause, warn marks
+    # releasing a claim SES never saw; this task's lease when it stops; the outbox item
+    # of a published event
+    "dynamodb:DeleteItem": items(t.JOB_PREFIX, t.LEASE_PREFIX, t.EVENT_PREFIX),
     "dynamodb:BatchWriteItem": items(t.JOB_PREFIX),  # "sent" records, in batches
     "ses:SendEmail": _SES_SEND,  # partner mail and pause notices
     "ses:GetAccount": frozenset({"*"}),  # the account's max send rate (no resource type)
+    "events:PutEvents": frozenset({"event_bus"}),  # Partner Paused / Warned by the gate
 }
 
 WORKER: Grants = {
@@ -78,13 +86,19 @@ WORKER: Grants = {
     # and without it S3 answers 403 instead of 404 for a missing object, which the
     # worker must tell apart from a real denial.
     "s3:ListBucket": frozenset({"events_bucket"}),
-    "dynamodb:Query": items(t.PARTNER_PREFIX),  # policy evaluation after each apply
+    # policy evaluation after each apply; the lifecycle outbox sweep
+    "dynamodb:Query": items(t.PARTNER_PREFIX, t.EVENT_PREFIX),
     "dynamodb:GetItem": items(t.PARTNER_PREFIX),  # the profile, after winning a pause
-    # counters (in transactions), pause; a stale job claim SES's Send event confirms
+    # counters (in transactions), pause, warn marks; a stale job claim SES's Send event
+    # confirms
     "dynamodb:UpdateItem": items(t.PARTNER_PREFIX, t.JOB_PREFIX),
-    "dynamodb:PutItem": items(t.OBJECT_PREFIX),  # conditional "processed" markers (same)
+    # conditional "processed" markers (same); lifecycle events (history + outbox, in the
+    # transaction of a pause or warn mark)
+    "dynamodb:PutItem": items(t.OBJECT_PREFIX, t.EVENT_PREFIX),
+    "dynamodb:DeleteItem": items(t.EVENT_PREFIX),  # the outbox item of a published event
     "dynamodb:BatchGetItem": items(t.JOB_PREFIX),  # job records named by Send events
     "ses:SendEmail": frozenset({"identities"}),  # pause notices (no configuration set)
+    "events:PutEvents": frozenset({"event_bus"}),  # lifecycle events; the outbox sweep
 }
 
 # Extra grants when SESGUARD_USE_TENANTS is on (template condition UseTenants): both
@@ -106,6 +120,14 @@ OPERATOR_TENANTS: Grants = {
 }
 
 GRANTS: Mapping[str, Grants] = {"sender": SENDER, "worker": WORKER}
+
+# The lifecycle events each task role may publish (the template's events:detail-type
+# condition): the sender's gate pauses and warns; the worker does too, and its outbox
+# sweep republishes whatever an operator's command (or a sender) left unpublished.
+PUBLISHED: Mapping[str, frozenset[str]] = {
+    "sender": frozenset({DetailType.PAUSED.value, DetailType.WARNED.value}),
+    "worker": frozenset(kind.value for kind in DetailType),
+}
 SENDER_ACTIONS = frozenset(SENDER)
 WORKER_ACTIONS = frozenset(WORKER)
 TENANT_ACTIONS = frozenset(TENANT_MIRROR)

@@ -81,6 +81,9 @@ class Finding:
     limit: float
     sent: int
     suppressed: int = 0
+    # The window's counts behind the rate (lifecycle events carry them).
+    hard_bounces: int = 0
+    complaints: int = 0
 
     @property
     def judged_sends(self) -> int:
@@ -175,7 +178,19 @@ def judge(limits: Limits, windows: Iterable[Window]) -> Verdict:
                 found = Level.WARN
             else:
                 continue
-            findings.append(Finding(found, metric, w.hours, value, limit, w.sent, w.suppressed))
+            findings.append(
+                Finding(
+                    found,
+                    metric,
+                    w.hours,
+                    value,
+                    limit,
+                    w.sent,
+                    w.suppressed,
+                    w.hard_bounces,
+                    w.complaints,
+                )
+            )
     findings.sort(key=lambda f: (-f.level, f.window_hours, f.metric))
     level = max((f.level for f in findings), default=Level.OK)
     return Verdict(level, tuple(findings), windows)

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     firehose_error_prefix: str = Field("errors/", min_length=1)
     configuration_set: str = Field("sesguard", min_length=1, max_length=64)
     notify_from: EmailStr | None = None
+    # The EventBridge bus that gets partner lifecycle events (a name or an ARN).
+    event_bus: str = Field(
+        "default",
+        pattern=r"^(arn:aws[a-z-]*:events:[a-z0-9-]+:\d{12}:event-bus/)?[A-Za-z0-9._/-]{1,256}$",
+    )
     simulate_events: bool = False
     # Mailbox-simulator mail counts toward the rates only when asked (SES leaves it out).
     count_simulator_mail: bool = False

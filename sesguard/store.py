@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from sesguard import lifecycle
 from sesguard import table as t
+from sesguard.backoff import backoff_delay
+from sesguard.lifecycle import LifecycleEvent
 from sesguard.partners import (
     MAX_REASON_CHARS,
     UNATTRIBUTED,
@@ -23,8 +27,12 @@ from sesguard.partners import (
     hour_floor,
     hours_back,
     utcnow,
+    warn_mark,
 )
 from sesguard.settings import Settings
+
+_CHANGE_ATTEMPTS = 5
+_CONFLICT_ATTEMPTS = 5  # a transaction cancelled by a concurrent one on the same item
 
 
 class StoreError(Exception):
@@ -97,6 +105,25 @@ def profile_from_item(item: dict[str, Any]) -> Profile:
         tenant_name=d.get("tenant_name"),
         created_at=_dt(d.get("created_at")),
         updated_at=_dt(d.get("updated_at")),
+        warned={
+            k.removeprefix(t.WARNED_PREFIX): str(v)
+            for k, v in d.items()
+            if k.startswith(t.WARNED_PREFIX)
+        },
+    )
+
+
+# Profile attributes that are a partner's limits (a change of one is an event).
+LIMIT_ATTRIBUTES = ("bounce_limit", "complaint_limit", "min_volume", "warn_ratio")
+_METRICS = ("bounce_rate", "complaint_rate")
+
+
+def _limits_with(limits: Limits, fields: dict[str, Any]) -> Limits:
+    return Limits(
+        bounce_rate=float(fields.get("bounce_limit", limits.bounce_rate)),
+        complaint_rate=float(fields.get("complaint_limit", limits.complaint_rate)),
+        min_volume=int(fields.get("min_volume", limits.min_volume)),
+        warn_ratio=float(fields.get("warn_ratio", limits.warn_ratio)),
     )
 
 
@@ -241,9 +268,52 @@ class PartnerStore:
             raise
 
     async def update(self, partner_id: str, **fields: Any) -> Profile:
-        """Change profile attributes (contact_email, bounce_limit, ...) of an existing partner."""
+        """Change profile attributes (contact_email, bounce_limit, ...) of an existing
+        partner; a change of its limits also records a Partner Limits Changed event (which
+        the sweep publishes: callers that can publish at once use `change`)."""
+        profile, _event = await self.change(partner_id, **fields)
+        return profile
+
+    async def change(self, partner_id: str, **fields: Any) -> tuple[Profile, LifecycleEvent | None]:
+        """`update`, returning also the Partner Limits Changed event when the limits changed.
+
+        The limits before and after are exact: the update is conditional on the profile's
+        `updated_at` as read, in one transaction with the event, and retried if another
+        write came between."""
         fields = {k: v for k, v in fields.items() if v is not None}
-        fields["updated_at"] = _iso(utcnow())
+        if not set(LIMIT_ATTRIBUTES) & set(fields):
+            return await self._update(partner_id, fields), None
+        for _attempt in range(_CHANGE_ATTEMPTS):
+            before = await self.require_profile(partner_id)
+            after = _limits_with(before.limits, fields)
+            if after == before.limits:
+                return await self._update(partner_id, fields), None
+            now = utcnow()
+            event = lifecycle.limits_changed(partner_id, before.limits, after, before.status, now)
+            values = {**fields, "updated_at": _iso(now)}
+            names = {f"#{k}": k for k in values}
+            expr_values = {f":{k}": t.to_attr(v) for k, v in values.items()}
+            if before.updated_at is None:
+                condition = "attribute_exists(pk) AND attribute_not_exists(updated_at)"
+            else:
+                condition = "updated_at = :seen"
+                expr_values[":seen"] = {"S": _iso(before.updated_at) or ""}
+            update = {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": t.key(t.partner_pk(partner_id), t.PROFILE),
+                    "UpdateExpression": "SET " + ", ".join(f"#{k} = :{k}" for k in values),
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": expr_values,
+                }
+            }
+            if await self._transact(update, event):
+                return await self.require_profile(partner_id), event
+        raise StoreError(f"partner {partner_id} kept changing while its limits were set; retry")
+
+    async def _update(self, partner_id: str, fields: dict[str, Any]) -> Profile:
+        fields = {**fields, "updated_at": _iso(utcnow())}
         names = {f"#{k}": k for k in fields}
         values = {f":{k}": t.to_attr(v) for k, v in fields.items()}
         try:
@@ -264,33 +334,110 @@ class PartnerStore:
         return profile_from_item(resp["Attributes"])
 
     async def try_pause(
-        self, partner_id: str, reason: str, by: PausedBy, now: datetime | None = None
+        self,
+        partner_id: str,
+        reason: str,
+        by: PausedBy,
+        now: datetime | None = None,
+        event: LifecycleEvent | None = None,
     ) -> bool:
         """active -> paused as one conditional write; True only for the writer that won.
 
+        The Partner Paused event (`event`, or a plain one) is written in the same
+        transaction, so it exists exactly when the pause does: once per pause.
         `reason` is stored as given: sesguard.partners.pause_reason makes it final (once,
         in pause_partner), so a reason that breaks its limit here is a caller's bug."""
         if not reason or len(reason) > MAX_REASON_CHARS:
             raise ValueError(f"pause reason must have 1 to {MAX_REASON_CHARS} characters")
         now = now or utcnow()
-        try:
-            await self._call(
-                "update_item",
-                TableName=self.table,
-                Key=t.key(t.partner_pk(partner_id), t.PROFILE),
-                UpdateExpression=(
+        update = {
+            "Update": {
+                "TableName": self.table,
+                "Key": t.key(t.partner_pk(partner_id), t.PROFILE),
+                "UpdateExpression": (
                     "SET #s = :paused, paused_reason = :r, paused_at = :at, paused_by = :by,"
                     " updated_at = :at"
                 ),
-                ConditionExpression="attribute_exists(pk) AND #s = :active",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
+                "ConditionExpression": "attribute_exists(pk) AND #s = :active",
+                "ExpressionAttributeNames": {"#s": "status"},
+                "ExpressionAttributeValues": {
                     ":paused": {"S": Status.PAUSED.value},
                     ":active": {"S": Status.ACTIVE.value},
                     ":r": {"S": reason},
                     ":at": {"S": _iso(now) or ""},
                     ":by": {"S": by.value},
                 },
+            }
+        }
+        return await self._transact(update, event or lifecycle.paused(partner_id, reason, by, now))
+
+    async def resume(
+        self, partner_id: str, now: datetime | None = None, event: LifecycleEvent | None = None
+    ) -> bool:
+        """paused -> active, re-arming the detector and forgetting the warn levels crossed
+        before; False if it was not paused. The Partner Resumed event (`event`, or a plain
+        one) is written in the same transaction: once per resume."""
+        now = now or utcnow()
+        baseline = await self._bucket(partner_id, now)
+        marks = [warn_mark(m, h) for m in _METRICS for h in self.window_hours]
+        names = {"#s": "status"} | {f"#w{i}": t.WARNED_PREFIX + m for i, m in enumerate(marks)}
+        update = {
+            "Update": {
+                "TableName": self.table,
+                "Key": t.key(t.partner_pk(partner_id), t.PROFILE),
+                "UpdateExpression": (
+                    "SET #s = :active, resumed_at = :at, rearm_at = :at, rearm_baseline = :b,"
+                    " updated_at = :at REMOVE paused_reason, paused_at, paused_by"
+                    + "".join(f", #w{i}" for i in range(len(marks)))
+                ),
+                "ConditionExpression": "attribute_exists(pk) AND #s = :paused",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": {
+                    ":paused": {"S": Status.PAUSED.value},
+                    ":active": {"S": Status.ACTIVE.value},
+                    ":at": {"S": _iso(now) or ""},
+                    ":b": t.to_attr(baseline.nonzero()),
+                },
+            }
+        }
+        if await self._transact(update, event or lifecycle.resumed(partner_id, now)):
+            return True
+        await self.require_profile(partner_id)
+        return False
+
+    async def try_warn(self, partner_id: str, mark: str, event: LifecycleEvent) -> bool:
+        """Mark a warn level crossed (sesguard.partners.warn_mark) with its Partner Warned
+        event, in one conditional transaction: True only for the one writer that found the
+        mark absent (and the partner active), however many tasks saw the crossing."""
+        update = {
+            "Update": {
+                "TableName": self.table,
+                "Key": t.key(t.partner_pk(partner_id), t.PROFILE),
+                "UpdateExpression": "SET #w = :at",
+                "ConditionExpression": (
+                    "attribute_exists(pk) AND #s = :active AND attribute_not_exists(#w)"
+                ),
+                "ExpressionAttributeNames": {"#s": "status", "#w": t.WARNED_PREFIX + mark},
+                "ExpressionAttributeValues": {
+                    ":active": {"S": Status.ACTIVE.value},
+                    ":at": {"S": lifecycle.stamp(event.occurred_at)},
+                },
+            }
+        }
+        return await self._transact(update, event)
+
+    async def clear_warning(self, partner_id: str, mark: str, seen: str) -> bool:
+        """Forget a crossed warn level, only as it was read (`seen`, its time): a mark set
+        again by another task after this one's read stays."""
+        try:
+            await self._call(
+                "update_item",
+                TableName=self.table,
+                Key=t.key(t.partner_pk(partner_id), t.PROFILE),
+                UpdateExpression="REMOVE #w",
+                ConditionExpression="#w = :seen",
+                ExpressionAttributeNames={"#w": t.WARNED_PREFIX + mark},
+                ExpressionAttributeValues={":seen": {"S": seen}},
             )
         except ClientError as exc:
             if _code(exc) == "ConditionalCheckFailedException":
@@ -298,34 +445,34 @@ class PartnerStore:
             raise
         return True
 
-    async def resume(self, partner_id: str, now: datetime | None = None) -> bool:
-        """paused -> active, re-arming the detector; False if it was not paused."""
-        now = now or utcnow()
-        baseline = await self._bucket(partner_id, now)
-        try:
-            await self._call(
-                "update_item",
-                TableName=self.table,
-                Key=t.key(t.partner_pk(partner_id), t.PROFILE),
-                UpdateExpression=(
-                    "SET #s = :active, resumed_at = :at, rearm_at = :at, rearm_baseline = :b,"
-                    " updated_at = :at REMOVE paused_reason, paused_at, paused_by"
-                ),
-                ConditionExpression="attribute_exists(pk) AND #s = :paused",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":paused": {"S": Status.PAUSED.value},
-                    ":active": {"S": Status.ACTIVE.value},
-                    ":at": {"S": _iso(now) or ""},
-                    ":b": t.to_attr(baseline.nonzero()),
-                },
-            )
-        except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
-                await self.require_profile(partner_id)
-                return False
-            raise
-        return True
+    async def _transact(self, update: dict[str, Any], event: LifecycleEvent) -> bool:
+        """One conditional Update and the event it causes (history + outbox items), in one
+        TransactWriteItems: False, with nothing written, when the Update's condition
+        failed (the transition was lost to another writer, or is not possible).
+
+        DynamoDB cancels a transaction that collides with another one on the same item
+        (TransactionConflict) instead of ordering them as it orders single writes; that
+        is retried, and the retry finds the condition decided by the other writer."""
+        items = [update, *lifecycle.event_items(event, self.table, self.history_hours)]
+        for attempt in range(_CONFLICT_ATTEMPTS):
+            try:
+                await self._call("transact_write_items", TransactItems=items)
+            except ClientError as exc:
+                codes = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+                if _code(exc) != "TransactionCanceledException" or not codes:
+                    raise
+                if codes[0] == "ConditionalCheckFailed":
+                    return False
+                if "TransactionConflict" not in codes or attempt + 1 == _CONFLICT_ATTEMPTS:
+                    raise
+                await asyncio.sleep(backoff_delay(attempt, base=0.02, cap=0.5))
+            else:
+                return True
+        raise AssertionError("unreachable")
+
+    @property
+    def history_hours(self) -> int:
+        return lifecycle.history_hours(self.retention_days, self.window_hours)
 
     async def delete(self, partner_id: str) -> None:
         await self._call(

@@ -24,8 +24,13 @@ Other partitions:
   pk = L#sender     sk = <task id>/<run>          a sender task's lease (TTL): alive_until,
                                                   sees (the lease ids it counts), fallback,
                                                   rate (sesguard.runtime.leases)
+  pk = E#<partner>  sk = <occurred-at>#<event id>  a lifecycle event: the partner's history (TTL)
+  pk = E#_outbox    sk = <occurred-at>#<event id>  the same event until EventBridge took it
+                                                  (sesguard.lifecycle)
 
-All sender leases share one partition, so a task reads every lease with one Query.
+All sender leases share one partition, so a task reads every lease with one Query. The
+events live outside P#<partner>, so the gate's Query never reads them; the outbox is one
+partition ("_" cannot start a partner id), so the worker's sweep is one Query too.
 
 The partition-key prefixes are also the unit of least privilege: each task role may use
 each DynamoDB action only on the prefixes listed for it in sesguard.permissions (IAM
@@ -59,7 +64,12 @@ HELD_PREFIX = "H#"
 JOB_PREFIX = "J#"
 OBJECT_PREFIX = "O#"
 LEASE_PREFIX = "L#"
-PREFIXES = (PARTNER_PREFIX, HELD_PREFIX, JOB_PREFIX, OBJECT_PREFIX, LEASE_PREFIX)
+EVENT_PREFIX = "E#"
+PREFIXES = (PARTNER_PREFIX, HELD_PREFIX, JOB_PREFIX, OBJECT_PREFIX, LEASE_PREFIX, EVENT_PREFIX)
+
+# Profile attributes `warned:<metric>:<window hours>` = when that warn level was crossed
+# (sesguard.transitions.note_warnings): one per crossing, removed when it clears.
+WARNED_PREFIX = "warned:"
 
 
 def pk_prefix(pk: str) -> str:
@@ -99,6 +109,13 @@ SENDER_LEASES_PK = f"{LEASE_PREFIX}sender"
 JOB_SK = "JOB"
 JOB_SENDING, JOB_SENT = "sending", "sent"
 CONFIRMED_BY_SES = "ses"  # `confirmed_by` of a record SES's Send event marked sent
+
+
+def event_pk(partner_id: str) -> str:
+    return f"{EVENT_PREFIX}{partner_id}"
+
+
+OUTBOX_PK = f"{EVENT_PREFIX}_outbox"  # lifecycle events not yet taken by EventBridge
 
 
 def key(pk: str, sk: str) -> dict[str, dict[str, str]]:

@@ -148,3 +148,19 @@ def test_bootstrap_names_the_service_an_endpoint_does_not_implement(
         f" to an endpoint that has it with {variable}\n"
     )
     assert _NotImplementedHandler.requests == 1  # not retried: it is not a passing failure
+
+
+async def test_bootstrap_creates_a_custom_event_bus_once(clients) -> None:
+    """The default bus needs nothing; a named one is created when missing, then left."""
+    from sesguard.settings import load_settings
+
+    default = await bootstrap(clients, load_settings(), [])
+    assert ("eventbridge bus default", EXISTS, "") in default.steps
+    custom = load_settings(event_bus="partner-events")
+    first = await bootstrap(clients, custom, [])
+    assert ("eventbridge bus partner-events", CREATED, "") in first.steps
+    bus = await clients.events.describe_event_bus(Name="partner-events")
+    assert bus["Name"] == "partner-events"
+    second = await bootstrap(clients, custom, [])
+    assert ("eventbridge bus partner-events", EXISTS, "") in second.steps
+    assert not second.changed, second.steps

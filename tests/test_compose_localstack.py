@@ -51,6 +51,7 @@ import pytest
 import yaml
 
 from tests.test_container_files import stages
+from tests.test_lifecycle import readme_rule_pattern, valid
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -344,7 +345,13 @@ def test_readme_compose_walkthrough_on_localstack(stack: Stack) -> None:
             re.search(r"^status\s+paused \(policy: bounce rate", out, re.M)
         ),
         r"^curl .*moto-api": lambda out: len(_notices(out, notify_from)) >= 1,
+        r"sesguard events history dirty$": lambda out: "Partner Paused" in out,
     }
+    # An ISV application subscribes to Partner Paused with the README's one rule, on
+    # LocalStack's EventBridge, before anything runs.
+    pattern = json.dumps(readme_rule_pattern())
+    made = stack.run([sys.executable, "-c", _ISV_RULE, pattern], stack.service_env("worker"))
+    assert made.returncode == 0, made.stdout + made.stderr
     used: set[str] = set()
     mail_command = ""
     codes: dict[str, int] = {}
@@ -386,6 +393,19 @@ def test_readme_compose_walkthrough_on_localstack(stack: Stack) -> None:
     sent_by_partners = [m for m in _mail(out) if m.get("from") != notify_from]
     assert len(sent_by_partners) == 2, out  # the acme job and the dirty job
 
+    # The rule delivered the one pause, once, as its schema says.
+    received = stack.until(
+        "Partner Paused delivered",
+        [sys.executable, "-c", _ISV_RECEIVE],
+        stack.service_env("worker"),
+        lambda out: json.loads(out) != [],
+    )
+    (envelope,) = json.loads(received)
+    assert envelope["detail-type"] == "Partner Paused", envelope
+    detail = valid(envelope)
+    assert (detail["partner_id"], detail["actor"]) == ("dirty", "policy")
+    assert detail["reason"].startswith("bounce rate")
+
     # LocalStack's Firehose, as the README says: one plain (not gzip) object per
     # PutRecordBatch, whatever the stream's compression; the worker counted them all.
     objects = stack.run([sys.executable, "-c", _LIST_EVENT_OBJECTS], stack.service_env("worker"))
@@ -393,6 +413,28 @@ def test_readme_compose_walkthrough_on_localstack(stack: Stack) -> None:
     heads = json.loads(objects.stdout)
     assert heads and all(head.startswith("{") for head in heads), heads
 
+
+_ISV_RULE = """
+import sys, boto3
+sqs, events = boto3.client("sqs"), boto3.client("events")
+url = sqs.create_queue(QueueName="isv-partner-paused")["QueueUrl"]
+attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+events.put_rule(Name="isv-partner-paused", EventPattern=sys.argv[1])
+events.put_targets(Rule="isv-partner-paused", Targets=[{"Id": "app", "Arn": attrs["QueueArn"]}])
+"""
+
+# Everything in the ISV's queue (kept invisible: a second read would not see it again).
+_ISV_RECEIVE = """
+import json, boto3
+sqs = boto3.client("sqs")
+url = sqs.get_queue_url(QueueName="isv-partner-paused")["QueueUrl"]
+out = []
+while msgs := sqs.receive_message(
+    QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=600
+).get("Messages", []):
+    out += [json.loads(m["Body"]) for m in msgs]
+print(json.dumps(out))
+"""
 
 _LIST_EVENT_OBJECTS = """
 import json, boto3

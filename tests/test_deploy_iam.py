@@ -34,8 +34,16 @@ from sesguard import table as t
 from sesguard.bootstrap import bootstrap
 from sesguard.held import HeldJobs
 from sesguard.jobs import JOB_TAG, job_tag_value
+from sesguard.lifecycle import SOURCE, DetailType
 from sesguard.partners import Limits, Profile, Status
-from sesguard.permissions import GRANTS, TABLE, TENANT_MIRROR, iam_actions, table_requests
+from sesguard.permissions import (
+    GRANTS,
+    PUBLISHED,
+    TABLE,
+    TENANT_MIRROR,
+    iam_actions,
+    table_requests,
+)
 from sesguard.settings import Settings, load_settings
 from sesguard.store import PartnerStore
 from tests.fixtures.cfn_module import load_cfn
@@ -65,8 +73,17 @@ def _symbolic(r: Any) -> dict[str, str]:
         f"{ses}:identity/*": "identities",
         f"{ses}:configuration-set/{r.ref('ConfigurationSet')}": "configuration_set",
         f"{ses}:tenant/*": "tenants",
+        _bus_arn(r.ref("EventBusName")): "event_bus",
         "*": "*",
     }
+
+
+def _bus_arn(bus: str) -> str:
+    """An EventBridge bus, by name or ARN (as SESGUARD_EVENT_BUS may give it)."""
+    if bus.startswith("arn:"):
+        return bus
+    p = cfn.PSEUDO
+    return f"arn:aws:events:{p['AWS::Region']}:{p['AWS::AccountId']}:event-bus/{bus}"
 
 
 def _table_items(role: str, stmt: Any) -> set[str]:
@@ -143,6 +160,21 @@ def test_allowed_from_addresses_default_is_loud() -> None:
     assert "ANY" in spec["Description"]
 
 
+@pytest.mark.parametrize("service", sorted(ROLES))
+def test_lifecycle_events_only_from_sesguard_and_only_the_roles_kinds(service: str) -> None:
+    """PutEvents on the one bus, with source "sesguard" and the detail types the role
+    publishes (sesguard.permissions.PUBLISHED): a task cannot forge other events."""
+    r = cfn.Resolver(cfn.load(), EventBusName="partner-events")
+    (stmt,) = _statements(r, service, "events:PutEvents")
+    assert stmt.resources == {_bus_arn("partner-events")}
+    condition = stmt.condition["ForAllValues:StringEquals"]
+    assert set(stmt.condition) == {"ForAllValues:StringEquals"}
+    assert set(condition) == {"events:source", "events:detail-type"}
+    assert condition["events:source"] == [SOURCE]
+    assert sorted(condition["events:detail-type"]) == sorted(PUBLISHED[service])
+    assert PUBLISHED["worker"] == {k.value for k in DetailType}  # its sweep republishes all
+
+
 def test_bucket_listing_is_limited_to_the_events_prefix() -> None:
     r = cfn.Resolver(cfn.load())
     prefix = cfn.container_environment(r, "WorkerTaskDefinition")["SESGUARD_EVENTS_PREFIX"]
@@ -184,6 +216,7 @@ def test_iam_action_mapping() -> None:
     }
     assert "dynamodb:ConditionCheckItem" in iam_actions("dynamodb", "TransactWriteItems")
     assert iam_actions("dynamodb", "BatchWriteItem") == {"dynamodb:BatchWriteItem"}
+    assert iam_actions("events", "PutEvents") == {"events:PutEvents"}
 
 
 # ---- (b) what the services really call -----------------------------------------------
@@ -236,7 +269,7 @@ class Spy:
     async def __call__(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         async with sesguard.aws.open_clients(*args, **kwargs) as c:
             log = self.logs[self.service]
-            for name in ("dynamodb", "sqs", "s3", "sesv2", "firehose", "sts"):
+            for name in ("dynamodb", "sqs", "s3", "sesv2", "firehose", "sts", "events"):
                 getattr(c, name).meta.events.register("provide-client-params", log.hook(name))
             self.clients.append(c)
             yield c
@@ -309,6 +342,13 @@ def _requests(
     elif service == "sesv2" and op == "GetAccount":
         symbols.add("*")
         arns.append("*")
+    elif service == "events" and op == "PutEvents":
+        entries = params["Entries"]
+        for bus in sorted({e.get("EventBusName", "default") for e in entries}):
+            symbols.add("event_bus" if bus == s.event_bus else f"?event bus {bus}")
+            arns.append(_bus_arn(bus))
+        context["events:source"] = sorted({e["Source"] for e in entries})
+        context["events:detail-type"] = sorted({e["DetailType"] for e in entries})
     return [Request(a, frozenset(symbols), tuple(arns), context) for a in actions]
 
 

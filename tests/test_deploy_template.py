@@ -47,6 +47,7 @@ SET_BY_TEMPLATE = {
     "firehose_stream",
     "configuration_set",
     "notify_from",
+    "event_bus",
     "simulate_events",
     "use_tenants",
     "sender_tasks",
@@ -148,6 +149,7 @@ def test_task_environment_matches_settings(
     assert s.firehose_stream == r.ref("DeliveryStream")
     assert s.configuration_set == r.ref("ConfigurationSet")
     assert s.notify_from == cfn.EXAMPLE_PARAMETERS["NotifyFrom"]
+    assert s.event_bus == r.ref("EventBusName") == "default"
     assert s.log_format == "json"
     assert s.simulate_events is False and s.use_tenants is False
     assert s.max_send_rate is None  # AccountMaxSendRate 0: read from SES
@@ -362,6 +364,38 @@ def test_sender_tasks_never_exceed_the_rate_divisor(template: dict[str, Any]) ->
     assert env["SESGUARD_SENDER_TASKS"] == target["MaxCapacity"] == "7"
     # Not even during a deployment: old tasks stop before new ones start.
     assert r.props("SenderService")["DeploymentConfiguration"]["MaximumPercent"] == 100
+
+
+OPERATOR_EVENTS = (
+    "OperatorEventsTopic",
+    "OperatorEventsSubscription",
+    "OperatorEventsRule",
+    "OperatorEventsTopicPolicy",
+)
+
+
+def test_operator_lifecycle_events_are_optional(template: dict[str, Any]) -> None:
+    """OperatorEventsEmail: every lifecycle event on the bus to an SNS topic the address
+    is subscribed to, which only that rule may publish to; without it, none of it."""
+    for name in OPERATOR_EVENTS:
+        assert template["Resources"][name]["Condition"] == "HasOperatorEventsEmail"
+    assert not cfn.Resolver(template).conditions["HasOperatorEventsEmail"]
+
+    r = cfn.Resolver(template, OperatorEventsEmail="ops@isv.example.com", EventBusName="mail")
+    assert r.conditions["HasOperatorEventsEmail"]
+    topic = r.ref("OperatorEventsTopic")
+    sub = r.props("OperatorEventsSubscription")
+    assert sub == {"TopicArn": topic, "Protocol": "email", "Endpoint": "ops@isv.example.com"}
+    rule = r.props("OperatorEventsRule")
+    assert rule["EventBusName"] == "mail"
+    assert rule["EventPattern"] == {"source": ["sesguard"]}
+    assert rule["Targets"] == [{"Id": "operators", "Arn": topic}]
+    (stmt,) = r.props("OperatorEventsTopicPolicy")["PolicyDocument"]["Statement"]
+    assert stmt["Principal"] == {"Service": "events.amazonaws.com"}
+    assert stmt["Action"] == "sns:Publish" and stmt["Resource"] == topic
+    assert stmt["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": r.get_att("OperatorEventsRule", "Arn")}
+    }
 
 
 def test_alarms(template: dict[str, Any]) -> None:

@@ -3,24 +3,26 @@
 Evaluation runs even when the object turned out to be counted already: a worker that
 crashed between apply and evaluation leaves the judgement to the redelivery. Pausing is
 the shared conditional transition, so however many workers judge the same partner at
-once, exactly one pauses it and sends the notice.
+once, exactly one pauses it, sends the notice and publishes Partner Paused; a warn level
+crossed is announced once (Partner Warned) the same way (sesguard.transitions).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from sesguard.lifecycle import Publisher
 from sesguard.logging import get_logger
 from sesguard.partners import UNATTRIBUTED, PausedBy, utcnow
 from sesguard.policy import Level, evaluate
 from sesguard.settings import Settings
 from sesguard.store import PartnerStore
-from sesguard.transitions import pause_partner
+from sesguard.transitions import note_warnings, pause_partner
 
 log = get_logger(__name__)
 
@@ -41,9 +43,7 @@ class Enforcer:
     sesv2: Any
     settings: Settings
     parallel: int = 8  # partners judged at once per object
-    # (partner, metric, window) warned about by this process: a crossing is logged once,
-    # and again only after the partner went back to ok.
-    _warned: set[tuple[str, str, int]] = field(default_factory=set)
+    publisher: Publisher | None = None  # lifecycle events (None: the sweep publishes them)
 
     async def check(self, partner_id: str, now: datetime | None = None) -> Outcome:
         if partner_id == UNATTRIBUTED:
@@ -69,6 +69,7 @@ class Enforcer:
                 finding=verdict.first,
                 now=now,
                 mirror_tenant=self.settings.use_tenants,
+                publisher=self.publisher,
             )
             log.warning(
                 "policy_breach",
@@ -77,15 +78,8 @@ class Enforcer:
                 paused_here=outcome.won,
             )
             return Outcome.PAUSED if outcome.won else Outcome.PAUSE_LOST
-        if verdict.level is Level.WARN:
-            for finding in verdict.findings:
-                mark = (partner_id, finding.metric, finding.window_hours)
-                if mark not in self._warned:
-                    self._warned.add(mark)
-                    log.warning("policy_warning", partner_id=partner_id, reason=finding.reason)
-            return Outcome.WARN
-        self._warned = {w for w in self._warned if w[0] != partner_id}
-        return Outcome.OK
+        await note_warnings(self.store, self.publisher, profile, verdict, now)
+        return Outcome.WARN if verdict.level is Level.WARN else Outcome.OK
 
     async def check_all(
         self, partner_ids: Iterable[str], now: datetime | None = None

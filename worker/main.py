@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from sesguard.aws import Clients, open_clients
 from sesguard.exitcodes import ExitCode
+from sesguard.lifecycle import Publisher
 from sesguard.logging import get_logger
 from sesguard.settings import Settings
 from sesguard.store import PartnerStore
@@ -91,12 +92,10 @@ async def _backfill(args: argparse.Namespace, settings: Settings, clients: Clien
     bucket = args.bucket or settings.bucket_name(await clients.account_id())
     prefix = settings.events_prefix if args.prefix is None else args.prefix
     store = PartnerStore.from_settings(clients.dynamodb, settings)
-    processor = Processor(
-        clients.s3,
-        store,
-        Enforcer(store, clients.sesv2, settings),
-        max_object_bytes=settings.max_object_bytes,
+    enforcer = Enforcer(
+        store, clients.sesv2, settings, publisher=Publisher.from_clients(clients, settings)
     )
+    processor = Processor(clients.s3, store, enforcer, max_object_bytes=settings.max_object_bytes)
     report = await backfill(
         processor, clients.s3, bucket, prefix, since=args.since, concurrency=settings.concurrency
     )

@@ -13,8 +13,11 @@ queue) or a drain that gave up (a dependency down past the outage tolerance).
 
 from __future__ import annotations
 
+import asyncio
+
 from sesguard.aws import Clients
 from sesguard.exitcodes import ExitCode
+from sesguard.lifecycle import SWEEP_EVERY_SECONDS, Publisher
 from sesguard.logging import get_logger
 from sesguard.metrics import ServiceMetrics
 from sesguard.runtime import (
@@ -52,6 +55,7 @@ class WorkerService:
         retry: RetryPolicy | None = None,
         stall_seconds: float = 600.0,
         breaker_threshold: int = 5,
+        sweep_every: float = SWEEP_EVERY_SECONDS,
     ):
         self.clients = clients
         self.settings = settings
@@ -62,11 +66,15 @@ class WorkerService:
         self.stall_seconds = stall_seconds
         self.breaker_threshold = breaker_threshold
         self.store = PartnerStore.from_settings(clients.dynamodb, settings)
+        # Lifecycle events: published by whoever wins a transition; the worker also sweeps
+        # the outbox for events whose publisher failed or died (sesguard.lifecycle).
+        self.publisher = Publisher.from_clients(clients, settings)
+        self.sweep_every = sweep_every
         if processor is None:
             processor = Processor(
                 clients.s3,
                 self.store,
-                Enforcer(self.store, clients.sesv2, settings),
+                Enforcer(self.store, clients.sesv2, settings, publisher=self.publisher),
                 max_object_bytes=settings.max_object_bytes,
                 # every parsing step is progress: a long object keeps the heartbeat fresh
                 on_step=lambda _agg: report_progress(),
@@ -140,7 +148,17 @@ class WorkerService:
             concurrency=self.settings.concurrency,
             outage_tolerance_seconds=self.retry.tolerance,
         )
-        cause = await consumer.run()
+        if drain:  # one sweep before and one after, none alongside: nothing twice
+            await self.publisher.sweep_logged()
+            cause = await consumer.run()
+            await self.publisher.sweep_logged()
+        else:
+            sweeper = asyncio.create_task(self.publisher.sweep_forever(self.sweep_every))
+            try:
+                cause = await consumer.run()
+            finally:
+                sweeper.cancel()
+                await asyncio.gather(sweeper, return_exceptions=True)
         return ExitCode.FAILED if cause is StopCause.GAVE_UP else ExitCode.OK
 
     def _settled(self, _d: Delivery, fate: Fate) -> None:
