@@ -156,8 +156,8 @@ async def run_demo(
 
 
 async def _results(settings: Settings, store: PartnerStore, endpoint: str) -> dict[str, Any]:
-    from sesguard.cli import partner_report
     from sesguard.localaws import sent_messages
+    from sesguard.operations import partner_report
 
     partners = [await partner_report(store, settings, p.partner_id) for p in PARTNERS]
     notices = []
