@@ -84,6 +84,17 @@ def reason_arg(value: str) -> str:
     return str(_arg_type(operations.check_reason, value))
 
 
+def port_arg(value: str) -> int:
+    """A TCP port, 0 for any free one."""
+    try:
+        port = int(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is outside [0, 65535]")
+    return port
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but errors are one line (no usage dump) and exit 2."""
 
@@ -262,6 +273,12 @@ def _split_tag(value: str) -> tuple[str, str]:
     return name, tag_value
 
 
+async def cmd_console(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
+    from sesguard.console.server import serve
+
+    return await serve(clients, settings, args.port)
+
+
 def cmd_job_schema(_args: argparse.Namespace) -> int:
     print(orjson.dumps(job_schema(), option=orjson.OPT_INDENT_2).decode())
     return EXIT_OK
@@ -401,6 +418,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tag", action="append", metavar="NAME=VALUE")
     e.add_argument("--job-id", metavar="X")
     e.set_defaults(handler=cmd_enqueue)
+
+    c = sub.add_parser(
+        "console", help="a web console for operators, on 127.0.0.1 (this machine) only"
+    )
+    c.add_argument(
+        "--port",
+        type=port_arg,
+        default=8765,
+        metavar="N",
+        help="port on 127.0.0.1 (default 8765; 0 picks a free one)",
+    )
+    c.set_defaults(handler=cmd_console)
 
     js = sub.add_parser("job-schema", help="print the send job's JSON Schema")
     js.set_defaults(local=cmd_job_schema)
