@@ -17,6 +17,7 @@
   };
   let current = null; // the last detail the API returned
   const charts = {};
+  let shownStatus = null; // the status the action forms were last set up for
 
   // Vertical lines where the partner was paused or resumed (from the lifecycle events).
   const markerPlugin = {
@@ -220,7 +221,12 @@
     document.getElementById("resume-button").textContent = paused ? "Resume…" : "Release held jobs…";
     const keep = resume.querySelector('input[value="keep"]');
     keep.closest("label").hidden = !paused;
-    if (!paused && keep.checked) resume.querySelector('input[value="replay"]').checked = true;
+    if (p.status !== shownStatus) {
+      // The safe default for each state, as on the command line: resume keeps held jobs;
+      // an active partner's held jobs can only be replayed or discarded.
+      resume.querySelector(`input[value="${paused ? "keep" : "replay"}"]`).checked = true;
+      shownStatus = p.status;
+    }
     for (const name of ["bounce_limit", "complaint_limit", "min_volume", "warn_ratio"]) {
       const key = { bounce_limit: "bounce_rate", complaint_limit: "complaint_rate" }[name] || name;
       document.getElementById(name).placeholder = String(p.limits[key]);
