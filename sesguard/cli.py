@@ -13,35 +13,19 @@ import asyncio
 import importlib
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from decimal import Decimal, DecimalException
 from typing import Any, NoReturn
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from sesguard import __version__
-from sesguard import table as t
+from sesguard import __version__, operations
 from sesguard.aws import Clients, not_implemented_message, open_clients
 from sesguard.exitcodes import ExitCode
-from sesguard.held import HeldJobs
 from sesguard.jobs import JobError, job_schema, parse_job
-from sesguard.lifecycle import Publisher
 from sesguard.logging import configure_logging
-from sesguard.partners import (
-    MAX_MIN_VOLUME,
-    MAX_REASON_CHARS,
-    MIN_RATE,
-    InvalidContact,
-    InvalidPartnerId,
-    Limits,
-    PausedBy,
-    Profile,
-    check_contact,
-    check_partner_id,
-    utcnow,
-)
+from sesguard.partners import MAX_MIN_VOLUME, MAX_REASON_CHARS, MIN_RATE, utcnow
 from sesguard.settings import Settings, SettingsError, load_settings
-from sesguard.store import PartnerExists, PartnerNotFound, PartnerStore, StoreError
+from sesguard.store import StoreError
 
 # Short names for this module; the codes themselves are defined in sesguard.exitcodes.
 EXIT_OK, EXIT_OPERATIONAL, EXIT_USAGE = ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE
@@ -58,82 +42,57 @@ class OperationalError(Exception):
 # ---- argument types: each refusal names what is wrong --------------------------------
 
 
-def partner_id_arg(value: str, reserved_ok: bool = False) -> str:
-    """A partner id; reserved ids (`_unattributed`, any leading "_") are refused."""
+def _arg_type(check: Callable[[Any], Any], value: str) -> Any:
+    """An argparse type from a check of sesguard.operations (the console applies the same
+    checks): its refusal becomes argparse's, which prefixes it with the option's name."""
     try:
-        return check_partner_id(value, reserved_ok=reserved_ok)
-    except InvalidPartnerId as exc:
+        return check(value)
+    except operations.Refused as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def partner_id_arg(value: str) -> str:
+    """A partner id; reserved ids (`_unattributed`, any leading "_") are refused."""
+    return str(_arg_type(operations.check_id, value))
 
 
 def shown_partner_id_arg(value: str) -> str:
     """`partners show` reads any id counts are kept under, `_unattributed` included."""
-    return partner_id_arg(value, reserved_ok=True)
+    return str(_arg_type(lambda v: operations.check_id(v, reserved_ok=True), value))
 
 
 def email_arg(value: str) -> str:
-    try:
-        return check_contact(value)
-    except InvalidContact as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return str(_arg_type(operations.check_email, value))
 
 
 def rate_arg(value: str) -> float:
-    """A limit DynamoDB can store as given and that means something: a finite fraction
-    in [MIN_RATE, 1] with at most 38 significant digits. NaN, infinities, subnormal and
-    other tiny values are refused here, before any AWS call; argparse prefixes the
-    refusal with the option's name."""
-    text = value.strip()
-    try:
-        exact = Decimal(text)
-    except (DecimalException, ValueError):
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if not exact.is_finite():
-        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
-    digits = t.significant_digits(exact)
-    if digits > t.DYNAMODB_DIGITS:
-        raise argparse.ArgumentTypeError(
-            f"{digits} significant digits; DynamoDB stores at most {t.DYNAMODB_DIGITS}"
-        )
-    rate = float(exact)
-    if not MIN_RATE <= rate <= 1:
-        raise argparse.ArgumentTypeError(
-            f"{text} is outside [{MIN_RATE:g}, 1]: give a fraction, 0.05 = 5%"
-        )
-    return rate
+    """A limit DynamoDB can store as given (operations.check_rate), before any AWS call."""
+    return float(_arg_type(operations.check_rate, value))
 
 
 def volume_arg(value: str) -> int:
     """A whole number from 1 to MAX_MIN_VOLUME (a minimum volume, a number of jobs)."""
-    text = value.strip()
-    if len(text) > 40:  # int() of a huge string is slow, and echoing it helps nobody
-        raise argparse.ArgumentTypeError(f"not a whole number from 1 to {MAX_MIN_VOLUME}")
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if not 1 <= n <= MAX_MIN_VOLUME:
-        raise argparse.ArgumentTypeError(f"{n} is outside [1, {MAX_MIN_VOLUME}]")
-    return n
+    return int(_arg_type(operations.check_volume, value))
 
 
 def warn_arg(value: str) -> float:
-    rate = rate_arg(value)
-    if rate >= 1:
-        raise argparse.ArgumentTypeError("warn ratio must be below 1")
-    return rate
+    return float(_arg_type(operations.check_warn_ratio, value))
 
 
 def reason_arg(value: str) -> str:
     """Refused rather than cut: the operator sees what the partner will read."""
-    text = value.strip()
-    if not text:
-        raise argparse.ArgumentTypeError("give a reason (the partner reads it in the notice)")
-    if len(text) > MAX_REASON_CHARS:
-        raise argparse.ArgumentTypeError(
-            f"{len(text)} characters; a reason may have at most {MAX_REASON_CHARS}"
-        )
-    return text
+    return str(_arg_type(operations.check_reason, value))
+
+
+def port_arg(value: str) -> int:
+    """A TCP port, 0 for any free one."""
+    try:
+        port = int(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is outside [0, 65535]")
+    return port
 
 
 def _reason_filter(value: str) -> str:
@@ -152,12 +111,6 @@ class _Parser(argparse.ArgumentParser):
 # ---- command implementations --------------------------------------------------------
 
 
-def _store(clients: Clients, settings: Settings) -> PartnerStore:
-    return PartnerStore(
-        clients.dynamodb, settings.table, settings.window_hours, settings.bucket_retention_days
-    )
-
-
 async def cmd_bootstrap(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
     from sesguard.bootstrap import bootstrap
 
@@ -172,181 +125,76 @@ async def cmd_bootstrap(args: argparse.Namespace, settings: Settings, clients: C
 
 
 async def cmd_partners_add(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
-    limits = Limits(
-        bounce_rate=args.bounce_limit or settings.default_bounce_limit,
-        complaint_rate=args.complaint_limit or settings.default_complaint_limit,
-        min_volume=args.min_volume or settings.default_min_volume,
-        warn_ratio=args.warn_ratio or settings.warn_ratio,
+    result = await operations.add_partner(
+        clients,
+        settings,
+        args.partner_id,
+        args.contact,
+        bounce_limit=args.bounce_limit,
+        complaint_limit=args.complaint_limit,
+        min_volume=args.min_volume,
+        warn_ratio=args.warn_ratio,
+        tenant=args.tenant,
     )
-    profile = Profile(args.partner_id, args.contact, limits, tenant_name=args.tenant)
-    if args.tenant:
-        await _ensure_tenant(clients, settings, args.partner_id, args.tenant)
-    try:
-        await _store(clients, settings).create(profile)
-    except PartnerExists:
-        raise UsageError(
-            f"partner {args.partner_id} already exists: use `sesguard partners set`"
-        ) from None
-    print(f"added partner {args.partner_id}")
+    _print_lines(result.lines())
     return EXIT_OK
 
 
 async def cmd_partners_set(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
-    changes = {
-        "contact_email": args.contact,
-        "bounce_limit": args.bounce_limit,
-        "complaint_limit": args.complaint_limit,
-        "min_volume": args.min_volume,
-        "warn_ratio": args.warn_ratio,
-        "tenant_name": args.tenant,
-    }
-    if all(v is None for v in changes.values()):
-        raise UsageError("nothing to change: give at least one option (see --help)")
-    if args.tenant:
-        if await _store(clients, settings).get_profile(args.partner_id) is None:
-            raise UsageError(f"no partner {args.partner_id}: add it first")
-        await _ensure_tenant(clients, settings, args.partner_id, args.tenant)
-    from sesguard.transitions import change_partner
-
-    try:
-        await change_partner(
-            _store(clients, settings),
-            Publisher.from_clients(clients, settings),
-            args.partner_id,
-            **changes,
-        )
-    except PartnerNotFound:
-        raise UsageError(f"no partner {args.partner_id}: add it first") from None
-    print(f"updated partner {args.partner_id}")
+    result = await operations.set_partner(
+        clients,
+        settings,
+        args.partner_id,
+        contact=args.contact,
+        bounce_limit=args.bounce_limit,
+        complaint_limit=args.complaint_limit,
+        min_volume=args.min_volume,
+        warn_ratio=args.warn_ratio,
+        tenant=args.tenant,
+    )
+    _print_lines(result.lines())
     return EXIT_OK
 
 
-async def _ensure_tenant(clients: Clients, settings: Settings, partner_id: str, name: str) -> None:
-    """With SESGUARD_USE_TENANTS, map the partner to its SES tenant before storing the name."""
-    from sesguard import tenants
-    from sesguard.aws import region
-
-    if not settings.use_tenants:
-        return  # the name is stored; SES tenants are only touched when enforcement is on
-    if not settings.tenant_identity:
-        raise UsageError("--tenant with SESGUARD_USE_TENANTS needs SESGUARD_TENANT_IDENTITY")
-    account = await clients.account_id()
-    try:
-        await tenants.ensure_tenant(
-            clients.sesv2,
-            partner_id,
-            tenants.identity_arn(region(), account, settings.tenant_identity),
-            tenants.configuration_set_arn(region(), account, settings.configuration_set),
-            name,
-        )
-    except tenants.TenantsUnsupported as exc:
-        raise OperationalError(str(exc)) from None
-
-
-async def _mirror_resume(clients: Clients, settings: Settings, partner_id: str) -> None:
-    from sesguard import tenants
-
-    profile = await _store(clients, settings).get_profile(partner_id)
-    if not (settings.use_tenants and profile and profile.tenant_name):
-        return
-    try:
-        await tenants.mirror_status(clients.sesv2, partner_id, False, profile.tenant_name)
-    except (tenants.TenantsUnsupported, ClientError) as exc:
-        print(f"warning: SES tenant {profile.tenant_name} not re-enabled: {exc}", file=sys.stderr)
-
-
 async def cmd_partners_pause(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
-    from sesguard.transitions import pause_partner
-
-    store = _store(clients, settings)
-    profile = await store.get_profile(args.partner_id)
-    if profile is None:
-        raise UsageError(f"no partner {args.partner_id}")
-    outcome = await pause_partner(
-        store,
-        clients.sesv2,
-        args.partner_id,
-        args.reason,
-        PausedBy.OPERATOR,
-        None if args.no_notify else settings.notify_from,
-        mirror_tenant=settings.use_tenants,
-        publisher=Publisher.from_clients(clients, settings),
+    result = await operations.pause(
+        clients, settings, args.partner_id, args.reason, notify=not args.no_notify
     )
-    if outcome.won:
-        print(
-            f"paused partner {args.partner_id}" + ("" if outcome.notice_id else " (no notice sent)")
-        )
-    else:
-        print(f"partner {args.partner_id} was already paused")
+    _print_lines(result.lines())
     return EXIT_OK
 
 
 async def cmd_partners_resume(
     args: argparse.Namespace, settings: Settings, clients: Clients
 ) -> int:
-    from sesguard.held import discard_held, replay_held
-    from sesguard.transitions import resume_partner
-
-    store = _store(clients, settings)
-    publisher = Publisher.from_clients(clients, settings)
-    resumed = await _call_store(resume_partner(store, publisher, args.partner_id), args.partner_id)
-    if resumed:
-        print(f"resumed partner {args.partner_id}")
-        await _mirror_resume(clients, settings, args.partner_id)
-    else:
-        print(f"partner {args.partner_id} was not paused")
-    if args.replay or args.discard:
-        # Senders may trust their cached "paused" for gate_cache_seconds after the resume;
-        # the release sweeps once more after that, so nothing stays held by accident.
-        print(f"releasing held jobs (about {settings.gate_cache_seconds + 1:.0f} s)...")
-    if args.replay:
-        release = await replay_held(clients, settings, args.partner_id)
-        print(f"replayed {release.replayed} held jobs")
-    elif args.discard:
-        release = await discard_held(clients, settings, args.partner_id)
-        print(f"discarded {release.discarded} held jobs")
-        if release.replayed:
-            print(f"replayed {release.replayed} jobs held after the resume")
-    else:
-        n = await HeldJobs.from_clients(clients, settings).count(args.partner_id)
-        if n:
-            print(
-                f"{n} jobs remain held: run `sesguard partners resume {args.partner_id} "
-                "--replay` to send them or --discard to drop them"
-            )
+    action = (
+        operations.HeldAction.REPLAY
+        if args.replay
+        else operations.HeldAction.DISCARD
+        if args.discard
+        else operations.HeldAction.KEEP
+    )
+    resumed = await operations.resume(clients, settings, args.partner_id)
+    _print_lines(resumed.lines())
+    for warning in resumed.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if action is not operations.HeldAction.KEEP:
+        print(f"releasing held jobs (about {operations.release_seconds(settings):.0f} s)...")
+    released = await operations.release_held(clients, settings, args.partner_id, action)
+    _print_lines(released.lines())
     return EXIT_OK
 
 
-async def _call_store(awaitable: Awaitable[Any], partner_id: str) -> Any:
-    try:
-        return await awaitable
-    except PartnerNotFound:
-        raise UsageError(f"no partner {partner_id}") from None
-
-
-async def partner_report(
-    store: PartnerStore, settings: Settings, partner_id: str
-) -> dict[str, Any] | None:
-    from sesguard.report import partner_json
-
-    now = utcnow()
-    state = await store.get_state(partner_id, now)
-    if state.profile is None and not state.totals and not state.buckets:
-        return None
-    held = await HeldJobs(store.dynamodb, store.table, None).count(partner_id)
-    defaults = Limits(
-        settings.default_bounce_limit,
-        settings.default_complaint_limit,
-        settings.default_min_volume,
-        settings.warn_ratio,
-    )
-    return partner_json(state, held, now, settings.window_hours, defaults)
+def _print_lines(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(line)
 
 
 async def cmd_partners_show(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
     from sesguard.report import partner_text
 
-    report = await partner_report(_store(clients, settings), settings, args.partner_id)
+    store = operations.store_for(clients, settings)
+    report = await operations.partner_report(store, settings, args.partner_id)
     if report is None:
         raise UsageError(f"no partner {args.partner_id} (and no traffic under that id)")
     print(
@@ -360,12 +208,7 @@ async def cmd_partners_show(args: argparse.Namespace, settings: Settings, client
 async def cmd_partners_list(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
     from sesguard.report import partners_table
 
-    store = _store(clients, settings)
-    registered, unregistered = await store.list_partner_ids()
-    reports = await asyncio.gather(
-        *(partner_report(store, settings, pid) for pid in [*registered, *unregistered])
-    )
-    rows = [r for r in reports if r is not None]
+    rows = await operations.partner_reports(operations.store_for(clients, settings), settings)
     if args.json:
         print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
     elif rows:
@@ -460,7 +303,7 @@ async def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings, clients:
     if args.events:
         raise UsageError("redrive works on the send DLQ only (`sesguard dlq --events` lists)")
     queue_url, dlq_url = await queue_urls(clients.sqs, settings.send_queue)
-    store = _store(clients, settings)
+    store = operations.store_for(clients, settings)
 
     async def partner_exists(partner_id: str) -> bool:
         return await store.get_profile(partner_id) is not None
@@ -487,6 +330,12 @@ async def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings, clients:
             " again (nothing was sent twice)"
         )
     return EXIT_OK
+
+
+async def cmd_console(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
+    from sesguard.console.server import serve
+
+    return await serve(clients, settings, args.port)
 
 
 def cmd_job_schema(_args: argparse.Namespace) -> int:
@@ -705,6 +554,18 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--json", action="store_true")
     rd.set_defaults(handler=cmd_dlq_redrive)
 
+    c = sub.add_parser(
+        "console", help="a web console for operators, on 127.0.0.1 (this machine) only"
+    )
+    c.add_argument(
+        "--port",
+        type=port_arg,
+        default=8765,
+        metavar="N",
+        help="port on 127.0.0.1 (default 8765; 0 picks a free one)",
+    )
+    c.set_defaults(handler=cmd_console)
+
     js = sub.add_parser("job-schema", help="print the send job's JSON Schema")
     js.set_defaults(local=cmd_job_schema)
 
@@ -790,9 +651,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_dispatch(args, settings))
     except SettingsError as exc:
         return _fail(EXIT_USAGE, f"configuration: {exc}", debug)
-    except UsageError as exc:
+    except (UsageError, operations.Refused) as exc:
         return _fail(EXIT_USAGE, str(exc), debug)
-    except (StoreError, OperationalError) as exc:
+    except (StoreError, OperationalError, operations.Failed) as exc:
         return _fail(EXIT_OPERATIONAL, str(exc), debug)
     except NoCredentialsError:
         return _fail(

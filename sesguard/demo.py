@@ -156,8 +156,8 @@ async def run_demo(
 
 
 async def _results(settings: Settings, store: PartnerStore, endpoint: str) -> dict[str, Any]:
-    from sesguard.cli import partner_report
     from sesguard.localaws import sent_messages
+    from sesguard.operations import partner_report
 
     partners = [await partner_report(store, settings, p.partner_id) for p in PARTNERS]
     notices = []
@@ -256,14 +256,25 @@ def _print_results(results: dict[str, Any], out: TextIO, sender_code: int, secon
 
 async def _keep_running(endpoint: str, out: TextIO) -> None:
     print(
-        "\nThe stand-in keeps running. In another terminal:\n"
-        f"  export AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=testing "
-        "AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1\n"
-        "  sesguard partners list\nCtrl-C to stop.",
+        "\nThe stand-in keeps running. In another terminal, the console (then open the URL it"
+        " prints) or the CLI:\n"
+        f"  export {demo_env(endpoint)}\n"
+        "  sesguard console\n"
+        "  sesguard partners list\n"
+        "Ctrl-C to stop.",
         file=out,
+        flush=True,
     )
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.Event().wait()
+
+
+def demo_env(endpoint: str) -> str:
+    """The variables that point a shell's sesguard at the demo's stand-in."""
+    from sesguard.localaws import FAKE_ENV
+
+    pairs = {"AWS_ENDPOINT_URL": endpoint, **FAKE_ENV}
+    return " ".join(f"{k}={v}" for k, v in pairs.items())
 
 
 def main(args: argparse.Namespace) -> int:

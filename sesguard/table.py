@@ -167,7 +167,7 @@ def to_attr(value: Any) -> dict[str, Any]:
     A number DynamoDB cannot hold exactly (more than 38 significant digits, a magnitude
     outside 1e-130 .. 1e126, NaN, infinity) raises ValueError naming it: never a bare
     decimal signal (Inexact, Underflow, ...) from boto3's strict context, and never a
-    silently rounded value. Callers validate input first (sesguard.cli.rate_arg);
+    silently rounded value. Callers validate input first (sesguard.operations.check_rate);
     this is the backstop."""
     try:
         return _ser.serialize(_numbers(value))  # type: ignore[no-any-return]

@@ -172,3 +172,24 @@ def test_demo_command_never_uses_the_callers_aws_account(tmp_path) -> None:
     assert "4. results" in proc.stdout and "127.0.0.1:9" not in proc.stdout
     log = (tmp_path / ".sesguard-demo.log").read_text()
     assert "real-looking-secret" not in log and "sender_started" in log
+
+
+async def test_keep_running_prints_the_console_command_for_the_stand_in() -> None:
+    """`sesguard demo --keep-running` tells a newcomer how to open the console on it."""
+    import asyncio
+
+    from sesguard.demo import _keep_running
+
+    out = io.StringIO()
+    task = asyncio.create_task(_keep_running("http://127.0.0.1:4567", out))
+    await asyncio.sleep(0)  # the task prints before its first wait
+    assert "Ctrl-C" in out.getvalue()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    lines = out.getvalue().splitlines()
+    export = next(line.strip() for line in lines if line.strip().startswith("export "))
+    assert export == (
+        "export AWS_ENDPOINT_URL=http://127.0.0.1:4567 AWS_ACCESS_KEY_ID=testing"
+        " AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1"
+    )
+    assert "  sesguard console" in lines

@@ -1,0 +1,340 @@
+// The partner page: hourly charts over 7 days with limit and warn lines and pause /
+// resume markers, the verdict in words, and the actions (each confirmed first).
+"use strict";
+
+(() => {
+  const { api, el, pct, span, showError, stamp } = sesguard;
+  const REFRESH_MS = 30000;
+  const partnerId = decodeURIComponent(location.pathname.split("/")[2] || "");
+  const COLORS = {
+    sends: "#90a4ae",
+    bounce: "#c62828",
+    complaint: "#6a1b9a",
+    limit: "#d32f2f",
+    warn: "#ef8f00",
+    paused: "#c62828",
+    resumed: "#2e7d32",
+  };
+  let current = null; // the last detail the API returned
+  const charts = {};
+  let shownStatus = null; // the status the action forms were last set up for
+
+  // Vertical lines where the partner was paused or resumed (from the lifecycle events).
+  const markerPlugin = {
+    id: "sesguardMarkers",
+    afterDatasetsDraw(chart, _args, options) {
+      const { ctx, chartArea, scales } = chart;
+      (options.markers || []).forEach((m, i) => {
+        const x = scales.x.getPixelForValue(m.index);
+        const color = COLORS[m.marker];
+        ctx.save();
+        ctx.strokeStyle = color;
+        ctx.fillStyle = color;
+        ctx.lineWidth = 2;
+        ctx.setLineDash([5, 3]);
+        ctx.beginPath();
+        ctx.moveTo(x, chartArea.top);
+        ctx.lineTo(x, chartArea.bottom);
+        ctx.stroke();
+        ctx.font = "bold 11px system-ui, sans-serif";
+        const right = x > chartArea.right - 70;
+        ctx.textAlign = right ? "right" : "left";
+        ctx.fillText(m.marker, x + (right ? -5 : 5), chartArea.top + 12 + 13 * i);
+        ctx.restore();
+      });
+    },
+  };
+
+  function hourLabel(iso) {
+    const d = new Date(iso);
+    const day = d.toISOString().slice(5, 10);
+    return `${day} ${d.toISOString().slice(11, 13)}:00`;
+  }
+
+  function baseOptions(markers) {
+    return {
+      responsive: true,
+      maintainAspectRatio: false,
+      animation: false,
+      interaction: { mode: "index", intersect: false },
+      plugins: {
+        legend: { position: "bottom", labels: { boxWidth: 12 } },
+        sesguardMarkers: { markers },
+      },
+      scales: {
+        x: { ticks: { autoSkip: true, maxTicksLimit: 8, maxRotation: 0 }, grid: { display: false } },
+      },
+    };
+  }
+
+  function volumeChart(s, markers) {
+    const points = (data) => data.map((v) => (v > 0 ? 3 : 0));
+    const options = baseOptions(markers);
+    options.scales.y = { beginAtZero: true, title: { display: true, text: "sends" } };
+    options.scales.y1 = {
+      beginAtZero: true,
+      position: "right",
+      grid: { drawOnChartArea: false },
+      title: { display: true, text: "bounces, complaints" },
+      ticks: { precision: 0 },
+    };
+    return {
+      type: "bar",
+      data: {
+        labels: s.hours.map(hourLabel),
+        datasets: [
+          { label: "sends", data: s.sent, backgroundColor: COLORS.sends, yAxisID: "y", barPercentage: 1, categoryPercentage: 0.9, minBarLength: 0 },
+          { type: "line", label: "hard bounces", data: s.hard_bounces, borderColor: COLORS.bounce, backgroundColor: COLORS.bounce, yAxisID: "y1", pointRadius: points(s.hard_bounces), borderWidth: 1.5 },
+          { type: "line", label: "complaints", data: s.complaints, borderColor: COLORS.complaint, backgroundColor: COLORS.complaint, yAxisID: "y1", pointRadius: points(s.complaints), borderWidth: 1.5 },
+        ],
+      },
+      options,
+    };
+  }
+
+  function rateChart(s, metric, limits, markers) {
+    const limit = limits[`${metric}_rate`];
+    const warn = limit * limits.warn_ratio;
+    const hourly = s[`${metric}_rate`];
+    const rolling = s[`${metric}_rate_rolling`];
+    const color = COLORS[metric];
+    const top = Math.max(limit * 1.25, ...hourly.filter((v) => v !== null), ...rolling.filter((v) => v !== null));
+    const options = baseOptions(markers);
+    options.scales.y = {
+      beginAtZero: true,
+      suggestedMax: top,
+      ticks: { callback: (v) => pct(v, limit < 0.01 ? 2 : 1) },
+    };
+    options.plugins.tooltip = {
+      callbacks: { label: (c) => `${c.dataset.label}: ${pct(c.parsed.y, 2)}` },
+    };
+    const flat = (v) => s.hours.map(() => v);
+    return {
+      type: "bar",
+      data: {
+        labels: s.hours.map(hourLabel),
+        datasets: [
+          { label: "rate of the hour", data: hourly, backgroundColor: `${color}55`, borderColor: color, borderWidth: 1, barPercentage: 1, categoryPercentage: 0.9 },
+          { type: "line", label: `${span(s.rolling_hours)} rate (judged)`, data: rolling, borderColor: color, backgroundColor: color, pointRadius: rolling.map((v) => (v === null ? 0 : 2)), borderWidth: 2, spanGaps: false },
+          { type: "line", label: `limit ${pct(limit)}`, data: flat(limit), borderColor: COLORS.limit, pointRadius: 0, borderWidth: 1.5 },
+          { type: "line", label: `warn ${pct(warn)}`, data: flat(warn), borderColor: COLORS.warn, pointRadius: 0, borderWidth: 1.5, borderDash: [6, 4] },
+        ],
+      },
+      options,
+    };
+  }
+
+  // The last `hours` of the 7-day series (the range selector), markers moved along.
+  function lastHours(series, events, hours) {
+    const total = series.hours.length;
+    const from = Math.max(0, total - hours);
+    const s = { rolling_hours: series.rolling_hours };
+    for (const [key, values] of Object.entries(series)) {
+      if (Array.isArray(values)) s[key] = values.slice(from);
+    }
+    const markers = events
+      .filter((e) => e.marker && e.index !== null && e.index >= from)
+      .map((e) => ({ ...e, index: e.index - from }));
+    return { s, markers };
+  }
+
+  function drawCharts(detail) {
+    const hours = Number(document.getElementById("range").value);
+    const { s, markers } = lastHours(detail.series, detail.events, hours);
+    const limits = detail.partner.limits;
+    const configs = {
+      "chart-volume": volumeChart(s, markers),
+      "chart-bounce": rateChart(s, "bounce", limits, markers),
+      "chart-complaint": rateChart(s, "complaint", limits, markers),
+    };
+    for (const [id, config] of Object.entries(configs)) {
+      if (charts[id]) {
+        charts[id].data = config.data;
+        charts[id].options = config.options;
+        charts[id].update("none");
+      } else {
+        config.plugins = [markerPlugin];
+        charts[id] = new Chart(document.getElementById(id), config);
+      }
+    }
+  }
+
+  function when(iso) {
+    return iso ? `${iso.slice(0, 19).replace("T", " ")} UTC` : "?";
+  }
+
+  function fact(term, value) {
+    return [el("dt", { text: term }), el("dd", { text: value })];
+  }
+
+  function render(detail) {
+    const p = detail.partner;
+    document.title = `sesguard · ${p.partner_id}`;
+    document.getElementById("pid").textContent = p.partner_id;
+    const badge = document.getElementById("status");
+    badge.textContent = p.status;
+    badge.className = `badge status-${p.status}`;
+    const verdict = document.getElementById("verdict");
+    verdict.textContent = `verdict: ${p.verdict}${p.verdict_reason ? `: ${p.verdict_reason}` : ""}`;
+    verdict.className = `verdict level-${p.level}`;
+
+    const lim = p.limits;
+    const facts = [
+      ...fact("contact", p.contact_email || "–"),
+      ...fact("limits", `bounce ${pct(lim.bounce_rate)}, complaint ${pct(lim.complaint_rate, 3)}, min volume ${lim.min_volume}, warn at ${lim.warn_ratio} × limit`),
+      ...fact("held jobs", String(p.held_jobs)),
+    ];
+    for (const w of p.windows) {
+      facts.push(...fact(`last ${span(w.hours)}`, `${w.sent} sent, ${w.judged_sends} judged, ${w.hard_bounces} hard bounces (${pct(w.bounce_rate)}), ${w.complaints} complaints (${pct(w.complaint_rate, 3)})`));
+    }
+    if (p.status === "paused") {
+      facts.push(...fact("paused", `${when(p.paused_at)} by ${p.paused_by || "?"}: ${p.paused_reason || ""}`));
+    }
+    if (p.resumed_at) facts.push(...fact("last resumed", when(p.resumed_at)));
+    document.getElementById("facts").replaceChildren(...facts);
+
+    document.getElementById("show-text").textContent = detail.text;
+    const events = detail.events.length
+      ? detail.events.map((e) =>
+          el(
+            "li",
+            { class: e.marker ? `event-${e.marker}` : "" },
+            el("time", { datetime: e.at, text: when(e.at) }),
+            el("span", { class: "event-type", text: ` ${e.type}` }),
+            e.actor ? el("span", { text: ` by ${e.actor}` }) : null,
+            e.reason ? el("span", { class: "reason", text: `: ${e.reason}` }) : null,
+          ),
+        )
+      : [el("li", { class: "muted", text: "none" })];
+    document.getElementById("events").replaceChildren(...events);
+    renderActions(p);
+    drawCharts(detail);
+  }
+
+  function renderActions(p) {
+    document.getElementById("actions").hidden = !p.registered;
+    const paused = p.status === "paused";
+    document.getElementById("pause-form").hidden = paused;
+    const resume = document.getElementById("resume-form");
+    resume.hidden = !paused && p.held_jobs === 0;
+    document.getElementById("resume-title").textContent = paused ? "Resume" : `Held jobs (${p.held_jobs})`;
+    document.getElementById("resume-button").textContent = paused ? "Resume…" : "Release held jobs…";
+    const keep = resume.querySelector('input[value="keep"]');
+    keep.closest("label").hidden = !paused;
+    if (p.status !== shownStatus) {
+      // The safe default for each state, as on the command line: resume keeps held jobs;
+      // an active partner's held jobs can only be replayed or discarded.
+      resume.querySelector(`input[value="${paused ? "keep" : "replay"}"]`).checked = true;
+      shownStatus = p.status;
+    }
+    for (const name of ["bounce_limit", "complaint_limit", "min_volume", "warn_ratio"]) {
+      const key = { bounce_limit: "bounce_rate", complaint_limit: "complaint_rate" }[name] || name;
+      document.getElementById(name).placeholder = String(p.limits[key]);
+    }
+  }
+
+  // A modal question; resolves true only on "Confirm".
+  function confirmAction(text, okLabel) {
+    const dialog = document.getElementById("confirm");
+    document.getElementById("confirm-text").textContent = text;
+    document.getElementById("confirm-ok").textContent = okLabel;
+    return new Promise((resolve) => {
+      const done = (answer) => {
+        dialog.close();
+        resolve(answer);
+      };
+      document.getElementById("confirm-ok").onclick = () => done(true);
+      document.getElementById("confirm-cancel").onclick = () => done(false);
+      dialog.oncancel = () => resolve(false);
+      dialog.showModal();
+    });
+  }
+
+  async function act(question, okLabel, path, body) {
+    if (!(await confirmAction(question, okLabel))) return false;
+    let ok = false;
+    const result = document.getElementById("result");
+    const buttons = document.querySelectorAll("#actions button");
+    buttons.forEach((b) => (b.disabled = true));
+    result.hidden = false;
+    result.className = "result";
+    result.textContent = "working…";
+    try {
+      const answer = await api(`/api/partners/${encodeURIComponent(partnerId)}/${path}`, body);
+      result.textContent = answer.lines.join("\n") || "done";
+      ok = true;
+    } catch (err) {
+      result.className = "result error";
+      result.textContent = err.message;
+    } finally {
+      buttons.forEach((b) => (b.disabled = false));
+    }
+    await load();
+    return ok;
+  }
+
+  document.getElementById("pause-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const reason = document.getElementById("pause-reason").value;
+    const notify = document.getElementById("pause-notify").checked;
+    const question =
+      `Pause partner ${partnerId}? Its jobs will be held until it is resumed.\n\n` +
+      (notify ? `Its contact gets a notice quoting the reason:\n“${reason.trim()}”` : `No notice is sent. Reason: “${reason.trim()}”`);
+    act(question, "Pause", "pause", { reason, notify });
+  });
+
+  document.getElementById("resume-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const held = document.querySelector('#resume-form input[name="held"]:checked').value;
+    const n = current ? current.partner.held_jobs : 0;
+    const paused = current && current.partner.status === "paused";
+    const what = {
+      keep: `${n} held jobs stay held.`,
+      replay: `${n} held jobs are sent, in the order they were held (this takes a few seconds).`,
+      discard: `${n} held jobs are deleted and never sent (this takes a few seconds).`,
+    }[held];
+    const question = paused ? `Resume partner ${partnerId}? ${what}` : `Partner ${partnerId}: ${what}`;
+    act(question, paused ? "Resume" : "Release", "resume", { held });
+  });
+
+  document.getElementById("limits-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const body = {};
+    const changes = [];
+    for (const name of ["bounce_limit", "complaint_limit", "min_volume", "warn_ratio"]) {
+      const value = document.getElementById(name).value.trim();
+      if (value) {
+        body[name] = value;
+        changes.push(`${name.replace("_", " ")}: ${document.getElementById(name).placeholder} → ${value}`);
+      }
+    }
+    if (!changes.length) {
+      const result = document.getElementById("result");
+      result.hidden = false;
+      result.className = "result error";
+      result.textContent = "nothing to change: fill in at least one field";
+      return;
+    }
+    act(`Set limits of partner ${partnerId}?\n\n${changes.join("\n")}`, "Set limits", "limits", body).then((ok) => {
+      if (ok) for (const name of Object.keys(body)) document.getElementById(name).value = "";
+    });
+  });
+
+  async function load() {
+    try {
+      current = await api(`/api/partners/${encodeURIComponent(partnerId)}`);
+      showError("");
+      stamp(current.now);
+      render(current);
+      document.body.dataset.loaded = "true";
+    } catch (err) {
+      showError(`Could not load partner ${partnerId}: ${err.message}`);
+    }
+  }
+
+  document.getElementById("range").addEventListener("change", () => {
+    if (current) drawCharts(current);
+  });
+  load();
+  setInterval(load, REFRESH_MS);
+})();
