@@ -44,12 +44,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 
-from sesguard.aws import open_clients
-from sesguard.bootstrap import ensure_table
-from sesguard.localaws import local_aws_process
+from sesguard.aws.clients import open_clients
+from sesguard.aws.store import PartnerStore
+from sesguard.local.localaws import local_aws_process
 from sesguard.logging import configure_logging
+from sesguard.ops.bootstrap import ensure_table
 from sesguard.settings import load_settings
-from sesguard.store import PartnerStore
 from tests.fixtures.hostile import BOMBS, records_object
 from worker.aggregate import Aggregator
 from worker.enforce import Enforcer

@@ -8,7 +8,7 @@ is given back too), and probes SESv2 GetAccount every `probe_seconds` until
 nothing: we try sending again, and a pause trips the watch again at the first job.
 
 With `sender --drain` the run ends instead, every job not sent back in the queue, with
-exit code 3 (sesguard.exitcodes.ExitCode.ACCOUNT_PAUSED).
+exit code 3 (sesguard.core.exitcodes.ExitCode.ACCOUNT_PAUSED).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import asyncio
 import contextlib
 from typing import Any
 
+from sesguard.aws.errors import error_code
 from sesguard.logging import get_logger
 from sesguard.runtime import Consumer
-from sesguard.runtime.failures import error_code
 
 log = get_logger(__name__)
 

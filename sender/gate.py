@@ -10,7 +10,7 @@ If the policy finds an active partner over its limits (an operator lowered a lim
 the gate pauses it through the same conditional transition the worker uses, so the
 partner still gets exactly one notice (and one Partner Paused event), and drops its cache
 entry so the next job reads the paused status. A warn level crossed is announced once
-across all tasks (sesguard.transitions.note_warnings).
+across all tasks (sesguard.ops.transitions.note_warnings).
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sesguard.lifecycle import Publisher
+from sesguard.aws.lifecycle import Publisher
+from sesguard.aws.store import PartnerStore
+from sesguard.core.partners import PartnerState, PausedBy, Profile, utcnow
+from sesguard.core.policy import Level, Verdict, evaluate
 from sesguard.logging import get_logger
-from sesguard.partners import PartnerState, PausedBy, Profile, utcnow
-from sesguard.policy import Level, Verdict, evaluate
+from sesguard.ops.transitions import note_warnings, pause_partner
 from sesguard.settings import Settings
-from sesguard.store import PartnerStore
-from sesguard.transitions import note_warnings, pause_partner
 
 log = get_logger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sesguard.aws.errors import error_code
 from sesguard.logging import get_logger
-from sesguard.runtime.failures import error_code
 from sesguard.settings import Settings
 
 log = get_logger(__name__)

@@ -13,7 +13,7 @@ from pydantic import EmailStr, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
-from sesguard.partners import MAX_MIN_VOLUME, MIN_RATE
+from sesguard.core.partners import MAX_MIN_VOLUME, MIN_RATE
 
 # Decompressed bytes one event object may have. Firehose delivers at most 128 MiB per
 # object (its largest buffer, before compression); 8 times that leaves room for any real
@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     )
     job_record_days: int = Field(14, ge=1)
     # `sesguard dlq redrive`: how long after its claim a "possibly sent" job must have
-    # gone without SES's Send event before it is re-sent (sesguard.dlq). Well above
+    # gone without SES's Send event before it is re-sent (sesguard.ops.dlq). Well above
     # Firehose's buffering (60 s as deployed) plus the worker's lag.
     dlq_settle_seconds: float = Field(900.0, ge=0, le=86400)
     use_tenants: bool = False

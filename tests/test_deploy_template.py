@@ -15,8 +15,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from sesguard import metrics
-from sesguard.bootstrap import (
+from sesguard.aws.table import TTL_ATTRIBUTE
+from sesguard.ops.bootstrap import (
     EXISTS,
     PARTNERS_INDEX_SPEC,
     Report,
@@ -24,9 +24,9 @@ from sesguard.bootstrap import (
     ensure_queues,
     ensure_table,
 )
+from sesguard.runtime import metrics
 from sesguard.runtime.retry import max_receive_count
 from sesguard.settings import Settings, load_settings
-from sesguard.table import TTL_ATTRIBUTE
 from tests.fixtures.cfn_module import load_cfn
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from sesguard.bootstrap import bootstrap
-from sesguard.held import (
+from sesguard.aws.held import (
     HeldError,
     HeldJob,
     HeldJobs,
@@ -18,7 +17,8 @@ from sesguard.held import (
     send_queue_url,
     sqs_batches,
 )
-from sesguard.jobs import MAX_SQS_MESSAGE_BYTES, SendJob, parse_job
+from sesguard.core.jobs import MAX_SQS_MESSAGE_BYTES, SendJob, parse_job
+from sesguard.ops.bootstrap import bootstrap
 from tests.conftest import drain_queue
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)

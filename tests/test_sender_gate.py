@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 from sender.gate import Action, Gate
-from sesguard.held import HeldJobs
-from sesguard.partners import Counters, Limits, PausedBy, Profile
-from sesguard.store import StoreError
+from sesguard.aws.held import HeldJobs
+from sesguard.aws.store import StoreError
+from sesguard.core.partners import Counters, Limits, PausedBy, Profile
 from tests.conftest import sent_emails
 from tests.test_sender_support import PARTNER, Env, env, sender_settings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from sesguard.jobs import MAX_SQS_MESSAGE_BYTES
+from sesguard.core.jobs import MAX_SQS_MESSAGE_BYTES
 from tests.test_sender_support import Env, env
 
 __all__ = ["env"]

@@ -7,9 +7,9 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from sender.records import JOB_SK
-from sesguard import table as t
-from sesguard.held import HeldJobs
-from sesguard.partners import PausedBy
+from sesguard.aws import table as t
+from sesguard.aws.held import HeldJobs
+from sesguard.core.partners import PausedBy
 from tests.test_sender_support import (
     DOMAIN,
     PARTNER,

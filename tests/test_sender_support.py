@@ -14,11 +14,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from sender.service import SenderService
-from sesguard.bootstrap import bootstrap
-from sesguard.partners import Limits, Profile
-from sesguard.ratelimit import TokenBucket
+from sesguard.aws.store import PartnerStore
+from sesguard.core.partners import Limits, Profile
+from sesguard.ops.bootstrap import bootstrap
+from sesguard.runtime.ratelimit import TokenBucket
 from sesguard.settings import Settings, load_settings
-from sesguard.store import PartnerStore
 from tests.conftest import dead_letters_in, queue_counts
 
 DOMAIN = "isv.example.com"

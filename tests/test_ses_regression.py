@@ -21,13 +21,13 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from sesguard.bootstrap import bootstrap
-from sesguard.partners import UNATTRIBUTED, Counters, Limits, Profile, utcnow
-from sesguard.policy import Level, compute_windows, evaluate, judge
-from sesguard.report import partner_json, partner_text
+from sesguard.aws.store import PartnerStore
+from sesguard.core.partners import UNATTRIBUTED, Counters, Limits, Profile, utcnow
+from sesguard.core.policy import Level, compute_windows, evaluate, judge
+from sesguard.local.simulator import simulate_events
+from sesguard.ops.bootstrap import bootstrap
+from sesguard.ops.report import partner_json, partner_text
 from sesguard.settings import load_settings
-from sesguard.simulator import simulate_events
-from sesguard.store import PartnerStore
 from worker.aggregate import aggregate_bytes
 from worker.classify import Delta, WrongPipeline, classify
 from worker.pipeline import WRONG_PIPELINE

@@ -14,11 +14,11 @@ from urllib.parse import quote_plus
 import orjson
 import pytest
 
-from sesguard.bootstrap import bootstrap
-from sesguard.partners import UNATTRIBUTED, Limits, Profile, Status
+from sesguard.aws.store import PartnerStore
+from sesguard.core.partners import UNATTRIBUTED, Limits, Profile, Status
+from sesguard.ops.bootstrap import bootstrap
 from sesguard.runtime.finisher import Finisher
 from sesguard.settings import load_settings
-from sesguard.store import PartnerStore
 from tests.conftest import sent_emails
 from tests.fixtures.ses_events import (
     EXPECTED_ACME,

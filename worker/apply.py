@@ -24,10 +24,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sesguard import table as t
+from sesguard.aws import table as t
+from sesguard.aws.store import PartnerStore
+from sesguard.core.partners import Counters, utcnow
 from sesguard.logging import get_logger
-from sesguard.partners import Counters, utcnow
-from sesguard.store import PartnerStore
 
 log = get_logger(__name__)
 
@@ -208,7 +208,7 @@ async def _write(
     """(True if written, False if counted before; retries used)."""
     for attempt in range(max_attempts):
         try:
-            await store._call("transact_write_items", TransactItems=items)
+            await store.call("transact_write_items", TransactItems=items)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code == "TransactionCanceledException":

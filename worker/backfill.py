@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
-from sesguard.partners import utcnow
 from worker.apply import MARKER_TTL_DAYS
 from worker.pipeline import ObjectMissing, Processor
 

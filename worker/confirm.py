@@ -3,11 +3,11 @@
 Why: a sender that dies between SendEmail and its "sent" record leaves the job's record
 (`J#<job_id>`, sender/records.py) saying "sending", and a later delivery of the job cannot
 tell whether SES has the mail. SES can: every send carries the job id as a tag
-(sesguard.jobs.JOB_TAG), so the Send event SES publishes for it names the job. For each
+(sesguard.core.jobs.JOB_TAG), so the Send event SES publishes for it names the job. For each
 object, the jobs its Send events name are looked up, and a record still "sending" is
 turned "sent" with SES's message id and time and `confirmed_by = "ses"`. The sender then
 reads the job as a duplicate (never resent), and `sesguard dlq redrive` drops a job
-dead-lettered as "possibly sent" once it is confirmed (sesguard/dlq.py).
+dead-lettered as "possibly sent" once it is confirmed (sesguard/ops/dlq.py).
 
 Cost (bench/worker.py measures it): Send events are a third to a half of all events,
 and nearly every record they name already says "sent" (the sender wrote it). So the
@@ -38,10 +38,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sesguard import table as t
-from sesguard.backoff import backoff_delay
+from sesguard.aws import table as t
+from sesguard.core.backoff import backoff_delay
+from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
-from sesguard.partners import utcnow
 from worker.classify import SentJob
 
 log = get_logger(__name__)

@@ -4,7 +4,7 @@ Evaluation runs even when the object turned out to be counted already: a worker 
 crashed between apply and evaluation leaves the judgement to the redelivery. Pausing is
 the shared conditional transition, so however many workers judge the same partner at
 once, exactly one pauses it, sends the notice and publishes Partner Paused; a warn level
-crossed is announced once (Partner Warned) the same way (sesguard.transitions).
+crossed is announced once (Partner Warned) the same way (sesguard.ops.transitions).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sesguard.lifecycle import Publisher
+from sesguard.aws.lifecycle import Publisher
+from sesguard.aws.store import PartnerStore
+from sesguard.core.partners import UNATTRIBUTED, PausedBy, utcnow
+from sesguard.core.policy import Level, evaluate
 from sesguard.logging import get_logger
-from sesguard.partners import UNATTRIBUTED, PausedBy, utcnow
-from sesguard.policy import Level, evaluate
+from sesguard.ops.transitions import note_warnings, pause_partner
 from sesguard.settings import Settings
-from sesguard.store import PartnerStore
-from sesguard.transitions import note_warnings, pause_partner
 
 log = get_logger(__name__)
 

@@ -26,13 +26,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from sesguard.aws.errors import describe
+from sesguard.core.notifications import BadNotification, ObjectRef, parse_notification
 from sesguard.logging import get_logger
-from sesguard.metrics import ServiceMetrics
 from sesguard.runtime import DeadLetter, Delivery, Done, Fate, GiveBack, Retry
-from sesguard.runtime.failures import describe
+from sesguard.runtime.metrics import ServiceMetrics
 from sesguard.settings import Settings
 from worker.enforce import Outcome
-from worker.notifications import BadNotification, ObjectRef, parse_notification
 from worker.pipeline import ObjectMissing, ObjectResult, ObjectTooLarge, Processor
 
 log = get_logger(__name__)

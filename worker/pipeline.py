@@ -25,10 +25,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from sesguard.aws.store import PartnerStore
+from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
-from sesguard.partners import utcnow
 from sesguard.settings import DEFAULT_MAX_OBJECT_BYTES
-from sesguard.store import PartnerStore
 from worker.aggregate import Aggregator, ObjectStats
 from worker.apply import ApplyResult, apply_object
 from worker.confirm import Confirmations, confirm_sends

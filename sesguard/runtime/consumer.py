@@ -31,7 +31,7 @@ optionally, the dependencies to guard and a commit function; the runtime does th
   runs, unless every running handler has made no progress for `stall_seconds`
   (sesguard.runtime.delivery). The worst event-loop lag (sesguard.runtime.lag), the
   counters and the open breakers are logged every `stats_every` seconds and sent as EMF
-  metrics (sesguard.metrics).
+  metrics (sesguard.runtime.metrics).
 """
 
 from __future__ import annotations
@@ -46,16 +46,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sesguard.backoff import backoff_delay
-from sesguard.deadletter import PAST_TOLERANCE, send_to_dlq
-from sesguard.health import touch_heartbeat
+from sesguard.aws.deadletter import PAST_TOLERANCE, send_to_dlq
+from sesguard.aws.errors import Health, describe, judge_exception
+from sesguard.core.backoff import backoff_delay
 from sesguard.logging import get_logger
-from sesguard.metrics import ServiceMetrics
-from sesguard.ratelimit import Clock, SystemClock
 from sesguard.runtime import delivery as current
 from sesguard.runtime.delivery import Aborted, Delivery, Stage
 from sesguard.runtime.dependencies import Dependency, Guard
-from sesguard.runtime.failures import Health, describe, judge_exception
 from sesguard.runtime.fates import (
     DEFAULT_OUTCOME,
     DeadLetter,
@@ -66,7 +63,10 @@ from sesguard.runtime.fates import (
     Retry,
 )
 from sesguard.runtime.finisher import CommitBatch, Finisher
+from sesguard.runtime.health import touch_heartbeat
 from sesguard.runtime.lag import LoopLag
+from sesguard.runtime.metrics import ServiceMetrics
+from sesguard.runtime.ratelimit import Clock, SystemClock
 from sesguard.runtime.retry import MAX_VISIBILITY, RetryPolicy
 from sesguard.runtime.sqs import SQS_BATCH, change_visibility, queue_depth
 from sesguard.settings import Settings
@@ -386,7 +386,7 @@ class Consumer:
             )
             d.outcome = None
         if isinstance(fate, DeadLetter):
-            try:  # the reason always goes along (sesguard.deadletter cuts a body to fit it)
+            try:  # the reason always goes along (sesguard.aws.deadletter cuts a body to fit it)
                 await send_to_dlq(self.sqs, self.config.dlq_url, d.body, fate.reason, d.message_id)
             except Exception as exc:
                 fate, d.outcome = Retry(f"dlq: {describe(exc)} (was: {fate.reason})"), None

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sesguard.backoff import backoff_delay
+from sesguard.core.backoff import backoff_delay
 from sesguard.logging import get_logger
 from sesguard.runtime.sqs import SQS_BATCH, change_visibility
 

@@ -1,0 +1,144 @@
+"""The one place AWS clients are built.
+
+Endpoint, region and credentials come from the SDK's own environment (AWS_ENDPOINT_URL,
+AWS_REGION / AWS_DEFAULT_REGION, the credential chain), so the same code talks to AWS,
+LocalStack or moto. The pool is sized for our concurrency (aiobotocore defaults to 10)
+and retries use botocore's adaptive mode, which also rate-limits client-side on throttling.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aioboto3
+from aiobotocore.config import AioConfig
+from botocore.exceptions import ClientError
+
+DEFAULT_REGION = "us-east-1"
+
+# Error codes that mean "this endpoint has no such API" rather than "the call failed".
+NOT_IMPLEMENTED_CODES = frozenset(
+    {
+        "NotImplemented",
+        "NotImplementedError",
+        "NotImplementedException",
+        "UnknownOperation",
+        "UnknownOperationException",
+        "InvalidAction",
+    }
+)
+# Where `open_clients` notes, in an error response, which service and endpoint answered it.
+ANSWERED_BY = "SesguardAnsweredBy"
+
+
+def region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+
+
+def client_config(concurrency: int, max_attempts: int | None = None) -> AioConfig:
+    attempts = (
+        max_attempts if max_attempts is not None else int(os.environ.get("AWS_MAX_ATTEMPTS", "5"))
+    )
+    return AioConfig(
+        max_pool_connections=max(10, concurrency + 8),
+        retries={"mode": "adaptive", "max_attempts": attempts},
+        connect_timeout=5,
+        read_timeout=30,
+        tcp_keepalive=True,
+    )
+
+
+@dataclass
+class Clients:
+    """Open clients for one process; built by `open_clients`."""
+
+    dynamodb: Any
+    sqs: Any
+    s3: Any
+    sesv2: Any
+    firehose: Any
+    sts: Any
+    events: Any  # EventBridge: partner lifecycle events (sesguard.aws.lifecycle)
+    _account_id: str | None = None
+    # (service, Operation) of every call made through these clients: the IAM
+    # least-privilege test compares it with what the deployment grants.
+    calls: set[tuple[str, str]] = field(default_factory=set)
+
+    async def account_id(self) -> str:
+        if self._account_id is None:
+            ident = await self.sts.get_caller_identity()
+            self._account_id = str(ident["Account"])
+        return self._account_id
+
+
+@asynccontextmanager
+async def open_clients(
+    concurrency: int = 32, max_attempts: int | None = None
+) -> AsyncIterator[Clients]:
+    session = aioboto3.Session(region_name=region())
+    config = client_config(concurrency, max_attempts)
+    async with AsyncExitStack() as stack:
+        calls: set[tuple[str, str]] = set()
+
+        async def make(name: str) -> Any:
+            client = await stack.enter_async_context(session.client(name, config=config))
+
+            def record(model: Any, **_: Any) -> None:
+                calls.add((name, model.name))
+
+            def note_who_answered(http_response: Any, parsed: dict[str, Any], **_: Any) -> None:
+                if http_response.status_code >= 300:  # this dict becomes ClientError.response
+                    parsed[ANSWERED_BY] = {
+                        "service": client.meta.service_model.service_id,
+                        "endpoint": client.meta.endpoint_url,
+                    }
+
+            client.meta.events.register("before-call.*.*", record)
+            client.meta.events.register("after-call.*.*", note_who_answered)
+            return client
+
+        yield Clients(
+            dynamodb=await make("dynamodb"),
+            sqs=await make("sqs"),
+            s3=await make("s3"),
+            sesv2=await make("sesv2"),
+            firehose=await make("firehose"),
+            sts=await make("sts"),
+            events=await make("events"),
+            calls=calls,
+        )
+
+
+def endpoint_variable(service_id: str) -> str:
+    """The SDK's per-service endpoint variable: `SESv2` -> AWS_ENDPOINT_URL_SESV2."""
+    return "AWS_ENDPOINT_URL_" + service_id.replace(" ", "_").upper()
+
+
+def not_implemented(exc: ClientError) -> bool:
+    """True when the endpoint answered that it does not implement the API called: HTTP 501
+    (LocalStack's community edition: "InternalFailure ... not included in your current
+    license plan or has not yet been emulated") or an unknown-operation code. That is a
+    routing mistake to report, never a failure to retry or a bad request to drop.
+    """
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = exc.response.get("Error", {}).get("Code", "")
+    return status == 501 or code in NOT_IMPLEMENTED_CODES
+
+
+def not_implemented_message(exc: ClientError) -> str | None:
+    """One line naming the service, the endpoint and the variable that routes the service
+    elsewhere, for an error from a client of `open_clients`; None for any other error."""
+    if not not_implemented(exc):
+        return None
+    answered = exc.response.get(ANSWERED_BY)
+    if not isinstance(answered, dict):  # not from our clients: name what we know
+        return f"{exc.operation_name} is not implemented by this endpoint ({exc})"
+    service = str(answered["service"])
+    return (
+        f"{service} is not implemented by {answered['endpoint']} — route it to an endpoint"
+        f" that has it with {endpoint_variable(service)}"
+    )
