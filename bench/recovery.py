@@ -264,7 +264,7 @@ async def both(
     """Bootstrap and partners, then each consumer through the same outage."""
     await bootstrap(clients, settings, [DOMAIN])
     args.max_receive_count = await max_receives(clients.sqs, settings.send_queue)
-    store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
     for pid in partners:
         await store.create(Profile(pid, f"ops@{pid}.example.org", Limits()))
     return [

@@ -308,7 +308,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     partners = [f"partner-{p:02d}" for p in range(args.partners)]
     async with open_clients(args.concurrency) as clients, open_clients(4) as feeder:
         await bootstrap(clients, settings, [DOMAIN])
-        store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+        store = PartnerStore.from_settings(clients.dynamodb, settings)
         for pid in partners:
             await store.create(Profile(pid, f"ops@{pid}.example.org", Limits()))
         url = (await clients.sqs.get_queue_url(QueueName=settings.send_queue))["QueueUrl"]

@@ -413,7 +413,7 @@ async def end_to_end(data: DataSet, naive_sample: int) -> dict[str, Any]:
             naive_settings = load_settings(table="sesguard-naive")
             await ensure_table(clients, naive_settings)
             bucket = settings.bucket_name(await clients.account_id())
-            store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+            store = PartnerStore.from_settings(clients.dynamodb, settings)
             for pid in data.per_partner_sent:
                 await store.create(Profile(pid, f"ops@{pid}.example.com", Limits()))
             counter = WriteCounter(clients.dynamodb)

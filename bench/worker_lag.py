@@ -210,7 +210,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     async with open_clients(4, max_attempts=2) as clients:
         await ensure_table(clients, settings)
         await clients.s3.create_bucket(Bucket=BUCKET)
-        store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+        store = PartnerStore.from_settings(clients.dynamodb, settings)
         enforcer = Enforcer(store, clients.sesv2, settings)
         # Both without the cap here, to read every object to its end; the cap is measured
         # on its own below.

@@ -38,7 +38,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from sesguard.aws import table as t
-from sesguard.aws.errors import describe
+from sesguard.aws.errors import describe, error_code
 from sesguard.core.backoff import backoff_delay
 from sesguard.core.jobs import SendJob
 from sesguard.core.partners import utcnow
@@ -120,7 +120,7 @@ class JobRecords:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if error_code(exc) != "ConditionalCheckFailedException":
                 raise
             old: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
             if old is None:  # an endpoint that does not return the old item
@@ -146,7 +146,7 @@ class JobRecords:
                 ExpressionAttributeValues={":sending": {"S": SENDING}, ":token": {"S": token}},
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if error_code(exc) != "ConditionalCheckFailedException":
                 raise
 
     def sent_item(

@@ -19,7 +19,8 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from sesguard import __version__
 from sesguard.aws.clients import Clients, not_implemented_message, open_clients
-from sesguard.aws.store import StoreError
+from sesguard.aws.errors import answer_text, error_code
+from sesguard.aws.store import PartnerStore, StoreError
 from sesguard.core.exitcodes import ExitCode
 from sesguard.core.jobs import JobError, job_schema, parse_job
 from sesguard.core.partners import MAX_MIN_VOLUME, MAX_REASON_CHARS, MIN_RATE, utcnow
@@ -196,7 +197,7 @@ def _print_lines(lines: Sequence[str]) -> None:
 async def cmd_partners_show(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
     from sesguard.ops.report import partner_text
 
-    store = operations.store_for(clients, settings)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
     report = await operations.partner_report(store, settings, args.partner_id)
     if report is None:
         raise UsageError(f"no partner {args.partner_id} (and no traffic under that id)")
@@ -211,7 +212,9 @@ async def cmd_partners_show(args: argparse.Namespace, settings: Settings, client
 async def cmd_partners_list(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
     from sesguard.ops.report import partners_table
 
-    rows = await operations.partner_reports(operations.store_for(clients, settings), settings)
+    rows = await operations.partner_reports(
+        PartnerStore.from_settings(clients.dynamodb, settings), settings
+    )
     if args.json:
         print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
     elif rows:
@@ -306,7 +309,7 @@ async def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings, clients:
     if args.events:
         raise UsageError("redrive works on the send DLQ only (`sesguard dlq --events` lists)")
     queue_url, dlq_url = await queue_urls(clients.sqs, settings.send_queue)
-    store = operations.store_for(clients, settings)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
 
     async def partner_exists(partner_id: str) -> bool:
         return await store.get_profile(partner_id) is not None
@@ -695,13 +698,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClientError as exc:
         if (unimplemented := not_implemented_message(exc)) is not None:
             return _fail(EXIT_OPERATIONAL, unimplemented, debug)
-        err = exc.response.get("Error", {})
         hint = ""
-        if err.get("Code") in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+        if error_code(exc) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
             hint = ": run `sesguard bootstrap` first"
         return _fail(
             EXIT_OPERATIONAL,
-            f"AWS {err.get('Code', 'error')}: {err.get('Message', '')}{hint}",
+            f"{answer_text(exc)}{hint}",
             debug,
         )
     except (BotoCoreError, OSError) as exc:

@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 
 from sesguard.aws.held import HeldJobs
+from sesguard.aws.store import PartnerStore
 from sesguard.core.jobs import parse_job
 from sesguard.core.partners import Counters, hour_floor, utcnow
 from sesguard.ops import operations
@@ -256,7 +257,9 @@ def _comparable(report: dict[str, Any]) -> dict[str, Any]:
 
 async def _show(clients: Any, settings: Any, pid: str) -> dict[str, Any]:
     """What `partners show --json` prints (its own function, in this process: faster)."""
-    report = await operations.partner_report(operations.store_for(clients, settings), settings, pid)
+    report = await operations.partner_report(
+        PartnerStore.from_settings(clients.dynamodb, settings), settings, pid
+    )
     assert report is not None
     return report
 

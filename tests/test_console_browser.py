@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from sesguard.aws.held import HeldJobs
+from sesguard.aws.store import PartnerStore
 from sesguard.cli import demo_services
 from sesguard.core.jobs import parse_job
 from sesguard.local.demo import run_demo
@@ -106,7 +107,9 @@ async def _evil_site(target: str) -> tuple[web.AppRunner, str]:
 
 
 async def _status(clients: Any, settings: Any, pid: str) -> dict[str, Any]:
-    report = await operations.partner_report(operations.store_for(clients, settings), settings, pid)
+    report = await operations.partner_report(
+        PartnerStore.from_settings(clients.dynamodb, settings), settings, pid
+    )
     assert report is not None
     return report
 

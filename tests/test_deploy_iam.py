@@ -31,7 +31,7 @@ import pytest
 
 import sesguard.aws.clients
 from sesguard.aws import table as t
-from sesguard.aws.held import HeldJobs
+from sesguard.aws.held import count_held
 from sesguard.aws.lifecycle import SOURCE, DetailType
 from sesguard.aws.store import PartnerStore
 from sesguard.core.jobs import JOB_TAG, job_tag_value
@@ -256,7 +256,7 @@ class CallLog:
 
 @dataclass
 class Spy:
-    """Wraps sesguard.aws.open_clients: the real clients, plus a record per service."""
+    """Wraps sesguard.aws.clients.open_clients: the real clients, plus a record per service."""
 
     service: str
     logs: dict[str, CallLog]
@@ -267,7 +267,7 @@ class Spy:
 
     @asynccontextmanager
     async def __call__(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        async with sesguard.aws.open_clients(*args, **kwargs) as c:
+        async with sesguard.aws.clients.open_clients(*args, **kwargs) as c:
             log = self.logs[self.service]
             for name in ("dynamodb", "sqs", "s3", "sesv2", "firehose", "sts", "events"):
                 getattr(c, name).meta.events.register("provide-client-params", log.hook(name))
@@ -497,8 +497,8 @@ async def test_services_use_exactly_what_their_roles_grant(
     assert await _run(sender.main, ["--drain"], settings) == 0
     assert (await store.require_profile("lowered")).status is Status.PAUSED
     assert (
-        await HeldJobs(store.dynamodb, store.table, None).count("dirty") == 1
-        and await HeldJobs(store.dynamodb, store.table, None).count("lowered") == 1
+        await count_held(store.dynamodb, store.table, "dirty") == 1
+        and await count_held(store.dynamodb, store.table, "lowered") == 1
     )
 
     # 4. Backfill (an ECS one-off task with the worker's role): lists and skips, counted once.

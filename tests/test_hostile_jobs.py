@@ -209,7 +209,7 @@ async def test_cli_refuses_reserved_partner_ids_but_shows_unattributed(
     ):  # fmt: skip
         one_line_error(cli(*args), 2, "reserved")
     # Reading it is allowed: it is where untagged traffic is counted.
-    store = PartnerStore(clients.dynamodb, settings.table)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
     await store.add_counts(UNATTRIBUTED, utcnow(), Counters(sent=3))
     r = cli("partners", "show", UNATTRIBUTED, "--json")
     assert r.code == 0, r.err

@@ -98,7 +98,7 @@ async def test_a_sigkilled_sender_leaves_no_job_the_documented_recovery_sends_tw
         monkeypatch.setenv(name, value)
     settings = load_settings(heartbeat_file=str(tmp_path / "worker-heartbeat"))
     await bootstrap(clients, settings, [DOMAIN])
-    store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
     await store.create(Profile(PARTNER, f"ops@{PARTNER}.example.org", Limits()))
     send_url = (await clients.sqs.get_queue_url(QueueName=settings.send_queue))["QueueUrl"]
     jobs = [job_id(n) for n in range(JOBS)]

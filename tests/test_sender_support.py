@@ -180,7 +180,7 @@ def sender_settings(**overrides: Any) -> Settings:
 async def env(clients: Any) -> Any:
     settings = sender_settings()
     await bootstrap(clients, settings, [DOMAIN])
-    store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
     await store.create(Profile(PARTNER, f"ops@{PARTNER}.example.org", Limits()))
     queue_url = (await clients.sqs.get_queue_url(QueueName=settings.send_queue))["QueueUrl"]
     dlq_url = (await clients.sqs.get_queue_url(QueueName=f"{settings.send_queue}-dlq"))["QueueUrl"]

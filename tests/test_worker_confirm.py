@@ -195,7 +195,7 @@ async def test_counting_is_not_touched_by_confirmations(
     clients: Any, settings: Any, worker_env: str
 ) -> None:
     """Tagged Send events count exactly like untagged ones."""
-    store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
     records = [send_event(f"c-{i}") for i in range(5)] + [event("Send", "acme", NOW)]
     key = f"{NOW:%Y/%m/%d/%H}/count-{uuid.uuid4()}.gz"
     await clients.s3.put_object(Bucket=worker_env, Key=key, Body=encode(records, gz=True))

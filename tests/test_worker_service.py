@@ -81,7 +81,7 @@ async def env(clients: Any, settings: Any) -> Env:
     return Env(
         clients=clients,
         settings=settings,
-        store=PartnerStore(clients.dynamodb, settings.table, settings.window_hours),
+        store=PartnerStore.from_settings(clients.dynamodb, settings),
         bucket=bucket,
         queue_url=(await sqs.get_queue_url(QueueName=settings.events_queue))["QueueUrl"],
         dlq_url=(await sqs.get_queue_url(QueueName=f"{settings.events_queue}-dlq"))["QueueUrl"],
@@ -237,7 +237,7 @@ async def test_only_the_events_bucket_and_prefix_are_counted(
     env = Env(
         clients=clients,
         settings=settings,
-        store=PartnerStore(clients.dynamodb, settings.table, settings.window_hours),
+        store=PartnerStore.from_settings(clients.dynamodb, settings),
         bucket=settings.bucket_name(await clients.account_id()),
         queue_url=(await clients.sqs.get_queue_url(QueueName=settings.events_queue))["QueueUrl"],
         dlq_url=(await clients.sqs.get_queue_url(QueueName=f"{settings.events_queue}-dlq"))[

@@ -15,7 +15,6 @@ retry meets the marker and skips.
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,7 +24,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from sesguard.aws import table as t
+from sesguard.aws.errors import error_code
 from sesguard.aws.store import PartnerStore
+from sesguard.core.backoff import spaced_delay
 from sesguard.core.partners import Counters, utcnow
 from sesguard.logging import get_logger
 
@@ -210,7 +211,7 @@ async def _write(
         try:
             await store.call("transact_write_items", TransactItems=items)
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
+            code = error_code(exc)
             if code == "TransactionCanceledException":
                 reasons = cancellation_reasons(exc)
                 if reasons and reasons[0] == "ConditionalCheckFailed":
@@ -224,7 +225,7 @@ async def _write(
                 raise ApplyError(
                     f"transaction still failing after {max_attempts} attempts: {code}"
                 ) from exc
-            delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())  # noqa: S311 - jitter
+            delay = spaced_delay(attempt, base=0.05, cap=2.0)
             log.info("transaction_retry", key=key, chunk=chunk.index, code=code, delay=delay)
             await asyncio.sleep(delay)
             continue

@@ -39,6 +39,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from sesguard.aws import table as t
+from sesguard.aws.errors import error_code
 from sesguard.core.backoff import backoff_delay
 from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
@@ -201,7 +202,7 @@ async def _confirm(dynamodb: Any, table: str, send: SentJob) -> bool:
             },
         )
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+        if error_code(exc) == "ConditionalCheckFailedException":
             return False
         raise
     return True

@@ -25,6 +25,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from sesguard.aws.errors import error_code
 from sesguard.aws.store import PartnerStore
 from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
@@ -90,7 +91,7 @@ class Processor:
         try:
             resp = await self.s3.get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code", "")) in _MISSING:
+            if error_code(exc) in _MISSING:
                 raise ObjectMissing(f"s3://{bucket}/{key} does not exist") from None
             raise
         etag = str(resp.get("ETag", "")).strip('"') or None

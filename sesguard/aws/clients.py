@@ -12,11 +12,22 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aioboto3
 from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
+
+from sesguard.aws.errors import error_code
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_events import EventBridgeClient
+    from types_aiobotocore_firehose import FirehoseClient
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sesv2 import SESV2Client
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sts import STSClient
 
 DEFAULT_REGION = "us-east-1"
 
@@ -54,15 +65,16 @@ def client_config(concurrency: int, max_attempts: int | None = None) -> AioConfi
 
 @dataclass
 class Clients:
-    """Open clients for one process; built by `open_clients`."""
+    """Open clients for one process; built by `open_clients`. Typed with types-aiobotocore
+    (a dev dependency, imported for the type checker only)."""
 
-    dynamodb: Any
-    sqs: Any
-    s3: Any
-    sesv2: Any
-    firehose: Any
-    sts: Any
-    events: Any  # EventBridge: partner lifecycle events (sesguard.aws.lifecycle)
+    dynamodb: DynamoDBClient
+    sqs: SQSClient
+    s3: S3Client
+    sesv2: SESV2Client
+    firehose: FirehoseClient
+    sts: STSClient
+    events: EventBridgeClient  # EventBridge: partner lifecycle events (sesguard.aws.lifecycle)
     _account_id: str | None = None
     # (service, Operation) of every call made through these clients: the IAM
     # least-privilege test compares it with what the deployment grants.
@@ -125,8 +137,7 @@ def not_implemented(exc: ClientError) -> bool:
     routing mistake to report, never a failure to retry or a bad request to drop.
     """
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    code = exc.response.get("Error", {}).get("Code", "")
-    return status == 501 or code in NOT_IMPLEMENTED_CODES
+    return status == 501 or error_code(exc) in NOT_IMPLEMENTED_CODES
 
 
 def not_implemented_message(exc: ClientError) -> str | None:

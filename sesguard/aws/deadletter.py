@@ -54,8 +54,9 @@ def possibly_sent_reason(claimed_at: str | None) -> str:
 
 
 @dataclass(frozen=True)
-class DeadLetter:
-    """What goes to the DLQ: the body (whole, or cut to fit) and its attributes."""
+class DeadLetterMessage:
+    """What goes to the DLQ: the body (whole, or cut to fit) and its attributes. (Named
+    apart from `sesguard.runtime.fates.DeadLetter`, the fate a handler returns.)"""
 
     body: str
     attributes: dict[str, Any]
@@ -84,7 +85,7 @@ def dead_letter(
     reason: str,
     limit: int = MAX_SQS_MESSAGE_BYTES,
     message_id: str | None = None,
-) -> DeadLetter:
+) -> DeadLetterMessage:
     """The DLQ message for `body` (from message `message_id`) refused for `reason`,
     within `limit` bytes (pure)."""
     body = body or EMPTY_BODY
@@ -92,7 +93,7 @@ def dead_letter(
     base = {REASON_ATTRIBUTE: _string(reason)}
     if message_id:
         base[SOURCE_ATTRIBUTE] = _string(message_id[:128])
-    whole = DeadLetter(body, base)
+    whole = DeadLetterMessage(body, base)
     if whole.size <= limit:
         return whole
     size = len(body.encode())
@@ -101,13 +102,13 @@ def dead_letter(
         TRUNCATED_ATTRIBUTE: {"DataType": "Number", "StringValue": str(size)},
         SHA256_ATTRIBUTE: _string(hashlib.sha256(body.encode()).hexdigest()),
     }
-    room = limit - DeadLetter("", attributes).size
-    return DeadLetter(_cut(body, room) or EMPTY_BODY, attributes, truncated_from=size)
+    room = limit - DeadLetterMessage("", attributes).size
+    return DeadLetterMessage(_cut(body, room) or EMPTY_BODY, attributes, truncated_from=size)
 
 
 async def send_to_dlq(
     sqs: Any, dlq_url: str, body: str, reason: str, message_id: str | None = None
-) -> DeadLetter:
+) -> DeadLetterMessage:
     """Send the body to the DLQ with its reason (always attached) and the id of the
     message it copies; returns what was sent. A body cut to make room for the reason is
     logged here."""

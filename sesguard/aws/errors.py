@@ -97,6 +97,12 @@ def error_message(exc: BaseException) -> str:
     return str(exc)[:300]
 
 
+def answer_text(exc: ClientError) -> str:
+    """`AWS Code: message`, the one line the CLI and the console show for an AWS error."""
+    err = exc.response.get("Error", {})
+    return f"AWS {err.get('Code', 'error')}: {err.get('Message', '')}"
+
+
 def describe(exc: BaseException) -> str:
     """`Code: message`, short, for logs and reasons (never a request body)."""
     message = error_message(exc)

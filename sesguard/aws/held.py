@@ -41,8 +41,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from sesguard.aws import table as t
-from sesguard.aws.enqueue import send_batch
-from sesguard.aws.enqueue import sqs_batches as group_for_sqs
+from sesguard.aws.batching import BATCH_WRITE_ITEMS, SQS_BATCH, batches, send_batch
+from sesguard.aws.errors import error_code
 from sesguard.aws.lifecycle import DetailType, Publisher, held_released
 from sesguard.core.backoff import backoff_delay
 from sesguard.core.jobs import MAX_SQS_MESSAGE_BYTES, SendJob
@@ -51,8 +51,6 @@ from sesguard.logging import get_logger
 
 log = get_logger(__name__)
 
-SQS_BATCH_MAX = 10
-DYNAMODB_BATCH_WRITE_MAX = 25
 _WRITE_RETRIES = 8
 
 
@@ -91,8 +89,8 @@ def held_sk(held_at: datetime, job_id: str) -> str:
     return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ") + "#" + job_id
 
 
-def sqs_batches(
-    jobs: Iterable[HeldJob], max_count: int = SQS_BATCH_MAX, max_bytes: int = MAX_SQS_MESSAGE_BYTES
+def replay_batches(
+    jobs: Iterable[HeldJob], max_count: int = SQS_BATCH, max_bytes: int = MAX_SQS_MESSAGE_BYTES
 ) -> Iterator[list[HeldJob]]:
     """Group jobs in order into SendMessageBatch calls: <= 10 entries, <= 256 KiB in total.
 
@@ -100,11 +98,24 @@ def sqs_batches(
     keeps it held and reports it).
     """
     fitting = (job for job in jobs if job.size <= max_bytes)
-    return group_for_sqs(fitting, lambda job: job.size, max_count, max_bytes)
+    return batches(fitting, lambda job: job.size, max_count, max_bytes)
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+async def count_held(dynamodb: Any, table: str, partner_id: str) -> int:
+    """How many jobs are held for a partner (a COUNT Query: reports need no SQS client)."""
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "pk = :pk",
+        "ExpressionAttributeValues": {":pk": {"S": t.held_pk(partner_id)}},
+        "Select": "COUNT",
+    }
+    total = 0
+    while True:
+        resp = await dynamodb.query(**kwargs)
+        total += int(resp.get("Count", 0))
+        if "LastEvaluatedKey" not in resp:
+            return total
+        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
 @dataclass
@@ -138,25 +149,13 @@ class HeldJobs:
                 TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
             )
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise
         return True
 
     async def count(self, partner_id: str) -> int:
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": t.held_pk(partner_id)}},
-            "Select": "COUNT",
-        }
-        total = 0
-        while True:
-            resp = await self.dynamodb.query(**kwargs)
-            total += int(resp.get("Count", 0))
-            if "LastEvaluatedKey" not in resp:
-                return total
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return await count_held(self.dynamodb, self.table, partner_id)
 
     async def pages(self, partner_id: str, keys_only: bool = False) -> AsyncIterator[list[HeldJob]]:
         """Held jobs of a partner, oldest first, one Query page at a time."""
@@ -196,7 +195,7 @@ class HeldJobs:
         stuck = 0
         async for page in self.pages(partner_id):
             stuck += sum(1 for job in page if job.size > MAX_SQS_MESSAGE_BYTES)
-            for batch in sqs_batches(page):
+            for batch in replay_batches(page):
                 accepted = await self._enqueue(batch, queue_url)
                 await self._delete([job.key for job in accepted])
                 moved += len(accepted)
@@ -233,13 +232,13 @@ class HeldJobs:
             log.error(
                 "held_enqueue_refused",
                 job_ids=refused,
-                errors=sorted({e for e in errors if e}),
+                errors=sorted({str(e) for e in errors if e}),
             )
         return [job for job, error in zip(batch, errors, strict=True) if error is None]
 
     async def _delete(self, keys: list[dict[str, dict[str, str]]]) -> None:
-        for start in range(0, len(keys), DYNAMODB_BATCH_WRITE_MAX):
-            chunk = keys[start : start + DYNAMODB_BATCH_WRITE_MAX]
+        for start in range(0, len(keys), BATCH_WRITE_ITEMS):
+            chunk = keys[start : start + BATCH_WRITE_ITEMS]
             request: dict[str, Any] = {
                 self.table: [{"DeleteRequest": {"Key": key}} for key in chunk]
             }

@@ -43,7 +43,7 @@ from typing import Any
 import orjson
 
 from sesguard.aws import table as t
-from sesguard.aws.enqueue import sqs_batches as batches
+from sesguard.aws.batching import batches
 from sesguard.core.backoff import backoff_delay
 from sesguard.core.partners import Limits, PausedBy, Status, utcnow
 from sesguard.core.policy import Finding

@@ -11,9 +11,11 @@ from botocore.exceptions import ClientError
 
 from sesguard.aws import lifecycle
 from sesguard.aws import table as t
+from sesguard.aws.errors import error_code
 from sesguard.aws.lifecycle import LifecycleEvent
 from sesguard.core.backoff import backoff_delay
 from sesguard.core.partners import (
+    DEFAULT_LIMITS,
     MAX_REASON_CHARS,
     UNATTRIBUTED,
     Counters,
@@ -29,6 +31,7 @@ from sesguard.core.partners import (
     utcnow,
     warn_mark,
 )
+from sesguard.core.policy import DEFAULT_WINDOWS
 from sesguard.settings import Settings
 
 _CHANGE_ATTEMPTS = 5
@@ -94,7 +97,7 @@ def profile_from_item(item: dict[str, Any]) -> Profile:
             bounce_rate=float(d["bounce_limit"]),
             complaint_rate=float(d["complaint_limit"]),
             min_volume=int(d["min_volume"]),
-            warn_ratio=float(d.get("warn_ratio", 0.5)),
+            warn_ratio=float(d.get("warn_ratio", DEFAULT_LIMITS.warn_ratio)),
         ),
         status=Status(d.get("status", "active")),
         paused_reason=d.get("paused_reason"),
@@ -157,12 +160,21 @@ class PartnerStore:
 
     dynamodb: Any
     table: str
-    window_hours: tuple[int, ...] = (24, 168)
+    window_hours: tuple[int, ...] = DEFAULT_WINDOWS
     retention_days: int = 14
 
     @classmethod
-    def from_settings(cls, dynamodb: Any, settings: Settings) -> PartnerStore:
-        return cls(dynamodb, settings.table, settings.window_hours, settings.bucket_retention_days)
+    def from_settings(
+        cls, dynamodb: Any, settings: Settings, window_hours: tuple[int, ...] | None = None
+    ) -> PartnerStore:
+        """The store as configured (table, windows, bucket retention): the one way to build
+        it; `window_hours` reads more hours of buckets than the windows judge (charts)."""
+        return cls(
+            dynamodb,
+            settings.table,
+            settings.window_hours if window_hours is None else window_hours,
+            settings.bucket_retention_days,
+        )
 
     # ---- reads -------------------------------------------------------------------
 
@@ -263,7 +275,7 @@ class PartnerStore:
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 raise PartnerExists(profile.partner_id) from None
             raise
 
@@ -328,7 +340,7 @@ class PartnerStore:
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 raise PartnerNotFound(partner_id) from None
             raise
         return profile_from_item(resp["Attributes"])
@@ -440,7 +452,7 @@ class PartnerStore:
                 ExpressionAttributeValues={":seen": {"S": seen}},
             )
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise
         return True
@@ -459,7 +471,7 @@ class PartnerStore:
                 await self.call("transact_write_items", TransactItems=items)
             except ClientError as exc:
                 codes = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
-                if _code(exc) != "TransactionCanceledException" or not codes:
+                if error_code(exc) != "TransactionCanceledException" or not codes:
                     raise
                 if codes[0] == "ConditionalCheckFailed":
                     return False
@@ -536,12 +548,8 @@ class PartnerStore:
         try:
             return await getattr(self.dynamodb, op)(**kwargs)
         except ClientError as exc:
-            if _code(exc) == "ResourceNotFoundException":
+            if error_code(exc) == "ResourceNotFoundException":
                 raise StoreError(
                     f"DynamoDB table {self.table!r} not found: run `sesguard bootstrap` first"
                 ) from None
             raise
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))

@@ -125,6 +125,11 @@ class Limits:
         }
 
 
+# A partner's limits when nothing says otherwise: the defaults of the SESGUARD_DEFAULT_*
+# settings (sesguard.settings), which give a new partner's limits.
+DEFAULT_LIMITS = Limits()
+
+
 @dataclass
 class Counters:
     """Per-recipient counts of SES events (one hour bucket, a window, or all time)."""

@@ -15,15 +15,15 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from sesguard.aws.clients import Clients, open_clients
 from sesguard.aws.enqueue import Enqueuer
-from sesguard.aws.held import HeldJobs
+from sesguard.aws.held import count_held
 from sesguard.aws.store import PartnerStore
-from sesguard.core.partners import Limits, Profile
+from sesguard.core.partners import DEFAULT_LIMITS, Profile
 from sesguard.core.policy import rate
 from sesguard.logging import configure_logging
 from sesguard.ops.bootstrap import bootstrap
@@ -33,7 +33,7 @@ from sesguard.settings import Settings
 IDENTITY = "isv.example.com"
 NOTIFY_FROM = f"reputation@{IDENTITY}"
 SIM = "simulator.amazonses.com"
-DEMO_LIMITS = Limits(bounce_rate=0.05, complaint_rate=0.001, min_volume=40)
+DEMO_LIMITS = replace(DEFAULT_LIMITS, min_volume=40)  # bounce 5%, complaint 0.1%
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ async def _progress(store: PartnerStore, total: int, out: TextIO, done: asyncio.
         sent = held = 0
         for p in PARTNERS:
             state = await store.get_state(p.partner_id)
-            h = await HeldJobs(store.dynamodb, store.table, None).count(p.partner_id)
+            h = await count_held(store.dynamodb, store.table, p.partner_id)
             sent += state.totals.sent
             held += h
             status = state.profile.status.value if state.profile else "?"
@@ -143,7 +143,7 @@ async def run_demo(
     async with open_clients(settings.concurrency) as clients:
         print(f"1. AWS stand-in at {endpoint}; creating resources (sesguard bootstrap)", file=out)
         await bootstrap(clients, settings, [IDENTITY])
-        store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+        store = PartnerStore.from_settings(clients.dynamodb, settings)
         for p in PARTNERS:
             await store.create(
                 Profile(p.partner_id, f"postmaster@{p.partner_id}.example.com", DEMO_LIMITS)

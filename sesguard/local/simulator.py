@@ -53,6 +53,8 @@ from typing import Any
 import orjson
 
 from sesguard.aws import clients as aws
+from sesguard.aws.batching import batches
+from sesguard.core.backoff import backoff_delay
 from sesguard.logging import get_logger
 from sesguard.settings import Settings
 
@@ -412,16 +414,7 @@ def encode_records(records: Iterable[Mapping[str, Any]]) -> list[bytes]:
 
 def record_batches(blobs: Sequence[bytes]) -> Iterator[list[bytes]]:
     """Group records under PutRecordBatch's 500-record and 4 MiB limits."""
-    batch: list[bytes] = []
-    size = 0
-    for blob in blobs:
-        if batch and (len(batch) == MAX_BATCH_RECORDS or size + len(blob) > MAX_BATCH_BYTES):
-            yield batch
-            batch, size = [], 0
-        batch.append(blob)
-        size += len(blob)
-    if batch:
-        yield batch
+    return batches(blobs, len, MAX_BATCH_RECORDS, MAX_BATCH_BYTES)
 
 
 async def publish(
@@ -461,7 +454,7 @@ async def publish(
             )
             pending = refused
             if attempt + 1 < max_attempts:
-                await asyncio.sleep(base_delay * 2**attempt)
+                await asyncio.sleep(backoff_delay(attempt, base=base_delay))
         else:
             raise PublishError(
                 f"{len(pending)} records refused by firehose {stream} after {max_attempts} calls",

@@ -7,7 +7,7 @@ step reports a warning and the rest carries on. The table, queues, bucket, strea
 configuration are required: an error there stops bootstrap (exit 1), and an endpoint that
 does not implement one of them (HTTP 501, as LocalStack's community edition answers for
 SESv2) gets one line naming the service and its AWS_ENDPOINT_URL_<SERVICE> variable
-(`sesguard.aws.not_implemented_message`, printed by the CLI).
+(`sesguard.aws.clients.not_implemented_message`, printed by the CLI).
 """
 
 from __future__ import annotations
@@ -15,15 +15,26 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from sesguard.aws.clients import Clients, region
+from sesguard.aws.errors import error_code
 from sesguard.aws.table import KIND_ATTRIBUTE, PARTNERS_INDEX, TTL_ATTRIBUTE
 from sesguard.logging import get_logger
 from sesguard.runtime.retry import max_receive_count
 from sesguard.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb.type_defs import GlobalSecondaryIndexTypeDef
+    from types_aiobotocore_s3.type_defs import (
+        NotificationConfigurationTypeDef,
+        QueueConfigurationTypeDef,
+    )
+    from types_aiobotocore_sqs.literals import QueueAttributeNameType
+
+    QueueAttributes = dict[QueueAttributeNameType, str]
 
 log = get_logger(__name__)
 
@@ -42,14 +53,6 @@ class Report:
     def changed(self) -> bool:
         return any(o in (CREATED, UPDATED) for _, o, _ in self.steps)
 
-    @property
-    def warnings(self) -> list[tuple[str, str, str]]:
-        return [s for s in self.steps if s[1] == WARNING]
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
 
 async def ensure_table(clients: Clients, settings: Settings, report: Report | None = None) -> None:
     report = report or Report()
@@ -59,7 +62,7 @@ async def ensure_table(clients: Clients, settings: Settings, report: Report | No
         desc = (await ddb.describe_table(TableName=name))["Table"]
         report.add(f"dynamodb table {name}", EXISTS)
     except ClientError as exc:
-        if _code(exc) != "ResourceNotFoundException":
+        if error_code(exc) != "ResourceNotFoundException":
             raise
         await ddb.create_table(
             TableName=name,
@@ -90,9 +93,9 @@ async def ensure_table(clients: Clients, settings: Settings, report: Report | No
             )
             report.add(f"dynamodb index {PARTNERS_INDEX}", CREATED)
     ttl = await ddb.describe_time_to_live(TableName=name)
-    desc = ttl.get("TimeToLiveDescription", {})
-    if desc.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and (
-        desc.get("AttributeName") == TTL_ATTRIBUTE
+    ttl_desc = ttl.get("TimeToLiveDescription", {})
+    if ttl_desc.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and (
+        ttl_desc.get("AttributeName") == TTL_ATTRIBUTE
     ):
         report.add(f"dynamodb ttl {TTL_ATTRIBUTE}", EXISTS)
     else:
@@ -105,7 +108,7 @@ async def ensure_table(clients: Clients, settings: Settings, report: Report | No
 
 # Sparse: only PROFILE and TOTALS items carry `kind`; keys only, so counter updates
 # (which never change `kind`) do not write to the index.
-PARTNERS_INDEX_SPEC: dict[str, Any] = {
+PARTNERS_INDEX_SPEC: GlobalSecondaryIndexTypeDef = {
     "IndexName": PARTNERS_INDEX,
     "KeySchema": [
         {"AttributeName": KIND_ATTRIBUTE, "KeyType": "HASH"},
@@ -125,14 +128,14 @@ async def _wait_table_active(ddb: Any, name: str) -> None:
 
 
 async def ensure_queue(
-    clients: Clients, name: str, attributes: dict[str, str], report: Report
+    clients: Clients, name: str, attributes: QueueAttributes, report: Report
 ) -> tuple[str, str]:
     """Create or correct a queue; returns (url, arn)."""
     sqs = clients.sqs
     try:
         url = (await sqs.get_queue_url(QueueName=name))["QueueUrl"]
     except ClientError as exc:
-        if _code(exc) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+        if error_code(exc) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
             raise
         url = (await sqs.create_queue(QueueName=name, Attributes=attributes))["QueueUrl"]
         report.add(f"sqs queue {name}", CREATED)
@@ -176,7 +179,7 @@ async def ensure_queues(clients: Clients, settings: Settings, report: Report) ->
         redrive = json.dumps(
             {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count(settings)}
         )
-        attrs = {
+        attrs: QueueAttributes = {
             "VisibilityTimeout": str(settings.visibility_timeout),
             "MessageRetentionPeriod": "1209600",
             "ReceiveMessageWaitTimeSeconds": "20",
@@ -198,7 +201,7 @@ async def ensure_bucket(
         await s3.head_bucket(Bucket=bucket)
         report.add(f"s3 bucket {bucket}", EXISTS)
     except ClientError as exc:
-        if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+        if error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
             raise
         kwargs: dict[str, Any] = {"Bucket": bucket}
         if region() != "us-east-1":
@@ -235,26 +238,16 @@ async def ensure_bucket(
         await sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": policy})
         report.add(f"sqs policy {settings.events_queue}", CREATED)
 
-    wanted = {
-        "QueueConfigurations": [
-            {
-                "Id": "sesguard-events",
-                "QueueArn": events_queue_arn,
-                "Events": ["s3:ObjectCreated:*"],
-                **(
-                    {
-                        "Filter": {
-                            "Key": {
-                                "FilterRules": [{"Name": "prefix", "Value": settings.events_prefix}]
-                            }
-                        }
-                    }
-                    if settings.events_prefix
-                    else {}
-                ),
-            }
-        ]
+    events: QueueConfigurationTypeDef = {
+        "Id": "sesguard-events",
+        "QueueArn": events_queue_arn,
+        "Events": ["s3:ObjectCreated:*"],
     }
+    if settings.events_prefix:
+        events["Filter"] = {
+            "Key": {"FilterRules": [{"Name": "prefix", "Value": settings.events_prefix}]}
+        }
+    wanted: NotificationConfigurationTypeDef = {"QueueConfigurations": [events]}
     current_n = await s3.get_bucket_notification_configuration(Bucket=bucket)
     have = [
         q for q in current_n.get("QueueConfigurations", []) if q.get("QueueArn") == events_queue_arn
@@ -278,7 +271,7 @@ async def ensure_firehose(clients: Clients, settings: Settings, bucket: str, rep
         report.add(f"firehose {name}", EXISTS)
         return str(desc["DeliveryStreamDescription"]["DeliveryStreamARN"])
     except ClientError as exc:
-        if _code(exc) != "ResourceNotFoundException":
+        if error_code(exc) != "ResourceNotFoundException":
             raise
     role_arn = settings.firehose_role_arn or f"arn:aws:iam::{account}:role/sesguard-firehose"
     # Required: without the stream no SES event reaches the worker, so an error stops here.
@@ -320,7 +313,7 @@ async def ensure_ses(
         await ses.get_configuration_set(ConfigurationSetName=cs)
         report.add(f"ses configuration set {cs}", EXISTS)
     except ClientError as exc:
-        if _code(exc) != "NotFoundException":
+        if error_code(exc) != "NotFoundException":
             raise
         await ses.create_configuration_set(ConfigurationSetName=cs)
         report.add(f"ses configuration set {cs}", CREATED)
@@ -333,7 +326,7 @@ async def ensure_ses(
             await ses.get_email_identity(EmailIdentity=identity)
             report.add(f"ses identity {identity}", EXISTS)
         except ClientError as exc:
-            if _code(exc) != "NotFoundException":
+            if error_code(exc) != "NotFoundException":
                 raise
             await ses.create_email_identity(EmailIdentity=identity)
             report.add(f"ses identity {identity}", CREATED, "verify it before sending on AWS")
@@ -379,7 +372,7 @@ async def _ensure_event_destination(
         report.add(
             f"ses event destination {name}",
             WARNING,
-            f"endpoint does not support it ({_code(exc) or 'error'}); local runs use the simulator",
+            f"endpoint does not support it ({error_code(exc)}); local runs use the simulator",
         )
 
 
@@ -395,7 +388,7 @@ async def ensure_event_bus(clients: Clients, settings: Settings, report: Report)
     try:
         await clients.events.describe_event_bus(Name=bus)
     except ClientError as exc:
-        if _code(exc) != "ResourceNotFoundException":
+        if error_code(exc) != "ResourceNotFoundException":
             raise
     else:
         report.add(resource, EXISTS)

@@ -52,6 +52,7 @@ import orjson
 from botocore.exceptions import ClientError
 
 from sesguard.aws import table as t
+from sesguard.aws.batching import SQS_BATCH, batches, send_batch
 from sesguard.aws.deadletter import (
     REASON_ATTRIBUTE,
     REJECTED,
@@ -59,11 +60,12 @@ from sesguard.aws.deadletter import (
     TRUNCATED_ATTRIBUTE,
     UNKNOWN_PARTNER,
 )
-from sesguard.aws.enqueue import send_batch, sqs_batches
+from sesguard.aws.errors import error_code
+from sesguard.core.backoff import backoff_delay
 from sesguard.core.jobs import JOB_ID_RE, MAX_SQS_MESSAGE_BYTES, JobError, ids_for_log, parse_job
 from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
-from sesguard.runtime.sqs import SQS_BATCH, change_visibility, queue_depth
+from sesguard.runtime.sqs import change_visibility, queue_depth
 from sesguard.settings import Settings
 
 log = get_logger(__name__)
@@ -522,7 +524,7 @@ class Redrive:
                 },
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise
         log.warning("stale_claim_removed", job_id=job_id)
@@ -539,7 +541,7 @@ class Redrive:
                 o.failed, o.why = True, "too large to re-enqueue with its job_id written in"
                 continue
             bodies.append((o, body))
-        for batch in sqs_batches(bodies, lambda ob: len(ob[1].encode())):
+        for batch in batches(bodies, lambda ob: len(ob[1].encode())):
             errors = await send_batch(self.sqs, self.queue_url, [b for _, b in batch])
             for (o, _), error in zip(batch, errors, strict=True):
                 if error:
@@ -593,7 +595,7 @@ async def read_records(dynamodb: Any, table: str, job_ids: Sequence[str]) -> dic
             request = resp.get("UnprocessedKeys") or {}
             if not request:
                 break
-            await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+            await asyncio.sleep(backoff_delay(attempt, base=0.05, cap=2.0))
         else:
             raise RuntimeError("DynamoDB kept job records unread (UnprocessedKeys)")
     return found

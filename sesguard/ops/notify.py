@@ -55,9 +55,7 @@ def compose_pause_notice(
     return Notice(profile.contact_email, subject, text, f"<html><body>{body}</body></html>")
 
 
-async def send_notice(
-    sesv2: Any, notice: Notice, from_address: str | None, configuration_set: str | None = None
-) -> str | None:
+async def send_notice(sesv2: Any, notice: Notice, from_address: str | None) -> str | None:
     """Send through SES; returns the MessageId, or None when no sender address is configured.
 
     The contact is checked again here, as `partners add --contact` checks it: the table
@@ -82,7 +80,5 @@ async def send_notice(
         },
         "EmailTags": [{"Name": "sesguard", "Value": "notice"}],
     }
-    if configuration_set:
-        params["ConfigurationSetName"] = configuration_set
     resp = await sesv2.send_email(**params)
     return str(resp.get("MessageId", ""))

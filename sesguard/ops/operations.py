@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from sesguard.aws import table as t
 from sesguard.aws.clients import Clients
-from sesguard.aws.held import HeldJobs, discard_held, replay_held
+from sesguard.aws.held import HeldJobs, count_held, discard_held, replay_held
 from sesguard.aws.lifecycle import Publisher
 from sesguard.aws.store import PartnerExists, PartnerNotFound, PartnerStore
 from sesguard.core.partners import (
@@ -141,10 +141,6 @@ def _number_text(value: object) -> str:
 # ---- reads ----------------------------------------------------------------------------
 
 
-def store_for(clients: Clients, settings: Settings) -> PartnerStore:
-    return PartnerStore.from_settings(clients.dynamodb, settings)
-
-
 def default_limits(settings: Settings) -> Limits:
     return Limits(
         settings.default_bounce_limit,
@@ -172,7 +168,7 @@ async def partner_snapshot(
     state = await store.get_state(partner_id, now)
     if state.profile is None and not state.totals and not state.buckets:
         return None
-    held = await HeldJobs(store.dynamodb, store.table, None).count(partner_id)
+    held = await count_held(store.dynamodb, store.table, partner_id)
     report = partner_json(state, held, now, settings.window_hours, default_limits(settings))
     return Snapshot(state, held, now, report)
 
@@ -279,18 +275,19 @@ async def add_partner(
 ) -> UpdateResult:
     """Register a partner; limits not given are the SESGUARD_DEFAULT_* ones."""
     pid = check_id(partner_id)
+    defaults = default_limits(settings)
     limits = Limits(
-        bounce_rate=_opt(check_rate, bounce_limit) or settings.default_bounce_limit,
-        complaint_rate=_opt(check_rate, complaint_limit) or settings.default_complaint_limit,
-        min_volume=_opt(check_volume, min_volume) or settings.default_min_volume,
-        warn_ratio=_opt(check_warn_ratio, warn_ratio) or settings.warn_ratio,
+        bounce_rate=_opt(check_rate, bounce_limit) or defaults.bounce_rate,
+        complaint_rate=_opt(check_rate, complaint_limit) or defaults.complaint_rate,
+        min_volume=_opt(check_volume, min_volume) or defaults.min_volume,
+        warn_ratio=_opt(check_warn_ratio, warn_ratio) or defaults.warn_ratio,
     )
     tenant_name = _opt(check_id, tenant)
     profile = Profile(pid, check_email(contact), limits, tenant_name=tenant_name)
     if tenant_name:
         await _ensure_tenant(clients, settings, pid, tenant_name)
     try:
-        await store_for(clients, settings).create(profile)
+        await PartnerStore.from_settings(clients.dynamodb, settings).create(profile)
     except PartnerExists:
         raise Refused(f"partner {pid} already exists: use `sesguard partners set`") from None
     return UpdateResult(pid, profile, created=True)
@@ -320,7 +317,7 @@ async def set_partner(
     }
     if all(v is None for v in changes.values()):
         raise Refused("nothing to change: give at least one option (see --help)")
-    store = store_for(clients, settings)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
     if changes["tenant_name"]:
         if await store.get_profile(pid) is None:
             raise NoSuchPartner(f"no partner {pid}: add it first")
@@ -346,7 +343,7 @@ async def pause(
     partner gets one notice (unless `notify` is off) however many pauses race."""
     pid = check_id(partner_id)
     text = check_reason(reason)
-    store = store_for(clients, settings)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
     if await store.get_profile(pid) is None:
         raise NoSuchPartner(f"no partner {pid}")
     outcome = await pause_partner(
@@ -365,7 +362,7 @@ async def pause(
 async def resume(clients: Clients, settings: Settings, partner_id: object) -> ResumeResult:
     """paused -> active, re-arming the detector; held jobs are `release_held`'s business."""
     pid = check_id(partner_id)
-    store = store_for(clients, settings)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
     try:
         resumed = await resume_partner(store, Publisher.from_clients(clients, settings), pid)
     except PartnerNotFound:

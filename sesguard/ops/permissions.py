@@ -128,9 +128,6 @@ PUBLISHED: Mapping[str, frozenset[str]] = {
     "sender": frozenset({DetailType.PAUSED.value, DetailType.WARNED.value}),
     "worker": frozenset(kind.value for kind in DetailType),
 }
-SENDER_ACTIONS = frozenset(SENDER)
-WORKER_ACTIONS = frozenset(WORKER)
-TENANT_ACTIONS = frozenset(TENANT_MIRROR)
 
 # botocore service name -> IAM prefix, where they differ.
 _PREFIX = {"sesv2": "ses"}

@@ -17,7 +17,7 @@ def partner_json(
     window_hours: Sequence[int],
     defaults: Limits,
 ) -> dict[str, Any]:
-    """The `partners show --json` object (keys fixed by DESIGN.md; extra keys are additive)."""
+    """The `partners show --json` object (keys fixed by docs/design.md; extra keys are additive)."""
     p = state.profile
     limits = p.limits if p else defaults
     windows = compute_windows(state.buckets, now, window_hours, p.rearm if p else None)
@@ -27,12 +27,7 @@ def partner_json(
         "registered": p is not None,
         "status": p.status.value if p else "unregistered",
         "contact_email": p.contact_email if p else None,
-        "limits": {
-            "bounce_rate": limits.bounce_rate,
-            "complaint_rate": limits.complaint_rate,
-            "min_volume": limits.min_volume,
-            "warn_ratio": limits.warn_ratio,
-        },
+        "limits": limits.as_json(),
         "totals": state.totals.as_dict(),
         "windows": [w.as_json() for w in windows],
         "verdict": str(verdict.level),

@@ -25,6 +25,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from sesguard.aws.clients import not_implemented
+from sesguard.aws.errors import error_code
 from sesguard.core.partners import check_partner_id
 from sesguard.logging import get_logger
 
@@ -62,10 +63,6 @@ def configuration_set_arn(region: str, account: str, name: str, partition: str =
     return f"arn:{partition}:ses:{region}:{account}:configuration-set/{name}"
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def is_unsupported(exc: ClientError) -> bool:
     """True when the answer means "no such API here" rather than an AWS error.
 
@@ -73,7 +70,7 @@ def is_unsupported(exc: ClientError) -> bool:
     error document at all, which AWS's SES never does; real transient failures carry a
     code (InternalFailure, TooManyRequestsException) and are left to the caller.
     """
-    return not_implemented(exc) or _code(exc).isdigit()
+    return not_implemented(exc) or error_code(exc).isdigit()
 
 
 async def _call(sesv2: Any, operation: str, **params: Any) -> Any:
@@ -84,7 +81,7 @@ async def _call(sesv2: Any, operation: str, **params: Any) -> Any:
             op = exc.operation_name or operation
             raise TenantsUnsupported(
                 f"SES tenants are not supported by this endpoint ({op} answered"
-                f" {_code(exc) or 'an error'}): set SESGUARD_USE_TENANTS=false, or run"
+                f" {error_code(exc)}): set SESGUARD_USE_TENANTS=false, or run"
                 " against Amazon SES in a region with tenants"
             ) from None
         raise
@@ -94,7 +91,7 @@ async def get_tenant(sesv2: Any, name: str) -> Tenant | None:
     try:
         resp = await _call(sesv2, "get_tenant", TenantName=name)
     except ClientError as exc:
-        if _code(exc) == "NotFoundException":
+        if error_code(exc) == "NotFoundException":
             return None
         raise
     t = resp["Tenant"]
@@ -124,7 +121,7 @@ async def ensure_tenant(
         tenant = Tenant(resp["TenantName"], resp["TenantArn"], resp.get("SendingStatus"))
         log.info("tenant_created", partner_id=partner_id, tenant_arn=tenant.arn)
     except ClientError as exc:
-        if _code(exc) != "AlreadyExistsException":
+        if error_code(exc) != "AlreadyExistsException":
             raise
         found = await get_tenant(sesv2, name)
         if found is None:  # deleted between the two calls: let the caller retry
@@ -136,7 +133,7 @@ async def ensure_tenant(
                 sesv2, "create_tenant_resource_association", TenantName=name, ResourceArn=arn
             )
         except ClientError as exc:
-            if _code(exc) != "AlreadyExistsException":
+            if error_code(exc) != "AlreadyExistsException":
                 raise
     return tenant
 

@@ -50,7 +50,6 @@ async def pause_partner(
     by: PausedBy,
     notify_from: str | None,
     finding: Finding | None = None,
-    configuration_set: str | None = None,
     now: datetime | None = None,
     mirror_tenant: bool = False,
     publisher: Publisher | None = None,
@@ -72,7 +71,7 @@ async def pause_partner(
         await _disable_tenant(sesv2, partner_id, profile.tenant_name)
     notice = compose_pause_notice(profile, reason, now, finding)
     try:
-        notice_id = await send_notice(sesv2, notice, notify_from, configuration_set)
+        notice_id = await send_notice(sesv2, notice, notify_from)
     except InvalidContact as exc:  # refused before SES: fix the contact, the pause stands
         log.error("notice_failed", partner_id=partner_id, reason="invalid contact", error=str(exc))
         return PauseOutcome(True)

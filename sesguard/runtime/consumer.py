@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from sesguard.aws.batching import SQS_BATCH
 from sesguard.aws.deadletter import PAST_TOLERANCE, send_to_dlq
 from sesguard.aws.errors import Health, describe, judge_exception
 from sesguard.core.backoff import backoff_delay
@@ -68,7 +69,7 @@ from sesguard.runtime.lag import LoopLag
 from sesguard.runtime.metrics import ServiceMetrics
 from sesguard.runtime.ratelimit import Clock, SystemClock
 from sesguard.runtime.retry import MAX_VISIBILITY, RetryPolicy
-from sesguard.runtime.sqs import SQS_BATCH, change_visibility, queue_depth
+from sesguard.runtime.sqs import change_visibility, queue_depth
 from sesguard.settings import Settings
 
 log = get_logger(__name__)

@@ -27,9 +27,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sesguard.aws.batching import SQS_BATCH
 from sesguard.core.backoff import backoff_delay
 from sesguard.logging import get_logger
-from sesguard.runtime.sqs import SQS_BATCH, change_visibility
+from sesguard.runtime.sqs import change_visibility
 
 log = get_logger(__name__)
 

@@ -7,11 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sesguard.aws.batching import SQS_BATCH
 from sesguard.logging import get_logger
 
 log = get_logger(__name__)
-
-SQS_BATCH = 10  # AWS limit for every *Batch call and for one receive
 
 
 async def queue_urls(sqs: Any, queue: str) -> tuple[str, str]:

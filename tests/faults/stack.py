@@ -37,7 +37,7 @@ from aiobotocore.config import AioConfig
 
 from sesguard.aws.clients import Clients
 from sesguard.aws.enqueue import Enqueuer
-from sesguard.aws.held import HeldJobs
+from sesguard.aws.held import count_held
 from sesguard.aws.store import PartnerStore
 from sesguard.core.partners import Limits, Profile
 from sesguard.local.localaws import FAKE_ENV, free_port
@@ -444,14 +444,13 @@ class Stack:
         events_dlq = len(await self.drain(f"{EVENTS_QUEUE}-dlq"))
         mark("read DLQs")
         store = PartnerStore(self.ddb, TABLE)
-        held = HeldJobs(self.ddb, TABLE, None)
         counted: dict[str, tuple[int, int]] = {}
         held_jobs = 0
         for partner in PARTNERS:
             totals = (await store.get_state(partner)).totals
             if totals.sent or totals.delivered:
                 counted[partner] = (totals.sent, totals.delivered)
-            held_jobs += await held.count(partner)
+            held_jobs += await count_held(self.ddb, TABLE, partner)
         mark("read counters")
         return Outcome(
             jobs=jobs,

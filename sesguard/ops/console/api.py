@@ -23,6 +23,7 @@ from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sesguard.aws.clients import Clients, not_implemented_message
+from sesguard.aws.errors import answer_text
 from sesguard.aws.lifecycle import partner_history
 from sesguard.aws.store import PartnerStore, StoreError
 from sesguard.core.partners import hours_back, utcnow
@@ -66,8 +67,7 @@ def _answers(handler: Handler) -> Handler:
         except ClientError as exc:
             message = not_implemented_message(exc)
             if message is None:
-                err = exc.response.get("Error", {})
-                message = f"AWS {err.get('Code', 'error')}: {err.get('Message', '')}"
+                message = answer_text(exc)
             return error(502, message)
         except BotoCoreError as exc:
             return error(502, f"cannot reach AWS: {exc}")
@@ -96,7 +96,7 @@ async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
 @_answers
 async def list_partners(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
-    store = operations.store_for(request.app[CLIENTS], settings)
+    store = PartnerStore.from_settings(request.app[CLIENTS].dynamodb, settings)
     reports = await operations.partner_reports(store, settings)
     return json_response(
         {
@@ -139,7 +139,7 @@ def _chart_store(clients: Clients, settings: Settings) -> PartnerStore:
     """The partner store, reading CHART_HOURS of buckets even where the longest window
     (what `partners show` judges) is shorter: one Query for the report and the charts."""
     hours = (*settings.window_hours, CHART_HOURS)
-    return PartnerStore(clients.dynamodb, settings.table, hours, settings.bucket_retention_days)
+    return PartnerStore.from_settings(clients.dynamodb, settings, hours)
 
 
 @_answers

@@ -42,6 +42,7 @@ from typing import TextIO
 from aiohttp import web
 
 from sesguard.aws.clients import Clients
+from sesguard.aws.store import PartnerStore
 from sesguard.logging import get_logger
 from sesguard.ops import operations
 from sesguard.ops.console import api
@@ -221,7 +222,7 @@ async def serve(
 ) -> int:
     """`sesguard console`: serve until Ctrl-C or SIGTERM; exit code 0."""
     # The table must be there (else one line: run bootstrap), before anyone opens a page.
-    await operations.store_for(clients, settings).list_partner_ids()
+    await PartnerStore.from_settings(clients.dynamodb, settings).list_partner_ids()
     try:
         console = await start(clients, settings, port)
     except OSError as exc:
