@@ -66,7 +66,7 @@ SAFE_DEFAULTS = {
     "default_complaint_limit": "as above",
     "default_min_volume": "as above",
     "warn_ratio": "as above",
-    "window_hours": "DESIGN.md windows (24 h, 7 days)",
+    "window_hours": "the windows of docs/design.md (24 h, 7 days)",
     "bucket_retention_days": "TTL of hourly buckets; must only exceed the longest window",
     "gate_cache_seconds": "a few seconds of pause propagation, by design",
     "count_simulator_mail": "false, as SES: simulator mail stays out of the rates",
