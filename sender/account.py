@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sesguard.aws.errors import error_code
 from sesguard.logging import get_logger
 from sesguard.runtime import Consumer
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sesv2 import SESV2Client
 
 log = get_logger(__name__)
 
@@ -29,7 +32,12 @@ PROBE_SECONDS = 60.0
 
 class AccountWatch:
     def __init__(
-        self, sesv2: Any, consumer: Consumer, *, drain: bool, probe_seconds: float = PROBE_SECONDS
+        self,
+        sesv2: SESV2Client,
+        consumer: Consumer,
+        *,
+        drain: bool,
+        probe_seconds: float = PROBE_SECONDS,
     ) -> None:
         self.sesv2 = sesv2
         self.consumer = consumer

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sesguard.aws.lifecycle import Publisher
 from sesguard.aws.store import PartnerStore
@@ -31,6 +31,9 @@ from sesguard.core.policy import Level, Verdict, evaluate
 from sesguard.logging import get_logger
 from sesguard.ops.transitions import note_warnings, pause_partner
 from sesguard.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sesv2 import SESV2Client
 
 log = get_logger(__name__)
 
@@ -73,7 +76,7 @@ class Gate:
     def __init__(
         self,
         store: PartnerStore,
-        sesv2: Any,
+        sesv2: SESV2Client,
         settings: Settings,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = utcnow,

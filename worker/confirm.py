@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -44,6 +44,13 @@ from sesguard.core.backoff import backoff_delay
 from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
 from worker.classify import SentJob
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import (
+        KeysAndAttributesOutputTypeDef,
+        KeysAndAttributesTypeDef,
+    )
 
 log = get_logger(__name__)
 
@@ -107,7 +114,9 @@ def distinct_jobs(sends: Iterable[SentJob]) -> dict[str, SentJob]:
     return out
 
 
-async def confirm_sends(dynamodb: Any, table: str, sends: Sequence[SentJob]) -> Confirmations:
+async def confirm_sends(
+    dynamodb: DynamoDBClient, table: str, sends: Sequence[SentJob]
+) -> Confirmations:
     """Confirm the jobs an object's Send events name (see the module docstring)."""
     result = Confirmations()
     by_job = distinct_jobs(sends)
@@ -139,7 +148,7 @@ async def confirm_sends(dynamodb: Any, table: str, sends: Sequence[SentJob]) -> 
 
 
 async def read_records(
-    dynamodb: Any, table: str, job_ids: Sequence[str], result: Confirmations
+    dynamodb: DynamoDBClient, table: str, job_ids: Sequence[str], result: Confirmations
 ) -> dict[str, dict[str, Any]]:
     """The records of `job_ids` (state and partner only), 100 keys per BatchGetItem."""
     gate = asyncio.Semaphore(PARALLEL_READS)
@@ -156,9 +165,9 @@ async def read_records(
 
 
 async def _batch_get(
-    dynamodb: Any, table: str, job_ids: Sequence[str], result: Confirmations
+    dynamodb: DynamoDBClient, table: str, job_ids: Sequence[str], result: Confirmations
 ) -> list[dict[str, Any]]:
-    request: dict[str, Any] = {
+    request: KeysAndAttributesTypeDef | KeysAndAttributesOutputTypeDef = {
         "Keys": [t.key(t.job_pk(j), t.JOB_SK) for j in job_ids],
         "ProjectionExpression": "pk, #s, partner_id",
         "ExpressionAttributeNames": {"#s": "state"},
@@ -178,7 +187,7 @@ async def _batch_get(
     )
 
 
-async def _confirm(dynamodb: Any, table: str, send: SentJob) -> bool:
+async def _confirm(dynamodb: DynamoDBClient, table: str, send: SentJob) -> bool:
     """Turn the job's "sending" record "sent"; False if it is no longer "sending" for
     this partner (the sender's own record, or a redrive, came first)."""
     try:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sesguard.aws.lifecycle import Publisher
 from sesguard.aws.store import PartnerStore
@@ -23,6 +23,9 @@ from sesguard.core.policy import Level, evaluate
 from sesguard.logging import get_logger
 from sesguard.ops.transitions import note_warnings, pause_partner
 from sesguard.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sesv2 import SESV2Client
 
 log = get_logger(__name__)
 
@@ -40,7 +43,7 @@ class Outcome(StrEnum):
 @dataclass
 class Enforcer:
     store: PartnerStore
-    sesv2: Any
+    sesv2: SESV2Client
     settings: Settings
     parallel: int = 8  # partners judged at once per object
     publisher: Publisher | None = None  # lifecycle events (None: the sweep publishes them)

@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
@@ -34,6 +34,9 @@ from worker.aggregate import Aggregator, ObjectStats
 from worker.apply import ApplyResult, apply_object
 from worker.confirm import Confirmations, confirm_sends
 from worker.enforce import Enforcer, Outcome
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
 
 log = get_logger(__name__)
 
@@ -74,7 +77,7 @@ class Processor:
     its decompressed bytes; `on_step`, if set, is called after every parsing step with the
     object's Aggregator (its bytes_decoded and stats show the progress)."""
 
-    s3: Any
+    s3: S3Client
     store: PartnerStore
     enforcer: Enforcer
     read_chunk: int = READ_CHUNK

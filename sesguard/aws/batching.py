@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sesguard.core.backoff import backoff_delay
 from sesguard.core.jobs import MAX_SQS_MESSAGE_BYTES
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
 
 SQS_BATCH = 10  # entries per SQS *Batch call, and messages per ReceiveMessage
 BATCH_WRITE_ITEMS = 25  # items per DynamoDB BatchWriteItem
@@ -63,7 +66,7 @@ NOT_SENT = EntryFailure("", "not sent", False)  # SQS answered neither way
 
 
 async def send_batch(
-    sqs: Any,
+    sqs: SQSClient,
     queue_url: str,
     bodies: Sequence[str],
     *,

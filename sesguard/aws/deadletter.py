@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sesguard.core.jobs import MAX_SQS_MESSAGE_BYTES
 from sesguard.logging import get_logger
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
 
 log = get_logger(__name__)
 
@@ -107,7 +110,7 @@ def dead_letter(
 
 
 async def send_to_dlq(
-    sqs: Any, dlq_url: str, body: str, reason: str, message_id: str | None = None
+    sqs: SQSClient, dlq_url: str, body: str, reason: str, message_id: str | None = None
 ) -> DeadLetterMessage:
     """Send the body to the DLQ with its reason (always attached) and the id of the
     message it copies; returns what was sent. A body cut to make room for the reason is

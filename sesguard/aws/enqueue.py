@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sesguard.aws.batching import batches, send_batch
 from sesguard.core.jobs import MAX_SQS_MESSAGE_BYTES, JobError, SendJob, parse_job
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
 
 
 class EnqueueError(Exception):
@@ -39,12 +42,12 @@ def job_batches(bodies: Iterable[tuple[str, bytes]]) -> Iterator[list[tuple[str,
 class Enqueuer:
     """Send jobs to the send queue: `await Enqueuer(sqs, url).send(jobs)`."""
 
-    sqs: Any
+    sqs: SQSClient
     queue_url: str
     attempts: int = 5
 
     @classmethod
-    async def for_queue(cls, sqs: Any, queue_name: str) -> Enqueuer:
+    async def for_queue(cls, sqs: SQSClient, queue_name: str) -> Enqueuer:
         url = (await sqs.get_queue_url(QueueName=queue_name))["QueueUrl"]
         return cls(sqs, url)
 

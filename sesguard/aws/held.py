@@ -36,7 +36,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -48,6 +48,14 @@ from sesguard.core.backoff import backoff_delay
 from sesguard.core.jobs import MAX_SQS_MESSAGE_BYTES, SendJob
 from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import AttributeValueTypeDef
+    from types_aiobotocore_sqs import SQSClient
+
+    from sesguard.aws.clients import Clients
+    from sesguard.settings import Settings
 
 log = get_logger(__name__)
 
@@ -68,7 +76,7 @@ class HeldJob:
     job_id: str
     held_at: str
     body: str  # the job as JSON, exactly what goes back on the queue
-    key: dict[str, dict[str, str]]
+    key: dict[str, AttributeValueTypeDef]
 
     @property
     def size(self) -> int:
@@ -101,7 +109,7 @@ def replay_batches(
     return batches(fitting, lambda job: job.size, max_count, max_bytes)
 
 
-async def count_held(dynamodb: Any, table: str, partner_id: str) -> int:
+async def count_held(dynamodb: DynamoDBClient, table: str, partner_id: str) -> int:
     """How many jobs are held for a partner (a COUNT Query: reports need no SQS client)."""
     kwargs: dict[str, Any] = {
         "TableName": table,
@@ -122,13 +130,13 @@ async def count_held(dynamodb: Any, table: str, partner_id: str) -> int:
 class HeldJobs:
     """The held-jobs store: hold, count, replay, discard."""
 
-    dynamodb: Any
+    dynamodb: DynamoDBClient
     table: str
-    sqs: Any
+    sqs: SQSClient
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     @classmethod
-    def from_clients(cls, clients: Any, settings: Any) -> HeldJobs:
+    def from_clients(cls, clients: Clients, settings: Settings) -> HeldJobs:
         return cls(clients.dynamodb, settings.table, clients.sqs)
 
     async def hold(self, job: SendJob, held_at: datetime | None = None) -> bool:
@@ -236,7 +244,7 @@ class HeldJobs:
             )
         return [job for job, error in zip(batch, errors, strict=True) if error is None]
 
-    async def _delete(self, keys: list[dict[str, dict[str, str]]]) -> None:
+    async def _delete(self, keys: list[dict[str, AttributeValueTypeDef]]) -> None:
         for start in range(0, len(keys), BATCH_WRITE_ITEMS):
             chunk = keys[start : start + BATCH_WRITE_ITEMS]
             request: dict[str, Any] = {
@@ -255,13 +263,13 @@ class HeldJobs:
 # ---- for the CLI ---------------------------------------------------------------------
 
 
-async def send_queue_url(clients: Any, settings: Any) -> str:
+async def send_queue_url(clients: Clients, settings: Settings) -> str:
     return str((await clients.sqs.get_queue_url(QueueName=settings.send_queue))["QueueUrl"])
 
 
 async def replay_held(
-    clients: Any,
-    settings: Any,
+    clients: Clients,
+    settings: Settings,
     partner_id: str,
     *,
     settle: bool = True,
@@ -286,8 +294,8 @@ async def replay_held(
 
 
 async def discard_held(
-    clients: Any,
-    settings: Any,
+    clients: Clients,
+    settings: Settings,
     partner_id: str,
     *,
     settle: bool = True,
@@ -312,7 +320,7 @@ async def discard_held(
 
 
 async def _announce(
-    clients: Any, settings: Any, kind: DetailType, partner_id: str, count: int
+    clients: Clients, settings: Settings, kind: DetailType, partner_id: str, count: int
 ) -> None:
     """One Held Jobs Replayed/Discarded event for what an operation moved (none if it
     moved nothing)."""

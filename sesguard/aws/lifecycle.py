@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -48,6 +48,15 @@ from sesguard.core.backoff import backoff_delay
 from sesguard.core.partners import Limits, PausedBy, Status, utcnow
 from sesguard.core.policy import Finding
 from sesguard.logging import get_logger
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import TransactWriteItemTypeDef
+    from types_aiobotocore_events import EventBridgeClient
+    from types_aiobotocore_events.type_defs import PutEventsRequestEntryTypeDef
+
+    from sesguard.aws.clients import Clients
+    from sesguard.settings import Settings
 
 log = get_logger(__name__)
 
@@ -227,7 +236,9 @@ def _sk(event: LifecycleEvent) -> str:
     return f"{stamp(event.occurred_at)}#{event.event_id}"
 
 
-def event_items(event: LifecycleEvent, table: str, keep_hours: int) -> list[dict[str, Any]]:
+def event_items(
+    event: LifecycleEvent, table: str, keep_hours: int
+) -> list[TransactWriteItemTypeDef]:
     """The two Puts (for TransactWriteItems) that record an event: the partner's history
     item and the outbox item. Both expire `keep_hours` after the event."""
     expires = int((event.occurred_at + timedelta(hours=keep_hours)).timestamp())
@@ -264,7 +275,7 @@ def event_from_item(item: dict[str, Any]) -> LifecycleEvent:
     )
 
 
-async def _query(dynamodb: Any, **kwargs: Any) -> list[dict[str, Any]]:
+async def _query(dynamodb: DynamoDBClient, **kwargs: Any) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     limit = kwargs.pop("max_items", None)
     while True:
@@ -276,7 +287,7 @@ async def _query(dynamodb: Any, **kwargs: Any) -> list[dict[str, Any]]:
 
 
 async def partner_history(
-    dynamodb: Any, table: str, partner_id: str, since: datetime
+    dynamodb: DynamoDBClient, table: str, partner_id: str, since: datetime
 ) -> list[LifecycleEvent]:
     """A partner's lifecycle events from `since` on, oldest first (one Query on its own
     partition; published or not yet)."""
@@ -297,7 +308,7 @@ async def partner_history(
 # ---- publishing ------------------------------------------------------------------------
 
 
-def put_events_entry(event: LifecycleEvent, bus: str) -> dict[str, Any]:
+def put_events_entry(event: LifecycleEvent, bus: str) -> PutEventsRequestEntryTypeDef:
     return {
         "Source": SOURCE,
         "DetailType": str(event.detail_type),
@@ -317,9 +328,9 @@ def entry_size(event: LifecycleEvent) -> int:
 class Publisher:
     """Puts lifecycle events on the bus and clears their outbox items."""
 
-    events: Any  # the EventBridge client
+    events: EventBridgeClient  # the EventBridge client
     bus: str
-    dynamodb: Any
+    dynamodb: DynamoDBClient
     table: str
     keep_hours: int = 14 * 24
     attempts: int = 3  # PutEvents calls for entries EventBridge refused
@@ -327,7 +338,7 @@ class Publisher:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     @classmethod
-    def from_clients(cls, clients: Any, settings: Any) -> Publisher:
+    def from_clients(cls, clients: Clients, settings: Settings) -> Publisher:
         return cls(
             clients.events,
             settings.event_bus,

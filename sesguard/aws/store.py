@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -33,6 +33,9 @@ from sesguard.core.partners import (
 )
 from sesguard.core.policy import DEFAULT_WINDOWS
 from sesguard.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
 
 _CHANGE_ATTEMPTS = 5
 _CONFLICT_ATTEMPTS = 5  # a transaction cancelled by a concurrent one on the same item
@@ -158,14 +161,17 @@ def counter_update(
 class PartnerStore:
     """All reads and writes of partner items; the only module that knows their layout."""
 
-    dynamodb: Any
+    dynamodb: DynamoDBClient
     table: str
     window_hours: tuple[int, ...] = DEFAULT_WINDOWS
     retention_days: int = 14
 
     @classmethod
     def from_settings(
-        cls, dynamodb: Any, settings: Settings, window_hours: tuple[int, ...] | None = None
+        cls,
+        dynamodb: DynamoDBClient,
+        settings: Settings,
+        window_hours: tuple[int, ...] | None = None,
     ) -> PartnerStore:
         """The store as configured (table, windows, bucket retention): the one way to build
         it; `window_hours` reads more hours of buckets than the windows judge (charts)."""

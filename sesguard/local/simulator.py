@@ -48,7 +48,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -57,6 +57,9 @@ from sesguard.aws.batching import batches
 from sesguard.core.backoff import backoff_delay
 from sesguard.logging import get_logger
 from sesguard.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_firehose import FirehoseClient
 
 log = get_logger(__name__)
 
@@ -418,7 +421,7 @@ def record_batches(blobs: Sequence[bytes]) -> Iterator[list[bytes]]:
 
 
 async def publish(
-    firehose: Any,
+    firehose: FirehoseClient,
     stream: str,
     records: Iterable[Mapping[str, Any]],
     *,
@@ -473,7 +476,7 @@ class EventPublisher:
 
     def __init__(
         self,
-        firehose: Any,
+        firehose: FirehoseClient,
         stream: str,
         account_id: str,
         region_name: str,

@@ -27,6 +27,7 @@ from sesguard.runtime.retry import max_receive_count
 from sesguard.settings import Settings
 
 if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_dynamodb.type_defs import GlobalSecondaryIndexTypeDef
     from types_aiobotocore_s3.type_defs import (
         NotificationConfigurationTypeDef,
@@ -118,7 +119,7 @@ PARTNERS_INDEX_SPEC: GlobalSecondaryIndexTypeDef = {
 }
 
 
-async def _wait_table_active(ddb: Any, name: str) -> None:
+async def _wait_table_active(ddb: DynamoDBClient, name: str) -> None:
     for _ in range(120):
         desc = await ddb.describe_table(TableName=name)
         if desc["Table"]["TableStatus"] == "ACTIVE":

@@ -46,7 +46,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from botocore.exceptions import ClientError
@@ -67,6 +67,11 @@ from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
 from sesguard.runtime.sqs import change_visibility, queue_depth
 from sesguard.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
 log = get_logger(__name__)
 
@@ -94,11 +99,11 @@ class DlqMessage:
     dead_lettered_at: datetime
 
     @classmethod
-    def from_sqs(cls, msg: dict[str, Any]) -> DlqMessage:
+    def from_sqs(cls, msg: MessageTypeDef) -> DlqMessage:
         attrs = msg.get("MessageAttributes") or {}
 
         def attr(name: str) -> str | None:
-            value = (attrs.get(name) or {}).get("StringValue")
+            value = attrs[name].get("StringValue") if name in attrs else None
             return str(value) if value is not None else None
 
         truncated = attr(TRUNCATED_ATTRIBUTE)
@@ -118,7 +123,7 @@ class DlqMessage:
 
 
 async def read_pages(
-    sqs: Any, url: str, *, visibility: int, limit: int | None = None
+    sqs: SQSClient, url: str, *, visibility: int, limit: int | None = None
 ) -> AsyncIterator[list[DlqMessage]]:
     """Receive a queue's messages page by page (up to 10), each message once per run:
     until a receive finds nothing new, or `limit` messages were seen. The caller settles
@@ -145,7 +150,7 @@ async def read_pages(
         yield new
 
 
-async def release(sqs: Any, url: str, messages: Sequence[DlqMessage]) -> None:
+async def release(sqs: SQSClient, url: str, messages: Sequence[DlqMessage]) -> None:
     """Make messages visible again at once (those that fail come back by themselves)."""
     await change_visibility(sqs, url, [(m.receipt, 0) for m in messages])
 
@@ -187,7 +192,7 @@ def event_entry(m: DlqMessage, now: datetime) -> dict[str, Any]:
 
 
 async def list_dlq(
-    sqs: Any, url: str, *, events: bool, limit: int, now: datetime | None = None
+    sqs: SQSClient, url: str, *, events: bool, limit: int, now: datetime | None = None
 ) -> list[dict[str, Any]]:
     """Up to `limit` messages of a DLQ, described, oldest first; all visible again after."""
     now = now or utcnow()
@@ -413,8 +418,8 @@ class RedriveReport:
 class Redrive:
     """`sesguard dlq redrive`: one pass over the send DLQ (see the module docstring)."""
 
-    sqs: Any
-    dynamodb: Any
+    sqs: SQSClient
+    dynamodb: DynamoDBClient
     settings: Settings
     queue_url: str
     dlq_url: str
@@ -579,7 +584,9 @@ def _job_of(m: DlqMessage) -> tuple[str | None, str | None]:
     return job_id, None
 
 
-async def read_records(dynamodb: Any, table: str, job_ids: Sequence[str]) -> dict[str, Any]:
+async def read_records(
+    dynamodb: DynamoDBClient, table: str, job_ids: Sequence[str]
+) -> dict[str, Any]:
     """Job records, consistent reads, 100 keys per BatchGetItem (UnprocessedKeys asked
     again). Consistent: a redrive must see a confirmation or a claim made a moment ago."""
     found: dict[str, Any] = {}
@@ -604,7 +611,7 @@ async def read_records(dynamodb: Any, table: str, job_ids: Sequence[str]) -> dic
 # ---- are SES's events all counted? --------------------------------------------------------
 
 
-async def events_pending(sqs: Any, settings: Settings) -> str | None:
+async def events_pending(sqs: SQSClient, settings: Settings) -> str | None:
     """Why a Send event could still be on its way to the worker (None: nothing waits).
 
     S3 notifications waiting in the events queue (the worker is behind), or countable

@@ -5,11 +5,14 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sesguard.core.partners import Profile, check_contact
 from sesguard.core.policy import Finding
 from sesguard.logging import get_logger
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sesv2 import SESV2Client
 
 log = get_logger(__name__)
 
@@ -55,7 +58,7 @@ def compose_pause_notice(
     return Notice(profile.contact_email, subject, text, f"<html><body>{body}</body></html>")
 
 
-async def send_notice(sesv2: Any, notice: Notice, from_address: str | None) -> str | None:
+async def send_notice(sesv2: SESV2Client, notice: Notice, from_address: str | None) -> str | None:
     """Send through SES; returns the MessageId, or None when no sender address is configured.
 
     The contact is checked again here, as `partners add --contact` checks it: the table

@@ -20,7 +20,7 @@ code, or an UnknownOperation/NotImplemented code; every such answer becomes one
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -28,6 +28,9 @@ from sesguard.aws.clients import not_implemented
 from sesguard.aws.errors import error_code
 from sesguard.core.partners import check_partner_id
 from sesguard.logging import get_logger
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sesv2 import SESV2Client
 
 log = get_logger(__name__)
 
@@ -73,7 +76,7 @@ def is_unsupported(exc: ClientError) -> bool:
     return not_implemented(exc) or error_code(exc).isdigit()
 
 
-async def _call(sesv2: Any, operation: str, **params: Any) -> Any:
+async def _call(sesv2: SESV2Client, operation: str, **params: Any) -> Any:
     try:
         return await getattr(sesv2, operation)(**params)
     except ClientError as exc:
@@ -87,7 +90,7 @@ async def _call(sesv2: Any, operation: str, **params: Any) -> Any:
         raise
 
 
-async def get_tenant(sesv2: Any, name: str) -> Tenant | None:
+async def get_tenant(sesv2: SESV2Client, name: str) -> Tenant | None:
     try:
         resp = await _call(sesv2, "get_tenant", TenantName=name)
     except ClientError as exc:
@@ -99,7 +102,7 @@ async def get_tenant(sesv2: Any, name: str) -> Tenant | None:
 
 
 async def ensure_tenant(
-    sesv2: Any,
+    sesv2: SESV2Client,
     partner_id: str,
     identity_arn: str,
     configuration_set_arn: str,
@@ -138,7 +141,7 @@ async def ensure_tenant(
     return tenant
 
 
-async def set_tenant_sending(sesv2: Any, tenant_arn: str, enabled: bool) -> None:
+async def set_tenant_sending(sesv2: SESV2Client, tenant_arn: str, enabled: bool) -> None:
     """Set the customer-managed sending status of one tenant."""
     await _call(
         sesv2,
@@ -150,7 +153,7 @@ async def set_tenant_sending(sesv2: Any, tenant_arn: str, enabled: bool) -> None
 
 
 async def mirror_status(
-    sesv2: Any, partner_id: str, paused: bool, name: str | None = None
+    sesv2: SESV2Client, partner_id: str, paused: bool, name: str | None = None
 ) -> Tenant | None:
     """Mirror a pause (or resume) of the partner to its tenant; None if it has no tenant.
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sesguard.aws import lifecycle
 from sesguard.aws.lifecycle import Publisher
@@ -33,6 +33,9 @@ from sesguard.core.policy import Finding, Level, Verdict
 from sesguard.logging import get_logger
 from sesguard.ops.notify import compose_pause_notice, send_notice
 
+if TYPE_CHECKING:
+    from types_aiobotocore_sesv2 import SESV2Client
+
 log = get_logger(__name__)
 
 
@@ -44,7 +47,7 @@ class PauseOutcome:
 
 async def pause_partner(
     store: PartnerStore,
-    sesv2: object,
+    sesv2: SESV2Client,
     partner_id: str,
     reason: str,
     by: PausedBy,
@@ -83,7 +86,7 @@ async def pause_partner(
     return PauseOutcome(True, notice_id)
 
 
-async def _disable_tenant(sesv2: object, partner_id: str, tenant_name: str) -> None:
+async def _disable_tenant(sesv2: SESV2Client, partner_id: str, tenant_name: str) -> None:
     from sesguard.ops.tenants import mirror_status
 
     try:

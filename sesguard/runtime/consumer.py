@@ -44,7 +44,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sesguard.aws.batching import SQS_BATCH
 from sesguard.aws.deadletter import PAST_TOLERANCE, send_to_dlq
@@ -71,6 +71,10 @@ from sesguard.runtime.ratelimit import Clock, SystemClock
 from sesguard.runtime.retry import MAX_VISIBILITY, RetryPolicy
 from sesguard.runtime.sqs import change_visibility, queue_depth
 from sesguard.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
 log = get_logger(__name__)
 
@@ -135,7 +139,7 @@ class _Hold:
 class Consumer:
     def __init__(
         self,
-        sqs: Any,
+        sqs: SQSClient,
         config: ConsumerConfig,
         handler: Handler,
         *,
@@ -313,7 +317,7 @@ class Consumer:
                 self._room.clear()
                 await self._first(self._room.wait(), self._stopping.wait(), asyncio.sleep(0.2))
 
-    async def _receive(self, count: int) -> list[dict[str, Any]]:
+    async def _receive(self, count: int) -> list[MessageTypeDef]:
         """One long poll; a stop during the poll waits for it (within the grace) so the
         messages it returns are given back at once instead of staying invisible."""
         recv = asyncio.ensure_future(
@@ -336,16 +340,16 @@ class Consumer:
             except TimeoutError:
                 recv.cancel()  # rare: what it may have taken reappears after the timeout
                 return []
-        messages: list[dict[str, Any]] = recv.result().get("Messages", [])
+        messages: list[MessageTypeDef] = recv.result().get("Messages", [])
         self.stats["received"] += len(messages)
         return messages
 
-    def _spawn(self, msg: dict[str, Any]) -> None:
+    def _spawn(self, msg: MessageTypeDef) -> None:
         d = Delivery.from_sqs(msg, self._abort, self.clock.monotonic)
         self._works.add(d)
         d.task = asyncio.create_task(self._handle(d), name=f"msg-{d.message_id}")
 
-    def _give_back_unhandled(self, msg: dict[str, Any]) -> None:
+    def _give_back_unhandled(self, msg: MessageTypeDef) -> None:
         d = Delivery.from_sqs(msg, self._abort, self.clock.monotonic)
         self._works.add(d)
         self._apply(d, GiveBack("stopping" if self._stopping.is_set() else "intake held"))

@@ -62,11 +62,14 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sesguard.aws import table as t
 from sesguard.logging import get_logger
 from sesguard.runtime.ratelimit import per_task_rate
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
 
 log = get_logger(__name__)
 
@@ -181,7 +184,7 @@ class RateShare:
 
     def __init__(
         self,
-        dynamodb: Any,
+        dynamodb: DynamoDBClient,
         table: str,
         account_rate: float,
         fallback_tasks: int,
