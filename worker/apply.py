@@ -10,6 +10,9 @@ was counted before and is skipped; a TransactionConflict (two workers at the sam
 is retried with backoff, after which the loser sees the marker and skips. So are
 throttling and 5xx answers: if a transaction did commit before its answer was lost, the
 retry meets the marker and skips.
+
+Log lines name the object through structlog's context (worker.pipeline binds its bucket
+and key for the whole unit of work), not through arguments repeated in each call.
 """
 
 from __future__ import annotations
@@ -226,7 +229,7 @@ async def _write(
                     f"transaction still failing after {max_attempts} attempts: {code}"
                 ) from exc
             delay = spaced_delay(attempt, base=0.05, cap=2.0)
-            log.info("transaction_retry", key=key, chunk=chunk.index, code=code, delay=delay)
+            log.info("transaction_retry", chunk=chunk.index, code=code, delay=delay)
             await asyncio.sleep(delay)
             continue
         return True, attempt
@@ -250,11 +253,9 @@ def _check_same_object(
     if etag and old_etag and old_etag != etag:
         log.error(
             "object_overwritten_after_counting",
-            bucket=bucket,
-            key=key,
             chunk=chunk.index,
             counted_etag=old_etag,
             etag=etag,
         )
     else:
-        log.info("chunk_already_counted", bucket=bucket, key=key, chunk=chunk.index)
+        log.info("chunk_already_counted", chunk=chunk.index)
