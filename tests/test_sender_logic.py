@@ -95,6 +95,7 @@ def test_send_params_tenant_only_when_enabled_and_mapped() -> None:
     assert "TenantName" not in off
     assert off["EmailTags"] == [
         {"Name": "partner_id", "Value": "acme"},
+        {"Name": "sesguard_job", "Value": "j1"},  # the job id, in SES's tag charset
         {"Name": "a", "Value": "2"},
         {"Name": "z", "Value": "1"},
     ]
