@@ -300,7 +300,7 @@ class Stack:
         )
         config = AioConfig(retries={"mode": "standard", "total_max_attempts": 3})
         made = {}
-        for service in ("dynamodb", "sqs", "s3", "sesv2", "firehose", "sts"):
+        for service in ("dynamodb", "sqs", "s3", "sesv2", "firehose", "sts", "events"):
             client = session.client(service, endpoint_url=self.endpoint, config=config)
             made[service] = await self._stack.enter_async_context(client)
         self.clients = Clients(**made, ses_send=made["sesv2"])  # this process never sends
