@@ -141,18 +141,26 @@ class Meter:
         self.done_at = None
 
     def attach(self, clients: Clients) -> None:
-        for name in ("sqs", "dynamodb", "sesv2"):
-            client = getattr(clients, name)
+        # (attribute, service): the sender's SendEmail has an SESv2 client of its own
+        for attr, name in (
+            ("sqs", "sqs"),
+            ("dynamodb", "dynamodb"),
+            ("sesv2", "sesv2"),
+            ("ses_send", "sesv2"),
+        ):
+            client = getattr(clients, attr)
 
             async def before(model: Any, _name: str = name, **_: Any) -> None:
                 self.calls[(_name, model.name)] += 1
                 if self.latency > 0:
                     await asyncio.sleep(self.latency)  # a simulated network round trip
 
-            client.meta.events.register("before-call.*.*", before, unique_id=f"bench-{name}")
+            client.meta.events.register("before-call.*.*", before, unique_id=f"bench-{attr}")
         clients.sqs.meta.events.register("after-call.sqs.DeleteMessage", self._deleted_one)
         clients.sqs.meta.events.register("after-call.sqs.DeleteMessageBatch", self._deleted_batch)
-        clients.sesv2.meta.events.register("after-call.sesv2.SendEmail", self._sent)
+        for attr in ("sesv2", "ses_send"):
+            ses = getattr(clients, attr)
+            ses.meta.events.register("after-call.sesv2.SendEmail", self._sent)
 
     def _mark(self, n: int) -> None:
         self.deleted += n

@@ -194,7 +194,7 @@ class SendHandler:
             a.phase = Phase.SENDING
             try:
                 with d.uninterruptible():
-                    resp = await self.clients.sesv2.send_email(**params)
+                    resp = await self.clients.ses_send.send_email(**params)
             except Exception as exc:
                 kind = classify(exc)
                 why = describe(exc)

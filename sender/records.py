@@ -88,6 +88,21 @@ def judge_existing(record: dict[str, Any], now: datetime, lease_seconds: float) 
     return Claim(ClaimState.POSSIBLY_SENT, claimed_at=str(claimed_at))
 
 
+def is_our_claim(record: dict[str, Any], token: str) -> bool:
+    """True when the record is the "sending" claim written with `token` (pure).
+
+    Why: the claim's PutItem may be written while its answer is lost (the connection
+    breaks after DynamoDB committed it); the SDK then retries the same request, whose
+    condition fails against the claim it wrote itself. The token is fresh for every
+    delivery's attempt, so a "sending" record carrying it can only be ours: the claim
+    is won, not "in progress" (which would defer the job and dead-letter it later as
+    "possibly sent" though it was never sent). The pattern is Powertools' idempotency
+    utility's: a conditional put whose failure returns the existing item
+    (ReturnValuesOnConditionCheckFailure=ALL_OLD), judged as it stands instead of read
+    again; here the judgement first asks whether that item is our own write."""
+    return record.get("state") == SENDING and record.get("token") == token
+
+
 @dataclass
 class JobRecords:
     dynamodb: Any
@@ -132,7 +147,10 @@ class JobRecords:
                 old = resp.get("Item")
                 if old is None:  # released in between: let the next delivery claim it
                     return Claim(ClaimState.IN_PROGRESS, retry_after=1.0)
-            return judge_existing(t.from_item(old), now, self.lease_seconds)
+            existing = t.from_item(old)
+            if is_our_claim(existing, token):
+                return Claim(ClaimState.CLAIMED)
+            return judge_existing(existing, now, self.lease_seconds)
         return Claim(ClaimState.CLAIMED)
 
     async def release(self, job_id: str, token: str) -> None:

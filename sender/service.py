@@ -6,8 +6,11 @@ job's fate; sender.account watches for SES pausing the whole account. Here they 
 together with this service's choices:
 
 - receives long-poll 20 s (1 s with --drain, so a drain ends quickly);
-- dependencies guarded by circuit breakers: SES (probe: SESv2 GetAccount) and DynamoDB
-  (probe: one GetItem on the table);
+- dependencies guarded by circuit breakers: SES (the breaker watches SendEmail, made
+  on its own client, `Clients.ses_send`; probe: SESv2 GetAccount) and DynamoDB (probe:
+  one GetItem on the table). GetAccount answering does not prove SendEmail works, so
+  the SES breaker closes only when a trial job's SendEmail succeeds
+  (sesguard.runtime.breaker, half-open);
 - a "sent" job's record is the commit of its Done: its message is deleted only after
   the record is written (sender.records.JobRecords.write_sent);
 - a send on the wire gets ABANDON_SECONDS after the stop grace to complete;
@@ -228,14 +231,15 @@ class SenderService:
         return self.bucket
 
     def _dependencies(self) -> list[Dependency]:
-        """What the handler calls, each with one cheap probe the task role may make."""
+        """What the handler calls, each with one cheap probe the task role may make. The
+        SES breaker judges the jobs' SendEmail calls (`ses_send`), not GetAccount."""
         sesv2 = self.clients.sesv2
 
         async def ses_probe() -> object:
             return await sesv2.get_account()
 
         return [
-            Dependency("ses", sesv2, ses_probe, "SESv2 GetAccount"),
+            Dependency("ses", self.clients.ses_send, ses_probe, "SESv2 GetAccount"),
             Dependency("dynamodb", self.clients.dynamodb, self.store.probe, "DynamoDB GetItem"),
         ]
 

@@ -10,11 +10,17 @@ Error classes decide the job's fate:
   the job goes back to the queue and the claim is released.
 - AMBIGUOUS: the request may have reached SES (read timeout, connection dropped
   mid-response); the once-per-job claim is kept so the job is never sent twice.
+
+aiobotocore raises EndpointConnectionError both when it could not connect and when an
+open connection broke mid-request (aiohttp's ClientOSError, e.g. a reset after SES
+accepted the message); only the first is certain not to have reached SES, so the
+exception it wraps decides (`never_connected`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from enum import StrEnum
 from typing import Any
 
@@ -68,11 +74,23 @@ def classify(exc: BaseException) -> Failure:
         return Failure.TRANSIENT
     if isinstance(exc, ParamValidationError):
         return Failure.REJECTED  # this job's parameters can never be sent
-    if isinstance(exc, ConnectTimeoutError | EndpointConnectionError):
+    if isinstance(exc, ConnectTimeoutError):
         return Failure.TRANSIENT  # never connected: SES has not seen the request
+    if isinstance(exc, EndpointConnectionError):
+        return Failure.TRANSIENT if never_connected(exc) else Failure.AMBIGUOUS
     if isinstance(exc, BotoCoreError | aiohttp.ClientError | asyncio.TimeoutError | OSError):
         return Failure.AMBIGUOUS
     return Failure.AMBIGUOUS  # unknown: assume it may have been sent (at most once)
+
+
+def never_connected(exc: EndpointConnectionError) -> bool:
+    """True when no connection was made (refused, unreachable, DNS): botocore's meaning of
+    the error, and aiobotocore's when it wraps aiohttp's ClientConnectorError. False when
+    an open connection broke (it wraps another ClientConnectionError or OSError)."""
+    wrapped = exc.kwargs.get("error")
+    if wrapped is None:
+        return True
+    return isinstance(wrapped, aiohttp.ClientConnectorError | socket.gaierror)
 
 
 def email_tags(job: SendJob) -> list[dict[str, str]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from functools import cached_property
 
-from pydantic import EmailStr, Field, ValidationError, field_validator
+from pydantic import EmailStr, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
@@ -99,6 +99,17 @@ class Settings(BaseSettings):
             raise ValueError("give one or more positive hour counts, e.g. [24, 168]")
         return hours
 
+    @model_validator(mode="after")
+    def _buckets_outlive_windows(self) -> Settings:
+        """A window longer than the counters are kept would judge on hours TTL has deleted
+        (quietly lower rates): the buckets must outlive the longest window by a day."""
+        if self.bucket_retention_days * 24 < max(self.window_hours) + 24:
+            raise ValueError(
+                f"SESGUARD_BUCKET_RETENTION_DAYS ({self.bucket_retention_days}) must cover the"
+                f" longest of SESGUARD_WINDOW_HOURS ({max(self.window_hours)} h) plus a day"
+            )
+        return self
+
     @property
     def counts_simulator_mail(self) -> bool:
         """Simulator recipients count like real mail: asked for, or the simulator publishes
@@ -123,6 +134,8 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError(f"{var}: not valid JSON (e.g. [24, 168])") from None
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "?"
-        var = f"SESGUARD_{field.upper()}"
-        raise SettingsError(f"{var}: {err['msg'].removeprefix('Value error, ')}") from None
+        message = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a check across settings: its message names them
+            raise SettingsError(message) from None
+        var = f"SESGUARD_{str(err['loc'][0]).upper()}"
+        raise SettingsError(f"{var}: {message}") from None

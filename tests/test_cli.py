@@ -408,3 +408,9 @@ def test_bad_list_settings_name_the_variable(moto_endpoint) -> None:
         2,
         "SESGUARD_WINDOW_HOURS: give one or more positive hour counts",
     )
+    # A window longer than the counters live would judge on deleted hours.
+    one_line_error(
+        cli("partners", "list", SESGUARD_WINDOW_HOURS="[24, 720]"),
+        2,
+        "SESGUARD_BUCKET_RETENTION_DAYS (14) must cover the longest of SESGUARD_WINDOW_HOURS",
+    )

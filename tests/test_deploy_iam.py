@@ -271,6 +271,8 @@ class Spy:
             log = self.logs[self.service]
             for name in ("dynamodb", "sqs", "s3", "sesv2", "firehose", "sts", "events"):
                 getattr(c, name).meta.events.register("provide-client-params", log.hook(name))
+            # the sender's SendEmail: an SESv2 client of its own (sesguard.aws.clients)
+            c.ses_send.meta.events.register("provide-client-params", log.hook("sesv2"))
             self.clients.append(c)
             yield c
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import os
 import time
@@ -334,6 +335,63 @@ async def test_a_dependency_down_holds_intake_probes_and_resumes(
     opened, closed = events(logs, "dependency_unavailable"), events(logs, "dependency_available")
     assert len(opened) == 1 and len(closed) == 1
     assert opened[0]["alert"] is True and "InternalServerError" in opened[0]["error"]
+
+
+async def test_a_probe_that_answers_lets_one_trial_through_not_the_queue(
+    queue: Queue, logs: list[dict[str, Any]]
+) -> None:
+    """Only the work's call fails (as SES answers GetAccount while SendEmail fails): the
+    probe answers every time. The consumer must not take a full batch per probe: after
+    the first probe, one message at a time, each after a probe; only a real call that
+    succeeds closes the breaker. (Before: the probe's answer closed it, `concurrency`
+    messages were taken and failed, and it reopened, churning through the queue.)"""
+    dynamodb = queue.clients.dynamodb
+    timeline: list[str] = []  # "probe", or "call <handlers running>"
+    running = 0
+    done: list[str] = []
+
+    async def handler(d: Delivery) -> Fate:
+        nonlocal running
+        running += 1
+        try:
+            await dynamodb.list_tables(Limit=1)
+        except Exception as exc:
+            return Retry(f"dynamodb: {exc}")
+        finally:
+            timeline.append(f"call {running}")
+            running -= 1
+        done.append(d.body)
+        return Done()
+
+    async def probe() -> object:
+        timeline.append("probe")
+        return await dynamodb.describe_limits()  # answers throughout
+
+    await queue.put(*(f"job-{i}" for i in range(12)))
+    outage = Fault(status=500, code="InternalServerError")
+    with inject(dynamodb, "ListTables", outage):
+        consumer = queue.consumer(
+            handler,
+            concurrency=4,
+            breaker_threshold=3,
+            retry=RetryPolicy(tolerance=900, probe_first=0.3, probe_cap=0.3),
+            dependencies=[Dependency("dynamodb", dynamodb, probe, "DescribeLimits")],
+        )
+        run = asyncio.create_task(consumer.run())
+        await wait_until(lambda: timeline.count("probe") >= 6)
+        outage.active = False
+        assert await asyncio.wait_for(run, 60) is StopCause.DRAINED
+    first_probe = timeline.index("probe")
+    during = timeline[first_probe : len(timeline) - timeline[::-1].index("probe")]
+    calls = [e for e in during if e != "probe"]
+    assert calls and set(calls) == {"call 1"}  # one trial at a time
+    for earlier, later in itertools.pairwise(during):
+        assert not (earlier.startswith("call") and later.startswith("call"))  # a probe between
+    assert sorted(done) == sorted(f"job-{i}" for i in range(12))
+    assert await queue.dead_letters() == {}
+    opened, closed = events(logs, "dependency_unavailable"), events(logs, "dependency_available")
+    assert len(opened) == 1 and len(closed) == 1  # one outage, however many trials failed
+    assert len(events(logs, "dependency_trial_failed")) == len(calls)
 
 
 async def test_a_drain_gives_up_when_a_dependency_stays_down_past_the_tolerance(

@@ -15,7 +15,7 @@ from botocore.exceptions import (
 
 from sesguard.aws.errors import Health, judge_answer, judge_exception
 from sesguard.core.backoff import spaced_delay, spaced_floor
-from sesguard.runtime.breaker import Breaker, BreakerState
+from sesguard.runtime.breaker import Breaker, BreakerState, Change
 from sesguard.runtime.lag import LoopLag
 from sesguard.runtime.retry import RECEIVE_SLACK, RetryPolicy, max_receive_count
 from sesguard.settings import load_settings
@@ -64,23 +64,23 @@ def test_answers_by_status_and_code() -> None:
 
 def test_breaker_opens_after_consecutive_failures_only() -> None:
     b = Breaker("ses", threshold=3)
-    assert not b.observe(Health.DOWN, 0.0, "503")
-    assert not b.observe(Health.DOWN, 1.0, "503")
-    assert not b.observe(Health.UP, 2.0)  # an answer in between starts the count again
-    assert not b.observe(Health.DOWN, 3.0)
-    assert not b.observe(Health.THROTTLED, 3.5)  # throttling neither counts nor resets
-    assert not b.observe(Health.DOWN, 4.0)
+    assert b.observe(Health.DOWN, 0.0, "503") is None
+    assert b.observe(Health.DOWN, 1.0, "503") is None
+    assert b.observe(Health.UP, 2.0) is None  # an answer in between starts the count again
+    assert b.observe(Health.DOWN, 3.0) is None
+    assert b.observe(Health.THROTTLED, 3.5) is None  # throttling neither counts nor resets
+    assert b.observe(Health.DOWN, 4.0) is None
     assert b.state is BreakerState.CLOSED
-    assert b.observe(Health.DOWN, 5.0, "InternalFailure (501)")  # the third in a row
+    assert b.observe(Health.DOWN, 5.0, "InternalFailure (501)") is Change.OPENED  # third
     assert b.is_open and b.opened_at == 5.0 and b.last_error == "InternalFailure (501)"
-    assert not b.observe(Health.DOWN, 6.0)  # already open: opens once
-    assert not b.observe(Health.UP, 7.0)  # a late answer does not close it; a probe does
+    assert b.observe(Health.DOWN, 6.0) is None  # already open: opens once
+    assert b.observe(Health.UP, 7.0) is None  # a late answer does not close it
     assert b.is_open
 
 
-def test_breaker_probes_back_off_and_the_first_answer_closes_it() -> None:
+def test_breaker_probes_back_off_and_an_answer_only_makes_it_half_open() -> None:
     b = Breaker("dynamodb", threshold=1, probe_first=1.0, probe_cap=8.0)
-    assert b.observe(Health.DOWN, 100.0)
+    assert b.observe(Health.DOWN, 100.0) is Change.OPENED
     delays = []
     for t in range(5):
         delays.append(b.probe_delay())
@@ -88,16 +88,44 @@ def test_breaker_probes_back_off_and_the_first_answer_closes_it() -> None:
     assert delays == [1.0, 2.0, 4.0, 8.0, 8.0]  # doubling, capped
     assert b.open_for(110.0) == 10.0
     assert b.probed(Health.UP, 111.0)
+    assert b.state is BreakerState.HALF_OPEN and not b.is_open and not b.is_closed
+    assert not b.probed(Health.UP, 111.5)  # half-open: probes are over, trials decide
+    assert b.observe(Health.THROTTLED, 111.8) is None  # a throttled trial decides nothing
+    assert b.observe(Health.UP, 112.0) is Change.CLOSED  # a real call succeeded
     assert b.state is BreakerState.CLOSED and b.failures == 0 and b.probe_delay() == 1.0
-    assert not b.probed(Health.UP, 112.0)  # closed: nothing to close
-    with pytest.raises(ValueError, match="threshold"):
-        Breaker("s3", threshold=0)
+    assert b.open_for(113.0) == 0.0
+    assert not b.probed(Health.UP, 113.0)  # closed: nothing to probe
+
+
+def test_a_failed_trial_reopens_and_the_probes_keep_backing_off() -> None:
+    """SES answers GetAccount while SendEmail fails: every probe answers, every trial
+    fails. The breaker must stay open most of the time, the waits doubling as if the
+    probes failed, and the outage keeps its start."""
+    b = Breaker("ses", threshold=2, probe_first=1.0, probe_cap=16.0)
+    b.observe(Health.DOWN, 0.0)
+    assert b.observe(Health.DOWN, 0.1, "ServiceUnavailable (503)") is Change.OPENED
+    now, waits = 0.1, []
+    for _ in range(6):
+        waits.append(b.probe_delay())
+        now += b.probe_delay()
+        assert b.probed(Health.UP, now)  # GetAccount answers
+        assert b.observe(Health.DOWN, now + 0.1, "503") is Change.REOPENED  # SendEmail not
+        assert b.is_open and b.opened_at == 0.1
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 16.0]
+    assert b.observe(Health.DOWN, now + 0.2) is None  # open: stragglers change nothing
+    now += b.probe_delay()
+    assert b.probed(Health.THROTTLED, now)  # an answer, even "slow down"
+    assert b.observe(Health.UP, now + 0.1) is Change.CLOSED
+    assert b.probes_failed == 0 and b.failures == 0
 
 
 def test_a_throttled_probe_is_an_answer() -> None:
     b = Breaker("ses", threshold=1)
     b.observe(Health.DOWN, 0.0)
     assert b.probed(Health.THROTTLED, 1.0)
+    assert b.state is BreakerState.HALF_OPEN
+    with pytest.raises(ValueError, match="threshold"):
+        Breaker("s3", threshold=0)
 
 
 def test_retry_delays_grow_with_the_receive_count_jittered_and_capped() -> None:

@@ -4,6 +4,7 @@ keep every job and send each once; "sent" records before deletes; drains that wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -99,7 +100,11 @@ async def test_an_outage_keeps_every_job_and_sends_each_once_when_it_ends(
     without a reason."""
     n = 12
     await env.enqueue(*(env.job(i) for i in range(n)))
-    with inject(getattr(env.clients, client), "*", fault):
+    # SES: SendEmail (on its own client) and the probe's GetAccount alike
+    targets = ["ses_send", "sesv2"] if client == "sesv2" else [client]
+    with contextlib.ExitStack() as faults:
+        for target in targets:
+            faults.enter_context(inject(getattr(env.clients, target), "*", fault))
         svc = env.service(
             sender_settings(concurrency=4), drain=False, wait_seconds=1, retry=QUICK_PROBES
         )

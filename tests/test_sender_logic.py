@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import pytest
+from aiohttp.client_reqrep import ConnectionKey
 from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
@@ -24,6 +26,11 @@ from sesguard.settings import load_settings
 from tests.test_sender_support import client_error
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+RESET = aiohttp.ClientOSError(104, "Connection reset by peer")
+REFUSED = aiohttp.ClientConnectorError(
+    ConnectionKey("x", 443, True, None, None, None, None),  # type: ignore[arg-type]
+    ConnectionRefusedError(111, "Connection refused"),
+)
 JOB = parse_job(
     {
         "job_id": "j1",
@@ -70,6 +77,9 @@ def test_existing_record_decisions() -> None:
         (client_error("InternalFailure", status=500), Failure.TRANSIENT),
         (client_error("NotFoundException", status=404), Failure.TRANSIENT),
         (EndpointConnectionError(endpoint_url="http://x"), Failure.TRANSIENT),
+        (EndpointConnectionError(endpoint_url="http://x", error=REFUSED), Failure.TRANSIENT),
+        # aiobotocore's name for a connection reset mid-request: SES may have the mail
+        (EndpointConnectionError(endpoint_url="http://x", error=RESET), Failure.AMBIGUOUS),
         (ConnectTimeoutError(endpoint_url="http://x"), Failure.TRANSIENT),
         (ReadTimeoutError(endpoint_url="http://x"), Failure.AMBIGUOUS),
         (TimeoutError(), Failure.AMBIGUOUS),
@@ -95,6 +105,7 @@ def test_send_params_tenant_only_when_enabled_and_mapped() -> None:
     assert "TenantName" not in off
     assert off["EmailTags"] == [
         {"Name": "partner_id", "Value": "acme"},
+        {"Name": "sesguard_job", "Value": "j1"},  # the job id (sender.ses.email_tags)
         {"Name": "a", "Value": "2"},
         {"Name": "z", "Value": "1"},
     ]

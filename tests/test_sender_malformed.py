@@ -63,6 +63,12 @@ async def test_each_malformed_kind_is_dead_lettered_with_its_reason(env: Env) ->
     by_body = {(b if isinstance(b, str) else orjson.dumps(b).decode()): r for b, r in dead}
     for name, (body, fragment) in bad.items():
         key = body if name in ("not json",) else orjson.dumps(orjson.loads(body)).decode()
+        if name == "oversize":
+            # Too large to carry its reason and source id beside it: cut to fit, never
+            # dropped (sesguard/aws/deadletter.py), so the DLQ holds a long prefix of it.
+            cut = [b for b in by_body if len(b) > 200_000 and key.startswith(b)]
+            assert len(cut) == 1, f"{name}: its cut body not in the DLQ"
+            key = cut[0]
         assert key in by_body, f"{name}: original body not in the DLQ"
         reason = by_body[key]
         assert reason is not None and fragment in reason, f"{name}: reason {reason!r}"

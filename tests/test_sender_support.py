@@ -66,13 +66,13 @@ class SesRecorder:
             self.sent.append(params)  # moto accepted it
 
     def __enter__(self) -> SesRecorder:
-        events = self.clients.sesv2.meta.events
+        events = self.clients.ses_send.meta.events
         events.register("provide-client-params.sesv2.SendEmail", self._before, unique_id="t-ses-b")
         events.register("after-call.sesv2.SendEmail", self._after, unique_id="t-ses-a")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        events = self.clients.sesv2.meta.events
+        events = self.clients.ses_send.meta.events
         events.unregister("provide-client-params.sesv2.SendEmail", unique_id="t-ses-b")
         events.unregister("after-call.sesv2.SendEmail", unique_id="t-ses-a")
 

@@ -4,6 +4,20 @@ Endpoint, region and credentials come from the SDK's own environment (AWS_ENDPOI
 AWS_REGION / AWS_DEFAULT_REGION, the credential chain), so the same code talks to AWS,
 LocalStack or moto. The pool is sized for our concurrency (aiobotocore defaults to 10)
 and retries use botocore's adaptive mode, which also rate-limits client-side on throttling.
+
+AWS_MAX_ATTEMPTS means what it means in every AWS SDK: the total number of attempts of a
+call, the first included (botocore's `total_max_attempts`; its `max_attempts` counts
+retries only, so 1 there would be 2 attempts).
+
+SendEmail is never retried by the SDK: it is not idempotent. When the connection breaks
+after SES accepted a message, a retry would send it again while we see one success, so
+the sender sends through `Clients.ses_send`, a client of its own with one attempt per
+call; what a failure means is decided by our code (sender/ses.py `classify`: throttling
+is retried with backoff, a 5xx goes back to the queue with the claim released, a lost
+answer keeps the claim). Every other SESv2 call (GetAccount, tenants) keeps the SDK's
+retries on `Clients.sesv2`; so does a partner's pause notice (sesguard/ops/notify.py), sent
+once per pause with no retry of its own: a notice that might arrive twice after a lost
+answer is chosen over one lost to a blip.
 """
 
 from __future__ import annotations
@@ -51,12 +65,14 @@ def region() -> str:
 
 
 def client_config(concurrency: int, max_attempts: int | None = None) -> AioConfig:
+    """Our clients' configuration; `max_attempts` (default AWS_MAX_ATTEMPTS, else 5) is the
+    total number of attempts of one call."""
     attempts = (
         max_attempts if max_attempts is not None else int(os.environ.get("AWS_MAX_ATTEMPTS", "5"))
     )
     return AioConfig(
         max_pool_connections=max(10, concurrency + 8),
-        retries={"mode": "adaptive", "max_attempts": attempts},
+        retries={"mode": "adaptive", "total_max_attempts": max(1, attempts)},
         connect_timeout=5,
         read_timeout=30,
         tcp_keepalive=True,
@@ -75,6 +91,8 @@ class Clients:
     firehose: FirehoseClient
     sts: STSClient
     events: EventBridgeClient  # EventBridge: partner lifecycle events (sesguard.aws.lifecycle)
+    # SESv2 for SendEmail only: one attempt per call, never retried by the SDK (above).
+    ses_send: SESV2Client
     _account_id: str | None = None
     # (service, Operation) of every call made through these clients: the IAM
     # least-privilege test compares it with what the deployment grants.
@@ -96,7 +114,7 @@ async def open_clients(
     async with AsyncExitStack() as stack:
         calls: set[tuple[str, str]] = set()
 
-        async def make(name: str) -> Any:
+        async def make(name: str, config: AioConfig = config) -> Any:
             client = await stack.enter_async_context(session.client(name, config=config))
 
             def record(model: Any, **_: Any) -> None:
@@ -121,6 +139,7 @@ async def open_clients(
             firehose=await make("firehose"),
             sts=await make("sts"),
             events=await make("events"),
+            ses_send=await make("sesv2", client_config(concurrency, max_attempts=1)),
             calls=calls,
         )
 

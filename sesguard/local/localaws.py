@@ -34,7 +34,7 @@ import socket
 import threading
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -429,14 +429,22 @@ def local_aws_process(ready_timeout: float = 30.0) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-def _serve(port: int) -> None:
+def _serve(port: int, events_stream: str | None = None) -> None:
+    """`python -m sesguard.local.localaws PORT [--ses-events STREAM]`: the stand-in on PORT;
+    with --ses-events its SES publishes the events SES would for every message it
+    accepts to Firehose stream STREAM (`ses_events`), whether or not the sender hears
+    the answer, as SES does (the sender then runs without SESGUARD_SIMULATE_EVENTS)."""
     import signal
 
-    with local_aws(port):
+    with local_aws(port), ses_events(events_stream) if events_stream else nullcontext():
         signal.pause()  # until SIGTERM ends the process
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
 
-    _serve(int(sys.argv[1]))
+    parser = argparse.ArgumentParser(prog="python -m sesguard.local.localaws")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--ses-events", metavar="STREAM", default=None)
+    cli = parser.parse_args()
+    _serve(cli.port, cli.ses_events)

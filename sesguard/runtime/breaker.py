@@ -4,10 +4,20 @@ CLOSED: calls flow; each DOWN answer (sesguard.aws.errors) adds to a count of
 consecutive failures, any UP answer resets it, THROTTLED changes nothing. At `threshold`
 consecutive failures the breaker OPENS: the service stops taking work, gives back what
 it holds, and probes the dependency with one cheap call after `probe_delay()` seconds
-(doubling up to `probe_cap` while probes keep failing). The first probe that gets an
-answer CLOSES it again. While open, ordinary calls do not close it (a slow call
-finishing late proves little); only a probe does, so recovery is one decision in one
-place (sesguard.runtime.dependencies does the I/O).
+(doubling up to `probe_cap` while probes keep failing).
+
+A probe that gets an answer only makes the breaker HALF-OPEN: the consumer then lets one
+message at a time through as a trial (sesguard.runtime.consumer). The first real call
+that succeeds (UP, seen by the dependency's hooks) CLOSES it; a DOWN answer re-OPENS it
+at once and the next probe waits twice as long as the last one did, because the probe
+answering did not prove the dependency works. Why: a probe is a different call from
+the work. SES answers GetAccount while only SendEmail fails; closing on the probe made
+the sender take a full batch, fail, reopen every few seconds and churn through the
+queue. `probes_failed` (the backoff) is reset only when a real call succeeded.
+
+While OPEN, ordinary calls do not close it (a slow call finishing late proves little);
+only a probe moves it on, so recovery is one decision in one place
+(sesguard.runtime.dependencies does the I/O).
 """
 
 from __future__ import annotations
@@ -22,6 +32,15 @@ from sesguard.core.backoff import backoff_ceiling
 class BreakerState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
+    HALF_OPEN = "half_open"  # a probe answered; trial calls decide
+
+
+class Change(StrEnum):
+    """What one observed call did to the breaker (None from `observe`: nothing)."""
+
+    OPENED = "opened"  # closed -> open: the outage begins
+    REOPENED = "reopened"  # half-open -> open: the trial failed, the outage goes on
+    CLOSED = "closed"  # half-open -> closed: a real call succeeded, the outage is over
 
 
 @dataclass
@@ -32,8 +51,8 @@ class Breaker:
     probe_cap: float = 30.0
     state: BreakerState = BreakerState.CLOSED
     failures: int = 0  # consecutive DOWN answers (while closed)
-    opened_at: float | None = None
-    probes_failed: int = 0
+    opened_at: float | None = None  # when the outage began (kept through re-openings)
+    probes_failed: int = 0  # probes that failed, plus trials that failed, this outage
     last_error: str = ""
 
     def __post_init__(self) -> None:
@@ -44,42 +63,53 @@ class Breaker:
     def is_open(self) -> bool:
         return self.state is BreakerState.OPEN
 
-    def observe(self, health: Health, now: float, error: str = "") -> bool:
-        """One call's outcome; True when this one opened the breaker."""
+    @property
+    def is_closed(self) -> bool:
+        return self.state is BreakerState.CLOSED
+
+    def observe(self, health: Health, now: float, error: str = "") -> Change | None:
+        """One call's outcome; what it changed, if anything."""
         if health is Health.THROTTLED:
-            return False
+            return None
         if health is Health.UP:
-            if not self.is_open:
+            if self.state is BreakerState.HALF_OPEN:
+                self.state = BreakerState.CLOSED
                 self.failures = 0
-            return False
+                self.probes_failed = 0
+                return Change.CLOSED
+            if self.is_closed:
+                self.failures = 0
+            return None
         self.last_error = error or self.last_error
+        if self.state is BreakerState.HALF_OPEN:
+            self.state = BreakerState.OPEN
+            self.probes_failed += 1  # the probe's answer was not enough: wait longer
+            return Change.REOPENED
         if self.is_open:
-            return False
+            return None
         self.failures += 1
         if self.failures < self.threshold:
-            return False
+            return None
         self.state = BreakerState.OPEN
         self.opened_at = now
         self.probes_failed = 0
-        return True
+        return Change.OPENED
 
     def probe_delay(self) -> float:
         """Seconds until the next probe: `probe_first`, doubling while probes fail."""
         return backoff_ceiling(self.probes_failed, self.probe_first, self.probe_cap)
 
     def probed(self, health: Health, now: float, error: str = "") -> bool:
-        """A probe's outcome while open; True when it closed the breaker."""
+        """A probe's outcome while open; True when it made the breaker half-open."""
         if not self.is_open:
             return False
         if health is Health.DOWN:
             self.probes_failed += 1
             self.last_error = error or self.last_error
             return False
-        # UP, or THROTTLED (it answered): the dependency is there again.
-        self.state = BreakerState.CLOSED
-        self.failures = 0
-        self.probes_failed = 0
+        # UP, or THROTTLED (it answered): the dependency is there; a real call decides.
+        self.state = BreakerState.HALF_OPEN
         return True
 
     def open_for(self, now: float) -> float:
-        return now - self.opened_at if self.is_open and self.opened_at is not None else 0.0
+        return 0.0 if self.is_closed or self.opened_at is None else now - self.opened_at

@@ -18,8 +18,11 @@ optionally, the dependencies to guard and a commit function; the runtime does th
 - **Breakers** (sesguard.runtime.dependencies): when a dependency goes down the consumer
   *holds its intake*: no receives, handlers waiting in `abortable()` give their messages
   back, messages arriving are given back with their backoff (so their receive counts are
-  not burned), until the probe gets an answer. `hold()` is also how a service stops
-  taking work for its own reasons (the sender's SES account pause).
+  not burned), until the probe gets an answer. Then the breaker is half-open and the
+  hold becomes a *trial*: one message at a time is received and handled, until a real
+  call to the dependency succeeds (the hold is released) or fails (held again, probing
+  on with a longer delay). `hold()` is also how a service stops taking work for its own
+  reasons (the sender's SES account pause).
 - **Stop** (`stop()`, SIGTERM): no new receives; handlers get `stop_grace` seconds to
   finish; then every handler outside an `uninterruptible()` section is cancelled at once
   and its message made visible at once, and those inside get `abandon_seconds` more.
@@ -132,8 +135,15 @@ class ConsumerConfig:
 class _Hold:
     reason: str
     delay: Callable[[Delivery], int]
-    since: float
+    since: float  # when the first hold of this key began (kept when a trial fails)
     dependency: bool
+    trial: bool = False  # one message at a time instead of none
+
+
+class Intake(StrEnum):
+    OPEN = "open"  # receive up to `concurrency`
+    TRIAL = "trial"  # only trial holds: one message in hand at a time
+    HELD = "held"  # no receives
 
 
 class Consumer:
@@ -173,6 +183,7 @@ class Consumer:
             config.name,
             dependencies,
             on_open=self._dependency_down,
+            on_trial=self._dependency_trial,
             on_close=self._dependency_up,
             threshold=config.breaker_threshold,
             probe_first=config.retry.probe_first,
@@ -219,25 +230,42 @@ class Consumer:
         delay: Callable[[Delivery], int] | None = None,
         *,
         dependency: bool = False,
+        trial: bool = False,
     ) -> None:
         """Stop taking work until `release(key)`: no receives, abortable waits give up,
-        messages given back after `delay(delivery)` seconds (default: at once)."""
-        if key not in self._holds:
-            self._holds[key] = _Hold(
-                reason, delay or (lambda _d: 0), self.clock.monotonic(), dependency
-            )
-        self._abort.set()
-        self._unheld.clear()
+        messages given back after `delay(delivery)` seconds (default: at once). With
+        `trial`, one message at a time is still taken (a half-open breaker's trial), as
+        long as no other hold stops intake altogether. Holding a key again switches it
+        between the two and keeps when it began."""
+        old = self._holds.get(key)
+        if old is None or old.trial != trial:
+            since = old.since if old is not None else self.clock.monotonic()
+            self._holds[key] = _Hold(reason, delay or (lambda _d: 0), since, dependency, trial)
+        self._sync_intake()
 
     def release(self, key: str) -> None:
         self._holds.pop(key, None)
+        self._sync_intake()
+
+    def _intake(self) -> Intake:
         if not self._holds:
+            return Intake.OPEN
+        return Intake.TRIAL if all(h.trial for h in self._holds.values()) else Intake.HELD
+
+    def _sync_intake(self) -> None:
+        """Held: no receives, abortable waits give up. Open or trial: both go on."""
+        if self._intake() is Intake.HELD:
+            self._abort.set()
+            self._unheld.clear()
+        else:
             self._unheld.set()
             if not self._grace_over:
                 self._abort.clear()
+        self._room.set()  # the receive loop looks again
 
     @property
     def held(self) -> bool:
+        """Intake is held or limited to trials."""
         return bool(self._holds)
 
     @property
@@ -280,19 +308,24 @@ class Consumer:
         cfg = self.config
         batch = min(SQS_BATCH, cfg.concurrency)
         while not self._stopping.is_set():
-            if self._holds:
-                if cfg.drain and self._gave_up():
-                    return
+            intake = self._intake()
+            if intake is not Intake.OPEN and cfg.drain and self._gave_up():
+                return
+            if intake is Intake.HELD:
                 await self._first(self._unheld.wait(), self._stopping.wait(), asyncio.sleep(1))
                 continue
             if self._receive_failures:
                 await self._pause(backoff_delay(self._receive_failures, base=0.2, cap=10.0))
                 if self._stopping.is_set():
                     break
-            free = cfg.concurrency - self.in_flight
-            if free < batch:
+            if intake is Intake.TRIAL:  # one in hand at a time, until the trial decides
+                free, wanted = (0 if self.in_flight else 1), 1
+            else:
+                free = cfg.concurrency - self.in_flight
+                wanted = batch
+            if free < wanted:
                 self._room.clear()
-                await self._first(self._room.wait(), self._stopping.wait())
+                await self._first(self._room.wait(), self._stopping.wait(), asyncio.sleep(1))
                 continue
             try:
                 messages = await self._receive(min(SQS_BATCH, free))
@@ -301,11 +334,13 @@ class Consumer:
                 log.error("receive_failed", error=describe(exc))
                 continue
             self._receive_failures = 0
-            if self._stopping.is_set() or self._holds:
-                for msg in messages:  # taken, not handled: back to the queue
-                    self._give_back_unhandled(msg)
-                continue
-            for msg in messages:
+            now = self._intake()
+            take = 0 if self._stopping.is_set() or now is Intake.HELD else len(messages)
+            if now is Intake.TRIAL:
+                take = min(take, 0 if self.in_flight else 1)
+            for msg in messages[take:]:  # taken, not handled: back to the queue
+                self._give_back_unhandled(msg)
+            for msg in messages[:take]:
                 self._spawn(msg)
             if not messages and cfg.drain:
                 if await self._drained():
@@ -470,6 +505,11 @@ class Consumer:
             return self.config.retry.delay(d.receive_count)
 
         self.hold(f"dependency:{name}", reason, backoff, dependency=True)
+
+    def _dependency_trial(self, name: str) -> None:
+        hold = self._holds.get(f"dependency:{name}")
+        if hold is not None:
+            self.hold(f"dependency:{name}", hold.reason, hold.delay, dependency=True, trial=True)
 
     def _dependency_up(self, name: str) -> None:
         self.release(f"dependency:{name}")

@@ -5,8 +5,12 @@ call. The guard listens to the client's own botocore events (`after-call`,
 `after-call-error`), so every call any handler makes is judged
 (sesguard.aws.errors) and fed to that dependency's `Breaker` without the handlers
 doing anything. When a breaker opens, the guard logs one alert line and tells the
-consumer to hold its intake; it then probes with backoff, and on the first answer logs
-one line that it is back and releases the hold. Any answer to a call also counts as
+consumer to hold its intake; it then probes with backoff. The first answer to a probe
+makes the breaker half-open (sesguard.runtime.breaker says why a probe alone is not
+enough): the consumer lets one message at a time through as a trial. The first real call
+that succeeds closes it: one alert line that it is back, and the hold is released. A
+trial that fails holds the intake again, without a new alert (the same outage), and
+probing resumes with the next, longer delay. Any answer to a call also counts as
 progress of the handler that made it (the heartbeat's stall check).
 """
 
@@ -20,7 +24,7 @@ from typing import Any
 
 from sesguard.aws.errors import Health, describe, judge_answer, judge_exception
 from sesguard.logging import get_logger
-from sesguard.runtime.breaker import Breaker
+from sesguard.runtime.breaker import Breaker, Change
 from sesguard.runtime.delivery import current_delivery
 
 log = get_logger(__name__)
@@ -43,6 +47,7 @@ class Guard:
         dependencies: Sequence[Dependency],
         *,
         on_open: Callable[[str, str], None],
+        on_trial: Callable[[str], None],
         on_close: Callable[[str], None],
         threshold: int = 5,
         probe_first: float = 1.0,
@@ -55,6 +60,7 @@ class Guard:
             d.name: Breaker(d.name, threshold, probe_first, probe_cap) for d in dependencies
         }
         self.on_open = on_open
+        self.on_trial = on_trial
         self.on_close = on_close
         self.clock = clock
         self._probes: dict[str, asyncio.Task[None]] = {}
@@ -62,7 +68,8 @@ class Guard:
 
     @property
     def open(self) -> list[str]:
-        return sorted(name for name, b in self.breakers.items() if b.is_open)
+        """Dependencies whose breaker is not closed (open or half-open)."""
+        return sorted(name for name, b in self.breakers.items() if not b.is_closed)
 
     def attach(self) -> None:
         for dep in self.dependencies.values():
@@ -112,8 +119,13 @@ class Guard:
         if delivery is not None:
             delivery.progress()  # the call came back, whatever it said
         breaker = self.breakers[name]
-        if breaker.observe(health, self.clock(), error):
+        change = breaker.observe(health, self.clock(), error)
+        if change is Change.OPENED:
             self._opened(breaker)
+        elif change is Change.REOPENED:
+            self._reopened(breaker)
+        elif change is Change.CLOSED:
+            self._closed(breaker)
 
     # ---- open, probe, close ----------------------------------------------------------
 
@@ -131,13 +143,39 @@ class Guard:
                 f" probing {dep.probe_call or 'the dependency'} until it answers"
             ),
         )
+        self._hold_and_probe(breaker)
+
+    def _reopened(self, breaker: Breaker) -> None:
+        log.info(
+            "dependency_trial_failed",
+            service=self.owner,
+            dependency=breaker.name,
+            error=breaker.last_error,
+            next_probe_seconds=round(breaker.probe_delay(), 1),
+        )
+        self._hold_and_probe(breaker)
+
+    def _hold_and_probe(self, breaker: Breaker) -> None:
         self.on_open(breaker.name, f"{breaker.name} unavailable: {breaker.last_error}")
         if breaker.name not in self._probes:
             self._probes[breaker.name] = asyncio.create_task(
-                self._probe_until_closed(breaker), name=f"probe-{breaker.name}"
+                self._probe_while_open(breaker), name=f"probe-{breaker.name}"
             )
 
-    async def _probe_until_closed(self, breaker: Breaker) -> None:
+    def _closed(self, breaker: Breaker) -> None:
+        now = self.clock()
+        log.warning(
+            "dependency_available",
+            alert=True,
+            service=self.owner,
+            dependency=breaker.name,
+            unavailable_seconds=round(now - (breaker.opened_at or now), 1),
+            action="receiving again",
+        )
+        self.on_close(breaker.name)
+
+    async def _probe_while_open(self, breaker: Breaker) -> None:
+        """Probe with backoff until a probe answers; then trials decide (half-open)."""
         dep = self.dependencies[breaker.name]
         try:
             while breaker.is_open:
@@ -147,17 +185,14 @@ class Guard:
                     health, error = Health.UP, ""
                 except Exception as exc:
                     health, error = judge_exception(exc), describe(exc)
-                now = self.clock()
-                if breaker.probed(health, now, error):
-                    log.warning(
-                        "dependency_available",
-                        alert=True,
+                if breaker.probed(health, self.clock(), error):
+                    log.info(
+                        "dependency_probe_answered",
                         service=self.owner,
                         dependency=breaker.name,
-                        unavailable_seconds=round(now - (breaker.opened_at or now), 1),
-                        action="receiving again",
+                        action="one message at a time until a call succeeds",
                     )
-                    self.on_close(breaker.name)
+                    self.on_trial(breaker.name)
                     return
                 log.info(
                     "dependency_probe_failed",

@@ -179,13 +179,17 @@ class Service:
             return ""
 
 
-async def start_stand_in(log: Path, attempts: int = 3) -> tuple[asyncio.subprocess.Process, str]:
-    """`python -m sesguard.local.localaws PORT` on a free port; retried if the port was taken."""
+async def start_stand_in(
+    log: Path, attempts: int = 3, *, ses_events: str | None = None
+) -> tuple[asyncio.subprocess.Process, str]:
+    """`python -m sesguard.local.localaws PORT` on a free port; retried if the port was taken.
+    With `ses_events` (a Firehose stream), its SES publishes its own events."""
+    extra = ("--ses-events", ses_events) if ses_events else ()
     for _ in range(attempts):
         port = free_port()
         with log.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "sesguard.local.localaws", str(port)),
+                *(sys.executable, "-m", "sesguard.local.localaws", str(port), *extra),
                 cwd=ROOT,
                 stdout=out,
                 stderr=out,
@@ -252,10 +256,24 @@ class Outcome:
 class Stack:
     """A scenario's stand-in, proxies, processes and read-only view of the stand-in."""
 
-    def __init__(self, name: str, workdir: Path, overrides: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        workdir: Path,
+        overrides: dict[str, str] | None = None,
+        *,
+        ses_publishes: bool = False,
+    ) -> None:
+        """`ses_publishes`: the stand-in's SES publishes the events for every message it
+        accepts, as SES does, instead of the sender's simulator (which publishes only
+        for the sends it heard succeed)."""
         self.name = name
         self.dir = workdir
-        self.overrides = overrides or {}
+        self.ses_publishes = ses_publishes
+        self.overrides = dict(overrides or {})
+        if ses_publishes:
+            self.overrides["SESGUARD_SIMULATE_EVENTS"] = "false"
+            self.overrides["SESGUARD_COUNT_SIMULATOR_MAIL"] = "true"  # counted as before
         self.dir.mkdir(parents=True, exist_ok=True)
         self.endpoint = ""
         self.proxies: dict[str, FaultProxy] = {}
@@ -269,7 +287,10 @@ class Stack:
         self.urls: dict[str, str] = {}
 
     async def __aenter__(self) -> Stack:
-        self._stand_in, self.endpoint = await start_stand_in(self.dir / "stand-in.log")
+        self._stand_in, self.endpoint = await start_stand_in(
+            self.dir / "stand-in.log",
+            ses_events=suite_settings().firehose_stream if self.ses_publishes else None,
+        )
         for name in ("sender", "worker"):
             proxy = FaultProxy(self.endpoint, name)
             await self._stack.enter_async_context(proxy)
@@ -279,10 +300,10 @@ class Stack:
         )
         config = AioConfig(retries={"mode": "standard", "total_max_attempts": 3})
         made = {}
-        for service in ("dynamodb", "sqs", "s3", "sesv2", "firehose", "sts"):
+        for service in ("dynamodb", "sqs", "s3", "sesv2", "firehose", "sts", "events"):
             client = session.client(service, endpoint_url=self.endpoint, config=config)
             made[service] = await self._stack.enter_async_context(client)
-        self.clients = Clients(**made)
+        self.clients = Clients(**made, ses_send=made["sesv2"])  # this process never sends
         self.sqs, self.ddb, self.s3 = made["sqs"], made["dynamodb"], made["s3"]
         return self
 
