@@ -2,7 +2,7 @@
 
     python bench/recovery.py [--jobs 200] [--outage 30] [--partners 3]
 
-Standalone: starts its own stand-in (sesguard.localaws, a child process on a free port),
+Standalone: starts its own stand-in (sesguard.local.localaws, a child process on a free port),
 fake credentials, bootstrap and partners, and the fault proxy of the test suite
 (tests/faults/proxy.py) between the consumers and the stand-in. Then, for each consumer,
 the same N jobs (new job ids): a tenth is enqueued and the consumer starts; once those are
@@ -41,23 +41,23 @@ from pathlib import Path
 from typing import Any
 
 # Settings before any import reads them; AWS endpoint and fake credentials come from
-# sesguard.localaws when the stand-in starts.
+# sesguard.local.localaws when the stand-in starts.
 os.environ.update(SESGUARD_NOTIFY_FROM="guard@isv.example.com", SESGUARD_LOG_LEVEL="WARNING")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 
-from sesguard.aws import Clients, open_clients
-from sesguard.bootstrap import bootstrap
-from sesguard.enqueue import Enqueuer
-from sesguard.jobs import parse_job
-from sesguard.localaws import local_aws_process
+from sesguard.aws.clients import Clients, open_clients
+from sesguard.aws.enqueue import Enqueuer
+from sesguard.aws.store import PartnerStore
+from sesguard.core.jobs import parse_job
+from sesguard.core.partners import Limits, Profile
+from sesguard.local.localaws import local_aws_process
 from sesguard.logging import configure_logging
-from sesguard.partners import Limits, Profile
-from sesguard.report import render_table
+from sesguard.ops.bootstrap import bootstrap
+from sesguard.ops.report import render_table
 from sesguard.runtime.sqs import queue_depth
 from sesguard.settings import Settings, load_settings
-from sesguard.store import PartnerStore
 from tests.faults.proxy import Error, FaultProxy, error
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -264,7 +264,7 @@ async def both(
     """Bootstrap and partners, then each consumer through the same outage."""
     await bootstrap(clients, settings, [DOMAIN])
     args.max_receive_count = await max_receives(clients.sqs, settings.send_queue)
-    store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
     for pid in partners:
         await store.create(Profile(pid, f"ops@{pid}.example.org", Limits()))
     return [

@@ -2,7 +2,7 @@
 
     python bench/sender.py [--jobs 300] [--partners 5] [--concurrency 32] [--latency-ms 0,10]
 
-Standalone: starts its own moto server (sesguard.localaws, in a child process on a free
+Standalone: starts its own moto server (sesguard.local.localaws, in a child process on a free
 port, so the server and the consumers do not share one interpreter lock), sets fake AWS
 credentials, creates the resources, registers the partners and verifies the sending
 domain. Then the same N jobs go through:
@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 # Settings before any import reads them; AWS endpoint and fake credentials come from
-# sesguard.localaws when the stand-in starts.
+# sesguard.local.localaws when the stand-in starts.
 os.environ.update(SESGUARD_NOTIFY_FROM="guard@isv.example.com", SESGUARD_LOG_LEVEL="WARNING")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -62,16 +62,16 @@ import orjson
 
 from sender.service import SenderService
 from sender.ses import send_params
-from sesguard.aws import Clients, open_clients
-from sesguard.bootstrap import bootstrap
-from sesguard.jobs import parse_job
-from sesguard.localaws import local_aws_process
+from sesguard.aws.clients import Clients, open_clients
+from sesguard.aws.store import PartnerStore
+from sesguard.core.jobs import parse_job
+from sesguard.core.partners import Limits, Profile
+from sesguard.local.localaws import local_aws_process
 from sesguard.logging import configure_logging
-from sesguard.partners import Limits, Profile
-from sesguard.report import render_table
+from sesguard.ops.bootstrap import bootstrap
+from sesguard.ops.report import render_table
 from sesguard.runtime.sqs import queue_depth
 from sesguard.settings import Settings, load_settings
-from sesguard.store import PartnerStore
 
 DOMAIN = "isv.example.com"
 READ_OPS = frozenset({"Query", "GetItem", "BatchGetItem", "Scan"})
@@ -316,7 +316,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     partners = [f"partner-{p:02d}" for p in range(args.partners)]
     async with open_clients(args.concurrency) as clients, open_clients(4) as feeder:
         await bootstrap(clients, settings, [DOMAIN])
-        store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+        store = PartnerStore.from_settings(clients.dynamodb, settings)
         for pid in partners:
             await store.create(Profile(pid, f"ops@{pid}.example.org", Limits()))
         url = (await clients.sqs.get_queue_url(QueueName=settings.send_queue))["QueueUrl"]
@@ -352,7 +352,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     naive_ms = 1000 / naive["jobs_per_s"]
     summary: dict[str, Any] = {
         "benchmark": "sender",
-        "backend": "moto server (HTTP, sesguard.localaws), separate process",
+        "backend": "moto server (HTTP, sesguard.local.localaws), separate process",
         "jobs": args.jobs,
         "partners": args.partners,
         "concurrency": args.concurrency,

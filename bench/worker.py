@@ -41,13 +41,13 @@ from pathlib import Path
 from typing import Any
 
 # Settings before any import reads them; AWS endpoint and fake credentials come from
-# sesguard.localaws when the stand-in starts.
+# sesguard.local.localaws when the stand-in starts.
 os.environ.update(SESGUARD_NOTIFY_FROM="guard@isv.example.com", SESGUARD_LOG_LEVEL="WARNING")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 
-from sesguard.jobs import JOB_TAG, job_id_from_tag, job_tag_value
+from sesguard.core.jobs import JOB_TAG, job_id_from_tag, job_tag_value
 from sesguard.logging import configure_logging
 
 WRITE_OPS = frozenset(
@@ -315,7 +315,7 @@ async def run_worker(clients: Any, settings: Any, data: DataSet) -> dict[str, An
 
 async def run_naive(clients: Any, table: str, bucket: str, key: str, sample: int) -> dict[str, Any]:
     """The original Lambda design: read the object, one UpdateItem per event."""
-    from sesguard.table import bucket_sk, partner_pk
+    from sesguard.aws.table import bucket_sk, partner_pk
     from worker.classify import Delta, classify
 
     t0 = time.perf_counter()
@@ -355,7 +355,7 @@ STALE_EVERY = 1000  # one job in this many was left "sending" by a sender that d
 
 async def write_job_records(clients: Any, table: str, jobs: list[tuple[str, str]]) -> list[str]:
     """The claims dead senders left "sending" (1 job in STALE_EVERY); returns their ids."""
-    from sesguard import table as t
+    from sesguard.aws import table as t
 
     stale = [(j, pid) for n, (j, pid) in enumerate(jobs) if n % STALE_EVERY == STALE_EVERY // 2]
     items = [
@@ -385,7 +385,7 @@ async def write_job_records(clients: Any, table: str, jobs: list[tuple[str, str]
 
 
 async def confirmed_jobs(clients: Any, table: str, job_ids: list[str]) -> int:
-    from sesguard import table as t
+    from sesguard.aws import table as t
 
     n = 0
     for job_id in job_ids:
@@ -398,14 +398,14 @@ async def confirmed_jobs(clients: Any, table: str, job_ids: list[str]) -> int:
 
 
 async def end_to_end(data: DataSet, naive_sample: int) -> dict[str, Any]:
-    from sesguard.aws import open_clients
-    from sesguard.bootstrap import bootstrap, ensure_table
-    from sesguard.localaws import local_aws
-    from sesguard.partners import Limits, Profile
+    from sesguard.aws.clients import open_clients
+    from sesguard.aws.store import PartnerStore
+    from sesguard.core.partners import Limits, Profile
+    from sesguard.local.localaws import local_aws
+    from sesguard.ops.bootstrap import bootstrap, ensure_table
     from sesguard.settings import load_settings
-    from sesguard.store import PartnerStore
 
-    # moto with DynamoDB's isolation (see sesguard.localaws): both sides run on it alike.
+    # moto with DynamoDB's isolation (see sesguard.local.localaws): both sides run on it alike.
     with local_aws():
         settings = load_settings()
         async with open_clients(settings.concurrency, max_attempts=2) as clients:
@@ -413,7 +413,7 @@ async def end_to_end(data: DataSet, naive_sample: int) -> dict[str, Any]:
             naive_settings = load_settings(table="sesguard-naive")
             await ensure_table(clients, naive_settings)
             bucket = settings.bucket_name(await clients.account_id())
-            store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+            store = PartnerStore.from_settings(clients.dynamodb, settings)
             for pid in data.per_partner_sent:
                 await store.create(Profile(pid, f"ops@{pid}.example.com", Limits()))
             counter = WriteCounter(clients.dynamodb)
@@ -543,7 +543,7 @@ def main() -> int:
         "transactions": w["chunks"],
         "partners_paused": w["paused"],
         "backend": "moto server (HTTP), same process",
-        "moto_dynamodb_serialized": True,  # both sides: see sesguard.localaws
+        "moto_dynamodb_serialized": True,  # both sides: see sesguard.local.localaws
     }
     print(orjson.dumps(result).decode())
     return 0

@@ -44,12 +44,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 
-from sesguard.aws import open_clients
-from sesguard.bootstrap import ensure_table
-from sesguard.localaws import local_aws_process
+from sesguard.aws.clients import open_clients
+from sesguard.aws.store import PartnerStore
+from sesguard.local.localaws import local_aws_process
 from sesguard.logging import configure_logging
+from sesguard.ops.bootstrap import ensure_table
 from sesguard.settings import load_settings
-from sesguard.store import PartnerStore
 from tests.fixtures.hostile import BOMBS, records_object
 from worker.aggregate import Aggregator
 from worker.enforce import Enforcer
@@ -210,7 +210,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     async with open_clients(4, max_attempts=2) as clients:
         await ensure_table(clients, settings)
         await clients.s3.create_bucket(Bucket=BUCKET)
-        store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+        store = PartnerStore.from_settings(clients.dynamodb, settings)
         enforcer = Enforcer(store, clients.sesv2, settings)
         # Both without the cap here, to read every object to its end; the cap is measured
         # on its own below.

@@ -8,18 +8,21 @@ is given back too), and probes SESv2 GetAccount every `probe_seconds` until
 nothing: we try sending again, and a pause trips the watch again at the first job.
 
 With `sender --drain` the run ends instead, every job not sent back in the queue, with
-exit code 3 (sesguard.exitcodes.ExitCode.ACCOUNT_PAUSED).
+exit code 3 (sesguard.core.exitcodes.ExitCode.ACCOUNT_PAUSED).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING
 
+from sesguard.aws.errors import error_code
 from sesguard.logging import get_logger
 from sesguard.runtime import Consumer
-from sesguard.runtime.failures import error_code
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sesv2 import SESV2Client
 
 log = get_logger(__name__)
 
@@ -29,7 +32,12 @@ PROBE_SECONDS = 60.0
 
 class AccountWatch:
     def __init__(
-        self, sesv2: Any, consumer: Consumer, *, drain: bool, probe_seconds: float = PROBE_SECONDS
+        self,
+        sesv2: SESV2Client,
+        consumer: Consumer,
+        *,
+        drain: bool,
+        probe_seconds: float = PROBE_SECONDS,
     ) -> None:
         self.sesv2 = sesv2
         self.consumer = consumer

@@ -10,7 +10,7 @@ If the policy finds an active partner over its limits (an operator lowered a lim
 the gate pauses it through the same conditional transition the worker uses, so the
 partner still gets exactly one notice (and one Partner Paused event), and drops its cache
 entry so the next job reads the paused status. A warn level crossed is announced once
-across all tasks (sesguard.transitions.note_warnings).
+across all tasks (sesguard.ops.transitions.note_warnings).
 """
 
 from __future__ import annotations
@@ -22,15 +22,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING
 
-from sesguard.lifecycle import Publisher
+from sesguard.aws.lifecycle import Publisher
+from sesguard.aws.store import PartnerStore
+from sesguard.core.partners import PartnerState, PausedBy, Profile, utcnow
+from sesguard.core.policy import Level, Verdict, evaluate
 from sesguard.logging import get_logger
-from sesguard.partners import PartnerState, PausedBy, Profile, utcnow
-from sesguard.policy import Level, Verdict, evaluate
+from sesguard.ops.transitions import note_warnings, pause_partner
 from sesguard.settings import Settings
-from sesguard.store import PartnerStore
-from sesguard.transitions import note_warnings, pause_partner
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sesv2 import SESV2Client
 
 log = get_logger(__name__)
 
@@ -73,7 +76,7 @@ class Gate:
     def __init__(
         self,
         store: PartnerStore,
-        sesv2: Any,
+        sesv2: SESV2Client,
         settings: Settings,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = utcnow,

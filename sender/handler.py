@@ -6,7 +6,7 @@ job_id, never the body):
 
   sent           SES accepted it: Done, with its "sent" record as the commit, so the
                  message is deleted only once the record is written
-  held           partner paused: stored in sesguard.held, Done
+  held           partner paused: stored in sesguard.aws.held, Done
   duplicate      its job_id was already sent (by its record, or by SES's Send event for
                  a claim whose owner died: sender.records): Done without sending
   dead_lettered  malformed, unknown partner, rejected by SES or possibly sent (a stale
@@ -39,19 +39,19 @@ from sender.gate import Action, Gate
 from sender.intake import Attempt, Outcome, Phase, ids_for_log, job_from_message
 from sender.records import ClaimState, JobRecords
 from sender.ses import Failure, classify, send_params
-from sesguard.backoff import backoff_delay
-from sesguard.deadletter import REJECTED, UNKNOWN_PARTNER, possibly_sent_reason
-from sesguard.held import HeldJobs
-from sesguard.jobs import JobError, SendJob
+from sesguard.aws.deadletter import REJECTED, UNKNOWN_PARTNER, possibly_sent_reason
+from sesguard.aws.errors import describe, error_code
+from sesguard.aws.held import HeldJobs
+from sesguard.aws.store import StoreError
+from sesguard.core.backoff import backoff_delay
+from sesguard.core.jobs import JobError, SendJob
+from sesguard.core.partners import Profile
+from sesguard.local.simulator import EventPublisher
 from sesguard.logging import get_logger
-from sesguard.metrics import ServiceMetrics
-from sesguard.partners import Profile
-from sesguard.ratelimit import Clock, TokenBucket
 from sesguard.runtime import Aborted, DeadLetter, Defer, Delivery, Done, Fate, GiveBack, Retry
-from sesguard.runtime.failures import describe, error_code
+from sesguard.runtime.metrics import ServiceMetrics
+from sesguard.runtime.ratelimit import Clock, TokenBucket
 from sesguard.settings import Settings
-from sesguard.simulator import EventPublisher
-from sesguard.store import StoreError
 
 log = get_logger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sesguard.jobs import SendJob, ids_for_log, parse_job
+from sesguard.core.jobs import SendJob, ids_for_log, parse_job
 
 __all__ = ["Attempt", "Outcome", "Phase", "ids_for_log", "job_from_message"]
 

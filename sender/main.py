@@ -1,6 +1,6 @@
 """Entry points of the send service for the `sesguard sender` CLI and `python -m sender`.
 
-Exit codes (sesguard.exitcodes): 0 stopped or drained, 1 could not start (missing queue,
+Exit codes (sesguard.core.exitcodes): 0 stopped or drained, 1 could not start (missing queue,
 no AWS access) or a --drain that gave up (a dependency down past the outage tolerance),
 3 --drain ended early because SES paused sending for the whole account.
 """
@@ -12,7 +12,7 @@ import asyncio
 import signal
 
 from sender.service import SenderService
-from sesguard.aws import open_clients
+from sesguard.aws.clients import open_clients
 from sesguard.logging import get_logger
 from sesguard.settings import Settings
 

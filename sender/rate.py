@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
+from sesguard.aws.errors import error_code
 from sesguard.logging import get_logger
-from sesguard.runtime.failures import error_code
 from sesguard.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sesv2 import SESV2Client
 
 log = get_logger(__name__)
 
 FALLBACK_SEND_RATE = 14.0  # SES's usual starting quota, when GetAccount is unavailable
 
 
-async def resolve_send_rate(sesv2: Any, settings: Settings) -> tuple[float, str]:
+async def resolve_send_rate(sesv2: SESV2Client, settings: Settings) -> tuple[float, str]:
     """Account-wide sends/s and where it came from: the setting, else the account's
     quota (SESv2 GetAccount), else a fallback that is logged (moto has no GetAccount)."""
     if settings.max_send_rate:

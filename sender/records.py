@@ -16,12 +16,12 @@ or "sent" (SES returned a MessageId), with a TTL of `settings.job_record_days`.
   is dead-lettered with reason "possibly sent", because re-sending could mail every
   recipient twice and dropping it silently could lose it. A lease-and-resend scheme
   would trade that for at-least-once sending, which the design contract rules out.
-- SES settles "possibly sent": every send carries the job id as a tag (sesguard.jobs.
+- SES settles "possibly sent": every send carries the job id as a tag (sesguard.core.jobs.
   JOB_TAG), so SES's Send event names the job, and the worker turns a "sending" record
   it names into "sent" (worker/confirm.py, `confirmed_by = "ses"`). A stale claim SES
   confirmed is therefore read here as "sent": a duplicate, never resent, never
   dead-lettered. One SES has not confirmed (yet) is dead-lettered, and `sesguard dlq
-  redrive` (sesguard/dlq.py) decides it later from the same record: dropped once SES
+  redrive` (sesguard/ops/dlq.py) decides it later from the same record: dropped once SES
   confirms it, re-sent only when no confirmation came within the settle time.
 """
 
@@ -37,12 +37,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sesguard import table as t
-from sesguard.backoff import backoff_delay
-from sesguard.jobs import SendJob
+from sesguard.aws import table as t
+from sesguard.aws.errors import describe, error_code
+from sesguard.core.backoff import backoff_delay
+from sesguard.core.jobs import SendJob
+from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
-from sesguard.partners import utcnow
-from sesguard.runtime.failures import describe
 
 log = get_logger(__name__)
 
@@ -135,7 +135,7 @@ class JobRecords:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if error_code(exc) != "ConditionalCheckFailedException":
                 raise
             old: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
             if old is None:  # an endpoint that does not return the old item
@@ -164,7 +164,7 @@ class JobRecords:
                 ExpressionAttributeValues={":sending": {"S": SENDING}, ":token": {"S": token}},
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if error_code(exc) != "ConditionalCheckFailedException":
                 raise
 
     def sent_item(

@@ -17,7 +17,7 @@ together with this service's choices:
 - the account's send rate, shared by the live sender tasks through their leases
   (sesguard.runtime.leases.RateShare), in `_send_rate`.
 
-Exit codes (sesguard.exitcodes): 0 stopped or drained, 1 could not start (missing queue,
+Exit codes (sesguard.core.exitcodes): 0 stopped or drained, 1 could not start (missing queue,
 no AWS access) or a drain that gave up (a dependency down past the outage tolerance),
 3 --drain ended because SES paused sending for the whole account.
 """
@@ -32,13 +32,14 @@ from sender.gate import Gate
 from sender.handler import INFRA_ERRORS, SendHandler
 from sender.rate import resolve_send_rate
 from sender.records import JobRecords
-from sesguard.aws import Clients
-from sesguard.exitcodes import ExitCode
-from sesguard.held import HeldJobs
-from sesguard.lifecycle import Publisher
+from sesguard.aws.clients import Clients
+from sesguard.aws.errors import describe
+from sesguard.aws.held import HeldJobs
+from sesguard.aws.lifecycle import Publisher
+from sesguard.aws.store import PartnerStore
+from sesguard.core.exitcodes import ExitCode
+from sesguard.local.simulator import EventPublisher
 from sesguard.logging import get_logger
-from sesguard.metrics import ServiceMetrics
-from sesguard.ratelimit import Clock, SystemClock, TokenBucket
 from sesguard.runtime import (
     Consumer,
     ConsumerConfig,
@@ -47,11 +48,10 @@ from sesguard.runtime import (
     StopCause,
     queue_urls,
 )
-from sesguard.runtime.failures import describe
 from sesguard.runtime.leases import RateShare
+from sesguard.runtime.metrics import ServiceMetrics
+from sesguard.runtime.ratelimit import Clock, SystemClock, TokenBucket
 from sesguard.settings import Settings
-from sesguard.simulator import EventPublisher
-from sesguard.store import PartnerStore
 
 log = get_logger(__name__)
 

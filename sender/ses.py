@@ -33,9 +33,9 @@ from botocore.exceptions import (
     ParamValidationError,
 )
 
-from sesguard.jobs import JOB_TAG, PARTNER_TAG, SendJob, job_tag_value
-from sesguard.partners import Profile
-from sesguard.runtime.failures import THROTTLE_CODES, error_code
+from sesguard.aws.errors import THROTTLE_CODES, error_code
+from sesguard.core.jobs import JOB_TAG, PARTNER_TAG, SendJob, job_tag_value
+from sesguard.core.partners import Profile
 from sesguard.settings import Settings
 
 

@@ -10,24 +10,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from sesguard import __version__, operations
-from sesguard.aws import Clients, not_implemented_message, open_clients
-from sesguard.exitcodes import ExitCode
-from sesguard.jobs import JobError, job_schema, parse_job
+from sesguard import __version__
+from sesguard.aws.clients import Clients, not_implemented_message, open_clients
+from sesguard.aws.errors import answer_text, error_code
+from sesguard.aws.store import PartnerStore, StoreError
+from sesguard.core.exitcodes import ExitCode
+from sesguard.core.jobs import JobError, job_schema, parse_job
+from sesguard.core.partners import MAX_MIN_VOLUME, MAX_REASON_CHARS, MIN_RATE, utcnow
 from sesguard.logging import configure_logging
-from sesguard.partners import MAX_MIN_VOLUME, MAX_REASON_CHARS, MIN_RATE, utcnow
+from sesguard.ops import operations
 from sesguard.settings import Settings, SettingsError, load_settings
-from sesguard.store import StoreError
 
-# Short names for this module; the codes themselves are defined in sesguard.exitcodes.
+if TYPE_CHECKING:
+    from sesguard.local.demo import Services
+
+# Short names for this module; the codes themselves are defined in sesguard.core.exitcodes.
 EXIT_OK, EXIT_OPERATIONAL, EXIT_USAGE = ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE
 
 
@@ -43,7 +47,7 @@ class OperationalError(Exception):
 
 
 def _arg_type(check: Callable[[Any], Any], value: str) -> Any:
-    """An argparse type from a check of sesguard.operations (the console applies the same
+    """An argparse type from a check of sesguard.ops.operations (the console applies the same
     checks): its refusal becomes argparse's, which prefixes it with the option's name."""
     try:
         return check(value)
@@ -112,7 +116,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 async def cmd_bootstrap(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
-    from sesguard.bootstrap import bootstrap
+    from sesguard.ops.bootstrap import bootstrap
 
     identities = list(args.identity or [])
     report = await bootstrap(clients, settings, identities)
@@ -191,9 +195,9 @@ def _print_lines(lines: Sequence[str]) -> None:
 
 
 async def cmd_partners_show(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
-    from sesguard.report import partner_text
+    from sesguard.ops.report import partner_text
 
-    store = operations.store_for(clients, settings)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
     report = await operations.partner_report(store, settings, args.partner_id)
     if report is None:
         raise UsageError(f"no partner {args.partner_id} (and no traffic under that id)")
@@ -206,9 +210,11 @@ async def cmd_partners_show(args: argparse.Namespace, settings: Settings, client
 
 
 async def cmd_partners_list(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
-    from sesguard.report import partners_table
+    from sesguard.ops.report import partners_table
 
-    rows = await operations.partner_reports(operations.store_for(clients, settings), settings)
+    rows = await operations.partner_reports(
+        PartnerStore.from_settings(clients.dynamodb, settings), settings
+    )
     if args.json:
         print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
     elif rows:
@@ -219,7 +225,7 @@ async def cmd_partners_list(args: argparse.Namespace, settings: Settings, client
 
 
 async def cmd_enqueue(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
-    from sesguard.enqueue import Enqueuer
+    from sesguard.aws.enqueue import Enqueuer
 
     jobs = args.jobs
     enqueuer = await Enqueuer.for_queue(clients.sqs, settings.send_queue)
@@ -232,7 +238,7 @@ async def cmd_enqueue(args: argparse.Namespace, settings: Settings, clients: Cli
 
 def _jobs_from_args(args: argparse.Namespace) -> list[Any]:
     """Validate every job before the first AWS call: a bad file sends nothing."""
-    from sesguard.enqueue import read_jobs_file
+    from sesguard.aws.enqueue import read_jobs_file
 
     try:
         if args.file:
@@ -280,8 +286,8 @@ def _split_tag(value: str) -> tuple[str, str]:
 
 
 async def cmd_dlq(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
-    """List a dead-letter queue without consuming it (sesguard.dlq)."""
-    from sesguard import dlq
+    """List a dead-letter queue without consuming it (sesguard.ops.dlq)."""
+    from sesguard.ops import dlq
 
     queue = settings.events_queue if args.events else settings.send_queue
     url = (await clients.sqs.get_queue_url(QueueName=f"{queue}-dlq"))["QueueUrl"]
@@ -296,14 +302,14 @@ async def cmd_dlq(args: argparse.Namespace, settings: Settings, clients: Clients
 
 
 async def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
-    """Re-enqueue what is safe from the send DLQ (sesguard.dlq)."""
-    from sesguard import dlq
+    """Re-enqueue what is safe from the send DLQ (sesguard.ops.dlq)."""
+    from sesguard.ops import dlq
     from sesguard.runtime import queue_urls
 
     if args.events:
         raise UsageError("redrive works on the send DLQ only (`sesguard dlq --events` lists)")
     queue_url, dlq_url = await queue_urls(clients.sqs, settings.send_queue)
-    store = operations.store_for(clients, settings)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
 
     async def partner_exists(partner_id: str) -> bool:
         return await store.get_profile(partner_id) is not None
@@ -333,7 +339,7 @@ async def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings, clients:
 
 
 async def cmd_console(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
-    from sesguard.console.server import serve
+    from sesguard.ops.console.server import serve
 
     return await serve(clients, settings, args.port)
 
@@ -345,7 +351,7 @@ def cmd_job_schema(_args: argparse.Namespace) -> int:
 
 def cmd_events_schema(args: argparse.Namespace) -> int:
     """One lifecycle event type's detail schema, or all of them keyed by detail type."""
-    from sesguard import lifecycle
+    from sesguard.aws import lifecycle
 
     if args.type is None:
         out: dict[str, Any] = lifecycle.schemas()
@@ -362,7 +368,7 @@ def cmd_events_schema(args: argparse.Namespace) -> int:
 async def cmd_events_history(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
     from datetime import timedelta
 
-    from sesguard.lifecycle import partner_history
+    from sesguard.aws.lifecycle import partner_history
 
     since = utcnow() - timedelta(hours=args.hours)
     events = await partner_history(clients.dynamodb, settings.table, args.partner_id, since)
@@ -388,21 +394,49 @@ def _summary(event: Any) -> str:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from sesguard import health
+    from sesguard.runtime import health
 
     settings = load_settings()
     return int(health.check(settings.heartbeat_file, args.max_age))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sesguard import demo
+    from sesguard.local import demo
 
-    return int(demo.main(args))
+    return int(demo.main(args, demo_services()))
+
+
+def demo_services() -> Services:
+    """The sender and worker services, as the demo runs them (`sesguard.local.demo.Services`).
+
+    The CLI is the one module of sesguard that imports `sender` and `worker`: the layers
+    below it receive the services instead (tests/test_layout.py checks it)."""
+    from sender.service import SenderService
+    from sesguard.local.demo import Services
+    from worker.service import WorkerService
+
+    return Services(
+        drain_sender=lambda clients, settings: SenderService(clients, settings, drain=True).run(),
+        worker=WorkerService,
+    )
+
+
+def service_module(name: str) -> Any:
+    """The service's `main` module (its options and its entry point), imported only when run."""
+    if name == "sender":
+        from sender import main as sender_main
+
+        return sender_main
+    if name == "worker":
+        from worker import main as worker_main
+
+        return worker_main
+    raise ValueError(f"no service named {name!r}")
 
 
 def service_args(name: str, argv: Sequence[str]) -> tuple[Any, argparse.Namespace]:
     """Parse `sesguard sender|worker ...` with the service's own options."""
-    module = importlib.import_module(f"{name}.main")
+    module = service_module(name)
     parser = _Parser(prog=f"sesguard {name}", description=f"Run the {name} service.")
     module.add_arguments(parser)
     return module, parser.parse_args(list(argv))
@@ -664,13 +698,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClientError as exc:
         if (unimplemented := not_implemented_message(exc)) is not None:
             return _fail(EXIT_OPERATIONAL, unimplemented, debug)
-        err = exc.response.get("Error", {})
         hint = ""
-        if err.get("Code") in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+        if error_code(exc) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
             hint = ": run `sesguard bootstrap` first"
         return _fail(
             EXIT_OPERATIONAL,
-            f"AWS {err.get('Code', 'error')}: {err.get('Message', '')}{hint}",
+            f"{answer_text(exc)}{hint}",
             debug,
         )
     except (BotoCoreError, OSError) as exc:

@@ -13,7 +13,8 @@ from pydantic import EmailStr, Field, ValidationError, field_validator, model_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
-from sesguard.partners import MAX_MIN_VOLUME, MIN_RATE
+from sesguard.core.partners import DEFAULT_LIMITS, MAX_MIN_VOLUME, MIN_RATE
+from sesguard.core.policy import DEFAULT_WINDOWS
 
 # Decompressed bytes one event object may have. Firehose delivers at most 128 MiB per
 # object (its largest buffer, before compression); 8 times that leaves room for any real
@@ -28,7 +29,7 @@ class SettingsError(Exception):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SESGUARD_", extra="ignore", frozen=True)
 
-    # Resource names (DESIGN.md).
+    # Resource names (docs/design.md).
     table: str = Field("sesguard", min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.-]+$")
     send_queue: str = Field("sesguard-send-jobs", min_length=1, max_length=75)
     events_queue: str = Field("sesguard-ses-events", min_length=1, max_length=75)
@@ -51,11 +52,11 @@ class Settings(BaseSettings):
     ses_firehose_role_arn: str | None = None
 
     # Reputation defaults for partners created without explicit limits (the CLI's bounds).
-    default_bounce_limit: float = Field(0.05, ge=MIN_RATE, le=1)
-    default_complaint_limit: float = Field(0.001, ge=MIN_RATE, le=1)
-    default_min_volume: int = Field(200, ge=1, le=MAX_MIN_VOLUME)
-    warn_ratio: float = Field(0.5, ge=MIN_RATE, lt=1)
-    window_hours: tuple[int, ...] = (24, 168)
+    default_bounce_limit: float = Field(DEFAULT_LIMITS.bounce_rate, ge=MIN_RATE, le=1)
+    default_complaint_limit: float = Field(DEFAULT_LIMITS.complaint_rate, ge=MIN_RATE, le=1)
+    default_min_volume: int = Field(DEFAULT_LIMITS.min_volume, ge=1, le=MAX_MIN_VOLUME)
+    warn_ratio: float = Field(DEFAULT_LIMITS.warn_ratio, ge=MIN_RATE, lt=1)
+    window_hours: tuple[int, ...] = DEFAULT_WINDOWS
     bucket_retention_days: int = Field(14, ge=8, description="TTL of hourly counter buckets")
 
     # Service behaviour.
@@ -80,7 +81,7 @@ class Settings(BaseSettings):
     )
     job_record_days: int = Field(14, ge=1)
     # `sesguard dlq redrive`: how long after its claim a "possibly sent" job must have
-    # gone without SES's Send event before it is re-sent (sesguard.dlq). Well above
+    # gone without SES's Send event before it is re-sent (sesguard.ops.dlq). Well above
     # Firehose's buffering (60 s as deployed) plus the worker's lag.
     dlq_settle_seconds: float = Field(900.0, ge=0, le=86400)
     use_tenants: bool = False

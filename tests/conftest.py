@@ -25,8 +25,8 @@ os.environ.update(
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    """moto over HTTP, with DynamoDB's atomic conditional writes (see sesguard.localaws)."""
-    from sesguard.localaws import local_aws
+    """moto over HTTP, with DynamoDB's atomic conditional writes (see sesguard.local.localaws)."""
+    from sesguard.local.localaws import local_aws
 
     with local_aws() as endpoint:
         yield endpoint
@@ -40,7 +40,7 @@ def moto_reset(moto_endpoint: str) -> None:
 
 @pytest.fixture(scope="session")
 async def clients(moto_endpoint: str) -> AsyncIterator[object]:
-    from sesguard.aws import open_clients
+    from sesguard.aws.clients import open_clients
 
     async with open_clients(concurrency=32, max_attempts=1) as c:
         yield c
@@ -56,7 +56,7 @@ def settings(monkeypatch: pytest.MonkeyPatch) -> object:
 @pytest.fixture
 async def table(clients: object, settings: object) -> str:
     """The sesguard table, created by bootstrap's own table step."""
-    from sesguard.bootstrap import ensure_table
+    from sesguard.ops.bootstrap import ensure_table
 
     await ensure_table(clients, settings)  # type: ignore[arg-type]
     return settings.table  # type: ignore[attr-defined,no-any-return]
@@ -64,14 +64,14 @@ async def table(clients: object, settings: object) -> str:
 
 @pytest.fixture
 async def store(clients: object, table: str) -> object:
-    from sesguard.store import PartnerStore
+    from sesguard.aws.store import PartnerStore
 
     return PartnerStore(clients.dynamodb, table)  # type: ignore[attr-defined]
 
 
 def sent_emails(endpoint: str) -> list[dict[str, Any]]:
     """Every message moto's SES accepted: source, destinations, subject, body."""
-    from sesguard.localaws import sent_messages
+    from sesguard.local.localaws import sent_messages
 
     return sent_messages(endpoint)
 

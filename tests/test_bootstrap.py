@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from sesguard.bootstrap import CREATED, EXISTS, bootstrap
+from sesguard.ops.bootstrap import CREATED, EXISTS, bootstrap
 from tests.test_cli import cli
 
 

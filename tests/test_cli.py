@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sesguard.bootstrap import bootstrap
+from sesguard.ops.bootstrap import bootstrap
 from tests.conftest import drain_queue
 
 SESGUARD = str(Path(sys.executable).with_name("sesguard"))
@@ -317,8 +317,8 @@ def test_job_schema_printable() -> None:
 
 
 async def _hold_three(clients, settings) -> None:
-    from sesguard.held import HeldJobs
-    from sesguard.jobs import parse_job
+    from sesguard.aws.held import HeldJobs
+    from sesguard.core.jobs import parse_job
 
     held = HeldJobs.from_clients(clients, settings)
     for i in range(3):

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import structlog
 
-from sesguard import table as t
+from sesguard.aws import table as t
+from sesguard.aws.store import PartnerStore
 from sesguard.cli import main
-from sesguard.partners import MAX_REASON_CHARS, Limits, Profile, Status
-from sesguard.store import PartnerStore
+from sesguard.core.partners import MAX_REASON_CHARS, Limits, Profile, Status
 from tests.conftest import sent_emails
 
 

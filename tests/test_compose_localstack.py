@@ -13,7 +13,7 @@ Where this differs from `docker compose up`, and why:
 - **DynamoDB goes to the moto stand-in** (AWS_ENDPOINT_URL_DYNAMODB, this test only):
   LocalStack's DynamoDB runs DynamoDB Local, a Java server it downloads on first use, and
   these machines cannot reach that download. So the tables here are moto's.
-- the `moto` service is sesguard's stand-in (`python -m sesguard.localaws PORT`: the moto
+- the `moto` service is sesguard's stand-in (`python -m sesguard.local.localaws PORT`: the moto
   version of the compose image, plus DynamoDB's isolation), on the file's port.
 - each service gets its own heartbeat file (each container has its own /tmp); LocalStack
   keeps its files in a temporary directory (host mode) and runs no DNS server (the
@@ -234,7 +234,9 @@ class Stack:
         self.start("localstack", localstack, env)
         port = str(urlsplit(self.moto_endpoint).port)
         assert self.spec["services"]["moto"]["environment"]["MOTO_PORT"] == port
-        self.start("moto", [sys.executable, "-m", "sesguard.localaws", port], self.shell_env())
+        self.start(
+            "moto", [sys.executable, "-m", "sesguard.local.localaws", port], self.shell_env()
+        )
         self.healthcheck("localstack", self.shell_env())
         self.healthcheck("moto", self.shell_env())
         health = self.run(["curl", "-fsS", "http://localhost:4566/_localstack/health"], env)

@@ -19,17 +19,18 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sesguard import operations
-from sesguard.bootstrap import bootstrap
-from sesguard.console import server
-from sesguard.held import HeldJobs
-from sesguard.jobs import parse_job
-from sesguard.partners import Counters, hour_floor, utcnow
+from sesguard.aws.held import HeldJobs
+from sesguard.aws.store import PartnerStore
+from sesguard.core.jobs import parse_job
+from sesguard.core.partners import Counters, hour_floor, utcnow
+from sesguard.ops import operations
+from sesguard.ops.bootstrap import bootstrap
+from sesguard.ops.console import server
 from tests.conftest import drain_queue, sent_emails
 from tests.test_cli import SESGUARD, cli, one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
-CONSOLE_DIR = ROOT / "sesguard" / "console"
+CONSOLE_DIR = ROOT / "sesguard" / "ops" / "console"
 EVIL_REASON = '<img src=x onerror="window.__pwned=1"> <b>bold</b> & "quoted"'
 
 
@@ -256,7 +257,9 @@ def _comparable(report: dict[str, Any]) -> dict[str, Any]:
 
 async def _show(clients: Any, settings: Any, pid: str) -> dict[str, Any]:
     """What `partners show --json` prints (its own function, in this process: faster)."""
-    report = await operations.partner_report(operations.store_for(clients, settings), settings, pid)
+    report = await operations.partner_report(
+        PartnerStore.from_settings(clients.dynamodb, settings), settings, pid
+    )
     assert report is not None
     return report
 
@@ -533,7 +536,7 @@ def test_vendored_chartjs_is_the_published_file_and_is_packaged() -> None:
     # Every file the console serves is in the package data (so a wheel has it).
     globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"
-    ]["sesguard.console"]
+    ]["sesguard.ops.console"]
     files = [p for p in CONSOLE_DIR.rglob("*") if p.is_file() and p.suffix != ".py"]
     files = [p for p in files if "__pycache__" not in p.parts]
     assert len(files) >= 9

@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from sesguard import operations
-from sesguard.console import server
-from sesguard.demo import run_demo
-from sesguard.held import HeldJobs
-from sesguard.jobs import parse_job
-from sesguard.report import partner_text
+from sesguard.aws.held import HeldJobs
+from sesguard.aws.store import PartnerStore
+from sesguard.cli import demo_services
+from sesguard.core.jobs import parse_job
+from sesguard.local.demo import run_demo
+from sesguard.ops import operations
+from sesguard.ops.console import server
+from sesguard.ops.report import partner_text
 from tests.test_console_api import EVIL_REASON
 
 CHROMIUM = "/usr/bin/chromium"
@@ -105,7 +107,9 @@ async def _evil_site(target: str) -> tuple[web.AppRunner, str]:
 
 
 async def _status(clients: Any, settings: Any, pid: str) -> dict[str, Any]:
-    report = await operations.partner_report(operations.store_for(clients, settings), settings, pid)
+    report = await operations.partner_report(
+        PartnerStore.from_settings(clients.dynamodb, settings), settings, pid
+    )
     assert report is not None
     return report
 
@@ -119,7 +123,7 @@ async def test_console_in_chromium(moto_endpoint, clients, settings) -> None:
     print(f"\nconsole screenshots: {ARTIFACTS}")
 
     # A demo-sized run: the real sender and worker pause the two bad partners.
-    results = await run_demo(180, moto_endpoint, out=io.StringIO())
+    results = await run_demo(180, moto_endpoint, demo_services(), out=io.StringIO())
     assert results["problems"] == []
     statuses = {p["partner_id"]: p["status"] for p in results["partners"]}
     assert statuses == {"bakery": "active", "gadgets": "paused", "newsletter": "paused"}

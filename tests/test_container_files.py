@@ -220,7 +220,7 @@ def test_compose_routes_each_service_to_an_emulator_that_has_it() -> None:
     per-service variable, for every sesguard service; LocalStack runs only what is used."""
     services = compose()["services"]
     localstack_services = services["localstack"]["environment"]["SERVICES"].split(",")
-    # every client sesguard.aws.open_clients makes, but SESv2 (events: lifecycle events)
+    # every client sesguard.aws.clients.open_clients makes, but SESv2 (events: lifecycle events)
     assert sorted(localstack_services) == ["dynamodb", "events", "firehose", "s3", "sqs", "sts"]
     moto_port = services["moto"]["environment"]["MOTO_PORT"]
     assert services["moto"]["ports"] == [f"127.0.0.1:{moto_port}:{moto_port}"]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime
 
-from sesguard.demo import IDENTITY, NOTIFY_FROM, check_results, demo_jobs, run_demo
-from sesguard.partners import Counters
-from sesguard.simulator import encode_records, simulate_events
+from sesguard.cli import demo_services
+from sesguard.core.partners import Counters
+from sesguard.local.demo import IDENTITY, NOTIFY_FROM, check_results, demo_jobs, run_demo
+from sesguard.local.simulator import encode_records, simulate_events
 from worker.aggregate import aggregate_bytes
 
 NOW = datetime(2026, 11, 29, 10, 15, tzinfo=UTC)
@@ -73,7 +74,7 @@ def test_simulated_records_count_per_the_design_table() -> None:
 
 async def test_demo_pauses_the_dirty_and_the_complaining_partner_once(moto_endpoint) -> None:
     out = io.StringIO()
-    results = await run_demo(180, moto_endpoint, out=out)
+    results = await run_demo(180, moto_endpoint, demo_services(), out=out)
     by_id = {p["partner_id"]: p for p in results["partners"]}
 
     assert by_id["bakery"]["status"] == "active"
@@ -178,7 +179,7 @@ async def test_keep_running_prints_the_console_command_for_the_stand_in() -> Non
     """`sesguard demo --keep-running` tells a newcomer how to open the console on it."""
     import asyncio
 
-    from sesguard.demo import _keep_running
+    from sesguard.local.demo import _keep_running
 
     out = io.StringIO()
     task = asyncio.create_task(_keep_running("http://127.0.0.1:4567", out))

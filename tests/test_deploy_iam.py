@@ -1,6 +1,6 @@
 """Least privilege, both ways.
 
-(a) The template's task roles grant exactly sesguard.permissions.GRANTS: no action more,
+(a) The template's task roles grant exactly sesguard.ops.permissions.GRANTS: no action more,
     none less, each on exactly its resources; the table only through dynamodb:LeadingKeys
     prefixes, which are part of the resource (`table:P#`, ...).
 (b) The code really needs them: the sender and the worker run (their own `run()`, each
@@ -29,14 +29,15 @@ from urllib.parse import urlparse
 
 import pytest
 
-import sesguard.aws
-from sesguard import table as t
-from sesguard.bootstrap import bootstrap
-from sesguard.held import HeldJobs
-from sesguard.jobs import JOB_TAG, job_tag_value
-from sesguard.lifecycle import SOURCE, DetailType
-from sesguard.partners import Limits, Profile, Status
-from sesguard.permissions import (
+import sesguard.aws.clients
+from sesguard.aws import table as t
+from sesguard.aws.held import count_held
+from sesguard.aws.lifecycle import SOURCE, DetailType
+from sesguard.aws.store import PartnerStore
+from sesguard.core.jobs import JOB_TAG, job_tag_value
+from sesguard.core.partners import Limits, Profile, Status
+from sesguard.ops.bootstrap import bootstrap
+from sesguard.ops.permissions import (
     GRANTS,
     PUBLISHED,
     TABLE,
@@ -45,7 +46,6 @@ from sesguard.permissions import (
     table_requests,
 )
 from sesguard.settings import Settings, load_settings
-from sesguard.store import PartnerStore
 from tests.fixtures.cfn_module import load_cfn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def _table_items(role: str, stmt: Any) -> set[str]:
     assert keys, f"{role} {stmt.sid}: the table without dynamodb:LeadingKeys"
     prefixes = {k.removesuffix("*") for k in keys}
     assert all(k.endswith("*") for k in keys) and prefixes <= set(t.PREFIXES), (
-        f"{role} {stmt.sid}: LeadingKeys must be prefixes of sesguard.table, as 'P#*': {keys}"
+        f"{role} {stmt.sid}: LeadingKeys must be prefixes of sesguard.aws.table, as 'P#*': {keys}"
     )
     return {TABLE + prefix for prefix in prefixes}
 
@@ -128,8 +128,8 @@ def test_task_role_grants_exactly_the_list(service: str, tenants: bool) -> None:
     r = cfn.Resolver(cfn.load(), UseTenants=str(tenants).lower())
     expected = _merge(GRANTS[service], TENANT_MIRROR if tenants else {})
     granted = _granted(r, ROLES[service])
-    assert set(granted) - set(expected) == set(), "granted but not in sesguard.permissions"
-    assert set(expected) - set(granted) == set(), "in sesguard.permissions but not granted"
+    assert set(granted) - set(expected) == set(), "granted but not in sesguard.ops.permissions"
+    assert set(expected) - set(granted) == set(), "in sesguard.ops.permissions but not granted"
     for action, resources in expected.items():
         assert granted[action] == resources, action
 
@@ -163,7 +163,7 @@ def test_allowed_from_addresses_default_is_loud() -> None:
 @pytest.mark.parametrize("service", sorted(ROLES))
 def test_lifecycle_events_only_from_sesguard_and_only_the_roles_kinds(service: str) -> None:
     """PutEvents on the one bus, with source "sesguard" and the detail types the role
-    publishes (sesguard.permissions.PUBLISHED): a task cannot forge other events."""
+    publishes (sesguard.ops.permissions.PUBLISHED): a task cannot forge other events."""
     r = cfn.Resolver(cfn.load(), EventBusName="partner-events")
     (stmt,) = _statements(r, service, "events:PutEvents")
     assert stmt.resources == {_bus_arn("partner-events")}
@@ -256,7 +256,7 @@ class CallLog:
 
 @dataclass
 class Spy:
-    """Wraps sesguard.aws.open_clients: the real clients, plus a record per service."""
+    """Wraps sesguard.aws.clients.open_clients: the real clients, plus a record per service."""
 
     service: str
     logs: dict[str, CallLog]
@@ -267,11 +267,11 @@ class Spy:
 
     @asynccontextmanager
     async def __call__(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        async with sesguard.aws.open_clients(*args, **kwargs) as c:
+        async with sesguard.aws.clients.open_clients(*args, **kwargs) as c:
             log = self.logs[self.service]
             for name in ("dynamodb", "sqs", "s3", "sesv2", "firehose", "sts", "events"):
                 getattr(c, name).meta.events.register("provide-client-params", log.hook(name))
-            # the sender's SendEmail: an SESv2 client of its own (sesguard.aws)
+            # the sender's SendEmail: an SESv2 client of its own (sesguard.aws.clients)
             c.ses_send.meta.events.register("provide-client-params", log.hook("sesv2"))
             self.clients.append(c)
             yield c
@@ -280,7 +280,7 @@ class Spy:
 @dataclass(frozen=True)
 class Request:
     """One authorisation AWS makes for a call: an action on resources (as symbols of
-    sesguard.permissions and as ARNs), with the condition keys the request carries."""
+    sesguard.ops.permissions and as ARNs), with the condition keys the request carries."""
 
     action: str
     symbols: frozenset[str]
@@ -499,8 +499,8 @@ async def test_services_use_exactly_what_their_roles_grant(
     assert await _run(sender.main, ["--drain"], settings) == 0
     assert (await store.require_profile("lowered")).status is Status.PAUSED
     assert (
-        await HeldJobs(store.dynamodb, store.table, None).count("dirty") == 1
-        and await HeldJobs(store.dynamodb, store.table, None).count("lowered") == 1
+        await count_held(store.dynamodb, store.table, "dirty") == 1
+        and await count_held(store.dynamodb, store.table, "lowered") == 1
     )
 
     # 4. Backfill (an ECS one-off task with the worker's role): lists and skips, counted once.
@@ -512,7 +512,7 @@ async def test_services_use_exactly_what_their_roles_grant(
     for svc in ("sender", "worker"):
         assert logs[svc].calls, f"{svc} made no AWS calls through its own clients"
 
-    # Every request, as AWS would authorise it: granted by sesguard.permissions, and
+    # Every request, as AWS would authorise it: granted by sesguard.ops.permissions, and
     # allowed by the template's statements with their conditions (LeadingKeys of every
     # key written or read, ses:FromAddress, s3:prefix), resolved with the run's names.
     template = cfn.Resolver(cfn.load())

@@ -15,8 +15,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from sesguard import metrics
-from sesguard.bootstrap import (
+from sesguard.aws.table import TTL_ATTRIBUTE
+from sesguard.ops.bootstrap import (
     EXISTS,
     PARTNERS_INDEX_SPEC,
     Report,
@@ -24,9 +24,9 @@ from sesguard.bootstrap import (
     ensure_queues,
     ensure_table,
 )
+from sesguard.runtime import metrics
 from sesguard.runtime.retry import max_receive_count
 from sesguard.settings import Settings, load_settings
-from sesguard.table import TTL_ATTRIBUTE
 from tests.fixtures.cfn_module import load_cfn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ SAFE_DEFAULTS = {
     "default_complaint_limit": "as above",
     "default_min_volume": "as above",
     "warn_ratio": "as above",
-    "window_hours": "DESIGN.md windows (24 h, 7 days)",
+    "window_hours": "the windows of docs/design.md (24 h, 7 days)",
     "bucket_retention_days": "TTL of hourly buckets; must only exceed the longest window",
     "gate_cache_seconds": "a few seconds of pause propagation, by design",
     "count_simulator_mail": "false, as SES: simulator mail stays out of the rates",

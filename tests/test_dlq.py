@@ -14,9 +14,9 @@ import orjson
 import pytest
 from botocore.exceptions import ClientError
 
-from sesguard import table as t
-from sesguard.jobs import JOB_TAG, job_tag_value
-from sesguard.partners import Limits, Profile
+from sesguard.aws import table as t
+from sesguard.core.jobs import JOB_TAG, job_tag_value
+from sesguard.core.partners import Limits, Profile
 from tests.fault_hooks import Fault, inject
 from tests.fixtures.ses_events import encode, event
 from tests.test_cli import cli
@@ -252,7 +252,7 @@ async def test_a_crash_mid_redrive_loses_nothing_and_sends_nothing_twice(env: En
     assert r.code == 1 and "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1
     assert (await job_record(env, "job-7") or {}).get("state") == "sending"  # nothing done
     # In process, to fail exactly the re-enqueue (after the claim removal).
-    from sesguard.dlq import Redrive
+    from sesguard.ops.dlq import Redrive
 
     async def exists(_pid: str) -> bool:
         return True

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from sesguard.enqueue import EnqueueError, Enqueuer
-from sesguard.jobs import MAX_SQS_MESSAGE_BYTES, JobError
+from sesguard.aws.enqueue import EnqueueError, Enqueuer
+from sesguard.core.jobs import MAX_SQS_MESSAGE_BYTES, JobError
 from tests.conftest import drain_queue
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sesguard.health import check, status, touch_heartbeat
+from sesguard.runtime.health import check, status, touch_heartbeat
 
 
 def _beat_at(path: Path, mtime: float) -> None:

@@ -7,18 +7,18 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from sesguard.bootstrap import bootstrap
-from sesguard.held import (
+from sesguard.aws.held import (
     HeldError,
     HeldJob,
     HeldJobs,
     discard_held,
     held_sk,
+    replay_batches,
     replay_held,
     send_queue_url,
-    sqs_batches,
 )
-from sesguard.jobs import MAX_SQS_MESSAGE_BYTES, SendJob, parse_job
+from sesguard.core.jobs import MAX_SQS_MESSAGE_BYTES, SendJob, parse_job
+from sesguard.ops.bootstrap import bootstrap
 from tests.conftest import drain_queue
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -51,18 +51,18 @@ def test_sort_key_orders_by_time_even_at_whole_seconds() -> None:
     assert a == "2026-03-01T12:00:00.000000Z#b"
 
 
-def test_sqs_batches_respect_count_and_bytes() -> None:
+def test_replay_batches_respect_count_and_bytes() -> None:
     def hj(n: int, size: int) -> HeldJob:
         return HeldJob("p", f"j{n}", "", "x" * size, {})
 
     small = [hj(i, 100) for i in range(23)]
-    assert [len(b) for b in sqs_batches(small)] == [10, 10, 3]
+    assert [len(b) for b in replay_batches(small)] == [10, 10, 3]
     big = [hj(i, 100_000) for i in range(5)]
-    batches = list(sqs_batches(big))
+    batches = list(replay_batches(big))
     assert [len(b) for b in batches] == [2, 2, 1]
     assert all(sum(j.size for j in b) <= MAX_SQS_MESSAGE_BYTES for b in batches)
     too_big = [hj(0, 100), hj(1, MAX_SQS_MESSAGE_BYTES + 1), hj(2, 100)]
-    assert [[j.job_id for j in b] for b in sqs_batches(too_big)] == [["j0", "j2"]]
+    assert [[j.job_id for j in b] for b in replay_batches(too_big)] == [["j0", "j2"]]
 
 
 async def test_hold_is_one_item_per_held_message_and_counted(held: HeldJobs, store) -> None:

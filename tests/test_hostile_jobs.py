@@ -1,7 +1,7 @@
 """Hostile send jobs: refused with a reason naming the field, on every path (the model, the
 Python API, the CLI, and the sender reading raw bodies off the queue), beside valid jobs
 that are sent exactly once. The DLQ keeps every refusal's reason, even for a job too large
-to carry it (see sesguard.deadletter)."""
+to carry it (see sesguard.aws.deadletter)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from typing import Any
 import orjson
 import pytest
 
-from sesguard.bootstrap import bootstrap
-from sesguard.deadletter import (
+from sesguard.aws.deadletter import (
     REASON_ATTRIBUTE,
     SHA256_ATTRIBUTE,
     TRUNCATED_ATTRIBUTE,
     dead_letter,
 )
-from sesguard.enqueue import Enqueuer
-from sesguard.jobs import MAX_SQS_MESSAGE_BYTES, JobError, parse_job
-from sesguard.partners import (
+from sesguard.aws.enqueue import Enqueuer
+from sesguard.aws.store import PartnerStore
+from sesguard.core.jobs import MAX_SQS_MESSAGE_BYTES, JobError, parse_job
+from sesguard.core.partners import (
     UNATTRIBUTED,
     Counters,
     InvalidPartnerId,
@@ -29,7 +29,7 @@ from sesguard.partners import (
     Profile,
     utcnow,
 )
-from sesguard.store import PartnerStore
+from sesguard.ops.bootstrap import bootstrap
 from tests.test_cli import cli, one_line_error
 from tests.test_sender_support import Env, env
 
@@ -209,7 +209,7 @@ async def test_cli_refuses_reserved_partner_ids_but_shows_unattributed(
     ):  # fmt: skip
         one_line_error(cli(*args), 2, "reserved")
     # Reading it is allowed: it is where untagged traffic is counted.
-    store = PartnerStore(clients.dynamodb, settings.table)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
     await store.add_counts(UNATTRIBUTED, utcnow(), Counters(sent=3))
     r = cli("partners", "show", UNATTRIBUTED, "--json")
     assert r.code == 0, r.err

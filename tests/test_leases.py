@@ -20,8 +20,7 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 from structlog.testing import capture_logs
 
-from sesguard import table as t
-from sesguard.ratelimit import TokenBucket
+from sesguard.aws import table as t
 from sesguard.runtime import leases
 from sesguard.runtime.leases import (
     Lease,
@@ -32,6 +31,7 @@ from sesguard.runtime.leases import (
     view,
     waiting_on,
 )
+from sesguard.runtime.ratelimit import TokenBucket
 
 NOW = 1_700_000_000.0
 

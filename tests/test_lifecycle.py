@@ -19,15 +19,15 @@ import pytest
 from jsonschema import Draft202012Validator
 from structlog.testing import capture_logs
 
-from sesguard import lifecycle
-from sesguard import table as t
-from sesguard.held import HeldJobs, discard_held, replay_held
-from sesguard.jobs import parse_job
-from sesguard.lifecycle import DetailType, LifecycleEvent, Publisher, partner_history
-from sesguard.partners import Counters, Limits, PausedBy, Profile, Status, utcnow
-from sesguard.policy import evaluate
-from sesguard.store import PartnerStore
-from sesguard.transitions import change_partner, note_warnings, pause_partner, resume_partner
+from sesguard.aws import lifecycle
+from sesguard.aws import table as t
+from sesguard.aws.held import HeldJobs, discard_held, replay_held
+from sesguard.aws.lifecycle import DetailType, LifecycleEvent, Publisher, partner_history
+from sesguard.aws.store import PartnerStore
+from sesguard.core.jobs import parse_job
+from sesguard.core.partners import Counters, Limits, PausedBy, Profile, Status, utcnow
+from sesguard.core.policy import evaluate
+from sesguard.ops.transitions import change_partner, note_warnings, pause_partner, resume_partner
 from tests.conftest import drain_queue, sent_emails
 from tests.fault_hooks import Fault, inject
 
@@ -281,7 +281,7 @@ async def test_the_worker_service_sweeps_what_a_dead_publisher_left(
     store: PartnerStore, clients: Any, settings: Any
 ) -> None:
     """A pause recorded without publishing (its process died): the worker publishes it."""
-    from sesguard.bootstrap import Report, ensure_queues
+    from sesguard.ops.bootstrap import Report, ensure_queues
     from worker.service import WorkerService
 
     await partner(store, clients)
@@ -406,7 +406,7 @@ async def test_a_pause_verdict_warns_nothing_and_resume_forgets_the_marks(
 async def test_resume_replay_discard_and_limits_each_publish_once_with_counts_and_actor(
     store: PartnerStore, clients: Any, settings: Any, pub: Publisher
 ) -> None:
-    from sesguard.bootstrap import Report, ensure_queues
+    from sesguard.ops.bootstrap import Report, ensure_queues
 
     await partner(store, clients)
     await ensure_queues(clients, settings, Report())
@@ -508,7 +508,7 @@ async def test_history_items_expire_after_the_longest_window_at_the_earliest(
 
 def _maximal_events() -> dict[DetailType, LifecycleEvent]:
     """One event of each kind, with every field the code can put in it."""
-    from sesguard.policy import Finding, Level
+    from sesguard.core.policy import Finding, Level
 
     now = utcnow()
     finding = Finding(Level.PAUSE, "complaint_rate", 168, 0.002, 0.001, 5000, 12, 40, 10)
@@ -562,7 +562,7 @@ def test_events_schema_command_prints_one_or_all() -> None:
 async def test_cli_commands_publish_and_events_history_reads_them_back(
     clients: Any, settings: Any
 ) -> None:
-    from sesguard.bootstrap import bootstrap
+    from sesguard.ops.bootstrap import bootstrap
     from tests.test_cli import cli, one_line_error
 
     await bootstrap(clients, settings, ["isv.example.com"])
@@ -606,8 +606,8 @@ async def test_a_replay_that_fails_part_way_reports_what_it_moved(
 ) -> None:
     import orjson
 
-    from sesguard.bootstrap import Report, ensure_queues
-    from sesguard.held import HeldError
+    from sesguard.aws.held import HeldError
+    from sesguard.ops.bootstrap import Report, ensure_queues
 
     await partner(store, clients)
     await ensure_queues(clients, settings, Report())

@@ -1,5 +1,5 @@
 """The stand-in's changes to moto: speed-ups that change no answer
-(sesguard.localaws._speed_up_moto), SQS one operation at a time (_serialise_sqs), and
+(sesguard.local.localaws._speed_up_moto), SQS one operation at a time (_serialise_sqs), and
 `sent_messages`, which reads what its SES accepted, in process and from a child process."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import moto
 import pytest
 from moto.sqs.models import Queue, SQSBackend, sqs_backends
 
-from sesguard import localaws
-from sesguard.localaws import MESSAGES_PATH, _in_process, local_aws_process, sent_messages
+from sesguard.local import localaws
+from sesguard.local.localaws import MESSAGES_PATH, _in_process, local_aws_process, sent_messages
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 
@@ -48,7 +48,7 @@ def test_service_lookup_sees_the_same_modules_as_moto() -> None:
     assert list(backends.list_of_moto_modules()) == on_disk
 
 
-# ---- SQS one operation at a time (sesguard.localaws._serialise_sqs) ---------------------
+# ---- SQS one operation at a time (sesguard.local.localaws._serialise_sqs) ---------------------
 
 
 async def _race(
@@ -169,7 +169,7 @@ async def test_sent_messages_is_empty_after_a_reset(moto_endpoint) -> None:
 
 
 def test_child_stand_in_serves_sent_messages() -> None:
-    """`local_aws_process` (and `python -m sesguard.localaws`): ready once our route
+    """`local_aws_process` (and `python -m sesguard.local.localaws`): ready once our route
     answers, and `sent_messages` reads the child's SES over HTTP."""
     import boto3
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import structlog
 
+from sesguard.core.partners import Limits, Profile
+from sesguard.core.policy import Finding, Level
 from sesguard.logging import configure_logging, get_logger
-from sesguard.notify import compose_pause_notice
-from sesguard.partners import Limits, Profile
-from sesguard.policy import Finding, Level
+from sesguard.ops.notify import compose_pause_notice
 
 
 def test_json_log_lines_redact_bodies_and_credentials() -> None:

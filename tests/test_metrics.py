@@ -9,7 +9,7 @@ import math
 import jsonschema
 import pytest
 
-from sesguard.metrics import (
+from sesguard.runtime.metrics import (
     GAUGES,
     NAMESPACE,
     UNITS,

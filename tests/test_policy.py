@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sesguard.partners import Counters, Limits, Rearm
-from sesguard.policy import Level, compute_windows, evaluate
+from sesguard.core.partners import Counters, Limits, Rearm
+from sesguard.core.policy import Level, compute_windows, evaluate
 
 NOW = datetime(2026, 11, 29, 12, 30, tzinfo=UTC)
 HOUR = NOW.replace(minute=0)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from sesguard.ratelimit import TokenBucket, per_task_rate
+from sesguard.runtime.ratelimit import TokenBucket, per_task_rate
 
 
 class FakeClock:

@@ -15,10 +15,17 @@ import pytest
 
 from sender.records import ClaimState, judge_existing
 from sender.ses import email_tags
-from sesguard.deadletter import dead_letter, possibly_sent_reason
-from sesguard.dlq import Action, Context, Facts, body_with_job_id, decide
-from sesguard.jobs import JOB_ID_RE, JOB_TAG, JobError, job_id_from_tag, job_tag_value, parse_job
-from sesguard.simulator import simulate_events
+from sesguard.aws.deadletter import dead_letter, possibly_sent_reason
+from sesguard.core.jobs import (
+    JOB_ID_RE,
+    JOB_TAG,
+    JobError,
+    job_id_from_tag,
+    job_tag_value,
+    parse_job,
+)
+from sesguard.local.simulator import simulate_events
+from sesguard.ops.dlq import Action, Context, Facts, body_with_job_id, decide
 from tests.fixtures.ses_events import event
 from worker.aggregate import Aggregator
 from worker.classify import SentJob, sent_job
@@ -111,7 +118,7 @@ def test_partner_tag_first_then_the_job_tag_then_the_jobs_own() -> None:
 
 
 def test_the_simulator_carries_the_job_tag_into_every_record() -> None:
-    """SESGUARD_SIMULATE_EVENTS and the stand-in's own publishing (sesguard.localaws)
+    """SESGUARD_SIMULATE_EVENTS and the stand-in's own publishing (sesguard.local.localaws)
     build records with simulate_events: the job tag must arrive in mail.tags, as SES
     publishes every message tag there."""
     job = parse_job(

@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 import structlog
 
-from sesguard.bootstrap import Report, ensure_queues
-from sesguard.metrics import ServiceMetrics
+from sesguard.ops.bootstrap import Report, ensure_queues
 from sesguard.runtime import (
     Consumer,
     ConsumerConfig,
@@ -36,6 +35,7 @@ from sesguard.runtime import (
     max_receive_count,
     queue_urls,
 )
+from sesguard.runtime.metrics import ServiceMetrics
 from sesguard.settings import Settings, load_settings
 from tests.conftest import dead_letters_in, queue_counts
 from tests.fault_hooks import Fault, inject

@@ -13,9 +13,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from sesguard.backoff import spaced_delay, spaced_floor
+from sesguard.aws.errors import Health, judge_answer, judge_exception
+from sesguard.core.backoff import spaced_delay, spaced_floor
 from sesguard.runtime.breaker import Breaker, BreakerState, Change
-from sesguard.runtime.failures import Health, judge_answer, judge_exception
 from sesguard.runtime.lag import LoopLag
 from sesguard.runtime.retry import RECEIVE_SLACK, RetryPolicy, max_receive_count
 from sesguard.settings import load_settings

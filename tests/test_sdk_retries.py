@@ -22,8 +22,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from sender.records import ClaimState, JobRecords
 from sender.ses import Failure, classify
-from sesguard.aws import Clients, open_clients
-from sesguard.jobs import parse_job
+from sesguard.aws.clients import Clients, open_clients
+from sesguard.core.jobs import parse_job
 from tests.conftest import sent_emails
 from tests.faults.proxy import Error, FaultProxy, error, reset
 

@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from sender.records import JOB_SK
-from sesguard import table as t
+from sesguard.aws import table as t
 from sesguard.runtime import RetryPolicy
 from tests.fault_hooks import LOCALSTACK_NOT_EMULATED, Fault, inject
 from tests.test_sender_support import Env, env, sender_settings, wait_until

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 from sender.gate import Action, Gate
-from sesguard.held import HeldJobs
-from sesguard.partners import Counters, Limits, PausedBy, Profile
-from sesguard.store import StoreError
+from sesguard.aws.held import count_held
+from sesguard.aws.store import StoreError
+from sesguard.core.partners import Counters, Limits, PausedBy, Profile
 from tests.conftest import sent_emails
 from tests.test_sender_support import PARTNER, Env, env, sender_settings
 
@@ -114,7 +114,7 @@ async def test_gate_pauses_an_over_limit_partner_once_and_holds_its_jobs(
     assert "bounce rate" in (profile.paused_reason or "")
     assert svc.stats["held"] == 12 and env.ses.sent == []
     assert svc.gate.pauses == 1
-    assert await HeldJobs(env.store.dynamodb, env.store.table, None).count(PARTNER) == 12
+    assert await count_held(env.store.dynamodb, env.store.table, PARTNER) == 12
     notices = [
         m
         for m in sent_emails(moto_endpoint)

@@ -19,9 +19,9 @@ from sender.gate import Action, decide
 from sender.intake import ids_for_log, job_from_message
 from sender.records import ClaimState, judge_existing
 from sender.ses import Failure, classify, send_params
-from sesguard.backoff import backoff_delay
-from sesguard.jobs import JobError, parse_job
-from sesguard.partners import Counters, Limits, PartnerState, Profile, Status
+from sesguard.core.backoff import backoff_delay
+from sesguard.core.jobs import JobError, parse_job
+from sesguard.core.partners import Counters, Limits, PartnerState, Profile, Status
 from sesguard.settings import load_settings
 from tests.test_sender_support import client_error
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from sesguard.jobs import MAX_SQS_MESSAGE_BYTES
+from sesguard.core.jobs import MAX_SQS_MESSAGE_BYTES
 from tests.test_sender_support import Env, env
 
 __all__ = ["env"]
@@ -65,7 +65,7 @@ async def test_each_malformed_kind_is_dead_lettered_with_its_reason(env: Env) ->
         key = body if name in ("not json",) else orjson.dumps(orjson.loads(body)).decode()
         if name == "oversize":
             # Too large to carry its reason and source id beside it: cut to fit, never
-            # dropped (sesguard/deadletter.py), so the DLQ holds a long prefix of it.
+            # dropped (sesguard/aws/deadletter.py), so the DLQ holds a long prefix of it.
             cut = [b for b in by_body if len(b) > 200_000 and key.startswith(b)]
             assert len(cut) == 1, f"{name}: its cut body not in the DLQ"
             key = cut[0]

@@ -7,9 +7,9 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from sender.records import JOB_SK
-from sesguard import table as t
-from sesguard.held import HeldJobs
-from sesguard.partners import PausedBy
+from sesguard.aws import table as t
+from sesguard.aws.held import HeldJobs, count_held
+from sesguard.core.partners import PausedBy
 from tests.test_sender_support import (
     DOMAIN,
     PARTNER,
@@ -149,7 +149,7 @@ async def test_paused_partner_is_held_not_sent_then_replayed_exactly_once(env: E
     assert env.ses.sent == []
     assert await env.queue_depth() == (0, 0)
     held = HeldJobs.from_clients(env.clients, env.settings)
-    assert await HeldJobs(env.store.dynamodb, env.store.table, None).count(PARTNER) == 5
+    assert await count_held(env.store.dynamodb, env.store.table, PARTNER) == 5
 
     assert await env.store.resume(PARTNER)
     assert await held.replay(PARTNER, env.queue_url) == 5

@@ -3,12 +3,12 @@
 Real processes: `sesguard sender` runs as a subprocess against the moto stand-in and is
 killed with SIGKILL at the worst moment, inside SES's handling of a SendEmail: SES has
 the message, the sender never learns its id. The worker runs throughout; SES's events
-come from the stand-in's SES itself (sesguard.localaws.ses_events), the way SES publishes
+come from the stand-in's SES itself (sesguard.local.localaws.ses_events), the way SES publishes
 them whatever becomes of the caller, held back like Firehose's buffer until the
 recovery drain has met the stale claims. Then the README's runbook: restart the sender
 (`sesguard sender --drain`), then `sesguard dlq redrive` once the settle time has passed,
 then let the sender send what it re-enqueued. Counted from SES's own list of accepted
-messages (sesguard.localaws.sent_messages): each job exactly once, none left over.
+messages (sesguard.local.localaws.sent_messages): each job exactly once, none left over.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from typing import Any
 import pytest
 from moto.core.exceptions import JsonRESTError
 
-from sesguard.bootstrap import bootstrap
-from sesguard.jobs import JOB_TAG
-from sesguard.localaws import sent_messages, ses_events
-from sesguard.partners import Limits, Profile
+from sesguard.aws.store import PartnerStore
+from sesguard.core.jobs import JOB_TAG
+from sesguard.core.partners import Limits, Profile
+from sesguard.local.localaws import sent_messages, ses_events
+from sesguard.ops.bootstrap import bootstrap
 from sesguard.settings import load_settings
-from sesguard.store import PartnerStore
 from tests.conftest import queue_counts
 from tests.test_sender_support import DOMAIN, PARTNER, wait_until
 from worker.service import WorkerService
@@ -98,7 +98,7 @@ async def test_a_sigkilled_sender_leaves_no_job_the_documented_recovery_sends_tw
         monkeypatch.setenv(name, value)
     settings = load_settings(heartbeat_file=str(tmp_path / "worker-heartbeat"))
     await bootstrap(clients, settings, [DOMAIN])
-    store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
     await store.create(Profile(PARTNER, f"ops@{PARTNER}.example.org", Limits()))
     send_url = (await clients.sqs.get_queue_url(QueueName=settings.send_queue))["QueueUrl"]
     jobs = [job_id(n) for n in range(JOBS)]

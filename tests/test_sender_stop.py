@@ -11,8 +11,8 @@ import sys
 from collections import Counter
 
 from sender.records import JOB_SK
-from sesguard import table as t
-from sesguard.ratelimit import TokenBucket
+from sesguard.aws import table as t
+from sesguard.runtime.ratelimit import TokenBucket
 from tests.test_sender_support import (
     Env,
     ShiftClock,

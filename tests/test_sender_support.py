@@ -14,11 +14,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from sender.service import SenderService
-from sesguard.bootstrap import bootstrap
-from sesguard.partners import Limits, Profile
-from sesguard.ratelimit import TokenBucket
+from sesguard.aws.store import PartnerStore
+from sesguard.core.partners import Limits, Profile
+from sesguard.ops.bootstrap import bootstrap
+from sesguard.runtime.ratelimit import TokenBucket
 from sesguard.settings import Settings, load_settings
-from sesguard.store import PartnerStore
 from tests.conftest import dead_letters_in, queue_counts
 
 DOMAIN = "isv.example.com"
@@ -180,7 +180,7 @@ def sender_settings(**overrides: Any) -> Settings:
 async def env(clients: Any) -> Any:
     settings = sender_settings()
     await bootstrap(clients, settings, [DOMAIN])
-    store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
     await store.create(Profile(PARTNER, f"ops@{PARTNER}.example.org", Limits()))
     queue_url = (await clients.sqs.get_queue_url(QueueName=settings.send_queue))["QueueUrl"]
     dlq_url = (await clients.sqs.get_queue_url(QueueName=f"{settings.send_queue}-dlq"))["QueueUrl"]

@@ -21,13 +21,13 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from sesguard.bootstrap import bootstrap
-from sesguard.partners import UNATTRIBUTED, Counters, Limits, Profile, utcnow
-from sesguard.policy import Level, compute_windows, evaluate, judge
-from sesguard.report import partner_json, partner_text
+from sesguard.aws.store import PartnerStore
+from sesguard.core.partners import UNATTRIBUTED, Counters, Limits, Profile, utcnow
+from sesguard.core.policy import Level, compute_windows, evaluate, judge
+from sesguard.local.simulator import simulate_events
+from sesguard.ops.bootstrap import bootstrap
+from sesguard.ops.report import partner_json, partner_text
 from sesguard.settings import load_settings
-from sesguard.simulator import simulate_events
-from sesguard.store import PartnerStore
 from worker.aggregate import aggregate_bytes
 from worker.classify import Delta, WrongPipeline, classify
 from worker.pipeline import WRONG_PIPELINE
@@ -243,7 +243,7 @@ def shifted(data: bytes, day: datetime) -> bytes:
 
 async def test_end_to_end_through_the_worker(clients: Any, settings: Any) -> None:
     await bootstrap(clients, settings, ["shop.example.net"])
-    store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
     await store.create(Profile("shop", "ops@shop.example.net", Limits(min_volume=10)))
     bucket = settings.bucket_name(await clients.account_id())
     day = utcnow() - timedelta(days=1)
@@ -306,5 +306,5 @@ async def test_end_to_end_simulator_mail_counted_when_asked(clients: Any, settin
     await clients.s3.put_object(Bucket=bucket, Key="2026/x/obj", Body=shifted(NDJSON, day))
     asked = load_settings(count_simulator_mail=True)
     assert await WorkerService(clients, asked).run(drain=True) == 0
-    store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
     assert (await store.get_state("mixed")).totals.nonzero() == MIXED_COUNTED

@@ -20,8 +20,7 @@ from urllib.parse import unquote_plus
 import orjson
 import pytest
 
-from sesguard.bootstrap import bootstrap
-from sesguard.simulator import (
+from sesguard.local.simulator import (
     MAX_BATCH_BYTES,
     MAX_BATCH_RECORDS,
     MAX_RECORD_BYTES,
@@ -36,6 +35,7 @@ from sesguard.simulator import (
     record_batches,
     simulate_events,
 )
+from sesguard.ops.bootstrap import bootstrap
 
 # Copies of shared/ses-events, kept with the tests so a clone is self-contained.
 SAMPLES = Path(__file__).resolve().parent / "fixtures"

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sesguard.partners import Counters, Limits, PausedBy, Profile, Status
-from sesguard.store import PartnerExists, PartnerNotFound, PartnerStore, StoreError
-from sesguard.transitions import pause_partner
+from sesguard.aws.store import PartnerExists, PartnerNotFound, PartnerStore, StoreError
+from sesguard.core.partners import Counters, Limits, PausedBy, Profile, Status
+from sesguard.ops.transitions import pause_partner
 from tests.conftest import sent_emails
 
 NOW = datetime(2026, 11, 29, 12, 30, tzinfo=UTC)

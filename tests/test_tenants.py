@@ -18,9 +18,9 @@ import pytest
 from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
-from sesguard.partners import InvalidPartnerId
-from sesguard.permissions import OPERATOR_TENANTS, TENANT_MIRROR, iam_actions
-from sesguard.tenants import (
+from sesguard.core.partners import InvalidPartnerId
+from sesguard.ops.permissions import OPERATOR_TENANTS, TENANT_MIRROR, iam_actions
+from sesguard.ops.tenants import (
     DISABLED,
     ENABLED,
     PARTNER_TAG,

@@ -7,10 +7,10 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from sesguard import table as t
-from sesguard.partners import MAX_REASON_CHARS, Limits, PausedBy, Profile, Status
-from sesguard.store import PartnerStore
-from sesguard.transitions import pause_partner
+from sesguard.aws import table as t
+from sesguard.aws.store import PartnerStore
+from sesguard.core.partners import MAX_REASON_CHARS, Limits, PausedBy, Profile, Status
+from sesguard.ops.transitions import pause_partner
 from tests.conftest import sent_emails
 
 TENANT_ARN = "arn:aws:ses:us-east-1:123456789012:tenant/acme-t/abc"

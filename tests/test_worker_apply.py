@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from sesguard import table as t
-from sesguard.partners import Counters
-from sesguard.store import PartnerStore
+from sesguard.aws import table as t
+from sesguard.aws.store import PartnerStore
+from sesguard.core.partners import Counters
 from worker.apply import MAX_TRANSACT_ITEMS, apply_object, plan_chunks, transaction_items
 
 NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from sesguard.partners import ALL_COUNTERS, COUNTERS, UNATTRIBUTED, Counters
+from sesguard.core.partners import ALL_COUNTERS, COUNTERS, UNATTRIBUTED, Counters
 from tests.fixtures.ses_events import (
     EXPECTED_ACME,
     EXPECTED_UNATTRIBUTED,

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from sender.records import ClaimState, JobRecords
-from sesguard import table as t
-from sesguard.bootstrap import bootstrap
-from sesguard.jobs import JOB_TAG, job_tag_value, parse_job
-from sesguard.store import PartnerStore
+from sesguard.aws import table as t
+from sesguard.aws.store import PartnerStore
+from sesguard.core.jobs import JOB_TAG, job_tag_value, parse_job
+from sesguard.ops.bootstrap import bootstrap
 from tests.fixtures.ses_events import encode, event
 from worker.classify import SentJob
 from worker.confirm import BATCH_GET_MAX, Confirmations, confirm_sends, read_records
@@ -143,7 +143,7 @@ async def test_an_object_confirms_the_stale_claims_its_send_events_name(
 async def test_many_sends_are_read_100_keys_per_call(clients: Any, settings: Any) -> None:
     """A large object: every key is read, 100 per BatchGetItem, and only "sending"
     records are written."""
-    from sesguard.bootstrap import ensure_table
+    from sesguard.ops.bootstrap import ensure_table
 
     await ensure_table(clients, settings)
     n = 250
@@ -179,7 +179,7 @@ class UnprocessedOnce:
 
 
 async def test_unprocessed_keys_are_asked_again(clients: Any, settings: Any) -> None:
-    from sesguard.bootstrap import ensure_table
+    from sesguard.ops.bootstrap import ensure_table
 
     await ensure_table(clients, settings)
     for i in range(10):
@@ -195,7 +195,7 @@ async def test_counting_is_not_touched_by_confirmations(
     clients: Any, settings: Any, worker_env: str
 ) -> None:
     """Tagged Send events count exactly like untagged ones."""
-    store = PartnerStore(clients.dynamodb, settings.table, settings.window_hours)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
     records = [send_event(f"c-{i}") for i in range(5)] + [event("Send", "acme", NOW)]
     key = f"{NOW:%Y/%m/%d/%H}/count-{uuid.uuid4()}.gz"
     await clients.s3.put_object(Bucket=worker_env, Key=key, Body=encode(records, gz=True))

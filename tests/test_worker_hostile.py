@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from sesguard import table as t
+from sesguard.aws import table as t
+from sesguard.aws.store import PartnerStore
 from sesguard.settings import load_settings
-from sesguard.store import PartnerStore
 from tests.fixtures.hostile import BOMBS, RECORDS, records_object, whitespace_bomb
 from tests.fixtures.ses_events import EXPECTED_ACME, NDJSON
 from worker import main as worker_main

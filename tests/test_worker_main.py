@@ -75,7 +75,7 @@ async def test_python_m_worker_drains_an_empty_queue(
 ) -> None:
     import asyncio
 
-    from sesguard.bootstrap import Report, ensure_queues
+    from sesguard.ops.bootstrap import Report, ensure_queues
 
     await ensure_queues(clients, settings, Report())  # type: ignore[arg-type]
     out = await asyncio.to_thread(run_module, "--drain", AWS_ENDPOINT_URL=moto_endpoint)

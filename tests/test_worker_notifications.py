@@ -7,7 +7,7 @@ import re
 import orjson
 import pytest
 
-from worker.notifications import BadNotification, ObjectRef, parse_notification
+from sesguard.core.notifications import BadNotification, ObjectRef, parse_notification
 
 
 def record(key: str, bucket: str = "events", name: str = "ObjectCreated:Put") -> dict[str, object]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
+import json
 import os
 import signal
 from dataclasses import dataclass
@@ -13,12 +15,14 @@ from urllib.parse import quote_plus
 
 import orjson
 import pytest
+import structlog
 
-from sesguard.bootstrap import bootstrap
-from sesguard.partners import UNATTRIBUTED, Limits, Profile, Status
+from sesguard.aws.store import PartnerStore
+from sesguard.core.partners import UNATTRIBUTED, Limits, Profile, Status
+from sesguard.logging import configure_logging
+from sesguard.ops.bootstrap import bootstrap
 from sesguard.runtime.finisher import Finisher
 from sesguard.settings import load_settings
-from sesguard.store import PartnerStore
 from tests.conftest import sent_emails
 from tests.fixtures.ses_events import (
     EXPECTED_ACME,
@@ -81,7 +85,7 @@ async def env(clients: Any, settings: Any) -> Env:
     return Env(
         clients=clients,
         settings=settings,
-        store=PartnerStore(clients.dynamodb, settings.table, settings.window_hours),
+        store=PartnerStore.from_settings(clients.dynamodb, settings),
         bucket=bucket,
         queue_url=(await sqs.get_queue_url(QueueName=settings.events_queue))["QueueUrl"],
         dlq_url=(await sqs.get_queue_url(QueueName=f"{settings.events_queue}-dlq"))["QueueUrl"],
@@ -118,6 +122,25 @@ async def test_malformed_records_are_skipped_and_the_rest_counted(env: Env) -> N
     assert service.metrics.malformed == 3
     assert service.metrics.objects == 2
     assert await env.depth(env.dlq_url) == 0
+
+
+async def test_every_log_line_of_an_object_names_it(env: Env) -> None:
+    """The object's bucket and key are bound into the log context per unit of work (the
+    handler and ObjectProcessor.process), not passed to each call: lines logged deep in
+    the pipeline (a malformed record, the object's summary) still name the object."""
+    good = orjson.dumps(sample_records()[0])
+    key = firehose_key(1, gz=False)
+    await env.put(key, good + b"\n{oops}\n")
+    out = io.StringIO()
+    configure_logging("json", "INFO", stream=out)
+    try:
+        await env.drain()
+    finally:
+        structlog.reset_defaults()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    named = {e["event"]: (e.get("bucket"), e.get("key")) for e in lines}
+    assert named["malformed_record"] == named["object_processed"] == (env.bucket, key)
+    assert not [e for e in lines if e["event"] == "worker_stopped" and "key" in e]  # unbound after
 
 
 async def test_multi_recipient_untagged_and_invalid_tags(env: Env) -> None:
@@ -237,7 +260,7 @@ async def test_only_the_events_bucket_and_prefix_are_counted(
     env = Env(
         clients=clients,
         settings=settings,
-        store=PartnerStore(clients.dynamodb, settings.table, settings.window_hours),
+        store=PartnerStore.from_settings(clients.dynamodb, settings),
         bucket=settings.bucket_name(await clients.account_id()),
         queue_url=(await clients.sqs.get_queue_url(QueueName=settings.events_queue))["QueueUrl"],
         dlq_url=(await clients.sqs.get_queue_url(QueueName=f"{settings.events_queue}-dlq"))[

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sesguard.partners import COUNTERS, SIMULATOR_PREFIX, Counters
+from sesguard.core.partners import COUNTERS, SIMULATOR_PREFIX, Counters
 from worker.classify import Ignored, NotAnEvent, SentJob, WrongPipeline, classify, sent_job
 from worker.records import MALFORMED_KEPT, Malformed, RecordStream
 

@@ -10,12 +10,14 @@ was counted before and is skipped; a TransactionConflict (two workers at the sam
 is retried with backoff, after which the loser sees the marker and skips. So are
 throttling and 5xx answers: if a transaction did commit before its answer was lost, the
 retry meets the marker and skips.
+
+Log lines name the object through structlog's context (worker.pipeline binds its bucket
+and key for the whole unit of work), not through arguments repeated in each call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,10 +26,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sesguard import table as t
+from sesguard.aws import table as t
+from sesguard.aws.errors import error_code
+from sesguard.aws.store import PartnerStore
+from sesguard.core.backoff import spaced_delay
+from sesguard.core.partners import Counters, utcnow
 from sesguard.logging import get_logger
-from sesguard.partners import Counters, utcnow
-from sesguard.store import PartnerStore
 
 log = get_logger(__name__)
 
@@ -208,9 +212,9 @@ async def _write(
     """(True if written, False if counted before; retries used)."""
     for attempt in range(max_attempts):
         try:
-            await store._call("transact_write_items", TransactItems=items)
+            await store.call("transact_write_items", TransactItems=items)
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
+            code = error_code(exc)
             if code == "TransactionCanceledException":
                 reasons = cancellation_reasons(exc)
                 if reasons and reasons[0] == "ConditionalCheckFailed":
@@ -224,8 +228,8 @@ async def _write(
                 raise ApplyError(
                     f"transaction still failing after {max_attempts} attempts: {code}"
                 ) from exc
-            delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())  # noqa: S311 - jitter
-            log.info("transaction_retry", key=key, chunk=chunk.index, code=code, delay=delay)
+            delay = spaced_delay(attempt, base=0.05, cap=2.0)
+            log.info("transaction_retry", chunk=chunk.index, code=code, delay=delay)
             await asyncio.sleep(delay)
             continue
         return True, attempt
@@ -249,11 +253,9 @@ def _check_same_object(
     if etag and old_etag and old_etag != etag:
         log.error(
             "object_overwritten_after_counting",
-            bucket=bucket,
-            key=key,
             chunk=chunk.index,
             counted_etag=old_etag,
             etag=etag,
         )
     else:
-        log.info("chunk_already_counted", bucket=bucket, key=key, chunk=chunk.index)
+        log.info("chunk_already_counted", chunk=chunk.index)

@@ -15,12 +15,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
+from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
-from sesguard.partners import utcnow
 from worker.apply import MARKER_TTL_DAYS
 from worker.pipeline import ObjectMissing, Processor
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
 
 log = get_logger(__name__)
 
@@ -50,7 +53,9 @@ class BackfillReport:
         )
 
 
-async def list_objects(s3: Any, bucket: str, prefix: str) -> AsyncIterator[tuple[str, datetime]]:
+async def list_objects(
+    s3: S3Client, bucket: str, prefix: str
+) -> AsyncIterator[tuple[str, datetime]]:
     paginator = s3.get_paginator("list_objects_v2")
     async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
@@ -59,7 +64,7 @@ async def list_objects(s3: Any, bucket: str, prefix: str) -> AsyncIterator[tuple
 
 async def backfill(
     processor: Processor,
-    s3: Any,
+    s3: S3Client,
     bucket: str,
     prefix: str,
     since: datetime | None = None,

@@ -20,7 +20,7 @@ missing the list it is counted by, raises NotAnEvent: guessing a count would mak
 figures wrong, so the record is reported as malformed instead.
 
 A Send event also says which job SES accepted: the sender tags every send with its job
-id (sesguard.jobs.JOB_TAG). `sent_job` reads it, for the worker to confirm the job's
+id (sesguard.core.jobs.JOB_TAG). `sent_job` reads it, for the worker to confirm the job's
 record (worker/confirm.py); a tag that is not one sesguard writes names no job.
 """
 
@@ -30,9 +30,9 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from sesguard.jobs import JOB_TAG, PARTNER_TAG, job_id_from_tag
-from sesguard.partners import PARTNER_ID_RE, RESERVED_PREFIX, UNATTRIBUTED, hour_floor
-from sesguard.simulator import is_simulator_address
+from sesguard.core.jobs import JOB_TAG, PARTNER_TAG, job_id_from_tag
+from sesguard.core.partners import PARTNER_ID_RE, RESERVED_PREFIX, UNATTRIBUTED, hour_floor
+from sesguard.local.simulator import is_simulator_address
 
 
 class NotAnEvent(ValueError):

@@ -3,11 +3,11 @@
 Why: a sender that dies between SendEmail and its "sent" record leaves the job's record
 (`J#<job_id>`, sender/records.py) saying "sending", and a later delivery of the job cannot
 tell whether SES has the mail. SES can: every send carries the job id as a tag
-(sesguard.jobs.JOB_TAG), so the Send event SES publishes for it names the job. For each
+(sesguard.core.jobs.JOB_TAG), so the Send event SES publishes for it names the job. For each
 object, the jobs its Send events name are looked up, and a record still "sending" is
 turned "sent" with SES's message id and time and `confirmed_by = "ses"`. The sender then
 reads the job as a duplicate (never resent), and `sesguard dlq redrive` drops a job
-dead-lettered as "possibly sent" once it is confirmed (sesguard/dlq.py).
+dead-lettered as "possibly sent" once it is confirmed (sesguard/ops/dlq.py).
 
 Cost (bench/worker.py measures it): Send events are a third to a half of all events,
 and nearly every record they name already says "sent" (the sender wrote it). So the
@@ -34,15 +34,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from sesguard import table as t
-from sesguard.backoff import backoff_delay
+from sesguard.aws import table as t
+from sesguard.aws.errors import error_code
+from sesguard.core.backoff import backoff_delay
+from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
-from sesguard.partners import utcnow
 from worker.classify import SentJob
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import (
+        KeysAndAttributesOutputTypeDef,
+        KeysAndAttributesTypeDef,
+    )
 
 log = get_logger(__name__)
 
@@ -106,7 +114,9 @@ def distinct_jobs(sends: Iterable[SentJob]) -> dict[str, SentJob]:
     return out
 
 
-async def confirm_sends(dynamodb: Any, table: str, sends: Sequence[SentJob]) -> Confirmations:
+async def confirm_sends(
+    dynamodb: DynamoDBClient, table: str, sends: Sequence[SentJob]
+) -> Confirmations:
     """Confirm the jobs an object's Send events name (see the module docstring)."""
     result = Confirmations()
     by_job = distinct_jobs(sends)
@@ -138,7 +148,7 @@ async def confirm_sends(dynamodb: Any, table: str, sends: Sequence[SentJob]) -> 
 
 
 async def read_records(
-    dynamodb: Any, table: str, job_ids: Sequence[str], result: Confirmations
+    dynamodb: DynamoDBClient, table: str, job_ids: Sequence[str], result: Confirmations
 ) -> dict[str, dict[str, Any]]:
     """The records of `job_ids` (state and partner only), 100 keys per BatchGetItem."""
     gate = asyncio.Semaphore(PARALLEL_READS)
@@ -155,9 +165,9 @@ async def read_records(
 
 
 async def _batch_get(
-    dynamodb: Any, table: str, job_ids: Sequence[str], result: Confirmations
+    dynamodb: DynamoDBClient, table: str, job_ids: Sequence[str], result: Confirmations
 ) -> list[dict[str, Any]]:
-    request: dict[str, Any] = {
+    request: KeysAndAttributesTypeDef | KeysAndAttributesOutputTypeDef = {
         "Keys": [t.key(t.job_pk(j), t.JOB_SK) for j in job_ids],
         "ProjectionExpression": "pk, #s, partner_id",
         "ExpressionAttributeNames": {"#s": "state"},
@@ -177,7 +187,7 @@ async def _batch_get(
     )
 
 
-async def _confirm(dynamodb: Any, table: str, send: SentJob) -> bool:
+async def _confirm(dynamodb: DynamoDBClient, table: str, send: SentJob) -> bool:
     """Turn the job's "sending" record "sent"; False if it is no longer "sending" for
     this partner (the sender's own record, or a redrive, came first)."""
     try:
@@ -201,7 +211,7 @@ async def _confirm(dynamodb: Any, table: str, send: SentJob) -> bool:
             },
         )
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+        if error_code(exc) == "ConditionalCheckFailedException":
             return False
         raise
     return True

@@ -4,7 +4,7 @@ Evaluation runs even when the object turned out to be counted already: a worker 
 crashed between apply and evaluation leaves the judgement to the redelivery. Pausing is
 the shared conditional transition, so however many workers judge the same partner at
 once, exactly one pauses it, sends the notice and publishes Partner Paused; a warn level
-crossed is announced once (Partner Warned) the same way (sesguard.transitions).
+crossed is announced once (Partner Warned) the same way (sesguard.ops.transitions).
 """
 
 from __future__ import annotations
@@ -14,15 +14,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING
 
-from sesguard.lifecycle import Publisher
+from sesguard.aws.lifecycle import Publisher
+from sesguard.aws.store import PartnerStore
+from sesguard.core.partners import UNATTRIBUTED, PausedBy, utcnow
+from sesguard.core.policy import Level, evaluate
 from sesguard.logging import get_logger
-from sesguard.partners import UNATTRIBUTED, PausedBy, utcnow
-from sesguard.policy import Level, evaluate
+from sesguard.ops.transitions import note_warnings, pause_partner
 from sesguard.settings import Settings
-from sesguard.store import PartnerStore
-from sesguard.transitions import note_warnings, pause_partner
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sesv2 import SESV2Client
 
 log = get_logger(__name__)
 
@@ -40,7 +43,7 @@ class Outcome(StrEnum):
 @dataclass
 class Enforcer:
     store: PartnerStore
-    sesv2: Any
+    sesv2: SESV2Client
     settings: Settings
     parallel: int = 8  # partners judged at once per object
     publisher: Publisher | None = None  # lifecycle events (None: the sweep publishes them)

@@ -26,13 +26,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from structlog.contextvars import bound_contextvars
+
+from sesguard.aws.errors import describe
+from sesguard.core.notifications import BadNotification, ObjectRef, parse_notification
 from sesguard.logging import get_logger
-from sesguard.metrics import ServiceMetrics
 from sesguard.runtime import DeadLetter, Delivery, Done, Fate, GiveBack, Retry
-from sesguard.runtime.failures import describe
+from sesguard.runtime.metrics import ServiceMetrics
 from sesguard.settings import Settings
 from worker.enforce import Outcome
-from worker.notifications import BadNotification, ObjectRef, parse_notification
 from worker.pipeline import ObjectMissing, ObjectResult, ObjectTooLarge, Processor
 
 log = get_logger(__name__)
@@ -117,23 +119,24 @@ class EventsHandler:
             )
         missing: list[str] = []
         for ref in note.objects:
-            if ref.key.startswith(self.settings.firehose_error_prefix):
-                # Firehose's own failure output (with an empty events prefix it notifies
-                # this queue too): not SES events. Visible, never counted.
-                log.warning("firehose_error_object", bucket=ref.bucket, key=ref.key)
-                continue
-            d.fields["key"] = ref.key
-            try:
-                result = await self.processor.process(ref.bucket, ref.key)
-            except ObjectMissing:
-                log.warning("object_missing", bucket=ref.bucket, key=ref.key)
-                missing.append(ref.url)
-                continue
-            except ObjectTooLarge as exc:
-                return DeadLetter(str(exc))
-            except Exception as exc:  # DynamoDB, S3, the network: try again later
-                return Retry(f"{ref.url}: {describe(exc)}")
-            self._record(result)
+            with bound_contextvars(bucket=ref.bucket, key=ref.key):  # the unit of work
+                if ref.key.startswith(self.settings.firehose_error_prefix):
+                    # Firehose's own failure output (with an empty events prefix it
+                    # notifies this queue too): not SES events. Visible, never counted.
+                    log.warning("firehose_error_object")
+                    continue
+                d.fields["key"] = ref.key
+                try:
+                    result = await self.processor.process(ref.bucket, ref.key)
+                except ObjectMissing:
+                    log.warning("object_missing")
+                    missing.append(ref.url)
+                    continue
+                except ObjectTooLarge as exc:
+                    return DeadLetter(str(exc))
+                except Exception as exc:  # DynamoDB, S3, the network: try again later
+                    return Retry(f"{ref.url}: {describe(exc)}")
+                self._record(result)
         if missing:
             return DeadLetter("missing object: " + " ".join(missing))
         d.outcome = "counted"

@@ -11,12 +11,12 @@ import asyncio
 import signal
 from datetime import UTC, datetime
 
-from sesguard.aws import Clients, open_clients
-from sesguard.exitcodes import ExitCode
-from sesguard.lifecycle import Publisher
+from sesguard.aws.clients import Clients, open_clients
+from sesguard.aws.lifecycle import Publisher
+from sesguard.aws.store import PartnerStore
+from sesguard.core.exitcodes import ExitCode
 from sesguard.logging import get_logger
 from sesguard.settings import Settings
-from sesguard.store import PartnerStore
 from worker.backfill import backfill
 from worker.enforce import Enforcer
 from worker.pipeline import Processor

@@ -21,18 +21,23 @@ import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
+from structlog.contextvars import bound_contextvars
 
+from sesguard.aws.errors import error_code
+from sesguard.aws.store import PartnerStore
+from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
-from sesguard.partners import utcnow
 from sesguard.settings import DEFAULT_MAX_OBJECT_BYTES
-from sesguard.store import PartnerStore
 from worker.aggregate import Aggregator, ObjectStats
 from worker.apply import ApplyResult, apply_object
 from worker.confirm import Confirmations, confirm_sends
 from worker.enforce import Enforcer, Outcome
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
 
 log = get_logger(__name__)
 
@@ -73,7 +78,7 @@ class Processor:
     its decompressed bytes; `on_step`, if set, is called after every parsing step with the
     object's Aggregator (its bytes_decoded and stats show the progress)."""
 
-    s3: Any
+    s3: S3Client
     store: PartnerStore
     enforcer: Enforcer
     read_chunk: int = READ_CHUNK
@@ -86,11 +91,17 @@ class Processor:
         return self.enforcer.settings.counts_simulator_mail
 
     async def process(self, bucket: str, key: str, now: datetime | None = None) -> ObjectResult:
+        """Read, count and judge one S3 object. Its bucket and key are bound into the log
+        context for the whole unit of work: every line logged on its behalf names it."""
+        with bound_contextvars(bucket=bucket, key=key):
+            return await self._process(bucket, key, now)
+
+    async def _process(self, bucket: str, key: str, now: datetime | None) -> ObjectResult:
         agg = Aggregator(self.count_simulator)
         try:
             resp = await self.s3.get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code", "")) in _MISSING:
+            if error_code(exc) in _MISSING:
                 raise ObjectMissing(f"s3://{bucket}/{key} does not exist") from None
             raise
         etag = str(resp.get("ETag", "")).strip('"') or None
@@ -150,12 +161,11 @@ class Processor:
 
 
 def _log_result(r: ObjectResult) -> None:
+    """Called inside `process`: the object's bucket and key come from the log context."""
     stats = r.stats
     for m in stats.malformed[:MALFORMED_LOG_LIMIT]:
         log.warning(
             "malformed_record",
-            bucket=r.bucket,
-            key=r.key,
             offset=m.offset,
             length=m.length,
             reason=m.reason,
@@ -163,8 +173,6 @@ def _log_result(r: ObjectResult) -> None:
     if stats.wrong_pipeline:  # once per object, however many records
         log.error(
             "wrong_pipeline",
-            bucket=r.bucket,
-            key=r.key,
             records=stats.wrong_pipeline,
             problem=WRONG_PIPELINE,
             hint="SES identity notifications (SNS) reached the events bucket; publish"
@@ -172,11 +180,9 @@ def _log_result(r: ObjectResult) -> None:
         )
     unregistered = sorted(p for p, o in r.outcomes.items() if o is Outcome.UNREGISTERED)
     if unregistered:
-        log.info("unregistered_partners", key=r.key, partners=unregistered[:100])
+        log.info("unregistered_partners", partners=unregistered[:100])
     log.info(
         "object_processed",
-        bucket=r.bucket,
-        key=r.key,
         bytes=r.bytes_read,
         records=stats.records,
         events=stats.events,

@@ -7,7 +7,7 @@ abandoned and its message made visible at once: it is counted on redelivery), dr
 and guards the dependencies with circuit breakers: S3 (probe: HeadBucket on the events
 bucket) and DynamoDB (probe: one GetItem). worker.handler decides each message's fate.
 
-Exit codes (sesguard.exitcodes): 0 stopped or drained, 1 could not start (missing
+Exit codes (sesguard.core.exitcodes): 0 stopped or drained, 1 could not start (missing
 queue) or a drain that gave up (a dependency down past the outage tolerance).
 """
 
@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 
-from sesguard.aws import Clients
-from sesguard.exitcodes import ExitCode
-from sesguard.lifecycle import SWEEP_EVERY_SECONDS, Publisher
+from sesguard.aws.clients import Clients
+from sesguard.aws.errors import describe
+from sesguard.aws.lifecycle import SWEEP_EVERY_SECONDS, Publisher
+from sesguard.aws.store import PartnerStore
+from sesguard.core.exitcodes import ExitCode
 from sesguard.logging import get_logger
-from sesguard.metrics import ServiceMetrics
 from sesguard.runtime import (
     Consumer,
     ConsumerConfig,
@@ -31,9 +32,8 @@ from sesguard.runtime import (
     queue_urls,
     report_progress,
 )
-from sesguard.runtime.failures import describe
+from sesguard.runtime.metrics import ServiceMetrics
 from sesguard.settings import Settings
-from sesguard.store import PartnerStore
 from worker.enforce import Enforcer
 from worker.handler import EventsHandler, Metrics
 from worker.pipeline import Processor
@@ -67,7 +67,7 @@ class WorkerService:
         self.breaker_threshold = breaker_threshold
         self.store = PartnerStore.from_settings(clients.dynamodb, settings)
         # Lifecycle events: published by whoever wins a transition; the worker also sweeps
-        # the outbox for events whose publisher failed or died (sesguard.lifecycle).
+        # the outbox for events whose publisher failed or died (sesguard.aws.lifecycle).
         self.publisher = Publisher.from_clients(clients, settings)
         self.sweep_every = sweep_every
         if processor is None:

@@ -1,6 +1,6 @@
 """A circuit breaker per dependency: pure state, no I/O, no clock of its own.
 
-CLOSED: calls flow; each DOWN answer (sesguard.runtime.failures) adds to a count of
+CLOSED: calls flow; each DOWN answer (sesguard.aws.errors) adds to a count of
 consecutive failures, any UP answer resets it, THROTTLED changes nothing. At `threshold`
 consecutive failures the breaker OPENS: the service stops taking work, gives back what
 it holds, and probes the dependency with one cheap call after `probe_delay()` seconds
@@ -25,8 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sesguard.backoff import backoff_ceiling
-from sesguard.runtime.failures import Health
+from sesguard.aws.errors import Health
+from sesguard.core.backoff import backoff_ceiling
 
 
 class BreakerState(StrEnum):

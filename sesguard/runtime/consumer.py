@@ -34,7 +34,7 @@ optionally, the dependencies to guard and a commit function; the runtime does th
   runs, unless every running handler has made no progress for `stall_seconds`
   (sesguard.runtime.delivery). The worst event-loop lag (sesguard.runtime.lag), the
   counters and the open breakers are logged every `stats_every` seconds and sent as EMF
-  metrics (sesguard.metrics).
+  metrics (sesguard.runtime.metrics).
 """
 
 from __future__ import annotations
@@ -47,18 +47,16 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sesguard.backoff import backoff_delay
-from sesguard.deadletter import PAST_TOLERANCE, send_to_dlq
-from sesguard.health import touch_heartbeat
+from sesguard.aws.batching import SQS_BATCH
+from sesguard.aws.deadletter import PAST_TOLERANCE, send_to_dlq
+from sesguard.aws.errors import Health, describe, judge_exception
+from sesguard.core.backoff import backoff_delay
 from sesguard.logging import get_logger
-from sesguard.metrics import ServiceMetrics
-from sesguard.ratelimit import Clock, SystemClock
 from sesguard.runtime import delivery as current
 from sesguard.runtime.delivery import Aborted, Delivery, Stage
 from sesguard.runtime.dependencies import Dependency, Guard
-from sesguard.runtime.failures import Health, describe, judge_exception
 from sesguard.runtime.fates import (
     DEFAULT_OUTCOME,
     DeadLetter,
@@ -69,10 +67,17 @@ from sesguard.runtime.fates import (
     Retry,
 )
 from sesguard.runtime.finisher import CommitBatch, Finisher
+from sesguard.runtime.health import touch_heartbeat
 from sesguard.runtime.lag import LoopLag
+from sesguard.runtime.metrics import ServiceMetrics
+from sesguard.runtime.ratelimit import Clock, SystemClock
 from sesguard.runtime.retry import MAX_VISIBILITY, RetryPolicy
-from sesguard.runtime.sqs import SQS_BATCH, change_visibility, queue_depth
+from sesguard.runtime.sqs import change_visibility, queue_depth
 from sesguard.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
 log = get_logger(__name__)
 
@@ -144,7 +149,7 @@ class Intake(StrEnum):
 class Consumer:
     def __init__(
         self,
-        sqs: Any,
+        sqs: SQSClient,
         config: ConsumerConfig,
         handler: Handler,
         *,
@@ -347,7 +352,7 @@ class Consumer:
                 self._room.clear()
                 await self._first(self._room.wait(), self._stopping.wait(), asyncio.sleep(0.2))
 
-    async def _receive(self, count: int) -> list[dict[str, Any]]:
+    async def _receive(self, count: int) -> list[MessageTypeDef]:
         """One long poll; a stop during the poll waits for it (within the grace) so the
         messages it returns are given back at once instead of staying invisible."""
         recv = asyncio.ensure_future(
@@ -370,16 +375,16 @@ class Consumer:
             except TimeoutError:
                 recv.cancel()  # rare: what it may have taken reappears after the timeout
                 return []
-        messages: list[dict[str, Any]] = recv.result().get("Messages", [])
+        messages: list[MessageTypeDef] = recv.result().get("Messages", [])
         self.stats["received"] += len(messages)
         return messages
 
-    def _spawn(self, msg: dict[str, Any]) -> None:
+    def _spawn(self, msg: MessageTypeDef) -> None:
         d = Delivery.from_sqs(msg, self._abort, self.clock.monotonic)
         self._works.add(d)
         d.task = asyncio.create_task(self._handle(d), name=f"msg-{d.message_id}")
 
-    def _give_back_unhandled(self, msg: dict[str, Any]) -> None:
+    def _give_back_unhandled(self, msg: MessageTypeDef) -> None:
         d = Delivery.from_sqs(msg, self._abort, self.clock.monotonic)
         self._works.add(d)
         self._apply(d, GiveBack("stopping" if self._stopping.is_set() else "intake held"))
@@ -421,7 +426,7 @@ class Consumer:
             )
             d.outcome = None
         if isinstance(fate, DeadLetter):
-            try:  # the reason always goes along (sesguard.deadletter cuts a body to fit it)
+            try:  # the reason always goes along (sesguard.aws.deadletter cuts a body to fit it)
                 await send_to_dlq(self.sqs, self.config.dlq_url, d.body, fate.reason, d.message_id)
             except Exception as exc:
                 fate, d.outcome = Retry(f"dlq: {describe(exc)} (was: {fate.reason})"), None

@@ -24,7 +24,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
 T = TypeVar("T")
 
@@ -68,7 +71,7 @@ class Delivery:
 
     @classmethod
     def from_sqs(
-        cls, msg: dict[str, Any], abort: asyncio.Event, clock: Callable[[], float]
+        cls, msg: MessageTypeDef, abort: asyncio.Event, clock: Callable[[], float]
     ) -> Delivery:
         attrs = msg.get("Attributes", {})
         sent = _epoch_ms(attrs.get("SentTimestamp"))

@@ -3,7 +3,7 @@
 Each `Dependency` is a client the handlers call (SES, DynamoDB, S3) plus one cheap probe
 call. The guard listens to the client's own botocore events (`after-call`,
 `after-call-error`), so every call any handler makes is judged
-(sesguard.runtime.failures) and fed to that dependency's `Breaker` without the handlers
+(sesguard.aws.errors) and fed to that dependency's `Breaker` without the handlers
 doing anything. When a breaker opens, the guard logs one alert line and tells the
 consumer to hold its intake; it then probes with backoff. The first answer to a probe
 makes the breaker half-open (sesguard.runtime.breaker says why a probe alone is not
@@ -22,10 +22,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sesguard.aws.errors import Health, describe, judge_answer, judge_exception
 from sesguard.logging import get_logger
 from sesguard.runtime.breaker import Breaker, Change
 from sesguard.runtime.delivery import current_delivery
-from sesguard.runtime.failures import Health, describe, judge_answer, judge_exception
 
 log = get_logger(__name__)
 

@@ -25,11 +25,15 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sesguard.backoff import backoff_delay
+from sesguard.aws.batching import SQS_BATCH
+from sesguard.core.backoff import backoff_delay
 from sesguard.logging import get_logger
-from sesguard.runtime.sqs import SQS_BATCH, change_visibility
+from sesguard.runtime.sqs import change_visibility
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
 
 log = get_logger(__name__)
 
@@ -65,7 +69,7 @@ class Finisher:
 
     def __init__(
         self,
-        sqs: Any,
+        sqs: SQSClient,
         queue_url: str,
         *,
         commit: CommitBatch | None = None,

@@ -1,7 +1,7 @@
 """The account's SES send rate, shared among the sender tasks that are alive.
 
 Each sender task keeps a lease in the sesguard table, all in one partition so that one
-strongly consistent Query reads them all (sesguard.table, docs/table.md):
+strongly consistent Query reads them all (sesguard.aws.table, docs/table.md):
 
   pk = L#sender  sk = <task id>/<run>
   alive_until   wall-clock seconds until which the lease counts (last renewal + ttl)
@@ -62,11 +62,14 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sesguard import table as t
+from sesguard.aws import table as t
 from sesguard.logging import get_logger
-from sesguard.ratelimit import per_task_rate
+from sesguard.runtime.ratelimit import per_task_rate
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
 
 log = get_logger(__name__)
 
@@ -181,7 +184,7 @@ class RateShare:
 
     def __init__(
         self,
-        dynamodb: Any,
+        dynamodb: DynamoDBClient,
         table: str,
         account_rate: float,
         fallback_tasks: int,

@@ -5,7 +5,7 @@ never dead-letters a message while it lasts less than the outage tolerance
 (SESGUARD_OUTAGE_TOLERANCE_SECONDS, default 15 minutes):
 
 - each retry hides the message for `delay(receive_count)` seconds: 1 s, 2 s, 4 s, ...
-  up to `cap`, with "equal jitter" (sesguard.backoff.spaced_delay), so a failing queue
+  up to `cap`, with "equal jitter" (sesguard.core.backoff.spaced_delay), so a failing queue
   does not come back all at once and the total wait has a known lower bound;
 - `receives_to_cover` is how many receives that lower bound needs to span the tolerance;
   the queues' maxReceiveCount is that plus RECEIVE_SLACK for receives that carry no
@@ -26,7 +26,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from sesguard.backoff import spaced_delay, spaced_floor
+from sesguard.core.backoff import spaced_delay, spaced_floor
 from sesguard.settings import Settings
 
 RECEIVE_SLACK = 3  # receives without a backoff: SIGTERM give-backs, crashes, account pauses

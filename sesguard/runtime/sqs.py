@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
+from sesguard.aws.batching import SQS_BATCH
 from sesguard.logging import get_logger
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
 
 log = get_logger(__name__)
 
-SQS_BATCH = 10  # AWS limit for every *Batch call and for one receive
 
-
-async def queue_urls(sqs: Any, queue: str) -> tuple[str, str]:
+async def queue_urls(sqs: SQSClient, queue: str) -> tuple[str, str]:
     """(queue URL, DLQ URL); the DLQ is always `<queue>-dlq`."""
     url = (await sqs.get_queue_url(QueueName=queue))["QueueUrl"]
     dlq = (await sqs.get_queue_url(QueueName=f"{queue}-dlq"))["QueueUrl"]
@@ -22,7 +24,7 @@ async def queue_urls(sqs: Any, queue: str) -> tuple[str, str]:
 
 
 async def change_visibility(
-    sqs: Any, queue_url: str, entries: Sequence[tuple[str, int]]
+    sqs: SQSClient, queue_url: str, entries: Sequence[tuple[str, int]]
 ) -> list[bool]:
     """ChangeMessageVisibilityBatch for (receipt, seconds) pairs in chunks of 10; whether
     each one took (failures are logged, never raised)."""
@@ -66,7 +68,7 @@ class Depth:
         return self.visible == 0 and self.in_flight == 0 and self.delayed == 0
 
 
-async def queue_depth(sqs: Any, queue_url: str) -> Depth:
+async def queue_depth(sqs: SQSClient, queue_url: str) -> Depth:
     """Approximate counts (SQS says they settle within about a minute)."""
     attrs = (
         await sqs.get_queue_attributes(

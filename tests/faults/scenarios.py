@@ -275,7 +275,7 @@ async def kill_worker_mid_transaction(st: Stack, run: Run) -> None:
 
 S, W = "sender", "worker"
 # The bounds on faulted calls in the SES outages: SendEmail is one HTTP call (the SDK
-# never retries it, sesguard.aws), so a breaker that waits the outage out costs the jobs
+# never retries it, sesguard.aws.clients), so a breaker that waits the outage out costs the jobs
 # in hand one failed call each (at most 16, the concurrency) plus one trial per probe
 # that answers (GetAccount does; the probes back off from 1 s: about 5 in 40 s, 4 in
 # 20 s): about 21, against a bound of 32 in both. Trying every job of the queue again

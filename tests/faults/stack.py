@@ -1,10 +1,10 @@
 """One fault scenario's world, run as an operator would run sesguard.
 
-Each scenario gets its own AWS stand-in (`python -m sesguard.localaws PORT`, a child
+Each scenario gets its own AWS stand-in (`python -m sesguard.local.localaws PORT`, a child
 process on a free port), one fault proxy per service process (so a fault can hit the
 sender or the worker alone), and real `sesguard sender` / `sesguard worker` processes
 whose only knowledge of the proxy is `AWS_ENDPOINT_URL`. Resources come from
-`sesguard.bootstrap` with the services' own settings, partners and jobs are written
+`sesguard.ops.bootstrap` with the services' own settings, partners and jobs are written
 straight to the stand-in, and every observation (queues, DLQs, counters, what SES
 accepted, the event objects) is read from the stand-in directly, never through a proxy.
 
@@ -35,15 +35,15 @@ import aiohttp
 import orjson
 from aiobotocore.config import AioConfig
 
-from sesguard.aws import Clients
-from sesguard.bootstrap import bootstrap
-from sesguard.enqueue import Enqueuer
-from sesguard.held import HeldJobs
-from sesguard.localaws import FAKE_ENV, free_port
-from sesguard.partners import Limits, Profile
+from sesguard.aws.clients import Clients
+from sesguard.aws.enqueue import Enqueuer
+from sesguard.aws.held import count_held
+from sesguard.aws.store import PartnerStore
+from sesguard.core.partners import Limits, Profile
+from sesguard.local.localaws import FAKE_ENV, free_port
+from sesguard.ops.bootstrap import bootstrap
 from sesguard.runtime.sqs import queue_depth
 from sesguard.settings import Settings
-from sesguard.store import PartnerStore
 from tests.faults.proxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +78,7 @@ class ScenarioError(Exception):
 def sent_messages(endpoint: str) -> list[dict[str, Any]]:
     """Every message the stand-in's SES accepted (moto's `ses.Message` entries: source,
     destinations, subject, body). One read of the whole state: call it once, at the end.
-    Stands in for `sesguard.localaws.sent_messages` (issue 10) until that lands."""
+    Stands in for `sesguard.local.localaws.sent_messages` (issue 10) until that lands."""
     with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=60) as resp:
         data = orjson.loads(resp.read())
     return list(data.get("ses", {}).get("Message", []))
@@ -182,14 +182,14 @@ class Service:
 async def start_stand_in(
     log: Path, attempts: int = 3, *, ses_events: str | None = None
 ) -> tuple[asyncio.subprocess.Process, str]:
-    """`python -m sesguard.localaws PORT` on a free port; retried if the port was taken.
+    """`python -m sesguard.local.localaws PORT` on a free port; retried if the port was taken.
     With `ses_events` (a Firehose stream), its SES publishes its own events."""
     extra = ("--ses-events", ses_events) if ses_events else ()
     for _ in range(attempts):
         port = free_port()
         with log.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "sesguard.localaws", str(port), *extra),
+                *(sys.executable, "-m", "sesguard.local.localaws", str(port), *extra),
                 cwd=ROOT,
                 stdout=out,
                 stderr=out,
@@ -465,14 +465,13 @@ class Stack:
         events_dlq = len(await self.drain(f"{EVENTS_QUEUE}-dlq"))
         mark("read DLQs")
         store = PartnerStore(self.ddb, TABLE)
-        held = HeldJobs(self.ddb, TABLE, None)
         counted: dict[str, tuple[int, int]] = {}
         held_jobs = 0
         for partner in PARTNERS:
             totals = (await store.get_state(partner)).totals
             if totals.sent or totals.delivered:
                 counted[partner] = (totals.sent, totals.delivered)
-            held_jobs += await held.count(partner)
+            held_jobs += await count_held(self.ddb, TABLE, partner)
         mark("read counters")
         return Outcome(
             jobs=jobs,

@@ -1,0 +1,98 @@
+"""AWS batch limits, grouping items under them, and retrying a batch's failed entries.
+
+The limits are AWS's, whether or not an emulator enforces them (moto does not): at most
+10 entries in any SQS *Batch call and in one receive, 256 KiB per SQS message and per
+SendMessageBatch (`sesguard.core.jobs.MAX_SQS_MESSAGE_BYTES`, where a job's size is
+checked), 25 items per DynamoDB BatchWriteItem. Every caller groups with `batches` (SQS
+here, PutEvents in lifecycle.py, Firehose in the simulator, each with its own limits) and
+sends SQS batches with `send_batch`, which retries only the entries SQS failed on its side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from sesguard.core.backoff import backoff_delay
+from sesguard.core.jobs import MAX_SQS_MESSAGE_BYTES
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+
+SQS_BATCH = 10  # entries per SQS *Batch call, and messages per ReceiveMessage
+BATCH_WRITE_ITEMS = 25  # items per DynamoDB BatchWriteItem
+
+T = TypeVar("T")
+
+
+def batches(
+    items: Iterable[T],
+    size: Callable[[T], int],
+    max_count: int = SQS_BATCH,
+    max_bytes: int = MAX_SQS_MESSAGE_BYTES,
+) -> Iterator[list[T]]:
+    """Group items, in order, into calls of at most `max_count` items and `max_bytes` in
+    total (by default SendMessageBatch's: 10 entries, 256 KiB). Callers deal with an item
+    over the limit first (it would make a batch alone)."""
+    batch: list[T] = []
+    total = 0
+    for item in items:
+        n = size(item)
+        if batch and (len(batch) >= max_count or total + n > max_bytes):
+            yield batch
+            batch, total = [], 0
+        batch.append(item)
+        total += n
+    if batch:
+        yield batch
+
+
+@dataclass(frozen=True)
+class EntryFailure:
+    """Why SQS did not take one entry of a batch; `sender_fault`: the entry itself is wrong
+    (retrying it cannot help), else SQS failed on its side."""
+
+    code: str
+    message: str
+    sender_fault: bool
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}".strip() if self.code else self.message
+
+
+NOT_SENT = EntryFailure("", "not sent", False)  # SQS answered neither way
+
+
+async def send_batch(
+    sqs: SQSClient,
+    queue_url: str,
+    bodies: Sequence[str],
+    *,
+    attempts: int = 8,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> list[EntryFailure | None]:
+    """One SendMessageBatch (<= 10 bodies, <= 256 KiB in total, as `batches` groups
+    them), retrying the entries SQS failed on its side; for each body, None if SQS
+    accepted it, else why not. An entry SQS refuses as the sender's fault is not retried,
+    and the batch stops there (the caller reports it)."""
+    results: list[EntryFailure | None] = [NOT_SENT] * len(bodies)
+    pending = {str(i): body for i, body in enumerate(bodies)}
+    for attempt in range(attempts):
+        resp = await sqs.send_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": i, "MessageBody": body} for i, body in pending.items()],
+        )
+        for ok in resp.get("Successful", []):
+            pending.pop(ok["Id"], None)
+            results[int(ok["Id"])] = None
+        failed = resp.get("Failed", [])
+        for f in failed:
+            results[int(f["Id"])] = EntryFailure(
+                str(f.get("Code")), str(f.get("Message", "")), bool(f.get("SenderFault"))
+            )
+        if not pending or any(f.get("SenderFault") for f in failed):
+            break
+        await sleep(backoff_delay(attempt, base=0.05, cap=2.0))
+    return results

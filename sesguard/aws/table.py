@@ -1,0 +1,189 @@
+"""Item layout of the single DynamoDB table (see docs/table.md).
+
+One partition per partner keeps the gate's read to a single Query:
+
+  pk = P#<partner>  sk = B#<YYYY-MM-DDTHH>   hourly counters (ADD), expire after retention
+  pk = P#<partner>  sk = PROFILE             contact, limits, status, pause/resume facts
+  pk = P#<partner>  sk = TOTALS              all-time counters (ADD)
+
+"PROFILE" and "TOTALS" sort after every "B#..." key, so `sk >= B#<oldest hour>` returns
+the window's buckets plus the profile plus the totals in one request.
+
+PROFILE and TOTALS items also carry `kind = partner`, the hash key of the sparse index
+"partners" (range key pk, keys only): `partners list` queries it instead of scanning the
+table, whose job records and object markers can number millions.
+
+Other partitions:
+  pk = H#<partner>  sk = <held-at ISO>#<job_id>   a held send job (full payload)
+  pk = J#<job_id>   sk = JOB                      once-per-job record of the sender (TTL):
+                                                  state "sending" (claimed) or "sent"; a
+                                                  "sending" record turned "sent" by the
+                                                  worker from SES's Send event also has
+                                                  confirmed_by = "ses" (worker/confirm.py)
+  pk = O#<object>   sk = <chunk>                  "processed" marker of an S3 object chunk (TTL)
+  pk = L#sender     sk = <task id>/<run>          a sender task's lease (TTL): alive_until,
+                                                  sees (the lease ids it counts), fallback,
+                                                  rate (sesguard.runtime.leases)
+  pk = E#<partner>  sk = <occurred-at>#<event id>  a lifecycle event: the partner's history (TTL)
+  pk = E#_outbox    sk = <occurred-at>#<event id>  the same event until EventBridge took it
+                                                  (sesguard.aws.lifecycle)
+
+All sender leases share one partition, so a task reads every lease with one Query. The
+events live outside P#<partner>, so the gate's Query never reads them; the outbox is one
+partition ("_" cannot start a partner id), so the worker's sweep is one Query too.
+
+The partition-key prefixes are also the unit of least privilege: each task role may use
+each DynamoDB action only on the prefixes listed for it in sesguard.ops.permissions (IAM
+`dynamodb:LeadingKeys`); a new kind of item needs a new prefix here and a line there.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal, DecimalException
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from sesguard.core.partners import hour_floor
+
+PROFILE = "PROFILE"
+TOTALS = "TOTALS"
+TTL_ATTRIBUTE = "expires_at"
+PARTNERS_INDEX = "partners"
+KIND_ATTRIBUTE = "kind"
+PARTNER_KIND = "partner"
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+
+# Partition-key prefixes, one per kind of item.
+PARTNER_PREFIX = "P#"
+HELD_PREFIX = "H#"
+JOB_PREFIX = "J#"
+OBJECT_PREFIX = "O#"
+LEASE_PREFIX = "L#"
+EVENT_PREFIX = "E#"
+PREFIXES = (PARTNER_PREFIX, HELD_PREFIX, JOB_PREFIX, OBJECT_PREFIX, LEASE_PREFIX, EVENT_PREFIX)
+
+# Profile attributes `warned:<metric>:<window hours>` = when that warn level was crossed
+# (sesguard.ops.transitions.note_warnings): one per crossing, removed when it clears.
+WARNED_PREFIX = "warned:"
+
+
+def pk_prefix(pk: str) -> str:
+    """The kind of item a partition key belongs to ("P#", ...); "" if none."""
+    kind, sep, _ = pk.partition("#")
+    return kind + sep if sep else ""
+
+
+def partner_pk(partner_id: str) -> str:
+    return f"{PARTNER_PREFIX}{partner_id}"
+
+
+def bucket_sk(hour: datetime) -> str:
+    return "B#" + hour_floor(hour).strftime("%Y-%m-%dT%H")
+
+
+def parse_bucket_sk(sk: str) -> datetime:
+    return hour_floor(datetime.strptime(sk[2:], "%Y-%m-%dT%H"))
+
+
+def held_pk(partner_id: str) -> str:
+    return f"{HELD_PREFIX}{partner_id}"
+
+
+def job_pk(job_id: str) -> str:
+    return f"{JOB_PREFIX}{job_id}"
+
+
+def object_pk(bucket: str, key: str) -> str:
+    return f"{OBJECT_PREFIX}{bucket}/{key}"
+
+
+SENDER_LEASES_PK = f"{LEASE_PREFIX}sender"
+
+# The once-per-job record (sender/records.py writes it, worker/confirm.py confirms it,
+# sesguard/ops/dlq.py reads it to decide what a redrive may send).
+JOB_SK = "JOB"
+JOB_SENDING, JOB_SENT = "sending", "sent"
+CONFIRMED_BY_SES = "ses"  # `confirmed_by` of a record SES's Send event marked sent
+
+
+def event_pk(partner_id: str) -> str:
+    return f"{EVENT_PREFIX}{partner_id}"
+
+
+OUTBOX_PK = f"{EVENT_PREFIX}_outbox"  # lifecycle events not yet taken by EventBridge
+
+
+def key(pk: str, sk: str) -> dict[str, dict[str, str]]:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+# What a DynamoDB number can be: 38 significant digits, magnitude 1e-130 .. < 1e126.
+DYNAMODB_DIGITS = 38
+_SMALLEST = Decimal("1e-130")
+_TOO_BIG = Decimal("1e126")
+
+
+def significant_digits(number: Decimal) -> int:
+    """Digits DynamoDB has to keep: leading and trailing zeros do not count."""
+    return len("".join(map(str, number.as_tuple().digits)).strip("0"))
+
+
+def _number(value: int | float | Decimal) -> Decimal:
+    """One number as DynamoDB will hold it, or ValueError. Floats become the shortest
+    decimal that reads back as the same float (repr's digits): exact, never rounded."""
+    exact = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if not exact.is_finite():
+        raise ValueError(f"{value!r} cannot be stored in DynamoDB: not a finite number")
+    if exact and (
+        significant_digits(exact) > DYNAMODB_DIGITS or not _SMALLEST <= abs(exact) < _TOO_BIG
+    ):
+        raise ValueError(
+            f"{value!r} cannot be stored in DynamoDB exactly: numbers have at most"
+            f" {DYNAMODB_DIGITS} significant digits and a magnitude from 1e-130 to below 1e126"
+        )
+    return exact
+
+
+def _numbers(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float | Decimal):
+        return _number(value)
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_numbers(v) for v in value]
+    return value
+
+
+def to_attr(value: Any) -> dict[str, Any]:
+    """Serialize one Python value (numbers also inside maps and lists) for DynamoDB.
+
+    A number DynamoDB cannot hold exactly (more than 38 significant digits, a magnitude
+    outside 1e-130 .. 1e126, NaN, infinity) raises ValueError naming it: never a bare
+    decimal signal (Inexact, Underflow, ...) from boto3's strict context, and never a
+    silently rounded value. Callers validate input first (sesguard.ops.operations.check_rate);
+    this is the backstop."""
+    try:
+        return _ser.serialize(_numbers(value))  # type: ignore[no-any-return]
+    except DecimalException:  # boto3's context refused what the checks above let by
+        raise ValueError(f"{value!r} cannot be stored in DynamoDB exactly") from None
+
+
+def to_item(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: to_attr(v) for k, v in data.items() if v is not None}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in item.items():
+        value = _de.deserialize(v)
+        if isinstance(value, Decimal):
+            value = int(value) if value == value.to_integral_value() else float(value)
+        out[k] = value
+    return out

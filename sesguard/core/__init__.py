@@ -1,0 +1,4 @@
+"""The domain core: partners, policy, jobs, S3 notifications, backoff, exit codes.
+
+Pure: nothing here does I/O or imports another part of sesguard (tests/test_layout.py).
+"""

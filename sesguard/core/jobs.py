@@ -1,0 +1,249 @@
+"""The send job: what an ISV application puts on the send queue (JSON).
+
+Validation happens here once, for the enqueue CLI, the Python API and the sender alike,
+so a job the sender would refuse is refused before it is queued. What it guarantees, and
+why (a job is refused with a reason naming the field):
+
+- no header value (from, to, cc, bcc, reply_to, subject, tag names and values) carries a
+  control character: C0 except TAB (CR and LF among them), DEL, C1 (NEL among them),
+  U+2028 and U+2029. Mail software splits or rewrites headers on these, so they could
+  inject headers or recipients SES would act on; bodies may not carry NUL;
+- every address is exactly one mailbox, read the same way by our grammar
+  (`addr` or `Name <addr>`), by `email.headerregistry` (no defects, not a group) and by
+  `email.utils.getaddresses`: a comma, unbalanced quotes or garbage around `<...>` would
+  make a mail parser (SES's among them) read more, or other, recipients than we checked;
+- a list field (to, cc, bcc, reply_to) or tags given as null is refused, not read as empty:
+  a producer that sends null meant something, and guessing could drop recipients;
+- partner ids starting with "_" are sesguard's own (`_unattributed`), never a job's;
+- the tags `partner_id` and `sesguard_job` are sesguard's own (RESERVED_TAGS): every
+  event SES publishes for the message carries them, and the worker trusts them to name
+  the partner and the job (`job_tag_value`).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from email.headerregistry import AddressHeader, HeaderRegistry
+from email.utils import getaddresses
+from typing import Annotated, Any, cast
+
+import orjson
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from sesguard.core.partners import PARTNER_ID_RE, InvalidPartnerId, check_partner_id
+
+MAX_SQS_MESSAGE_BYTES = 256 * 1024
+# SES message tags: names and values of ASCII letters, digits, _ - . @ ; at most 256 chars.
+SES_TAG_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,256}$")
+PARTNER_TAG = "partner_id"  # the partner of every send: how the worker attributes events
+JOB_TAG = "sesguard_job"  # the job id of every send: SES's own record that it was sent
+RESERVED_TAGS = frozenset({PARTNER_TAG, JOB_TAG})
+MAX_JOB_TAGS = 40  # SES allows 50 tags; sesguard keeps room for its own
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+# C0 controls but TAB, DEL, C1 controls, LINE and PARAGRAPH SEPARATOR.
+_HEADER_FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_ADDRESS_RE = re.compile(r"\s*(?:(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]+)>|(?P<bare>[^<>\s]+))\s*")
+_HEADERS = HeaderRegistry()
+
+
+def _header_text(value: str) -> str:
+    found = _HEADER_FORBIDDEN.search(value)
+    if found is not None:
+        char = found.group()
+        if char in "\r\n":
+            raise ValueError("must not contain CR or LF")
+        raise ValueError(f"must not contain control character U+{ord(char):04X}")
+    return value
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (U+0000)")
+    return value
+
+
+def _address(value: str) -> str:
+    """Exactly one e-mail address, optionally with a display name: `Name <a@b.example>`,
+    read as that one mailbox by our grammar and by both of Python's mail parsers."""
+    _header_text(value)
+    header = _HEADERS("to", value)
+    parsed = [a.addr_spec for a in cast(AddressHeader, header).addresses]
+    loose = [addr for _, addr in getaddresses([value])]
+    if max(len(parsed), len(loose)) > 1:
+        raise ValueError(
+            f"{value!r} reads as {max(len(parsed), len(loose))} addresses: give one per"
+            " entry (quote a display name that contains a comma or @)"
+        )
+    match = _ADDRESS_RE.fullmatch(value)
+    if not match:
+        raise ValueError(f"not an e-mail address: {value!r}")
+    addr = match.group("addr") or match.group("bare")
+    try:
+        validate_email(addr, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"not an e-mail address: {addr!r} ({exc})") from None
+    groups = cast(AddressHeader, header).groups
+    if header.defects or any(g.display_name is not None for g in groups):
+        raise ValueError(f"{value!r} is not one mailbox (unbalanced quotes, group or garbage)")
+    if parsed != [addr] or loose != [addr]:
+        raise ValueError(f"{value!r} is not read as {addr!r} by a mail parser")
+    return value.strip()
+
+
+def _partner_id(value: str) -> str:
+    try:
+        return check_partner_id(value)
+    except InvalidPartnerId as exc:
+        raise ValueError(str(exc)) from None
+
+
+# Job id <-> SES tag value. SES's API reference allows only A-Z a-z 0-9 _ - in message
+# tag values (at most 256); job ids also allow "." and ":" (at most 128). "_" escapes:
+# "_" -> "__", "." -> "_d", ":" -> "_c". Every job id maps to exactly one value of at most
+# 256 characters in SES's strictest charset, and every value maps back to one job id.
+_TAG_ESCAPES = {"_": "__", ".": "_d", ":": "_c"}
+_TAG_UNESCAPES = {"_": "_", "d": ".", "c": ":"}
+_TAG_VALUE_RE = re.compile(r"^(?:[A-Za-z0-9-]|_[_dc]){1,128}$")
+
+
+def job_tag_value(job_id: str) -> str:
+    """The `sesguard_job` tag value of a (valid) job id."""
+    if not JOB_ID_RE.fullmatch(job_id):
+        raise ValueError(f"not a job id: {job_id!r}")
+    return "".join(_TAG_ESCAPES.get(c, c) for c in job_id)
+
+
+def job_id_from_tag(value: object) -> str | None:
+    """The job id a `sesguard_job` tag value stands for; None for anything that is not
+    one (sesguard never wrote it: nothing may be concluded from it)."""
+    if type(value) is not str or not _TAG_VALUE_RE.fullmatch(value):
+        return None
+    out: list[str] = []
+    chars = iter(value)
+    for c in chars:
+        out.append(_TAG_UNESCAPES[next(chars)] if c == "_" else c)
+    return "".join(out)
+
+
+def ids_for_log(body: str) -> dict[str, str]:
+    """partner_id / job_id of a body that failed validation, if they look sane."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out = {}
+    for name, pattern in (("partner_id", PARTNER_ID_RE), ("job_id", JOB_ID_RE)):
+        value = data.get(name)
+        if isinstance(value, str) and pattern.fullmatch(value):
+            out[name] = value
+    return out
+
+
+HeaderText = Annotated[str, AfterValidator(_header_text)]
+Address = Annotated[str, AfterValidator(_address)]
+Body = Annotated[str, AfterValidator(_no_nul)]
+
+
+class SendJob(BaseModel):
+    """One message to send for one partner."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+
+    job_id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=JOB_ID_RE.pattern)
+    partner_id: Annotated[str, AfterValidator(_partner_id)] = Field(pattern=PARTNER_ID_RE.pattern)
+    from_: Address = Field(alias="from")
+    to: list[Address] = Field(min_length=1, max_length=50)
+    cc: list[Address] = Field(default_factory=list, max_length=50)
+    bcc: list[Address] = Field(default_factory=list, max_length=50)
+    reply_to: list[Address] = Field(default_factory=list, max_length=50)
+    subject: HeaderText = Field(min_length=1, max_length=998)
+    text: Body | None = None
+    html: Body | None = None
+    tags: dict[str, str] = Field(default_factory=dict, max_length=MAX_JOB_TAGS)
+
+    @field_validator("to", "cc", "bcc", "reply_to", "tags", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must not be null (leave the field out for none)")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _ses_tag_charset(cls, tags: dict[str, str]) -> dict[str, str]:
+        for name, value in tags.items():
+            if name in RESERVED_TAGS:
+                raise ValueError(f"tag {name!r} is reserved for sesguard")
+            for part in (name, value):
+                if not SES_TAG_RE.fullmatch(part):
+                    raise ValueError(
+                        f"tag {name!r}={value!r}: SES allows only A-Z a-z 0-9 _ - . @ (1-256)"
+                    )
+        return tags
+
+    @model_validator(mode="after")
+    def _body_and_recipients(self) -> SendJob:
+        if not (self.text or self.html):
+            raise ValueError("text or html is required")
+        if len(self.to) + len(self.cc) + len(self.bcc) > 50:
+            raise ValueError("at most 50 recipients (to + cc + bcc) per message, as SES allows")
+        return self
+
+    @property
+    def recipients(self) -> list[str]:
+        return [*self.to, *self.cc, *self.bcc]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(by_alias=True, exclude_defaults=False, mode="json"))
+
+
+class JobError(ValueError):
+    """A job that can never be sent; `field` names what is wrong."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def describe_validation_error(exc: ValidationError) -> JobError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or None
+    msg = err["msg"].removeprefix("Value error, ")
+    return JobError(f"{loc}: {msg}" if loc else msg, loc)
+
+
+def parse_job(raw: bytes | str | dict[str, Any]) -> SendJob:
+    """Bytes, text or a dict -> SendJob, or JobError with one clear reason."""
+    if isinstance(raw, dict):
+        data: Any = raw
+    else:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise JobError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise JobError("a send job must be a JSON object")
+    try:
+        job = SendJob.model_validate(data)
+    except ValidationError as exc:
+        raise describe_validation_error(exc) from None
+    size = len(job.to_json())
+    if size > MAX_SQS_MESSAGE_BYTES:
+        raise JobError(f"job is {size} bytes; SQS allows {MAX_SQS_MESSAGE_BYTES}", "size")
+    return job
+
+
+def job_schema() -> dict[str, Any]:
+    return SendJob.model_json_schema(by_alias=True)

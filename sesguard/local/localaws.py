@@ -1,0 +1,450 @@
+"""The embedded AWS stand-in for the demo, the tests and the benchmarks (moto, over HTTP).
+
+moto's threaded server is not safe for concurrent DynamoDB requests: it checks a condition
+and applies the write in separate steps (two racers can both pass a condition that real
+DynamoDB lets only one pass), a cancelled transaction restores a snapshot of the whole
+table (wiping writes made meanwhile), and reads iterate dicts that writes change. sesguard's
+guarantees (one pause winner, one count per object, one send per job) rest on DynamoDB's
+atomic, isolated writes, so the stand-in runs moto's DynamoDB operations one at a time:
+the semantics of the real service, not a mock of our code.
+
+moto's SQS has the same kind of race: a delete rebuilds the queue's message list from a
+snapshot and writes it back, so two concurrent deletes (or a send during a delete) bring
+back messages already deleted, or lose one just sent, without an error (seen: 219 of
+1000 deleted messages back after 16 concurrent DeleteMessageBatch calls). Tests would see
+duplicates real SQS never produces, so SQS operations run one at a time too, on a lock of
+their own; a long-polling receive releases it while it waits for messages.
+
+SES events can also be published by the stand-in itself (`ses_events`), the way SES
+does: when it accepts a SendEmail, whatever becomes of the caller afterwards. The
+sender's own simulator (SESGUARD_SIMULATE_EVENTS) publishes after SendEmail returns, so
+a sender killed in between publishes nothing for a message SES has; tests of that case
+need the events to come from the SES side.
+
+Needs the `local` extra (moto[server]).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import socket
+import threading
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime
+from typing import Any
+
+_DYNAMODB_OPS = (
+    "put_item",
+    "update_item",
+    "delete_item",
+    "batch_write_item",
+    "transact_write_items",
+    "execute_statement",
+    "execute_transaction",
+    "batch_execute_statement",
+    "get_item",
+    "batch_get_item",
+    "transact_get_items",
+    "query",
+    "scan",
+    "create_table",
+    "delete_table",
+    "update_table",
+    "describe_table",
+    "update_time_to_live",
+)
+_SQS_OPS = (
+    "create_queue",
+    "get_queue_url",
+    "list_queues",
+    "get_queue",
+    "delete_queue",
+    "get_queue_attributes",
+    "set_queue_attributes",
+    "send_message",
+    "send_message_batch",
+    "receive_message",
+    "delete_message",
+    "delete_message_batch",
+    "change_message_visibility",
+    "change_message_visibility_batch",
+    "purge_queue",
+    "list_dead_letter_source_queues",
+    "tag_queue",
+    "untag_queue",
+)
+_lock = threading.RLock()
+_patched = False
+_sqs_lock = threading.RLock()
+# Signalled when a message is added; a receive waits on it with _sqs_lock released.
+_sqs_message_added = threading.Condition(_sqs_lock)
+_sqs_patched = False
+
+
+def _locked(fn: Callable[..., Any], lock: threading.RLock) -> Callable[..., Any]:
+    @functools.wraps(fn)  # keeps __wrapped__: tests reach the unlocked original
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _serialise_dynamodb() -> None:
+    global _patched  # noqa: PLW0603 - patch moto once per process
+    if _patched:
+        return
+    from moto.dynamodb.models import DynamoDBBackend
+
+    for op in _DYNAMODB_OPS:
+        setattr(DynamoDBBackend, op, _locked(getattr(DynamoDBBackend, op), _lock))
+    _patched = True
+
+
+def _serialise_sqs() -> None:
+    """One SQS operation at a time (see the module docstring).
+
+    A receive with WaitTimeSeconds would hold the lock for the whole wait; moto's wait
+    (Queue.wait_for_messages) becomes a wait on a condition of the same lock instead,
+    which releases it while waiting and wakes when a message is added."""
+    global _sqs_patched  # noqa: PLW0603 - patch moto once per process
+    if _sqs_patched:
+        return
+    from moto.sqs.models import Message, Queue, SQSBackend
+
+    for op in _SQS_OPS:
+        setattr(SQSBackend, op, _locked(getattr(SQSBackend, op), _sqs_lock))
+
+    add_message = Queue.add_message
+
+    def add_and_notify(self: Queue, message: Message) -> None:
+        with _sqs_message_added:
+            add_message(self, message)
+            _sqs_message_added.notify_all()
+
+    def wait_for_messages(self: Queue, timeout: int) -> None:
+        with _sqs_message_added:
+            _sqs_message_added.wait_for(lambda: self.messages, timeout=timeout)
+
+    Queue.add_message = add_and_notify  # type: ignore[method-assign]
+    Queue.wait_for_messages = wait_for_messages  # type: ignore[method-assign]
+    _sqs_patched = True
+
+
+def _speed_up_moto() -> None:
+    """Two of moto's per-request costs that real AWS does not have, removed without
+    changing any answer (moto is pinned, and tests/test_localaws.py checks both):
+
+    - SQS recomputes every queue attribute, counting all messages, three times for each
+      message it returns, only to read the retention period; so receives slowed down with
+      queue depth. The check now reads the retention period alone.
+    - the server lists moto's package directory on disk for every request to find the
+      service; the list is now read once.
+    """
+    from moto import backends
+    from moto.core.utils import unix_time
+    from moto.sqs.models import Message, SQSBackend
+
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules
+
+    def is_message_valid_based_on_retention_period(
+        self: SQSBackend, queue_name: str, message: Message
+    ) -> bool:
+        queue = self.get_queue(queue_name)  # attributes are set on it by name at creation:
+        retention = int(queue.message_retention_period)  # type: ignore[attr-defined]
+        return bool(retention + message.sent_timestamp / 1000 > unix_time())  # type: ignore[operator]
+
+    SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
+        is_message_valid_based_on_retention_period
+    )
+
+
+class SesEvents:
+    """The stand-in's SES publishing events (see `ses_events`)."""
+
+    def __init__(
+        self,
+        stream: str,
+        *,
+        hold: bool,
+        before_send: Callable[[dict[str, Any]], None] | None,
+        after_send: Callable[[dict[str, Any], str], None] | None,
+    ) -> None:
+        self.stream = stream
+        self.hold = hold
+        self.before_send = before_send
+        self.after_send = after_send
+        self.published = 0  # records put on the stream
+        self._held: list[tuple[str, str, list[bytes]]] = []
+        self._lock = threading.Lock()
+
+    def accepted(self, params: dict[str, Any], message_id: str, account: str, region: str) -> None:
+        from sesguard.local.simulator import encode_records, simulate_events
+
+        blobs = encode_records(
+            simulate_events(params, message_id, datetime.now(UTC), account, region)
+        )
+        with self._lock:
+            if self.hold:
+                self._held.append((account, region, blobs))
+                return
+        self._publish(account, region, blobs)
+
+    def release(self) -> int:
+        """Publish what was held (Firehose's buffer flushing) and stop holding; returns
+        how many records went out."""
+        with self._lock:
+            held, self._held, self.hold = self._held, [], False
+        for account, region, blobs in held:
+            self._publish(account, region, blobs)
+        return sum(len(b) for _, _, b in held)
+
+    def _publish(self, account: str, region: str, blobs: list[bytes]) -> None:
+        if not blobs:
+            return
+        from moto.firehose.models import firehose_backends
+
+        firehose = firehose_backends[account][region]
+        firehose.put_record_batch(self.stream, [{"Data": b} for b in blobs])
+        with self._lock:
+            self.published += len(blobs)
+
+
+_ses_events: SesEvents | None = None
+_ses_hooked = False
+
+
+def _hook_ses() -> None:
+    """moto's SESv2 SendEmail, plus the active `ses_events` (none: unchanged)."""
+    global _ses_hooked  # noqa: PLW0603 - patch moto once per process
+    if _ses_hooked:
+        return
+    from moto.sesv2.responses import SESV2Response
+
+    send_email = SESV2Response.send_email
+
+    def send_and_publish(self: SESV2Response) -> str:
+        hook = _ses_events
+        if hook is None:
+            return send_email(self)
+        params = json.loads(self.body)
+        if hook.before_send is not None:
+            hook.before_send(params)  # may raise: the message is then not accepted
+        answer = send_email(self)
+        message_id = str(json.loads(answer)["MessageId"])
+        hook.accepted(params, message_id, self.current_account, self.region)
+        if hook.after_send is not None:
+            hook.after_send(params, message_id)
+        return answer
+
+    SESV2Response.send_email = send_and_publish  # type: ignore[method-assign]
+    _ses_hooked = True
+
+
+@contextmanager
+def ses_events(
+    stream: str,
+    *,
+    hold: bool = False,
+    before_send: Callable[[dict[str, Any]], None] | None = None,
+    after_send: Callable[[dict[str, Any], str], None] | None = None,
+) -> Iterator[SesEvents]:
+    """While active, the in-process stand-in's SES publishes the events SES would for every
+    SendEmail it accepts (sesguard.local.simulator.simulate_events: nothing without a
+    configuration set) to Firehose stream `stream`, from inside SES, before it answers.
+
+    `hold` keeps them back until `release()` (Firehose's buffering, made explicit).
+    `before_send(params)` runs before the message is accepted (raise to refuse it: the
+    request never reached SES) and `after_send(params, message_id)` after, before the
+    answer goes back: fault injection at the exact moment a test needs (a test can kill
+    the sender there). Do not combine with SESGUARD_SIMULATE_EVENTS (events twice)."""
+    global _ses_events  # noqa: PLW0603 - one stand-in per process
+    if _ses_events is not None:
+        raise RuntimeError("ses_events is already active")
+    _hook_ses()
+    _ses_events = hook = SesEvents(
+        stream, hold=hold, before_send=before_send, after_send=after_send
+    )
+    try:
+        yield hook
+    finally:
+        _ses_events = None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+FAKE_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+# Variables that could point the SDK at a real account; removed while the stand-in runs.
+_REAL_ACCOUNT_VARS = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+)
+
+
+def isolate_environment(endpoint: str) -> None:
+    """Point every AWS SDK call in this process at the stand-in with fake credentials."""
+    for var in _REAL_ACCOUNT_VARS:
+        os.environ.pop(var, None)
+    os.environ.update(FAKE_ENV)
+    os.environ["AWS_CONFIG_FILE"] = os.devnull
+    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    # Per-service endpoint variables would override AWS_ENDPOINT_URL.
+    for var in [v for v in os.environ if v.startswith("AWS_ENDPOINT_URL_")]:
+        del os.environ[var]
+
+
+# Our one route next to moto's (an S3 bucket name cannot start with "_", so no AWS path
+# collides with it): the messages moto's SES accepted, as `sent_messages` returns them.
+MESSAGES_PATH = "/_sesguard/ses/messages"
+_in_process: set[str] = set()  # endpoints of the stand-ins this process runs
+
+
+def _ses_messages() -> bytes:
+    """JSON: every message moto's SES (v1 and v2) accepted, from its backends, in sending order
+    per account and region: each one's public attributes, as /moto-api/data.json shows a
+    `ses.Message` (id, source, destinations, subject, body; raw sends have raw_data).
+
+    O(messages): data.json instead serialises every object moto ever created (all DynamoDB
+    items and table copies included), which took ~10 s after a 300-job demo.
+    """
+    from moto.ses.models import ses_backends
+
+    out: list[dict[str, Any]] = []
+    for regions in list(ses_backends.values()):  # only the accounts and regions in use
+        for backend in list(regions.values()):
+            out += [_public(m) for m in list(backend.sent_messages)]
+    return json.dumps(out).encode()
+
+
+def _public(obj: object) -> dict[str, Any]:
+    return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+
+
+def _with_our_routes(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != MESSAGES_PATH:
+            return app(environ, start_response)
+        body = _ses_messages()
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    return wsgi
+
+
+def sent_messages(endpoint: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The messages the stand-in at `endpoint` accepted through SES, oldest first, each shaped
+    like a data.json `ses.Message` (`source`, `destinations` {ToAddresses, CcAddresses,
+    BccAddresses}, `subject`, `body`, `id`). Read from moto's backend when the stand-in runs
+    in this process (`local_aws`), else from its MESSAGES_PATH route (`local_aws_process`,
+    `python -m sesguard.local.localaws`). A plain moto server has no such route (404).
+    """
+    endpoint = endpoint.rstrip("/")
+    if endpoint in _in_process:
+        data = _ses_messages()  # a copy: callers cannot change moto's state
+    else:
+        with urllib.request.urlopen(endpoint + MESSAGES_PATH, timeout=timeout) as resp:  # noqa: S310
+            data = resp.read()
+    return list(json.loads(data))
+
+
+@contextmanager
+def local_aws(port: int | None = None) -> Iterator[str]:
+    """Run moto on 127.0.0.1 and point this process at it; yields the endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    _serialise_dynamodb()
+    _serialise_sqs()
+    _speed_up_moto()
+    _hook_ses()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log on our terminal
+    port = port or free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()  # returns once the WSGI server exists; it reads `.app` per request
+    server._server.app = _with_our_routes(server._server.app)  # type: ignore[union-attr]
+    endpoint = f"http://127.0.0.1:{port}"
+    _in_process.add(endpoint)
+    isolate_environment(endpoint)
+    try:
+        yield endpoint
+    finally:
+        _in_process.discard(endpoint)
+        server.stop()
+
+
+@contextmanager
+def local_aws_process(ready_timeout: float = 30.0) -> Iterator[str]:
+    """The same stand-in in a child process (so it does not share this interpreter's lock
+    with the code under test, as a real endpoint would not); yields the endpoint URL."""
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: S603 - our own module, this interpreter
+        [sys.executable, "-m", "sesguard.local.localaws", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + ready_timeout
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(endpoint + MESSAGES_PATH, timeout=1).close()  # noqa: S310
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the local AWS stand-in did not start") from None
+                time.sleep(0.1)
+        isolate_environment(endpoint)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _serve(port: int, events_stream: str | None = None) -> None:
+    """`python -m sesguard.local.localaws PORT [--ses-events STREAM]`: the stand-in on PORT;
+    with --ses-events its SES publishes the events SES would for every message it
+    accepts to Firehose stream STREAM (`ses_events`), whether or not the sender hears
+    the answer, as SES does (the sender then runs without SESGUARD_SIMULATE_EVENTS)."""
+    import signal
+
+    with local_aws(port), ses_events(events_stream) if events_stream else nullcontext():
+        signal.pause()  # until SIGTERM ends the process
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m sesguard.local.localaws")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--ses-events", metavar="STREAM", default=None)
+    cli = parser.parse_args()
+    _serve(cli.port, cli.ses_events)

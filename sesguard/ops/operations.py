@@ -1,0 +1,449 @@
+"""What an operator can do to partners, and read of them: the one implementation behind
+`sesguard partners ...` and `sesguard console`.
+
+Each action checks its input here (the CLI's argument types wrap the same checks, the
+console applies them to the JSON it receives), writes through the store, the pause
+transition and the held-jobs store, and returns what happened as data. The CLI prints a
+result's `lines()` and maps the exceptions below to exit codes; the console returns the
+same result as JSON. So an action has one meaning, whichever way the operator took it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, DecimalException
+from enum import StrEnum
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from sesguard.aws import table as t
+from sesguard.aws.clients import Clients
+from sesguard.aws.held import HeldJobs, count_held, discard_held, replay_held
+from sesguard.aws.lifecycle import Publisher
+from sesguard.aws.store import PartnerExists, PartnerNotFound, PartnerStore
+from sesguard.core.partners import (
+    MAX_MIN_VOLUME,
+    MAX_REASON_CHARS,
+    MIN_RATE,
+    InvalidContact,
+    InvalidPartnerId,
+    Limits,
+    PartnerState,
+    PausedBy,
+    Profile,
+    check_contact,
+    check_partner_id,
+    utcnow,
+)
+from sesguard.ops.report import partner_json
+from sesguard.ops.transitions import change_partner, pause_partner, resume_partner
+from sesguard.settings import Settings
+
+DEFAULT_PAUSE_REASON = "paused by operator"
+
+
+class Refused(ValueError):
+    """The operator's input cannot be acted on: CLI exit 2, console HTTP 400. The message
+    is one line naming what is wrong."""
+
+
+class NoSuchPartner(Refused):
+    """The partner named does not exist (console HTTP 404)."""
+
+
+class Failed(Exception):
+    """Something outside the operator's input failed: CLI exit 1, console HTTP 502."""
+
+
+# ---- input checks: each refusal names what is wrong, before any AWS call ---------------
+
+
+def check_rate(value: object) -> float:
+    """A limit DynamoDB can store as given and that means something: a finite fraction in
+    [MIN_RATE, 1] with at most 38 significant digits. NaN, infinities, subnormal and other
+    tiny values are refused. Takes the operator's text (or a JSON number)."""
+    text = _number_text(value)
+    try:
+        exact = Decimal(text)
+    except (DecimalException, ValueError):
+        raise Refused(f"not a number: {value!r}") from None
+    if not exact.is_finite():
+        raise Refused(f"{text} is not a finite number")
+    digits = t.significant_digits(exact)
+    if digits > t.DYNAMODB_DIGITS:
+        raise Refused(f"{digits} significant digits; DynamoDB stores at most {t.DYNAMODB_DIGITS}")
+    rate = float(exact)
+    if not MIN_RATE <= rate <= 1:
+        raise Refused(f"{text} is outside [{MIN_RATE:g}, 1]: give a fraction, 0.05 = 5%")
+    return rate
+
+
+def check_warn_ratio(value: object) -> float:
+    rate = check_rate(value)
+    if rate >= 1:
+        raise Refused("warn ratio must be below 1")
+    return rate
+
+
+def check_volume(value: object) -> int:
+    """A whole number from 1 to MAX_MIN_VOLUME (a minimum volume, a number of jobs)."""
+    text = _number_text(value)
+    if len(text) > 40:  # int() of a huge string is slow, and echoing it helps nobody
+        raise Refused(f"not a whole number from 1 to {MAX_MIN_VOLUME}")
+    try:
+        n = int(text)
+    except ValueError:
+        raise Refused(f"not a whole number: {value!r}") from None
+    if not 1 <= n <= MAX_MIN_VOLUME:
+        raise Refused(f"{n} is outside [1, {MAX_MIN_VOLUME}]")
+    return n
+
+
+def check_reason(value: object) -> str:
+    """Refused rather than cut: the operator sees what the partner will read."""
+    if not isinstance(value, str):
+        raise Refused("the reason must be text")
+    text = value.strip()
+    if not text:
+        raise Refused("give a reason (the partner reads it in the notice)")
+    if len(text) > MAX_REASON_CHARS:
+        raise Refused(f"{len(text)} characters; a reason may have at most {MAX_REASON_CHARS}")
+    return text
+
+
+def check_id(value: object, *, reserved_ok: bool = False) -> str:
+    try:
+        return check_partner_id(value, reserved_ok=reserved_ok)  # type: ignore[arg-type]
+    except InvalidPartnerId as exc:
+        raise Refused(str(exc)) from None
+
+
+def check_email(value: object) -> str:
+    if not isinstance(value, str):
+        raise Refused("the contact must be an e-mail address")
+    try:
+        return check_contact(value)
+    except InvalidContact as exc:
+        raise Refused(str(exc)) from None
+
+
+def _number_text(value: object) -> str:
+    """The text of a number as given: a JSON number is read back as it prints (0.05,
+    not 0.05000000000000000277...), a bool is not a number."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise Refused(f"not a number: {value!r}")
+    return value.strip() if isinstance(value, str) else repr(value)
+
+
+# ---- reads ----------------------------------------------------------------------------
+
+
+def default_limits(settings: Settings) -> Limits:
+    return Limits(
+        settings.default_bounce_limit,
+        settings.default_complaint_limit,
+        settings.default_min_volume,
+        settings.warn_ratio,
+    )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One partner as read at `now` (one Query, one count): the state behind its report."""
+
+    state: PartnerState
+    held_jobs: int
+    now: datetime
+    report: dict[str, Any]  # partner_json: what `partners show --json` prints
+
+
+async def partner_snapshot(
+    store: PartnerStore, settings: Settings, partner_id: str, now: datetime | None = None
+) -> Snapshot | None:
+    """None when there is neither a profile nor any traffic under that id."""
+    now = now or utcnow()
+    state = await store.get_state(partner_id, now)
+    if state.profile is None and not state.totals and not state.buckets:
+        return None
+    held = await count_held(store.dynamodb, store.table, partner_id)
+    report = partner_json(state, held, now, settings.window_hours, default_limits(settings))
+    return Snapshot(state, held, now, report)
+
+
+async def partner_report(
+    store: PartnerStore, settings: Settings, partner_id: str
+) -> dict[str, Any] | None:
+    """`partners show --json`; None when the id has neither a profile nor traffic."""
+    snapshot = await partner_snapshot(store, settings, partner_id)
+    return snapshot.report if snapshot else None
+
+
+async def partner_reports(store: PartnerStore, settings: Settings) -> list[dict[str, Any]]:
+    """`partners list --json`: every partner of the sparse partners index (registered ones,
+    then ids seen in traffic without a profile), never a table scan."""
+    registered, unregistered = await store.list_partner_ids()
+    reports = await asyncio.gather(
+        *(partner_report(store, settings, pid) for pid in [*registered, *unregistered])
+    )
+    return [r for r in reports if r is not None]
+
+
+# ---- actions --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PauseResult:
+    partner_id: str
+    paused: bool  # False: it was already paused (someone else's pause stands)
+    notice_sent: bool
+
+    def lines(self) -> list[str]:
+        if not self.paused:
+            return [f"partner {self.partner_id} was already paused"]
+        note = "" if self.notice_sent else " (no notice sent)"
+        return [f"paused partner {self.partner_id}{note}"]
+
+
+@dataclass(frozen=True)
+class ResumeResult:
+    partner_id: str
+    resumed: bool  # False: it was not paused
+    warnings: tuple[str, ...] = ()
+
+    def lines(self) -> list[str]:
+        if self.resumed:
+            return [f"resumed partner {self.partner_id}"]
+        return [f"partner {self.partner_id} was not paused"]
+
+
+class HeldAction(StrEnum):
+    """What resume does with the jobs held while the partner was paused."""
+
+    KEEP = "keep"
+    REPLAY = "replay"
+    DISCARD = "discard"
+
+
+@dataclass(frozen=True)
+class HeldResult:
+    partner_id: str
+    action: HeldAction
+    replayed: int = 0
+    discarded: int = 0
+    remaining: int = 0  # still held (only counted when kept)
+
+    def lines(self) -> list[str]:
+        if self.action is HeldAction.REPLAY:
+            return [f"replayed {self.replayed} held jobs"]
+        if self.action is HeldAction.DISCARD:
+            out = [f"discarded {self.discarded} held jobs"]
+            if self.replayed:
+                out.append(f"replayed {self.replayed} jobs held after the resume")
+            return out
+        if self.remaining:
+            return [
+                f"{self.remaining} jobs remain held: run `sesguard partners resume "
+                f"{self.partner_id} --replay` to send them or --discard to drop them"
+            ]
+        return []
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    partner_id: str
+    profile: Profile
+    created: bool = False
+
+    def lines(self) -> list[str]:
+        return [f"{'added' if self.created else 'updated'} partner {self.partner_id}"]
+
+
+async def add_partner(
+    clients: Clients,
+    settings: Settings,
+    partner_id: object,
+    contact: object,
+    *,
+    bounce_limit: object = None,
+    complaint_limit: object = None,
+    min_volume: object = None,
+    warn_ratio: object = None,
+    tenant: object = None,
+) -> UpdateResult:
+    """Register a partner; limits not given are the SESGUARD_DEFAULT_* ones."""
+    pid = check_id(partner_id)
+    defaults = default_limits(settings)
+    limits = Limits(
+        bounce_rate=_opt(check_rate, bounce_limit) or defaults.bounce_rate,
+        complaint_rate=_opt(check_rate, complaint_limit) or defaults.complaint_rate,
+        min_volume=_opt(check_volume, min_volume) or defaults.min_volume,
+        warn_ratio=_opt(check_warn_ratio, warn_ratio) or defaults.warn_ratio,
+    )
+    tenant_name = _opt(check_id, tenant)
+    profile = Profile(pid, check_email(contact), limits, tenant_name=tenant_name)
+    if tenant_name:
+        await _ensure_tenant(clients, settings, pid, tenant_name)
+    try:
+        await PartnerStore.from_settings(clients.dynamodb, settings).create(profile)
+    except PartnerExists:
+        raise Refused(f"partner {pid} already exists: use `sesguard partners set`") from None
+    return UpdateResult(pid, profile, created=True)
+
+
+async def set_partner(
+    clients: Clients,
+    settings: Settings,
+    partner_id: object,
+    *,
+    contact: object = None,
+    bounce_limit: object = None,
+    complaint_limit: object = None,
+    min_volume: object = None,
+    warn_ratio: object = None,
+    tenant: object = None,
+) -> UpdateResult:
+    """Change a partner's contact, limits or tenant; what is not given stays."""
+    pid = check_id(partner_id)
+    changes = {
+        "contact_email": _opt(check_email, contact),
+        "bounce_limit": _opt(check_rate, bounce_limit),
+        "complaint_limit": _opt(check_rate, complaint_limit),
+        "min_volume": _opt(check_volume, min_volume),
+        "warn_ratio": _opt(check_warn_ratio, warn_ratio),
+        "tenant_name": _opt(check_id, tenant),
+    }
+    if all(v is None for v in changes.values()):
+        raise Refused("nothing to change: give at least one option (see --help)")
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
+    if changes["tenant_name"]:
+        if await store.get_profile(pid) is None:
+            raise NoSuchPartner(f"no partner {pid}: add it first")
+        await _ensure_tenant(clients, settings, pid, changes["tenant_name"])
+    try:
+        profile = await change_partner(
+            store, Publisher.from_clients(clients, settings), pid, **changes
+        )
+    except PartnerNotFound:
+        raise NoSuchPartner(f"no partner {pid}: add it first") from None
+    return UpdateResult(pid, profile)
+
+
+async def pause(
+    clients: Clients,
+    settings: Settings,
+    partner_id: object,
+    reason: object = DEFAULT_PAUSE_REASON,
+    *,
+    notify: bool = True,
+) -> PauseResult:
+    """Pause as an operator: the conditional transition every pause goes through, so the
+    partner gets one notice (unless `notify` is off) however many pauses race."""
+    pid = check_id(partner_id)
+    text = check_reason(reason)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
+    if await store.get_profile(pid) is None:
+        raise NoSuchPartner(f"no partner {pid}")
+    outcome = await pause_partner(
+        store,
+        clients.sesv2,
+        pid,
+        text,
+        PausedBy.OPERATOR,
+        settings.notify_from if notify else None,
+        mirror_tenant=settings.use_tenants,
+        publisher=Publisher.from_clients(clients, settings),
+    )
+    return PauseResult(pid, outcome.won, outcome.notice_id is not None)
+
+
+async def resume(clients: Clients, settings: Settings, partner_id: object) -> ResumeResult:
+    """paused -> active, re-arming the detector; held jobs are `release_held`'s business."""
+    pid = check_id(partner_id)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
+    try:
+        resumed = await resume_partner(store, Publisher.from_clients(clients, settings), pid)
+    except PartnerNotFound:
+        raise NoSuchPartner(f"no partner {pid}") from None
+    warnings: tuple[str, ...] = ()
+    if resumed:
+        warning = await _mirror_resume(clients, settings, store, pid)
+        warnings = (warning,) if warning else ()
+    return ResumeResult(pid, resumed, warnings)
+
+
+def release_seconds(settings: Settings) -> float:
+    """How long replaying or discarding takes at least: senders may trust a cached
+    "paused" for gate_cache_seconds after a resume, so the release sweeps once more then."""
+    return settings.gate_cache_seconds + 1
+
+
+async def release_held(
+    clients: Clients, settings: Settings, partner_id: object, action: HeldAction
+) -> HeldResult:
+    """After `resume`: replay the held jobs in order, discard them, or keep them (and say
+    how many are held)."""
+    pid = check_id(partner_id)
+    if action is HeldAction.REPLAY:
+        release = await replay_held(clients, settings, pid)
+        return HeldResult(pid, action, replayed=release.replayed)
+    if action is HeldAction.DISCARD:
+        release = await discard_held(clients, settings, pid)
+        return HeldResult(pid, action, replayed=release.replayed, discarded=release.discarded)
+    remaining = await HeldJobs.from_clients(clients, settings).count(pid)
+    return HeldResult(pid, action, remaining=remaining)
+
+
+def held_action(value: object) -> HeldAction:
+    for action in HeldAction:
+        if value == action.value:
+            return action
+    choices = ", ".join(a.value for a in HeldAction)
+    raise Refused(f"held jobs: choose one of {choices}, not {value!r}")
+
+
+# ---- helpers --------------------------------------------------------------------------
+
+
+def _opt(check: Any, value: object) -> Any:
+    return None if value is None else check(value)
+
+
+async def _ensure_tenant(clients: Clients, settings: Settings, partner_id: str, name: str) -> None:
+    """With SESGUARD_USE_TENANTS, map the partner to its SES tenant before storing the name."""
+    from sesguard.aws.clients import region
+    from sesguard.ops import tenants
+
+    if not settings.use_tenants:
+        return  # the name is stored; SES tenants are only touched when enforcement is on
+    if not settings.tenant_identity:
+        raise Refused("--tenant with SESGUARD_USE_TENANTS needs SESGUARD_TENANT_IDENTITY")
+    account = await clients.account_id()
+    try:
+        await tenants.ensure_tenant(
+            clients.sesv2,
+            partner_id,
+            tenants.identity_arn(region(), account, settings.tenant_identity),
+            tenants.configuration_set_arn(region(), account, settings.configuration_set),
+            name,
+        )
+    except tenants.TenantsUnsupported as exc:
+        raise Failed(str(exc)) from None
+
+
+async def _mirror_resume(
+    clients: Clients, settings: Settings, store: PartnerStore, partner_id: str
+) -> str | None:
+    """Re-enable the partner's SES tenant; a failure is a warning (the resume stands)."""
+    from sesguard.ops import tenants
+
+    profile = await store.get_profile(partner_id)
+    if not (settings.use_tenants and profile and profile.tenant_name):
+        return None
+    try:
+        await tenants.mirror_status(clients.sesv2, partner_id, False, profile.tenant_name)
+    except (tenants.TenantsUnsupported, ClientError) as exc:
+        return f"SES tenant {profile.tenant_name} not re-enabled: {exc}"
+    return None
