@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
+import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from sesguard.aws.clients import Clients
+    from sesguard.aws.store import PartnerStore
+    from sesguard.settings import Settings
 
 # Never let a test reach real AWS, whatever the developer's environment holds.
 for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
@@ -39,7 +51,7 @@ def moto_reset(moto_endpoint: str) -> None:
 
 
 @pytest.fixture(scope="session")
-async def clients(moto_endpoint: str) -> AsyncIterator[object]:
+async def clients(moto_endpoint: str) -> AsyncIterator[Clients]:
     from sesguard.aws.clients import open_clients
 
     async with open_clients(concurrency=32, max_attempts=1) as c:
@@ -47,26 +59,26 @@ async def clients(moto_endpoint: str) -> AsyncIterator[object]:
 
 
 @pytest.fixture
-def settings(monkeypatch: pytest.MonkeyPatch) -> object:
+def settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
     from sesguard.settings import load_settings
 
     return load_settings()
 
 
 @pytest.fixture
-async def table(clients: object, settings: object) -> str:
+async def table(clients: Clients, settings: Settings) -> str:
     """The sesguard table, created by bootstrap's own table step."""
     from sesguard.ops.bootstrap import ensure_table
 
-    await ensure_table(clients, settings)  # type: ignore[arg-type]
-    return settings.table  # type: ignore[attr-defined,no-any-return]
+    await ensure_table(clients, settings)
+    return settings.table
 
 
 @pytest.fixture
-async def store(clients: object, table: str) -> object:
+async def store(clients: Clients, table: str) -> PartnerStore:
     from sesguard.aws.store import PartnerStore
 
-    return PartnerStore(clients.dynamodb, table)  # type: ignore[attr-defined]
+    return PartnerStore(clients.dynamodb, table)
 
 
 def sent_emails(endpoint: str) -> list[dict[str, Any]]:
@@ -126,3 +138,67 @@ async def queue_counts(clients: Any, url: str) -> tuple[int, int]:
     return int(attrs["ApproximateNumberOfMessages"]), int(
         attrs["ApproximateNumberOfMessagesNotVisible"]
     )
+
+
+def client_error(code: str, message: str = "injected", status: int = 400) -> ClientError:
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        },
+        "SendEmail",
+    )
+
+
+class ShiftClock:
+    """Real time plus an offset the test can jump."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+async def wait_until(predicate: Callable[[], bool], limit: float = 20.0) -> None:
+    """Poll a condition the service makes true (the test cannot await it directly)."""
+    async with asyncio.timeout(limit):
+        while not predicate():  # noqa: ASYNC110 - polling state owned by the service
+            await asyncio.sleep(0.01)
+
+
+# ---- the operator CLI ------------------------------------------------------------------
+
+SESGUARD = str(Path(sys.executable).with_name("sesguard"))
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def cli(*args: str, stdin: str | None = None, **env: str) -> Result:
+    proc = subprocess.run(
+        [SESGUARD, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+        check=False,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def one_line_error(r: Result, code: int, *needles: str) -> None:
+    assert r.code == code, (r.code, r.out, r.err)
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1, r.err  # one clear line, no traceback
+    assert "Traceback" not in r.err
+    for needle in needles:
+        assert needle in lines[0], lines[0]

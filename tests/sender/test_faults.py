@@ -15,10 +15,9 @@ import structlog
 from sender.records import JOB_SK
 from sesguard.aws import table as t
 from sesguard.runtime import RetryPolicy
+from tests.conftest import wait_until
 from tests.fault_hooks import LOCALSTACK_NOT_EMULATED, Fault, inject
-from tests.test_sender_support import Env, env, sender_settings, wait_until
-
-__all__ = ["env"]
+from tests.sender.support import Env, sender_settings
 
 QUICK_PROBES = RetryPolicy(tolerance=900, probe_first=0.2, probe_cap=0.5)
 

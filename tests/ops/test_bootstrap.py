@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from sesguard.ops.bootstrap import CREATED, EXISTS, bootstrap
-from tests.test_cli import cli
+from tests.conftest import cli
 
 
 async def test_bootstrap_creates_everything_then_changes_nothing(clients, settings) -> None:

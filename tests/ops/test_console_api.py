@@ -24,12 +24,10 @@ from sesguard.aws.store import PartnerStore
 from sesguard.core.jobs import parse_job
 from sesguard.core.partners import Counters, hour_floor, utcnow
 from sesguard.ops import operations
-from sesguard.ops.bootstrap import bootstrap
 from sesguard.ops.console import server
-from tests.conftest import drain_queue, sent_emails
-from tests.test_cli import SESGUARD, cli, one_line_error
+from tests.conftest import SESGUARD, cli, drain_queue, one_line_error, sent_emails
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONSOLE_DIR = ROOT / "sesguard" / "ops" / "console"
 EVIL_REASON = '<img src=x onerror="window.__pwned=1"> <b>bold</b> & "quoted"'
 
@@ -77,11 +75,6 @@ class Api:
 
     async def post(self, path: str, body: Any) -> tuple[int, Any]:
         return await self.call("POST", path, body)
-
-
-@pytest.fixture
-async def ready(clients, settings) -> None:
-    await bootstrap(clients, settings, ["isv.example.com"])
 
 
 @pytest.fixture

@@ -3,26 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from sesguard.ops.bootstrap import bootstrap
-from tests.conftest import drain_queue
-
-SESGUARD = str(Path(sys.executable).with_name("sesguard"))
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
+from tests.conftest import cli, drain_queue, one_line_error
 
 # One job from flags, body options left to each test.
 ENQUEUE_ONE = (
@@ -36,33 +20,6 @@ ENQUEUE_ONE = (
     "--subject",
     "s",
 )
-
-
-def cli(*args: str, stdin: str | None = None, **env: str) -> Result:
-    proc = subprocess.run(
-        [SESGUARD, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=60,
-        check=False,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
-
-
-def one_line_error(r: Result, code: int, *needles: str) -> None:
-    assert r.code == code, (r.code, r.out, r.err)
-    lines = r.err.strip().splitlines()
-    assert len(lines) == 1, r.err  # one clear line, no traceback
-    assert "Traceback" not in r.err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
-@pytest.fixture
-async def ready(clients, settings) -> None:
-    await bootstrap(clients, settings, ["isv.example.com"])
 
 
 async def queue_bodies(clients, name: str = "sesguard-send-jobs") -> list[dict]:

@@ -19,7 +19,7 @@ from sesguard.runtime.breaker import Breaker, BreakerState, Change
 from sesguard.runtime.lag import LoopLag
 from sesguard.runtime.retry import RECEIVE_SLACK, RetryPolicy, max_receive_count
 from sesguard.settings import load_settings
-from tests.test_sender_support import client_error
+from tests.conftest import client_error
 
 LOCALSTACK_501 = (
     "The API for service 'sesv2' is either not included in your current license plan or"

@@ -34,8 +34,8 @@ from sesguard.core.partners import Limits, Profile
 from sesguard.local.localaws import sent_messages, ses_events
 from sesguard.ops.bootstrap import bootstrap
 from sesguard.settings import load_settings
-from tests.conftest import queue_counts
-from tests.test_sender_support import DOMAIN, PARTNER, wait_until
+from tests.conftest import queue_counts, wait_until
+from tests.sender.support import DOMAIN, PARTNER
 from worker.service import WorkerService
 
 pytestmark = pytest.mark.timeout(300)  # real processes and a real (short) settle time

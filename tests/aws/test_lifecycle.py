@@ -31,7 +31,7 @@ from sesguard.ops.transitions import change_partner, note_warnings, pause_partne
 from tests.conftest import drain_queue, sent_emails
 from tests.fault_hooks import Fault, inject
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 NOTIFY_FROM = "guard@isv.example.com"
 
 
@@ -548,7 +548,7 @@ def test_each_schema_describes_exactly_what_its_kind_carries() -> None:
 
 
 def test_events_schema_command_prints_one_or_all() -> None:
-    from tests.test_cli import cli, one_line_error
+    from tests.conftest import cli, one_line_error
 
     everything = cli("events", "schema")
     assert everything.code == 0, everything.err
@@ -563,7 +563,7 @@ async def test_cli_commands_publish_and_events_history_reads_them_back(
     clients: Any, settings: Any
 ) -> None:
     from sesguard.ops.bootstrap import bootstrap
-    from tests.test_cli import cli, one_line_error
+    from tests.conftest import cli, one_line_error
 
     await bootstrap(clients, settings, ["isv.example.com"])
     url = await rule_to_queue(clients, ALL_KINDS)

@@ -23,7 +23,7 @@ from sesguard.local.demo import run_demo
 from sesguard.ops import operations
 from sesguard.ops.console import server
 from sesguard.ops.report import partner_text
-from tests.test_console_api import EVIL_REASON
+from tests.ops.test_console_api import EVIL_REASON
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -38,7 +38,7 @@ CHROMIUM_ARGS = [
     # A DNS-rebinding attacker's name, resolved to the console's address.
     "--host-resolver-rules=MAP rebind.example 127.0.0.1",
 ]
-ARTIFACTS = Path(__file__).resolve().parents[1] / ".artifacts" / "console"
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts" / "console"
 
 
 def need_browser() -> None:

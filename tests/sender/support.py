@@ -1,38 +1,24 @@
-"""Shared helpers of the sender tests (no tests here): a partner, a queue, a recorder
-of what is asked of SES, and a way to run the service until the queue is drained."""
+"""Helpers of the sender tests (no tests here; the `env` fixture is in conftest.py): a
+partner, a queue, a recorder of what is asked of SES, and a way to run the service until
+the queue is drained."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import pytest
-from botocore.exceptions import ClientError
 
 from sender.service import SenderService
 from sesguard.aws.store import PartnerStore
-from sesguard.core.partners import Limits, Profile
-from sesguard.ops.bootstrap import bootstrap
 from sesguard.runtime.ratelimit import TokenBucket
 from sesguard.settings import Settings, load_settings
 from tests.conftest import dead_letters_in, queue_counts
 
 DOMAIN = "isv.example.com"
 PARTNER = "acme"
-
-
-def client_error(code: str, message: str = "injected", status: int = 400) -> ClientError:
-    return ClientError(
-        {
-            "Error": {"Code": code, "Message": message},
-            "ResponseMetadata": {"HTTPStatusCode": status},
-        },
-        "SendEmail",
-    )
 
 
 class SesRecorder:
@@ -144,26 +130,6 @@ class Env:
         return out
 
 
-class ShiftClock:
-    """Real time plus an offset the test can jump."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.offset
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-async def wait_until(predicate: Callable[[], bool], limit: float = 20.0) -> None:
-    """Poll a condition the service makes true (the test cannot await it directly)."""
-    async with asyncio.timeout(limit):
-        while not predicate():  # noqa: ASYNC110 - polling state owned by the service
-            await asyncio.sleep(0.01)
-
-
 def sender_settings(**overrides: Any) -> Settings:
     base: dict[str, Any] = {
         "max_send_rate": 1000.0,
@@ -174,15 +140,3 @@ def sender_settings(**overrides: Any) -> Settings:
     }
     base.update(overrides)
     return load_settings(**base)
-
-
-@pytest.fixture
-async def env(clients: Any) -> Any:
-    settings = sender_settings()
-    await bootstrap(clients, settings, [DOMAIN])
-    store = PartnerStore.from_settings(clients.dynamodb, settings)
-    await store.create(Profile(PARTNER, f"ops@{PARTNER}.example.org", Limits()))
-    queue_url = (await clients.sqs.get_queue_url(QueueName=settings.send_queue))["QueueUrl"]
-    dlq_url = (await clients.sqs.get_queue_url(QueueName=f"{settings.send_queue}-dlq"))["QueueUrl"]
-    with SesRecorder(clients) as ses:
-        yield Env(clients, settings, store, queue_url, dlq_url, ses)

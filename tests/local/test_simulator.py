@@ -38,7 +38,7 @@ from sesguard.local.simulator import (
 from sesguard.ops.bootstrap import bootstrap
 
 # Copies of shared/ses-events, kept with the tests so a clone is self-contained.
-SAMPLES = Path(__file__).resolve().parent / "fixtures"
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures"
 SIM = "simulator.amazonses.com"
 NOW = datetime(2026, 11, 29, 1, 2, 3, tzinfo=UTC)
 ACCOUNT = "111122223333"

@@ -17,10 +17,11 @@ from botocore.exceptions import ClientError
 from sesguard.aws import table as t
 from sesguard.core.jobs import JOB_TAG, job_tag_value
 from sesguard.core.partners import Limits, Profile
+from tests.conftest import cli
 from tests.fault_hooks import Fault, inject
 from tests.fixtures.ses_events import encode, event
-from tests.test_cli import cli
-from tests.test_sender_support import DOMAIN, PARTNER, Env, env
+from tests.sender.conftest import env
+from tests.sender.support import DOMAIN, PARTNER, Env
 from worker.service import WorkerService
 
 __all__ = ["env"]

@@ -30,10 +30,8 @@ from sesguard.core.partners import (
     utcnow,
 )
 from sesguard.ops.bootstrap import bootstrap
-from tests.test_cli import cli, one_line_error
-from tests.test_sender_support import Env, env
-
-__all__ = ["env"]
+from tests.conftest import cli, one_line_error
+from tests.sender.support import Env
 
 GOOD: dict[str, Any] = {
     "partner_id": "acme",

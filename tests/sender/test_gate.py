@@ -13,9 +13,7 @@ from sesguard.aws.held import count_held
 from sesguard.aws.store import StoreError
 from sesguard.core.partners import Counters, Limits, PausedBy, Profile
 from tests.conftest import sent_emails
-from tests.test_sender_support import PARTNER, Env, env, sender_settings
-
-__all__ = ["env"]
+from tests.sender.support import PARTNER, Env, sender_settings
 
 
 class Tick:

@@ -23,7 +23,7 @@ from sesguard.core.backoff import backoff_delay
 from sesguard.core.jobs import JobError, parse_job
 from sesguard.core.partners import Counters, Limits, PartnerState, Profile, Status
 from sesguard.settings import load_settings
-from tests.test_sender_support import client_error
+from tests.conftest import client_error
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 RESET = aiohttp.ClientOSError(104, "Connection reset by peer")

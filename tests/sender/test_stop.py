@@ -13,15 +13,8 @@ from collections import Counter
 from sender.records import JOB_SK
 from sesguard.aws import table as t
 from sesguard.runtime.ratelimit import TokenBucket
-from tests.test_sender_support import (
-    Env,
-    ShiftClock,
-    env,
-    sender_settings,
-    wait_until,
-)
-
-__all__ = ["env"]
+from tests.conftest import ShiftClock, wait_until
+from tests.sender.support import Env, sender_settings
 
 
 async def sending_claims(e: Env) -> list[str]:

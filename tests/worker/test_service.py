@@ -23,7 +23,7 @@ from sesguard.logging import configure_logging
 from sesguard.ops.bootstrap import bootstrap
 from sesguard.runtime.finisher import Finisher
 from sesguard.settings import load_settings
-from tests.conftest import sent_emails
+from tests.conftest import client_error, sent_emails
 from tests.fixtures.ses_events import (
     EXPECTED_ACME,
     FORMATS,
@@ -32,7 +32,6 @@ from tests.fixtures.ses_events import (
     sample_bytes,
     sample_records,
 )
-from tests.test_sender_support import client_error
 from worker import main as worker_main
 from worker.service import WorkerService
 
@@ -534,8 +533,8 @@ async def test_s3_outage_holds_the_worker_and_every_object_is_counted_once_after
     and keeps the notifications (none dead-lettered); once HeadBucket answers again every
     object is counted exactly once."""
     from sesguard.runtime import RetryPolicy
+    from tests.conftest import wait_until
     from tests.fault_hooks import Fault, inject
-    from tests.test_sender_support import wait_until
 
     for i in range(6):
         await env.put(firehose_key(i, gz=False), sample_bytes("plain-newline"))
@@ -566,7 +565,7 @@ async def test_sigterm_during_a_long_object_returns_it_at_once_and_it_is_counted
     """An object still being read when the stop grace ends is abandoned: its message is
     visible again at once (not after the visibility timeout), and the next run counts it
     exactly once."""
-    from tests.test_sender_support import wait_until
+    from tests.conftest import wait_until
 
     await env.put(firehose_key(1, gz=False), sample_bytes("plain-newline"))
     reading = asyncio.Event()

@@ -10,17 +10,8 @@ from sender.records import JOB_SK
 from sesguard.aws import table as t
 from sesguard.aws.held import HeldJobs, count_held
 from sesguard.core.partners import PausedBy
-from tests.test_sender_support import (
-    DOMAIN,
-    PARTNER,
-    Env,
-    client_error,
-    env,
-    sender_settings,
-    wait_until,
-)
-
-__all__ = ["env"]  # the fixture, imported for pytest
+from tests.conftest import client_error, wait_until
+from tests.sender.support import DOMAIN, PARTNER, Env, sender_settings
 
 
 async def record(e: Env, job_id: str) -> dict | None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import orjson
 
 from sesguard.core.jobs import MAX_SQS_MESSAGE_BYTES
-from tests.test_sender_support import Env, env
-
-__all__ = ["env"]
+from tests.sender.support import Env
 
 
 def oversize_body(e: Env) -> str:

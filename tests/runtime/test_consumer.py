@@ -37,9 +37,8 @@ from sesguard.runtime import (
 )
 from sesguard.runtime.metrics import ServiceMetrics
 from sesguard.settings import Settings, load_settings
-from tests.conftest import dead_letters_in, queue_counts
+from tests.conftest import ShiftClock, dead_letters_in, queue_counts, wait_until
 from tests.fault_hooks import Fault, inject
-from tests.test_sender_support import ShiftClock, wait_until
 
 Handler = Callable[[Delivery], Awaitable[Fate]]
 
