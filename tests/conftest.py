@@ -183,6 +183,57 @@ class Result:
 
 
 def cli(*args: str, stdin: str | None = None, **env: str) -> Result:
+    """`sesguard ARGS` in this process: `sesguard.cli.main(argv)` with `env` added to the
+    environment (settings are read from it when main runs), `stdin` as standard input,
+    and standard output and error captured; argparse's exit becomes the code.
+
+    main() runs in a thread of its own, since it starts its own event loop and async tests
+    call this from theirs (blocked meanwhile, as it was by a child process). main() points
+    structlog at the captured stderr: the configuration is put back afterwards."""
+    import contextlib
+    import io
+    import threading
+
+    import structlog
+
+    from sesguard.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    result: list[int] = []
+
+    def call() -> None:
+        try:
+            result.append(main(list(args)))
+        except SystemExit as exc:
+            code = exc.code
+            result.append(code if isinstance(code, int) else (0 if code is None else 1))
+            if isinstance(code, str):
+                print(code, file=sys.stderr)
+
+    saved_env = {name: os.environ.get(name) for name in env}
+    saved_stdin, logging_config = sys.stdin, structlog.get_config()
+    os.environ.update(env)
+    sys.stdin = io.StringIO(stdin or "")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            thread = threading.Thread(target=call, name="sesguard-cli")
+            thread.start()
+            thread.join(timeout=60)
+            assert not thread.is_alive(), f"sesguard {' '.join(args)} still running after 60 s"
+    finally:
+        sys.stdin = saved_stdin
+        structlog.configure(**logging_config)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return Result(result[0], out.getvalue(), err.getvalue())
+
+
+def cli_process(*args: str, stdin: str | None = None, **env: str) -> Result:
+    """`sesguard ARGS` as a child process: for what only a real process shows (the exit
+    code as the shell sees it, a service's signal handling, the installed entry point)."""
     proc = subprocess.run(
         [SESGUARD, *args],
         input=stdin,

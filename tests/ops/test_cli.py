@@ -1,4 +1,7 @@
-"""The operator CLI end to end: the real `sesguard` command against the moto server."""
+"""The operator CLI end to end against the moto server: `sesguard.cli.main(argv)` in this
+process (tests.conftest.cli), and the installed `sesguard` command as a child process where
+only a real process shows it (exit codes as the shell sees them, the services' own
+options and signals)."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import json
 
 import pytest
 
-from tests.conftest import cli, drain_queue, one_line_error
+from tests.conftest import cli, cli_process, drain_queue, one_line_error
 
 # One job from flags, body options left to each test.
 ENQUEUE_ONE = (
@@ -148,12 +151,14 @@ async def test_unknown_partner_refusals(ready) -> None:
 
 def test_operational_errors_exit_1(moto_endpoint) -> None:
     # No bootstrap: the table does not exist.
-    one_line_error(cli("partners", "list"), 1, "run `sesguard bootstrap`")
-    one_line_error(cli(*ENQUEUE_ONE, "--text", "t"), 1, "run `sesguard bootstrap`")
+    one_line_error(cli_process("partners", "list"), 1, "run `sesguard bootstrap`")
+    one_line_error(cli_process(*ENQUEUE_ONE, "--text", "t"), 1, "run `sesguard bootstrap`")
     one_line_error(
-        cli("partners", "list", AWS_ENDPOINT_URL="http://127.0.0.1:9"), 1, "cannot reach AWS"
+        cli_process("partners", "list", AWS_ENDPOINT_URL="http://127.0.0.1:9"),
+        1,
+        "cannot reach AWS",
     )
-    r = cli("--debug", "partners", "list")
+    r = cli_process("--debug", "partners", "list")
     assert r.code == 1 and "Traceback" in r.err
 
 
@@ -345,12 +350,12 @@ async def test_tenant_mapping_degrades_with_one_clear_line(ready) -> None:
 
 async def test_services_run_from_the_cli_with_their_own_options(ready) -> None:
     for service in ("sender", "worker"):
-        r = cli(service, "--drain", SESGUARD_STOP_GRACE_SECONDS="2")
+        r = cli_process(service, "--drain", SESGUARD_STOP_GRACE_SECONDS="2")
         assert r.code == 0, (service, r.err)
         assert f"{service}_stopped" in r.err  # JSON service logs on stderr
-        one_line_error(cli(service, "--bogus"), 2, "unrecognized arguments: --bogus")
-        assert cli(service, "--help").code == 0
-    r = cli("--debug", "worker", "--drain")
+        one_line_error(cli_process(service, "--bogus"), 2, "unrecognized arguments: --bogus")
+        assert cli_process(service, "--help").code == 0
+    r = cli_process("--debug", "worker", "--drain")
     assert r.code == 0, r.err
 
 

@@ -1,4 +1,5 @@
-"""Operator numbers and reasons, through `sesguard.cli.main(argv)` in this process.
+"""Operator numbers and reasons, through `sesguard.cli.main(argv)` in this process
+(tests.conftest.cli).
 
 Every value DynamoDB cannot store, or that makes no sense as a limit, is a usage error
 (exit 2, one line on stderr naming the option) before any AWS call; the edge values
@@ -7,52 +8,19 @@ that are accepted come back from DynamoDB exactly as given.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import pytest
-import structlog
 
 from sesguard.aws import table as t
 from sesguard.aws.store import PartnerStore
-from sesguard.cli import main
 from sesguard.core.partners import MAX_REASON_CHARS, Limits, Profile, Status
-from tests.conftest import sent_emails
+from tests.conftest import Result, cli, sent_emails
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-async def run(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
-    """main() in a thread (it runs its own event loop); argparse's exit becomes the code.
-    main() points structlog at this test's captured stderr: put it back afterwards, or
-    later tests would log to a closed file."""
-
-    def call(args: Sequence[str]) -> int:
-        try:
-            return main(args)
-        except SystemExit as exc:
-            return int(exc.code or 0)
-
-    capsys.readouterr()
-    logging_config = structlog.get_config()
-    try:
-        code = await asyncio.to_thread(call, argv)
-    finally:
-        structlog.configure(**logging_config)
-    captured = capsys.readouterr()
-    return Run(code, captured.out, captured.err)
-
-
-def refused(r: Run, option: str, needle: str) -> None:
+def refused(r: Result, option: str, needle: str) -> None:
     assert r.code == 2, r
     (line,) = r.err.strip().splitlines()  # one line, no traceback
     assert f"argument {option}:" in line, line
@@ -98,7 +66,6 @@ BAD_NUMBERS = [
 @pytest.mark.parametrize("action", ["add", "set"])
 @pytest.mark.parametrize(("option", "value", "needle"), BAD_NUMBERS)
 async def test_bad_numbers_are_usage_errors_naming_the_option(
-    capsys: pytest.CaptureFixture[str],
     store: PartnerStore,
     action: str,
     option: str,
@@ -110,18 +77,15 @@ async def test_bad_numbers_are_usage_errors_naming_the_option(
     argv = ["partners", action, "acme", f"{option}={value}"]
     if action == "add":
         argv += ["--contact", "ops@acme.example.com"]
-    refused(await run(capsys, *argv), option, needle)
+    refused(cli(*argv), option, needle)
     # Nothing was written: no partner added, the existing one unchanged.
     profile = await store.get_profile("acme")
     assert (profile is None) if action == "add" else (profile.limits == Limits())  # type: ignore[union-attr]
 
 
-async def test_edge_values_round_trip_through_dynamodb(
-    capsys: pytest.CaptureFixture[str], store: PartnerStore
-) -> None:
+async def test_edge_values_round_trip_through_dynamodb(store: PartnerStore) -> None:
     precise = "0." + "1" * 38  # 38 significant digits: the most DynamoDB keeps
-    r = await run(
-        capsys,
+    r = cli(
         "partners",
         "add",
         "edge",
@@ -139,10 +103,10 @@ async def test_edge_values_round_trip_through_dynamodb(
     assert (r.code, r.err) == (0, ""), r
     expected = Limits(1e-9, float(precise), 1_000_000_000, 0.999999999)
     assert (await store.require_profile("edge")).limits == expected
-    shown = await run(capsys, "partners", "show", "edge", "--json")
+    shown = cli("partners", "show", "edge", "--json")
     assert json.loads(shown.out)["limits"] == expected.as_json()
 
-    r = await run(capsys, "partners", "set", "edge", "--bounce-limit", "1", "--min-volume", " 1 ")
+    r = cli("partners", "set", "edge", "--bounce-limit", "1", "--min-volume", " 1 ")
     assert r.code == 0, r
     limits = (await store.require_profile("edge")).limits
     assert (limits.bounce_rate, limits.min_volume) == (1.0, 1)
@@ -178,7 +142,7 @@ async def test_to_attr_floats_are_exact_through_dynamodb(clients: Any, table: st
 
 
 async def test_reason_longer_than_the_limit_is_refused(
-    capsys: pytest.CaptureFixture[str], store: PartnerStore, moto_endpoint: str
+    store: PartnerStore, moto_endpoint: str
 ) -> None:
     await store.create(Profile("acme", "ops@acme.example.com", Limits()))
     for reason, needle in (
@@ -189,23 +153,21 @@ async def test_reason_longer_than_the_limit_is_refused(
         ("x" * 5000, "5000 characters"),
         ("   ", "give a reason"),
     ):
-        refused(
-            await run(capsys, "partners", "pause", "acme", "--reason", reason), "--reason", needle
-        )
+        refused(cli("partners", "pause", "acme", "--reason", reason), "--reason", needle)
     assert (await store.require_profile("acme")).status is Status.ACTIVE
     assert sent_emails(moto_endpoint) == []
 
-    r = await run(capsys, "partners", "pause", "--help")
+    r = cli("partners", "pause", "--help")
     assert f"at most {MAX_REASON_CHARS} characters" in " ".join(r.out.split())
 
 
 async def test_reason_at_the_limit_is_stored_and_sent_whole(
-    capsys: pytest.CaptureFixture[str], store: PartnerStore, clients: Any, moto_endpoint: str
+    store: PartnerStore, clients: Any, moto_endpoint: str
 ) -> None:
     await clients.sesv2.create_email_identity(EmailIdentity="guard@isv.example.com")
     await store.create(Profile("acme", "ops@acme.example.com", Limits()))
     reason = ("list audit; " * 100)[: MAX_REASON_CHARS - 1] + "!"
-    r = await run(capsys, "partners", "pause", "acme", "--reason", reason)
+    r = cli("partners", "pause", "acme", "--reason", reason)
     assert r.code == 0 and "paused partner acme" in r.out, r
     assert (await store.require_profile("acme")).paused_reason == reason
     (notice,) = sent_emails(moto_endpoint)
@@ -213,14 +175,14 @@ async def test_reason_at_the_limit_is_stored_and_sent_whole(
 
 
 async def test_cli_pause_with_an_invalid_contact_in_the_table(
-    capsys: pytest.CaptureFixture[str], store: PartnerStore, clients: Any, moto_endpoint: str
+    store: PartnerStore, clients: Any, moto_endpoint: str
 ) -> None:
     from tests.ops.test_transitions import write_bad_contact
 
     await clients.sesv2.create_email_identity(EmailIdentity="guard@isv.example.com")
     await store.create(Profile("acme", "ops@acme.example.com", Limits()))
     await write_bad_contact(store, clients)
-    r = await run(capsys, "partners", "pause", "acme", "--reason", "list audit")
+    r = cli("partners", "pause", "acme", "--reason", "list audit")
     assert r.code == 0 and "paused partner acme (no notice sent)" in r.out, r
     assert (await store.require_profile("acme")).status is Status.PAUSED
     assert sent_emails(moto_endpoint) == []
