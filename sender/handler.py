@@ -36,9 +36,9 @@ import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sender.gate import Action, Gate
-from sender.intake import Attempt, Outcome, Phase, ids_for_log, job_from_message
+from sender.intake import Attempt, JobOutcome, Phase, ids_for_log, job_from_message
 from sender.records import ClaimState, JobRecords
-from sender.ses import Failure, classify, send_params
+from sender.ses import Failure, classify_failure, send_params
 from sesguard.aws.deadletter import REJECTED, UNKNOWN_PARTNER, possibly_sent_reason
 from sesguard.aws.errors import describe, error_code
 from sesguard.aws.held import HeldJobs
@@ -139,7 +139,7 @@ class SendHandler:
             except INFRA_ERRORS as exc:
                 return Retry(f"hold: {describe(exc)}")
             self.metrics.add("jobs_held")
-            d.outcome = Outcome.HELD
+            d.outcome = JobOutcome.HELD
             d.fields["reason"] = decision.reason
             return Done()
 
@@ -196,7 +196,7 @@ class SendHandler:
                 with d.uninterruptible():
                     resp = await self.clients.ses_send.send_email(**params)
             except Exception as exc:
-                kind = classify(exc)
+                kind = classify_failure(exc)
                 why = describe(exc)
                 if kind is Failure.AMBIGUOUS:
                     # SES may have it: keep the claim (never send twice), return the message
@@ -230,14 +230,14 @@ class SendHandler:
             self._sent_here[job.job_id] = message_id
             if len(self._sent_here) > SENT_MEMORY:
                 self._sent_here.popitem(last=False)
-            d.outcome = Outcome.SENT
+            d.outcome = JobOutcome.SENT
             d.fields["ses_message_id"] = message_id
             if self.publisher is not None:
                 self._simulate(job, params, message_id)
             return Done(commit=self.records.sent_item(job, a.token, message_id))
 
     def _duplicate(self, d: Delivery, message_id: str | None) -> Fate:
-        d.outcome = Outcome.DUPLICATE
+        d.outcome = JobOutcome.DUPLICATE
         if message_id:
             d.fields["ses_message_id"] = message_id
         return Done()

@@ -321,7 +321,7 @@ async def test_warned_once_per_crossing_across_two_enforcers_and_a_gate(
     """3% bounces against a 5% limit (warn at 2.5%) on both windows: one Partner Warned
     per window, however many tasks judge it and how often; again after it cleared."""
     from sender.gate import Gate
-    from worker.enforce import Enforcer, Outcome
+    from worker.enforce import Enforcement, Enforcer
 
     await partner(store, clients, min_volume=10)
     url = await rule_to_queue(clients, {"source": ["sesguard"], "detail-type": ["Partner Warned"]})
@@ -334,7 +334,7 @@ async def test_warned_once_per_crossing_across_two_enforcers_and_a_gate(
             *(e.check("acme", now) for e in enforcers for _ in range(5)), gate.check("acme")
         )
         gate.invalidate("acme")
-        assert set(outcomes[:-1]) == {Outcome.WARN}
+        assert set(outcomes[:-1]) == {Enforcement.WARN}
     envelopes = await delivered(clients, url)
     windows = sorted(e["detail"]["window_hours"] for e in envelopes)
     assert windows == [24, 168]
@@ -348,7 +348,7 @@ async def test_warned_once_per_crossing_across_two_enforcers_and_a_gate(
 
     # It clears (many more good sends), then crosses again: warned again, once.
     await store.add_counts("acme", now, Counters(sent=900))
-    assert {await e.check("acme", now) for e in enforcers} == {Outcome.OK}
+    assert {await e.check("acme", now) for e in enforcers} == {Enforcement.OK}
     assert (await store.require_profile("acme")).warned == {}
     await store.add_counts("acme", now, Counters(hard_bounces=30))
     await asyncio.gather(*(e.check("acme", now) for e in enforcers for _ in range(3)))

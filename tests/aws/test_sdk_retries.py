@@ -21,7 +21,7 @@ import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sender.records import ClaimState, JobRecords
-from sender.ses import Failure, classify
+from sender.ses import Failure, classify_failure
 from sesguard.aws.clients import Clients, open_clients
 from sesguard.core.jobs import parse_job
 from tests.conftest import sent_emails
@@ -81,7 +81,7 @@ async def test_send_email_is_never_retried_by_the_sdk(
     with pytest.raises(BotoCoreError) as lost:
         await proxied.ses_send.send_email(**params)
     # aiobotocore calls it EndpointConnectionError; the sender must keep the claim
-    assert classify(lost.value) is Failure.AMBIGUOUS
+    assert classify_failure(lost.value) is Failure.AMBIGUOUS
     assert proxy.count("sesv2", "SendEmail") == 1
     assert [m["subject"] for m in sent_emails(moto_endpoint)] == ["once"]  # SES has it once
 

@@ -25,8 +25,8 @@ from sesguard.local.simulator import (
     MAX_BATCH_RECORDS,
     MAX_RECORD_BYTES,
     EventPublisher,
-    Outcome,
     PublishError,
+    SimulatedOutcome,
     SimulationError,
     encode_records,
     is_simulator_address,
@@ -219,20 +219,20 @@ def test_timestamps_come_from_now() -> None:
 @pytest.mark.parametrize(
     ("address", "outcome"),
     [
-        (f"success@{SIM}", Outcome.DELIVERY),
-        (f"bounce@{SIM}", Outcome.BOUNCE),
-        (f"bounce+list-7@{SIM}", Outcome.BOUNCE),
-        ("Bounce+X@Simulator.AmazonSES.com", Outcome.BOUNCE),
-        (f"ooto@{SIM}", Outcome.OOTO),
-        (f"complaint+42@{SIM}", Outcome.COMPLAINT),
-        (f"suppressionlist@{SIM}", Outcome.SUPPRESSED),
-        (f"Partner Test <suppressionlist+a@{SIM}>", Outcome.SUPPRESSED),
-        (f"whoever@{SIM}", Outcome.DELIVERY),
-        ("bounce@example.com", Outcome.DELIVERY),
-        ("ana@customer.example.org", Outcome.DELIVERY),
+        (f"success@{SIM}", SimulatedOutcome.DELIVERY),
+        (f"bounce@{SIM}", SimulatedOutcome.BOUNCE),
+        (f"bounce+list-7@{SIM}", SimulatedOutcome.BOUNCE),
+        ("Bounce+X@Simulator.AmazonSES.com", SimulatedOutcome.BOUNCE),
+        (f"ooto@{SIM}", SimulatedOutcome.OOTO),
+        (f"complaint+42@{SIM}", SimulatedOutcome.COMPLAINT),
+        (f"suppressionlist@{SIM}", SimulatedOutcome.SUPPRESSED),
+        (f"Partner Test <suppressionlist+a@{SIM}>", SimulatedOutcome.SUPPRESSED),
+        (f"whoever@{SIM}", SimulatedOutcome.DELIVERY),
+        ("bounce@example.com", SimulatedOutcome.DELIVERY),
+        ("ana@customer.example.org", SimulatedOutcome.DELIVERY),
     ],
 )
-def test_outcome_for(address: str, outcome: Outcome) -> None:
+def test_outcome_for(address: str, outcome: SimulatedOutcome) -> None:
     assert outcome_for(address) is outcome
 
 

@@ -99,7 +99,7 @@ async def test_possibly_sent_then_confirmed_by_ses_is_dropped_never_resent(env: 
     await stale_claim(env, "job-1")
     await env.enqueue(env.job(1))
     svc = await env.drain()
-    assert svc.stats["dead_lettered"] == 1 and env.ses.sent == []
+    assert svc.tally["dead_lettered"] == 1 and env.ses.sent == []
     (entry,) = listing()
     assert (entry["job_id"], entry["partner_id"]) == ("job-1", PARTNER)
     assert entry["reason"].startswith("possibly sent: a delivery claimed this job_id at")
@@ -117,7 +117,7 @@ async def test_possibly_sent_then_confirmed_by_ses_is_dropped_never_resent(env: 
     assert listing() == [] and await env.queue_depth() == (0, 0)
     await env.enqueue(env.job(1))  # and a later delivery of it is a duplicate
     again = await env.drain()
-    assert again.stats["duplicate"] == 1 and env.ses.sent == []
+    assert again.tally["duplicate"] == 1 and env.ses.sent == []
 
 
 async def test_possibly_sent_without_a_send_event_is_resent_once_after_the_settle_time(

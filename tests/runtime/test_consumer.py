@@ -187,8 +187,8 @@ async def test_every_fate_becomes_the_right_sqs_call_in_batches(
     assert max(sqs.batch_sizes["DeleteMessageBatch"]) <= 10  # ... within the AWS limit
     changes = {e["VisibilityTimeout"] for e in sqs.entries["ChangeMessageVisibilityBatch"]}
     assert 0 in changes and changes - {0}  # give-back at once; retry/defer/bug later
-    assert consumer.stats["handled"] == 23 + 4 and consumer.stats["dead_lettered"] == 1
-    assert consumer.stats["retried"] == 2  # the retry and the bug
+    assert consumer.tally["handled"] == 23 + 4 and consumer.tally["dead_lettered"] == 1
+    assert consumer.tally["retried"] == 2  # the retry and the bug
     lines = events(logs, "message")
     assert {line["outcome"] for line in lines} == {
         "handled",
@@ -215,7 +215,7 @@ async def test_concurrency_is_bounded(queue: Queue) -> None:
     await queue.put(*(f"m{i}" for i in range(30)))
     consumer = queue.consumer(handler, concurrency=4)
     assert await asyncio.wait_for(consumer.run(), 60) is StopCause.DRAINED
-    assert consumer.stats["done"] == 30
+    assert consumer.tally["done"] == 30
     assert most <= 4
 
 
@@ -323,9 +323,9 @@ async def test_a_dependency_down_holds_intake_probes_and_resumes(
         run = asyncio.create_task(consumer.run())
         await wait_until(lambda: consumer.held)
         assert consumer.open_breakers == ["dynamodb"]
-        received = consumer.stats["received"]
+        received = consumer.tally["received"]
         await wait_until(lambda: outage.calls >= received + 3)  # probes keep failing
-        assert consumer.stats["received"] == received  # no receiving while it is down
+        assert consumer.tally["received"] == received  # no receiving while it is down
         outage.active = False
         await wait_until(lambda: not consumer.held)
         assert await asyncio.wait_for(run, 60) is StopCause.DRAINED
@@ -499,7 +499,7 @@ async def test_heartbeat_follows_the_loop_and_the_handlers_not_the_receives(
     await wait_until(lambda: current != [])
     beat_age_reset(queue.heartbeat)
     await wait_until(lambda: queue.heartbeat.stat().st_mtime > 1000.0)  # beating while busy
-    assert consumer.stats["received"] == 1
+    assert consumer.tally["received"] == 1
 
     clock.offset += 61  # the handler has not moved for longer than stall_seconds
     await wait_until(lambda: events(logs, "test_handlers_stalled") != [])

@@ -50,12 +50,12 @@ async def test_sent_records_are_written_before_the_message_is_deleted(env: Env) 
         rec = await record(env, job_id)
         assert rec is not None and rec["state"] == "sent", rec
     assert refused.calls == 2 and refused.passed >= 1  # refused twice, then written
-    assert svc.stats["sent"] == 2
+    assert svc.tally["sent"] == 2
     assert await env.queue_depth() == (0, 0)
 
     await env.enqueue(env.job(1))  # the same job again: a duplicate, not "possibly sent"
     again = await env.drain()
-    assert again.stats["duplicate"] == 1
+    assert again.tally["duplicate"] == 1
     assert Counter(env.ses.subjects()) == {"subject job-1": 1, "subject job-2": 1}
     assert await env.dead_letters() == []
 
@@ -70,7 +70,7 @@ async def test_drain_waits_for_messages_in_flight_elsewhere(env: Env) -> None:
     )
     assert len(taken["Messages"]) == 1  # ... and that task died without deleting it
     svc = await env.drain()
-    assert svc.stats["sent"] == 2
+    assert svc.tally["sent"] == 2
     assert sorted(env.ses.subjects()) == ["subject job-1", "subject job-2"]
     assert await env.queue_depth() == (0, 0)
 
@@ -109,9 +109,9 @@ async def test_an_outage_keeps_every_job_and_sends_each_once_when_it_ends(
         )
         run = asyncio.create_task(svc.run())
         await wait_until(lambda: svc.consumer is not None and svc.consumer.held)
-        received = svc.stats["received"]
+        received = svc.tally["received"]
         await wait_until(lambda: fault.calls >= received + 3)  # probing, still down
-        assert svc.stats["received"] == received  # not churning through the queue
+        assert svc.tally["received"] == received  # not churning through the queue
         assert env.ses.sent == []
         fault.active = False
         await wait_until(lambda: len(env.ses.sent) == n)

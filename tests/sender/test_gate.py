@@ -90,7 +90,7 @@ async def test_many_jobs_for_one_partner_cost_far_fewer_reads(env: Env) -> None:
     await env.enqueue(*(env.job(n) for n in range(40)))
     with QueryCounter(env.clients) as q:
         svc = await env.drain()
-    assert svc.stats["sent"] == 40
+    assert svc.tally["sent"] == 40
     assert svc.gate.reads <= 2
     assert q.count <= 2
 
@@ -110,7 +110,7 @@ async def test_gate_pauses_an_over_limit_partner_once_and_holds_its_jobs(
     profile = await env.store.require_profile(PARTNER)
     assert profile.paused and profile.paused_by is PausedBy.POLICY
     assert "bounce rate" in (profile.paused_reason or "")
-    assert svc.stats["held"] == 12 and env.ses.sent == []
+    assert svc.tally["held"] == 12 and env.ses.sent == []
     assert svc.gate.pauses == 1
     assert await count_held(env.store.dynamodb, env.store.table, PARTNER) == 12
     notices = [

@@ -143,7 +143,7 @@ async def test_hostile_jobs_on_the_queue_go_to_the_dlq_and_valid_ones_are_sent_o
         field, fragment = HOSTILE[name][1:]
         assert reason is not None and reason.startswith(f"{field}: "), (name, reason)
         assert fragment in reason, (name, reason)
-    assert svc.stats["sent"] == len(valid)
+    assert svc.tally["sent"] == len(valid)
     assert await env.queue_depth() == (0, 0)
 
 

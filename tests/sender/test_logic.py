@@ -18,7 +18,7 @@ from botocore.exceptions import (
 from sender.gate import Action, decide
 from sender.intake import ids_for_log, job_from_message
 from sender.records import ClaimState, judge_existing
-from sender.ses import Failure, classify, send_params
+from sender.ses import Failure, classify_failure, send_params
 from sesguard.core.backoff import backoff_delay
 from sesguard.core.jobs import JobError, parse_job
 from sesguard.core.partners import Counters, Limits, PartnerState, Profile, Status
@@ -88,7 +88,7 @@ def test_existing_record_decisions() -> None:
     ],
 )
 def test_ses_error_classes(exc: Exception, kind: Failure) -> None:
-    assert classify(exc) is kind
+    assert classify_failure(exc) is kind
 
 
 def test_backoff_has_jitter_and_a_cap() -> None:

@@ -70,6 +70,6 @@ async def test_each_malformed_kind_is_dead_lettered_with_its_reason(env: Env) ->
         assert key in by_body, f"{name}: original body not in the DLQ"
         reason = by_body[key]
         assert reason is not None and fragment in reason, f"{name}: reason {reason!r}"
-    assert svc.stats["dead_lettered"] == len(bad)
-    assert svc.stats["sent"] == 2
+    assert svc.tally["dead_lettered"] == len(bad)
+    assert svc.tally["sent"] == 2
     assert await env.queue_depth() == (0, 0)  # deleted, not left for maxReceiveCount

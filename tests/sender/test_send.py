@@ -35,7 +35,7 @@ async def test_every_send_has_partner_tag_job_tags_and_configuration_set(env: En
         env.job(3, text=None, html="<b>only html</b>"),
     )
     svc = await env.drain()
-    assert svc.stats["sent"] == 3
+    assert svc.tally["sent"] == 3
     assert len(env.ses.sent) == 3
     for params in env.ses.sent:
         assert params["ConfigurationSetName"] == "sesguard"
@@ -85,8 +85,8 @@ async def test_duplicate_job_id_is_sent_once(env: Env) -> None:
     second = await env.drain()
     assert Counter(env.ses.subjects()) == {"subject job-1": 1, "subject job-2": 1}
     # the same job_id twice in one batch: the second waits for the first, no deferral
-    assert first.stats["duplicate"] == 1 and first.stats["deferred"] == 0
-    assert second.stats["duplicate"] == 1
+    assert first.tally["duplicate"] == 1 and first.tally["deferred"] == 0
+    assert second.tally["duplicate"] == 1
     assert await env.queue_depth() == (0, 0)
 
 
@@ -119,7 +119,7 @@ async def test_a_failed_delete_brings_the_job_back_as_a_duplicate_not_a_resend(
             QueueUrl=env.queue_url, ReceiptHandle=receipt, VisibilityTimeout=0
         )
     again = await env.drain()
-    assert again.stats["duplicate"] == 2 and again.stats["sent"] == 0
+    assert again.tally["duplicate"] == 2 and again.tally["sent"] == 0
     assert sorted(env.ses.subjects()) == ["subject job-1", "subject job-2"]  # still once each
     assert await env.queue_depth() == (0, 0)
 
@@ -136,7 +136,7 @@ async def test_paused_partner_is_held_not_sent_then_replayed_exactly_once(env: E
     await env.store.try_pause(PARTNER, "operator says so", PausedBy.OPERATOR)
     await env.enqueue(*(env.job(n) for n in range(5)))
     svc = await env.drain()
-    assert svc.stats["held"] == 5
+    assert svc.tally["held"] == 5
     assert env.ses.sent == []
     assert await env.queue_depth() == (0, 0)
     held = HeldJobs.from_clients(env.clients, env.settings)
@@ -165,7 +165,7 @@ async def test_throttling_is_backed_off_and_retried_then_sent_once(env: Env) -> 
     svc = await env.drain()
     assert sorted(env.ses.subjects()) == ["subject job-1", "subject job-2"]
     assert calls == {"subject job-1": 2, "subject job-2": 2}
-    assert svc.stats["sent"] == 2 and svc.stats["retried"] == 0
+    assert svc.tally["sent"] == 2 and svc.tally["retried"] == 0
     assert await env.dead_letters() == []
 
 
@@ -174,7 +174,7 @@ async def test_throttling_that_does_not_clear_returns_the_job(env: Env) -> None:
     await env.enqueue(env.job(1))
     svc = env.service(drain=False, wait_seconds=0, throttle_attempts=3)
     task = asyncio.create_task(svc.run())
-    await wait_until(lambda: svc.stats["retried"] > 0)
+    await wait_until(lambda: svc.tally["retried"] > 0)
     svc.stop()
     assert await task == 0
     assert len(env.ses.attempts) >= 3 and env.ses.sent == []
@@ -194,7 +194,7 @@ async def test_ses_rejection_dead_letters_with_reason(env: Env) -> None:
     body, reason = dead[0]
     assert isinstance(body, dict) and body["job_id"] == "job-1"  # the original body
     assert reason is not None and reason.startswith("rejected by SES: MessageRejected")
-    assert svc.stats["dead_lettered"] == 1
+    assert svc.tally["dead_lettered"] == 1
     assert await record(env, "job-1") is None  # not sent: the claim was released
     assert await env.queue_depth() == (0, 0)
 
@@ -204,7 +204,7 @@ async def test_account_sending_paused_stops_work_and_keeps_every_job(env: Env) -
     await env.enqueue(*(env.job(n) for n in range(4)))
     svc = await env.drain(expect=3)
     assert env.ses.sent == []
-    assert svc.stats["sent"] == 0 and svc.stats["dead_lettered"] == 0
+    assert svc.tally["sent"] == 0 and svc.tally["dead_lettered"] == 0
     assert await env.queue_depth() == (4, 0)  # all visible again at once
     assert await env.dead_letters() == []
     env.ses.fail = lambda p: None
@@ -268,7 +268,7 @@ async def test_dynamodb_error_returns_the_job_and_the_service_keeps_running(env:
         env.clients.dynamodb.meta.events.unregister(
             "provide-client-params.dynamodb.PutItem", unique_id="t-flaky"
         )
-    assert svc.stats["retried"] == 2
+    assert svc.tally["retried"] == 2
     assert sorted(env.ses.subjects()) == ["subject job-1", "subject job-2", "subject job-3"]
     assert await env.dead_letters() == []
 

@@ -173,7 +173,7 @@ async def test_a_sigkilled_sender_leaves_no_job_the_documented_recovery_sends_tw
         assert ses.release() > 0
 
         # The worker has counted every event SES published (confirmations made or not).
-        await wait_until(lambda: worker.metrics.events == ses.published, limit=60)
+        await wait_until(lambda: worker.tally.events == ses.published, limit=60)
 
         # 2: once the settle time has passed since the claims (all made before the kill).
         await asyncio.sleep(max(0.0, killed_at + SETTLE + 1 - time.time()))

@@ -43,7 +43,7 @@ async def test_stop_mid_batch_then_restart_sends_every_job_exactly_once(env: Env
 
     first = len(env.ses.sent)
     assert 4 <= first < n
-    assert svc.stats["returned"] > 0  # jobs were waiting for a token when the grace ended
+    assert svc.tally["returned"] > 0  # jobs were waiting for a token when the grace ended
     assert await sending_claims(env) == []  # their claims were released
     visible, invisible = await env.queue_depth()
     assert (visible, invisible) == (n - first, 0)  # back at once, not after a timeout

@@ -22,7 +22,7 @@ from tests.fixtures.ses_events import (
 )
 from worker.aggregate import aggregate_bytes
 from worker.classify import Delta, Ignored, NotAnEvent, classify, event_hour
-from worker.records import MALFORMED_KEPT
+from worker.reader import MALFORMED_KEPT
 
 T = datetime(2026, 11, 29, 1, 30, tzinfo=UTC)
 H1 = datetime(2026, 11, 29, 1, tzinfo=UTC)

@@ -116,7 +116,7 @@ async def test_an_object_confirms_the_stale_claims_its_send_events_name(
     assert sent is not None and "confirmed_by" not in sent
     assert calls.ops.count("BatchGetItem") == 1  # four jobs, one read
     assert calls.ops.count("UpdateItem") == 1  # one write: the one stale claim
-    assert service.metrics.jobs_confirmed_by_ses == 1
+    assert service.tally.jobs_confirmed_by_ses == 1
 
     # The sender now reads the job as sent: a duplicate, never "possibly sent".
     jobs = JobRecords(clients.dynamodb, table, lease_seconds=60)

@@ -29,7 +29,7 @@ from worker import main as worker_main
 from worker.aggregate import Aggregator
 from worker.enforce import Enforcer
 from worker.pipeline import READ_CHUNK, ObjectResult, ObjectTooLarge, Processor
-from worker.records import INFLATE_STEP, RECORD_WORK, STEP_WORK
+from worker.reader import INFLATE_STEP, RECORD_WORK, STEP_WORK
 
 BUCKET = "hostile-objects"
 MiB = 1 << 20

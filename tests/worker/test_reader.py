@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from tests.fixtures.ses_events import FORMATS, NDJSON, encode, sample_bytes, sample_records
-from worker.records import (
+from worker.reader import (
     INFLATE_STEP,
     MALFORMED_KEPT,
     MAX_PENDING_BYTES,
@@ -167,7 +167,7 @@ def test_feed_after_finish_is_an_error() -> None:
         stream.feed(b"{}")
 
 
-# ---- bounded steps and hostile input (see worker/records.py: "Bounded steps") ----------
+# ---- bounded steps and hostile input (see worker/reader.py: "Bounded steps") ----------
 
 HOSTILE_TEXTS = {
     "records": NDJSON * 400,

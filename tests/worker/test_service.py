@@ -104,7 +104,7 @@ async def test_every_format_counts_exactly_and_the_test_event_is_skipped(env: En
     assert {k: v // 4 for k, v in (await env.totals("acme")).items()} == EXPECTED_ACME
     assert await env.totals("acme") == {k: 4 * v for k, v in EXPECTED_ACME.items()}
     assert await env.totals(UNATTRIBUTED) == {"sent": 4}
-    m = service.metrics
+    m = service.tally
     assert (m.objects, m.test_events, m.events, m.malformed, m.dead_lettered) == (4, 1, 48, 0, 0)
     assert m.untagged == 4
     assert await env.depth(env.queue_url) == 0
@@ -118,8 +118,8 @@ async def test_malformed_records_are_skipped_and_the_rest_counted(env: Env) -> N
     await env.put(firehose_key(2, gz=False), b"")  # an empty object is fine
     service = await env.drain()
     assert await env.totals("acme") == EXPECTED_ACME
-    assert service.metrics.malformed == 3
-    assert service.metrics.objects == 2
+    assert service.tally.malformed == 3
+    assert service.tally.objects == 2
     assert await env.depth(env.dlq_url) == 0
 
 
@@ -154,7 +154,7 @@ async def test_multi_recipient_untagged_and_invalid_tags(env: Env) -> None:
     service = await env.drain()
     assert await env.totals("multi") == {"sent": 5, "hard_bounces": 3, "soft_bounces": 2}
     assert await env.totals(UNATTRIBUTED) == {"sent": 5}
-    assert service.metrics.untagged == 1
+    assert service.tally.untagged == 1
 
 
 async def test_same_notification_twice_counts_once(env: Env) -> None:
@@ -175,8 +175,8 @@ async def test_same_notification_twice_counts_once(env: Env) -> None:
             QueueUrl=env.queue_url, MessageBody=orjson.dumps(body).decode()
         )
     service = await env.drain()
-    assert service.metrics.objects == 2
-    assert service.metrics.chunks_already_counted == 2 and service.metrics.chunks_applied == 0
+    assert service.tally.objects == 2
+    assert service.tally.chunks_already_counted == 2 and service.tally.chunks_applied == 0
     assert await env.totals("acme") == EXPECTED_ACME
 
 
@@ -194,9 +194,9 @@ async def test_two_workers_on_one_object_count_it_once(env: Env) -> None:
     b = WorkerService(env.clients, env.settings)
     codes = await asyncio.gather(a.run(drain=True), b.run(drain=True))
     assert codes == [0, 0]
-    assert a.metrics.objects + b.metrics.objects == 2
-    applied = a.metrics.chunks_applied + b.metrics.chunks_applied
-    already = a.metrics.chunks_already_counted + b.metrics.chunks_already_counted
+    assert a.tally.objects + b.tally.objects == 2
+    applied = a.tally.chunks_applied + b.tally.chunks_applied
+    already = a.tally.chunks_already_counted + b.tally.chunks_already_counted
     assert (applied, already) == (2, 2)
     for i in (0, 31, 59):
         assert await env.totals(f"p{i:02d}") == {"sent": 2}
@@ -222,7 +222,7 @@ async def test_bad_notifications_and_missing_objects_go_to_the_dlq(env: Env) -> 
         await env.clients.sqs.send_message(QueueUrl=env.queue_url, MessageBody=body)
     await env.put(firehose_key(1), sample_bytes("gzip-concatenated"))  # still counted
     service = await env.drain()
-    assert service.metrics.dead_lettered == 4
+    assert service.tally.dead_lettered == 4
     assert await env.totals("acme") == EXPECTED_ACME
     assert await env.depth(env.queue_url) == 0
     dead = await env.dead_letters()
@@ -287,7 +287,7 @@ async def test_only_the_events_bucket_and_prefix_are_counted(
     assert dead[foreign] == f"not the events bucket: s3://someone-elses-bucket/events/x.gz {where}"
     assert dead[outside] == f"not the events bucket: s3://{env.bucket}/elsewhere/y.gz {where}"
     assert dead[mixed] == f"not the events bucket: s3://{env.bucket}/elsewhere/y.gz {where}"
-    assert service.metrics.dead_lettered == 3
+    assert service.tally.dead_lettered == 3
 
 
 async def test_object_removed_records_are_skipped(env: Env) -> None:
@@ -303,7 +303,7 @@ async def test_object_removed_records_are_skipped(env: Env) -> None:
         QueueUrl=env.queue_url, MessageBody=orjson.dumps(body).decode()
     )
     service = await env.drain()
-    assert service.metrics.dead_lettered == 0 and service.metrics.objects == 0
+    assert service.tally.dead_lettered == 0 and service.tally.objects == 0
     assert await env.depth(env.queue_url) == 0
 
 
@@ -313,7 +313,7 @@ async def test_firehose_error_objects_are_not_counted(env: Env) -> None:
     await env.put(firehose_key(1), sample_bytes("plain-newline"))
     service = await env.drain()
     assert await env.totals("acme") == EXPECTED_ACME  # the error object was not counted
-    assert service.metrics.dead_lettered == 0
+    assert service.tally.dead_lettered == 0
     assert await env.depth(env.queue_url) == 0
 
 
@@ -447,9 +447,9 @@ async def test_a_dynamodb_error_returns_the_message_and_it_is_counted_once_later
     finally:
         events.unregister("provide-client-params.dynamodb.TransactWriteItems", flaky_transaction)
         sqs.unregister("provide-client-params.sqs.ChangeMessageVisibilityBatch", on_return)
-    assert first.metrics.failures == 1 and first.metrics.dead_lettered == 0
+    assert first.tally.failures == 1 and first.tally.dead_lettered == 0
     assert len(returned) == 1 and returned[0] >= 1  # returned with a backoff, not deleted
-    assert first.metrics.objects == 1  # counted on its redelivery, once
+    assert first.tally.objects == 1  # counted on its redelivery, once
     assert await env.totals("acme") == EXPECTED_ACME
     assert await env.depth(env.queue_url) == 0
     assert await env.depth(env.dlq_url) == 0
@@ -520,7 +520,7 @@ async def test_deletes_are_batched_within_the_sqs_limit(env: Env) -> None:
         service = await env.drain()
     finally:
         events.unregister("provide-client-params.sqs.DeleteMessageBatch", on_delete)
-    assert service.metrics.objects == 23
+    assert service.tally.objects == 23
     assert sum(sizes) == 24  # 23 objects and the test event
     assert max(sizes) <= 10 and len(sizes) < 24  # batched, within the limit
     assert await env.depth(env.queue_url) == 0
@@ -552,8 +552,8 @@ async def test_s3_outage_holds_the_worker_and_every_object_is_counted_once_after
         await wait_until(lambda: outage.calls >= 6)  # the probe (HeadBucket) fails too
         outage.active = False
         assert await asyncio.wait_for(run, 60) == 0
-    assert service.metrics.dead_lettered == 0
-    assert service.metrics.objects == 6
+    assert service.tally.dead_lettered == 0
+    assert service.tally.objects == 6
     assert await env.totals("acme") == {k: 6 * v for k, v in EXPECTED_ACME.items()}
     assert await env.depth(env.queue_url) == 0
     assert await env.depth(env.dlq_url) == 0
@@ -586,7 +586,7 @@ async def test_sigterm_during_a_long_object_returns_it_at_once_and_it_is_counted
         assert await asyncio.wait_for(run, 30) == 0
     finally:
         s3.unregister("before-call.s3.GetObject", endless_s3)
-    assert service.metrics.returned == 1
+    assert service.tally.returned == 1
     assert await env.totals("acme") == {}
     attrs = await env.clients.sqs.get_queue_attributes(
         QueueUrl=env.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
@@ -606,7 +606,7 @@ async def test_an_object_over_the_size_cap_is_dead_lettered_with_its_reason(env:
     settings = env.settings.model_copy(update={"max_object_bytes": len(data) - 1})
     service = WorkerService(env.clients, settings)
     assert await service.run(drain=True) == 0
-    assert service.metrics.dead_lettered == 1 and service.metrics.failures == 0
+    assert service.tally.dead_lettered == 1 and service.tally.failures == 0
     (dead,) = await env.dead_letters()
     reason = dead["MessageAttributes"]["sesguard_reason"]["StringValue"]
     assert reason.startswith(f"s3://{env.bucket}/{firehose_key(1, gz=False)} decompresses to")
