@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import json
 import os
 import subprocess
 import sys
@@ -190,8 +193,6 @@ def cli(*args: str, stdin: str | None = None, **env: str) -> Result:
     main() runs in a thread of its own, since it starts its own event loop and async tests
     call this from theirs (blocked meanwhile, as it was by a child process). main() points
     structlog at the captured stderr: the configuration is put back afterwards."""
-    import contextlib
-    import io
     import threading
 
     import structlog
@@ -253,3 +254,20 @@ def one_line_error(r: Result, code: int, *needles: str) -> None:
     assert "Traceback" not in r.err
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+@contextlib.contextmanager
+def json_logs() -> Iterator[list[dict[str, Any]]]:
+    """The services' JSON log lines while the block runs, parsed into the list yielded
+    (filled when the block ends); structlog's configuration is reset afterwards."""
+    import structlog
+
+    from sesguard.logging import configure_logging
+
+    out, lines = io.StringIO(), []
+    configure_logging("json", "INFO", stream=out)
+    try:
+        yield lines
+    finally:
+        structlog.reset_defaults()
+        lines += [json.loads(line) for line in out.getvalue().splitlines()]

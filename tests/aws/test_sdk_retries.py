@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sender.records import ClaimState, JobRecords
+from sender.records import JOB_SK, ClaimState, JobRecords
 from sender.ses import Failure, classify_failure
+from sesguard.aws import table as t
 from sesguard.aws.clients import Clients, open_clients
 from sesguard.core.jobs import parse_job
 from tests.conftest import sent_emails
@@ -103,8 +104,10 @@ async def test_a_claim_written_but_whose_answer_was_lost_is_ours(
     claim = await records.claim(job(1), "token-1")  # the SDK retried the written PutItem
     assert injection.forwarded == 1 and proxy.count("dynamodb", "PutItem") == 2
     assert claim.state is ClaimState.CLAIMED
-    direct = JobRecords(clients.dynamodb, table, lease_seconds=60)
-    stored = await direct.get("job-1")
+    resp = await clients.dynamodb.get_item(
+        TableName=table, Key=t.key(t.job_pk("job-1"), JOB_SK), ConsistentRead=True
+    )
+    stored = t.from_item(resp["Item"]) if "Item" in resp else None
     assert stored is not None and (stored["state"], stored["token"]) == ("sending", "token-1")
 
 

@@ -10,7 +10,7 @@ from sender.records import JOB_SK
 from sesguard.aws import table as t
 from sesguard.aws.held import HeldJobs, count_held
 from sesguard.core.partners import PausedBy
-from tests.conftest import client_error, wait_until
+from tests.conftest import client_error, json_logs, wait_until
 from tests.sender.support import DOMAIN, PARTNER, Env, sender_settings
 
 
@@ -167,6 +167,29 @@ async def test_throttling_is_backed_off_and_retried_then_sent_once(env: Env) -> 
     assert calls == {"subject job-1": 2, "subject job-2": 2}
     assert svc.tally["sent"] == 2 and svc.tally["retried"] == 0
     assert await env.dead_letters() == []
+
+
+async def test_every_log_line_of_a_job_names_it(env: Env) -> None:
+    """partner_id and job_id are bound into the log context per job (the handler), not
+    passed to each call: a line logged deep in the send (a throttled attempt) names its
+    own job, with two jobs in flight at once, and nothing stays bound after the job."""
+    throttled = set[str]()
+
+    def throttle_first(params: dict) -> Exception | None:
+        subject = params["Content"]["Simple"]["Subject"]["Data"]
+        if subject not in throttled:
+            throttled.add(subject)
+            return client_error("TooManyRequestsException", "Maximum sending rate exceeded.", 429)
+        return None
+
+    env.ses.fail = throttle_first
+    await env.enqueue(env.job(1), env.job(2))
+    with json_logs() as lines:
+        await env.drain()
+    deep = [(e.get("partner_id"), e.get("job_id")) for e in lines if e["event"] == "job_throttled"]
+    assert sorted(deep) == [(PARTNER, "job-1"), (PARTNER, "job-2")]
+    stopped = [e for e in lines if e["event"] == "sender_stopped"]
+    assert stopped and not [e for e in stopped if "job_id" in e or "partner_id" in e]
 
 
 async def test_throttling_that_does_not_clear_returns_the_job(env: Env) -> None:

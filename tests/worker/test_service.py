@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
-import json
 import os
 import signal
 from dataclasses import dataclass
@@ -15,15 +13,13 @@ from urllib.parse import quote_plus
 
 import orjson
 import pytest
-import structlog
 
 from sesguard.aws.store import PartnerStore
 from sesguard.core.partners import UNATTRIBUTED, Limits, Profile, Status
-from sesguard.logging import configure_logging
 from sesguard.ops.bootstrap import bootstrap
 from sesguard.runtime.finisher import Finisher
 from sesguard.settings import load_settings
-from tests.conftest import client_error, sent_emails
+from tests.conftest import client_error, json_logs, sent_emails
 from tests.fixtures.ses_events import (
     EXPECTED_ACME,
     FORMATS,
@@ -130,13 +126,8 @@ async def test_every_log_line_of_an_object_names_it(env: Env) -> None:
     good = orjson.dumps(sample_records()[0])
     key = firehose_key(1, gz=False)
     await env.put(key, good + b"\n{oops}\n")
-    out = io.StringIO()
-    configure_logging("json", "INFO", stream=out)
-    try:
+    with json_logs() as lines:
         await env.drain()
-    finally:
-        structlog.reset_defaults()
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
     named = {e["event"]: (e.get("bucket"), e.get("key")) for e in lines}
     assert named["malformed_record"] == named["object_processed"] == (env.bucket, key)
     assert not [e for e in lines if e["event"] == "worker_stopped" and "key" in e]  # unbound after
