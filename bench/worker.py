@@ -286,7 +286,7 @@ async def run_worker(clients: Any, settings: Any, data: DataSet) -> dict[str, An
     from worker.service import WorkerService
 
     service = WorkerService(clients, settings)
-    service.emf.stream = io.StringIO()  # its EMF metric lines would interleave the table
+    service.metrics.stream = io.StringIO()  # its EMF metric lines would interleave the table
     done: list[float] = []
     results: list[ObjectResult] = []
     inner = service.processor

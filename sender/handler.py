@@ -34,11 +34,12 @@ from typing import Any
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
+from structlog.contextvars import bound_contextvars
 
 from sender.gate import Action, Gate
-from sender.intake import Attempt, Outcome, Phase, ids_for_log, job_from_message
+from sender.intake import Attempt, JobOutcome, Phase, ids_for_log, job_from_message
 from sender.records import ClaimState, JobRecords
-from sender.ses import Failure, classify, send_params
+from sender.ses import Failure, classify_failure, send_params
 from sesguard.aws.deadletter import REJECTED, UNKNOWN_PARTNER, possibly_sent_reason
 from sesguard.aws.errors import describe, error_code
 from sesguard.aws.held import HeldJobs
@@ -101,15 +102,23 @@ class SendHandler:
         self._simulations: set[asyncio.Task[None]] = set()
 
     async def __call__(self, d: Delivery) -> Fate:
-        attempt = Attempt()
         try:
-            return await self._process(d, attempt)
-        except BaseException:
-            # Cancelled (stop grace over), aborted, or a bug: release a claim SES
-            # certainly never saw; a claim whose send may be on the wire stays.
-            if attempt.phase is Phase.CLAIMED:
-                await self._release(attempt)
-            raise
+            job = job_from_message(d.body, d.message_id)
+        except JobError as exc:
+            d.fields.update(ids_for_log(d.body))
+            return DeadLetter(str(exc))
+        d.fields.update(partner_id=job.partner_id, job_id=job.job_id)  # the "job" line
+        # The unit of work: every line logged while handling this job names it.
+        with bound_contextvars(partner_id=job.partner_id, job_id=job.job_id):
+            attempt = Attempt(job)
+            try:
+                return await self._process(d, attempt, job)
+            except BaseException:
+                # Cancelled (stop grace over), aborted, or a bug: release a claim SES
+                # certainly never saw; a claim whose send may be on the wire stays.
+                if attempt.phase is Phase.CLAIMED:
+                    await self._release(attempt)
+                raise
 
     async def close(self) -> None:
         """Wait for simulated events still being published (local runs only)."""
@@ -118,15 +127,7 @@ class SendHandler:
 
     # ---- one job ---------------------------------------------------------------------
 
-    async def _process(self, d: Delivery, a: Attempt) -> Fate:
-        try:
-            job = job_from_message(d.body, d.message_id)
-        except JobError as exc:
-            d.fields.update(ids_for_log(d.body))
-            return DeadLetter(str(exc))
-        a.job = job
-        d.fields.update(partner_id=job.partner_id, job_id=job.job_id)
-
+    async def _process(self, d: Delivery, a: Attempt, job: SendJob) -> Fate:
         try:
             decision = await self.gate.check(job.partner_id)
         except INFRA_ERRORS as exc:
@@ -139,7 +140,7 @@ class SendHandler:
             except INFRA_ERRORS as exc:
                 return Retry(f"hold: {describe(exc)}")
             self.metrics.add("jobs_held")
-            d.outcome = Outcome.HELD
+            d.outcome = JobOutcome.HELD
             d.fields["reason"] = decision.reason
             return Done()
 
@@ -196,7 +197,7 @@ class SendHandler:
                 with d.uninterruptible():
                     resp = await self.clients.ses_send.send_email(**params)
             except Exception as exc:
-                kind = classify(exc)
+                kind = classify_failure(exc)
                 why = describe(exc)
                 if kind is Failure.AMBIGUOUS:
                     # SES may have it: keep the claim (never send twice), return the message
@@ -208,12 +209,7 @@ class SendHandler:
                     if attempt >= self.throttle_attempts:
                         await self._release(a)
                         return Retry(f"ses throttled {attempt} times")
-                    log.info(
-                        "job_throttled",
-                        partner_id=job.partner_id,
-                        job_id=job.job_id,
-                        attempt=attempt,
-                    )
+                    log.info("job_throttled", attempt=attempt)
                     pause = backoff_delay(attempt - 1, base=self.backoff_base)
                     await d.abortable(self.clock.sleep(pause))
                     continue
@@ -230,14 +226,14 @@ class SendHandler:
             self._sent_here[job.job_id] = message_id
             if len(self._sent_here) > SENT_MEMORY:
                 self._sent_here.popitem(last=False)
-            d.outcome = Outcome.SENT
+            d.outcome = JobOutcome.SENT
             d.fields["ses_message_id"] = message_id
             if self.publisher is not None:
                 self._simulate(job, params, message_id)
             return Done(commit=self.records.sent_item(job, a.token, message_id))
 
     def _duplicate(self, d: Delivery, message_id: str | None) -> Fate:
-        d.outcome = Outcome.DUPLICATE
+        d.outcome = JobOutcome.DUPLICATE
         if message_id:
             d.fields["ses_message_id"] = message_id
         return Done()
@@ -252,12 +248,7 @@ class SendHandler:
             try:
                 await publisher.after_send(params, message_id)
             except Exception as exc:  # the mail is sent; a lost simulated event must not resend it
-                log.error(
-                    "simulated_events_failed",
-                    partner_id=job.partner_id,
-                    job_id=job.job_id,
-                    error=repr(exc),
-                )
+                log.error("simulated_events_failed", error=repr(exc))  # the task has the context
 
         task = asyncio.create_task(publish())
         self._simulations.add(task)
@@ -284,4 +275,4 @@ class SendHandler:
         except INFRA_ERRORS as exc:
             # The claim stays: a later delivery waits for the lease, then dead-letters it
             # as "possibly sent". Safe (never twice), just not automatic.
-            log.error("claim_release_failed", job_id=job_id, error=error_code(exc))
+            log.error("claim_release_failed", error=error_code(exc))

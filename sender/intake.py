@@ -11,10 +11,10 @@ from enum import StrEnum
 
 from sesguard.core.jobs import SendJob, ids_for_log, parse_job
 
-__all__ = ["Attempt", "Outcome", "Phase", "ids_for_log", "job_from_message"]
+__all__ = ["Attempt", "JobOutcome", "Phase", "ids_for_log", "job_from_message"]
 
 
-class Outcome(StrEnum):
+class JobOutcome(StrEnum):
     """What a finished (Done) job became, as logged and counted (event "job"). The other
     outcomes are the runtime's names for the other fates: dead_lettered, retried,
     returned, deferred (sesguard.runtime.fates)."""

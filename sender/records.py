@@ -27,7 +27,6 @@ or "sent" (SES returned a MessageId), with a TTL of `settings.job_record_days`.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,8 +37,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from sesguard.aws import table as t
+from sesguard.aws.batching import BatchWrite
 from sesguard.aws.errors import describe, error_code
-from sesguard.core.backoff import backoff_delay
 from sesguard.core.jobs import SendJob
 from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
@@ -191,32 +190,18 @@ class JobRecords:
         still unwritten is reported, never raised: the runtime keeps those messages and
         tries again (sesguard.runtime.finisher), because a job deleted while its record
         still says "sending" would later be judged "possibly sent"."""
-        unwritten = {self._key_of(i) for i in items}
-        request: dict[str, Any] = {self.table: [{"PutRequest": {"Item": i}} for i in items]}
-        for attempt in range(WRITE_ATTEMPTS):
-            try:
-                resp = await self.dynamodb.batch_write_item(RequestItems=request)
-            except Exception as exc:
-                log.error(
-                    "job_record_write_failed",
-                    job_ids=sorted(unwritten)[:25],
-                    error=describe(exc),
-                )
-                break
-            left = (resp.get("UnprocessedItems") or {}).get(self.table, [])
-            unwritten = {self._key_of(r["PutRequest"]["Item"]) for r in left}
-            if not left:
-                break
-            request = {self.table: left}
-            await asyncio.sleep(backoff_delay(attempt, base=0.05, cap=1.0))
+        write = BatchWrite(self.table, [{"PutRequest": {"Item": i}} for i in items])
+        try:
+            await write.run(self.dynamodb, attempts=WRITE_ATTEMPTS, cap=1.0)
+        except Exception as exc:
+            log.error(
+                "job_record_write_failed",
+                job_ids=sorted(self._key_of(r["PutRequest"]["Item"]) for r in write.left)[:25],
+                error=describe(exc),
+            )
+        unwritten = {self._key_of(r["PutRequest"]["Item"]) for r in write.left}
         return [self._key_of(i) not in unwritten for i in items]
 
     @staticmethod
     def _key_of(item: dict[str, Any]) -> str:
         return str(item["pk"]["S"]).removeprefix(t.job_pk(""))
-
-    async def get(self, job_id: str) -> dict[str, Any] | None:
-        resp = await self.dynamodb.get_item(
-            TableName=self.table, Key=t.key(t.job_pk(job_id), JOB_SK), ConsistentRead=True
-        )
-        return t.from_item(resp["Item"]) if "Item" in resp else None

@@ -104,7 +104,7 @@ class SenderService:
             settings.job_record_days,
             float(settings.visibility_timeout),
         )
-        self.stats: Counter[str] = Counter()
+        self.tally: Counter[str] = Counter()
         self.metrics = ServiceMetrics("sender")
         self.consumer: Consumer | None = None
         self.share: RateShare | None = None  # None when a bucket was passed in
@@ -170,7 +170,7 @@ class SenderService:
             commit=self.records.write_sent,
             dependencies=self._dependencies(),
             metrics=self.metrics,
-            stats=self.stats,
+            tally=self.tally,
             clock=self.clock,
             counters=self._counters,
         )

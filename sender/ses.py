@@ -60,7 +60,7 @@ REJECT_CODES = frozenset(
 ACCOUNT_CODES = frozenset({"AccountSuspendedException", "SendingPausedException"})
 
 
-def classify(exc: BaseException) -> Failure:
+def classify_failure(exc: BaseException) -> Failure:
     """Map an exception from SendEmail to what happens to the job."""
     if isinstance(exc, ClientError):
         code = error_code(exc)

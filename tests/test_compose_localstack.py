@@ -50,8 +50,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from tests.aws.test_lifecycle import readme_rule_pattern, valid
 from tests.test_container_files import stages
-from tests.test_lifecycle import readme_rule_pattern, valid
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -25,7 +25,7 @@ from typing import Any
 
 from sesguard.core.partners import COUNTERS, SIMULATOR_PREFIX, Counters
 from worker.classify import Ignored, NotAnEvent, SentJob, WrongPipeline, classify, sent_job
-from worker.records import MALFORMED_KEPT, Malformed, RecordStream
+from worker.reader import MALFORMED_KEPT, Malformed, RecordStream
 
 CellKey = tuple[str, datetime]  # (partner_id, hour)
 _SIMULATOR_TWIN = {name: SIMULATOR_PREFIX + name for name in COUNTERS}

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 
-class Outcome(StrEnum):
+class Enforcement(StrEnum):
+    """What judging one partner after an object led to (counted by the worker, logged)."""
+
     OK = "ok"
     WARN = "warn"
     PAUSED = "paused"  # this worker paused it (and sent the notice)
@@ -48,16 +50,16 @@ class Enforcer:
     parallel: int = 8  # partners judged at once per object
     publisher: Publisher | None = None  # lifecycle events (None: the sweep publishes them)
 
-    async def check(self, partner_id: str, now: datetime | None = None) -> Outcome:
+    async def check(self, partner_id: str, now: datetime | None = None) -> Enforcement:
         if partner_id == UNATTRIBUTED:
-            return Outcome.UNATTRIBUTED
+            return Enforcement.UNATTRIBUTED
         now = now or utcnow()
         state = await self.store.get_state(partner_id, now)
         profile = state.profile
         if profile is None:
-            return Outcome.UNREGISTERED
+            return Enforcement.UNREGISTERED
         if profile.paused:
-            return Outcome.ALREADY_PAUSED
+            return Enforcement.ALREADY_PAUSED
         verdict = evaluate(
             profile.limits, state.buckets, now, profile.rearm, self.settings.window_hours
         )
@@ -80,18 +82,18 @@ class Enforcer:
                 reason=verdict.reason,
                 paused_here=outcome.won,
             )
-            return Outcome.PAUSED if outcome.won else Outcome.PAUSE_LOST
+            return Enforcement.PAUSED if outcome.won else Enforcement.PAUSE_LOST
         await note_warnings(self.store, self.publisher, profile, verdict, now)
-        return Outcome.WARN if verdict.level is Level.WARN else Outcome.OK
+        return Enforcement.WARN if verdict.level is Level.WARN else Enforcement.OK
 
     async def check_all(
         self, partner_ids: Iterable[str], now: datetime | None = None
-    ) -> dict[str, Outcome]:
+    ) -> dict[str, Enforcement]:
         now = now or utcnow()
         ids = sorted(set(partner_ids))
         gate = asyncio.Semaphore(self.parallel)
 
-        async def one(pid: str) -> Outcome:
+        async def one(pid: str) -> Enforcement:
             async with gate:
                 return await self.check(pid, now)
 

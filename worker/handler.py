@@ -34,14 +34,14 @@ from sesguard.logging import get_logger
 from sesguard.runtime import DeadLetter, Delivery, Done, Fate, GiveBack, Retry
 from sesguard.runtime.metrics import ServiceMetrics
 from sesguard.settings import Settings
-from worker.enforce import Outcome
+from worker.enforce import Enforcement
 from worker.pipeline import ObjectMissing, ObjectResult, ObjectTooLarge, Processor
 
 log = get_logger(__name__)
 
 
 @dataclass
-class Metrics:
+class WorkerTally:
     """The worker's own counters, logged periodically and on stop."""
 
     messages: int = 0
@@ -63,7 +63,7 @@ class Metrics:
 
     def add(self, r: ObjectResult) -> None:
         self.objects += 1
-        self.partners_paused += sum(1 for o in r.outcomes.values() if o is Outcome.PAUSED)
+        self.partners_paused += sum(1 for o in r.outcomes.values() if o is Enforcement.PAUSED)
         self.events += r.stats.events
         self.recipients += r.stats.recipients
         self.malformed += r.stats.malformed_count
@@ -91,22 +91,22 @@ class Metrics:
 
 class EventsHandler:
     def __init__(
-        self, processor: Processor, settings: Settings, metrics: Metrics, emf: ServiceMetrics
+        self, processor: Processor, settings: Settings, tally: WorkerTally, metrics: ServiceMetrics
     ) -> None:
         self.processor = processor
         self.settings = settings
-        self.metrics = metrics
-        self.emf = emf  # CloudWatch metrics (EMF lines on stdout)
+        self.tally = tally
+        self.metrics = metrics  # CloudWatch metrics (EMF lines on stdout)
         self.bucket: str | None = None  # the events bucket: set before the first message
 
     async def __call__(self, d: Delivery) -> Fate:
-        self.metrics.messages += 1
+        self.tally.messages += 1
         try:
             note = parse_notification(d.body)
         except BadNotification as exc:
             return DeadLetter(f"bad notification: {exc}")
         if note.test_event:
-            self.metrics.test_events += 1
+            self.tally.test_events += 1
             log.info("test_event_skipped", message_id=d.message_id)
             d.outcome = "test_event"
             return Done()
@@ -153,20 +153,20 @@ class EventsHandler:
         )
 
     def _record(self, r: ObjectResult) -> None:
-        self.metrics.add(r)
-        emf = self.emf
-        emf.add("objects_processed")
-        emf.add("events_counted", r.stats.events)
+        self.tally.add(r)
+        metrics = self.metrics
+        metrics.add("objects_processed")
+        metrics.add("events_counted", r.stats.events)
         if r.stats.ignored_count:
-            emf.add("events_ignored", r.stats.ignored_count)
+            metrics.add("events_ignored", r.stats.ignored_count)
         if r.stats.malformed_count:
-            emf.add("malformed_records", r.stats.malformed_count)
+            metrics.add("malformed_records", r.stats.malformed_count)
         if r.stats.wrong_pipeline:
-            emf.add("wrong_pipeline_records", r.stats.wrong_pipeline)
+            metrics.add("wrong_pipeline_records", r.stats.wrong_pipeline)
         if r.confirmations.confirmed:
-            emf.add("jobs_confirmed_by_ses", r.confirmations.confirmed)
-        paused = sum(1 for o in r.outcomes.values() if o is Outcome.PAUSED)
+            metrics.add("jobs_confirmed_by_ses", r.confirmations.confirmed)
+        paused = sum(1 for o in r.outcomes.values() if o is Enforcement.PAUSED)
         if paused:
-            emf.add("partners_paused", paused)
+            metrics.add("partners_paused", paused)
         if r.lag_seconds is not None:
-            emf.observe("event_lag_seconds", max(0.0, r.lag_seconds))
+            metrics.observe("event_lag_seconds", max(0.0, r.lag_seconds))

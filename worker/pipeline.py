@@ -6,7 +6,7 @@ only those counters (not the events) are held until the transaction. Whether sim
 mail counts like real mail is read from the settings here, at counting time.
 
 The event loop stays responsive whatever the object holds: parsing runs in steps of
-bounded work (worker/records.py) and a Processor runs one step per event-loop turn across
+bounded work (worker/reader.py) and a Processor runs one step per event-loop turn across
 all the objects it is processing, so timers (visibility renewal, heartbeat, the stop
 signal) wait for at most one step, not for an object. An object that decompresses to more
 than `max_object_bytes` (SESGUARD_MAX_OBJECT_BYTES) is given up as soon as it passes the
@@ -34,7 +34,7 @@ from sesguard.settings import DEFAULT_MAX_OBJECT_BYTES
 from worker.aggregate import Aggregator, ObjectStats
 from worker.apply import ApplyResult, apply_object
 from worker.confirm import Confirmations, confirm_sends
-from worker.enforce import Enforcer, Outcome
+from worker.enforce import Enforcement, Enforcer
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -62,7 +62,7 @@ class ObjectResult:
     key: str
     stats: ObjectStats
     applied: ApplyResult
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    outcomes: dict[str, Enforcement] = field(default_factory=dict)
     lag_seconds: float | None = None
     bytes_read: int = 0
     confirmations: Confirmations = field(default_factory=Confirmations)
@@ -178,7 +178,7 @@ def _log_result(r: ObjectResult) -> None:
             hint="SES identity notifications (SNS) reached the events bucket; publish"
             " events through the configuration set's Firehose destination instead",
         )
-    unregistered = sorted(p for p, o in r.outcomes.items() if o is Outcome.UNREGISTERED)
+    unregistered = sorted(p for p, o in r.outcomes.items() if o is Enforcement.UNREGISTERED)
     if unregistered:
         log.info("unregistered_partners", partners=unregistered[:100])
     log.info(

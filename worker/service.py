@@ -35,7 +35,7 @@ from sesguard.runtime import (
 from sesguard.runtime.metrics import ServiceMetrics
 from sesguard.settings import Settings
 from worker.enforce import Enforcer
-from worker.handler import EventsHandler, Metrics
+from worker.handler import EventsHandler, WorkerTally
 from worker.pipeline import Processor
 
 log = get_logger(__name__)
@@ -79,9 +79,9 @@ class WorkerService:
                 # every parsing step is progress: a long object keeps the heartbeat fresh
                 on_step=lambda _agg: report_progress(),
             )
-        self.metrics = Metrics()
-        self.emf = ServiceMetrics("worker")  # CloudWatch metrics (EMF lines on stdout)
-        self.handler = EventsHandler(processor, settings, self.metrics, self.emf)
+        self.tally = WorkerTally()
+        self.metrics = ServiceMetrics("worker")  # CloudWatch metrics (EMF lines on stdout)
+        self.handler = EventsHandler(processor, settings, self.tally, self.metrics)
         self.consumer: Consumer | None = None
         self._stopped = False
 
@@ -135,8 +135,8 @@ class WorkerService:
             ),
             self.handler,
             dependencies=self._dependencies(),
-            metrics=self.emf,
-            counters=self.metrics.as_log,
+            metrics=self.metrics,
+            counters=self.tally.as_log,
             on_settled=self._settled,
         )
         if self._stopped:
@@ -162,7 +162,7 @@ class WorkerService:
         return ExitCode.FAILED if cause is StopCause.GAVE_UP else ExitCode.OK
 
     def _settled(self, _d: Delivery, fate: Fate) -> None:
-        self.metrics.settled(fate)
+        self.tally.settled(fate)
 
     def _dependencies(self) -> list[Dependency]:
         """What the handler calls, each with one cheap probe the task role may make."""

@@ -5,7 +5,9 @@ The limits are AWS's, whether or not an emulator enforces them (moto does not): 
 SendMessageBatch (`sesguard.core.jobs.MAX_SQS_MESSAGE_BYTES`, where a job's size is
 checked), 25 items per DynamoDB BatchWriteItem. Every caller groups with `batches` (SQS
 here, PutEvents in lifecycle.py, Firehose in the simulator, each with its own limits) and
-sends SQS batches with `send_batch`, which retries only the entries SQS failed on its side.
+sends SQS batches with `send_batch`, which retries only the entries SQS failed on its side;
+a BatchWriteItem goes through `BatchWrite`, which retries only what DynamoDB left
+unprocessed.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sesguard.core.backoff import backoff_delay
 from sesguard.core.jobs import MAX_SQS_MESSAGE_BYTES
 
 if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_sqs import SQSClient
 
 SQS_BATCH = 10  # entries per SQS *Batch call, and messages per ReceiveMessage
@@ -96,3 +99,36 @@ async def send_batch(
             break
         await sleep(backoff_delay(attempt, base=0.05, cap=2.0))
     return results
+
+
+class BatchWrite:
+    """One BatchWriteItem on one table (at most `BATCH_WRITE_ITEMS` requests), retrying
+    what DynamoDB leaves unprocessed (throttling on its side: AWS asks for a backoff).
+
+    `left` is what is not written yet; it stays true when the call itself fails (the
+    exception propagates), so a caller that reports per item knows which ones were
+    written before the failure."""
+
+    def __init__(self, table: str, requests: Sequence[dict[str, Any]]) -> None:
+        self.table = table
+        self.left: list[dict[str, Any]] = list(requests)
+
+    async def run(
+        self,
+        dynamodb: DynamoDBClient,
+        *,
+        attempts: int,
+        cap: float,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> list[dict[str, Any]]:
+        """Up to `attempts` calls, with backoff after each that left items unprocessed;
+        returns what is still unwritten (empty: everything is durable)."""
+        for attempt in range(attempts):
+            request: dict[str, Any] = {self.table: self.left}
+            resp = await dynamodb.batch_write_item(RequestItems=request)
+            unprocessed: Any = (resp.get("UnprocessedItems") or {}).get(self.table, [])
+            self.left = list(unprocessed)
+            if not self.left:
+                break
+            await sleep(backoff_delay(attempt, base=0.05, cap=cap))
+        return self.left

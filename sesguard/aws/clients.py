@@ -12,7 +12,7 @@ retries only, so 1 there would be 2 attempts).
 SendEmail is never retried by the SDK: it is not idempotent. When the connection breaks
 after SES accepted a message, a retry would send it again while we see one success, so
 the sender sends through `Clients.ses_send`, a client of its own with one attempt per
-call; what a failure means is decided by our code (sender/ses.py `classify`: throttling
+call; what a failure means is decided by our code (sender/ses.py `classify_failure`: throttling
 is retried with backoff, a 5xx goes back to the queue with the claim released, a lost
 answer keeps the claim). Every other SESv2 call (GetAccount, tenants) keeps the SDK's
 retries on `Clients.sesv2`; so does a partner's pause notice (sesguard/ops/notify.py), sent

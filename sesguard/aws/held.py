@@ -41,10 +41,15 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from sesguard.aws import table as t
-from sesguard.aws.batching import BATCH_WRITE_ITEMS, SQS_BATCH, batches, send_batch
+from sesguard.aws.batching import (
+    BATCH_WRITE_ITEMS,
+    SQS_BATCH,
+    BatchWrite,
+    batches,
+    send_batch,
+)
 from sesguard.aws.errors import error_code
 from sesguard.aws.lifecycle import DetailType, Publisher, held_released
-from sesguard.core.backoff import backoff_delay
 from sesguard.core.jobs import MAX_SQS_MESSAGE_BYTES, SendJob
 from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
@@ -247,16 +252,8 @@ class HeldJobs:
     async def _delete(self, keys: list[dict[str, AttributeValueTypeDef]]) -> None:
         for start in range(0, len(keys), BATCH_WRITE_ITEMS):
             chunk = keys[start : start + BATCH_WRITE_ITEMS]
-            request: dict[str, Any] = {
-                self.table: [{"DeleteRequest": {"Key": key}} for key in chunk]
-            }
-            for attempt in range(_WRITE_RETRIES):
-                resp = await self.dynamodb.batch_write_item(RequestItems=request)
-                request = resp.get("UnprocessedItems") or {}
-                if not request:
-                    break
-                await self.sleep(backoff_delay(attempt, base=0.05, cap=2.0))
-            else:
+            write = BatchWrite(self.table, [{"DeleteRequest": {"Key": key}} for key in chunk])
+            if await write.run(self.dynamodb, attempts=_WRITE_RETRIES, cap=2.0, sleep=self.sleep):
                 raise HeldError("DynamoDB kept returning UnprocessedItems while deleting held jobs")
 
 

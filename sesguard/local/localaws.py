@@ -138,7 +138,7 @@ def _serialise_sqs() -> None:
 
 def _speed_up_moto() -> None:
     """Two of moto's per-request costs that real AWS does not have, removed without
-    changing any answer (moto is pinned, and tests/test_localaws.py checks both):
+    changing any answer (moto is pinned, and tests/local/test_localaws.py checks both):
 
     - SQS recomputes every queue attribute, counting all messages, three times for each
       message it returns, only to read the retention period; so receives slowed down with

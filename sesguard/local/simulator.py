@@ -98,7 +98,9 @@ class PublishError(Exception):
         self.failed = failed
 
 
-class Outcome(StrEnum):
+class SimulatedOutcome(StrEnum):
+    """What SES's mailbox simulator does with a recipient (the local part of its address)."""
+
     DELIVERY = "success"
     BOUNCE = "bounce"
     OOTO = "ooto"
@@ -128,16 +130,16 @@ def is_simulator_address(value: object) -> bool:
     return value[-_TAIL:].rstrip("> ").lower().endswith(_SIMULATOR_SUFFIX)
 
 
-def outcome_for(address: str) -> Outcome:
+def outcome_for(address: str) -> SimulatedOutcome:
     """The mailbox simulator's verdict for one recipient (`bounce+x@...` counts as bounce@)."""
     local, _, domain = bare_address(address).rpartition("@")
     if domain.lower() != SIMULATOR_DOMAIN:
-        return Outcome.DELIVERY
+        return SimulatedOutcome.DELIVERY
     mailbox = local.split("+", 1)[0].lower()
     try:
-        return Outcome(mailbox)
+        return SimulatedOutcome(mailbox)
     except ValueError:
-        return Outcome.DELIVERY
+        return SimulatedOutcome.DELIVERY
 
 
 def _ts(moment: datetime) -> str:
@@ -311,19 +313,21 @@ def simulate_events(
         return []  # SES publishes events only through a configuration set
     mail = _mail(send_params, message_id, now, account_id, region, caller_identity, source_ip)
 
-    by_outcome: dict[Outcome, list[str]] = {o: [] for o in Outcome}
+    by_outcome: dict[SimulatedOutcome, list[str]] = {o: [] for o in SimulatedOutcome}
     for addr in mail["destination"]:
         by_outcome[outcome_for(addr)].append(addr)
     delivered = [
-        a for a in mail["destination"] if outcome_for(a) in (Outcome.DELIVERY, Outcome.COMPLAINT)
+        a
+        for a in mail["destination"]
+        if outcome_for(a) in (SimulatedOutcome.DELIVERY, SimulatedOutcome.COMPLAINT)
     ]
 
     records: list[dict[str, Any]] = [{"eventType": "Send", "mail": mail, "send": {}}]
-    if by_outcome[Outcome.SUPPRESSED]:
+    if by_outcome[SimulatedOutcome.SUPPRESSED]:
         records.append(
             _bounce(
                 mail,
-                by_outcome[Outcome.SUPPRESSED],
+                by_outcome[SimulatedOutcome.SUPPRESSED],
                 kind="suppressed",
                 bounce_type="Permanent",
                 subtype="Suppressed",
@@ -350,11 +354,11 @@ def simulate_events(
                 },
             }
         )
-    if by_outcome[Outcome.BOUNCE]:
+    if by_outcome[SimulatedOutcome.BOUNCE]:
         records.append(
             _bounce(
                 mail,
-                by_outcome[Outcome.BOUNCE],
+                by_outcome[SimulatedOutcome.BOUNCE],
                 kind="bounce",
                 bounce_type="Permanent",
                 subtype="General",
@@ -364,11 +368,11 @@ def simulate_events(
                 reporting_mta=f"dsn; {_REPORTING_MTA}",
             )
         )
-    if by_outcome[Outcome.OOTO]:
+    if by_outcome[SimulatedOutcome.OOTO]:
         records.append(
             _bounce(
                 mail,
-                by_outcome[Outcome.OOTO],
+                by_outcome[SimulatedOutcome.OOTO],
                 kind="ooto",
                 bounce_type="Transient",
                 subtype="General",
@@ -378,7 +382,7 @@ def simulate_events(
                 reporting_mta=f"dsn; {_REPORTING_MTA}",
             )
         )
-    if by_outcome[Outcome.COMPLAINT]:
+    if by_outcome[SimulatedOutcome.COMPLAINT]:
         records.append(
             {
                 "eventType": "Complaint",
@@ -387,7 +391,7 @@ def simulate_events(
                     "feedbackId": _feedback_id(message_id, "complaint"),
                     "complaintSubType": None,
                     "complainedRecipients": [
-                        {"emailAddress": a} for a in by_outcome[Outcome.COMPLAINT]
+                        {"emailAddress": a} for a in by_outcome[SimulatedOutcome.COMPLAINT]
                     ],
                     "timestamp": _ts(now + _COMPLAINED_AFTER),
                     "userAgent": "Amazon SES Mailbox Simulator",

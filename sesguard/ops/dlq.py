@@ -350,7 +350,9 @@ def job_id_of(m: DlqMessage) -> str | None:
 
 
 @dataclass
-class Outcome:
+class RedriveOutcome:
+    """What a redrive did (or, dry, would do) with one DLQ message, and why."""
+
     message_id: str
     job_id: str | None
     partner_id: str | None
@@ -362,7 +364,7 @@ class Outcome:
 
 @dataclass
 class RedriveReport:
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: list[RedriveOutcome] = field(default_factory=list)
     not_selected: int = 0  # their reason did not match --reason
     dry_run: bool = False
 
@@ -466,7 +468,7 @@ class Redrive:
         records = await read_records(
             self.dynamodb, self.settings.table, [j for j, _ in jobs.values() if j]
         )
-        outcomes: list[tuple[DlqMessage, Outcome]] = []
+        outcomes: list[tuple[DlqMessage, RedriveOutcome]] = []
         for m in page:
             job_id, error = jobs[m.message_id]
             partner = ids_for_log(m.body).get("partner_id")
@@ -481,7 +483,7 @@ class Redrive:
                     age_seconds=m.age(now),
                 )
                 decision = decide(facts, ctx)
-            outcome = Outcome(
+            outcome = RedriveOutcome(
                 m.message_id, job_id, partner, m.reason, decision.action, decision.why
             )
             outcomes.append((m, outcome))
@@ -535,10 +537,10 @@ class Redrive:
         log.warning("stale_claim_removed", job_id=job_id)
         return True
 
-    async def _requeue(self, items: list[tuple[DlqMessage, Outcome]]) -> None:
+    async def _requeue(self, items: list[tuple[DlqMessage, RedriveOutcome]]) -> None:
         """Put jobs back on the send queue (<= 10 and <= 256 KiB per call); an entry SQS
         did not take is marked failed and stays in the DLQ."""
-        bodies: list[tuple[Outcome, str]] = []
+        bodies: list[tuple[RedriveOutcome, str]] = []
         for m, o in items:
             assert o.job_id is not None
             body = body_with_job_id(m.body, o.job_id)
@@ -566,7 +568,7 @@ class Redrive:
         return deleted
 
 
-def _moves(o: Outcome) -> bool:
+def _moves(o: RedriveOutcome) -> bool:
     return not o.failed and o.action in (Action.REQUEUE, Action.UNCLAIM)
 
 

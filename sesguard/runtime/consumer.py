@@ -33,7 +33,7 @@ optionally, the dependencies to guard and a commit function; the runtime does th
 - **Health**: a ticker refreshes the heartbeat file every second while the event loop
   runs, unless every running handler has made no progress for `stall_seconds`
   (sesguard.runtime.delivery). The worst event-loop lag (sesguard.runtime.lag), the
-  counters and the open breakers are logged every `stats_every` seconds and sent as EMF
+  counters and the open breakers are logged every `tally_every` seconds and sent as EMF
   metrics (sesguard.runtime.metrics).
 """
 
@@ -107,7 +107,7 @@ class ConsumerConfig:
     abandon_seconds: float = 0.0
     renew_every: float | None = None  # default: half the visibility timeout
     linger: float = 0.05
-    stats_every: float = 60.0
+    tally_every: float = 60.0
     stall_seconds: float = 600.0
     breaker_threshold: int = 5
     log_event: str = "message"
@@ -156,7 +156,7 @@ class Consumer:
         commit: CommitBatch | None = None,
         dependencies: Sequence[Dependency] = (),
         metrics: ServiceMetrics | None = None,
-        stats: Counter[str] | None = None,
+        tally: Counter[str] | None = None,
         clock: Clock | None = None,
         wall: Callable[[], float] = time.time,
         counters: Callable[[], dict[str, Any]] | None = None,
@@ -168,7 +168,7 @@ class Consumer:
         self.clock: Clock = clock or SystemClock()
         self.wall = wall
         self.metrics = metrics or ServiceMetrics(config.name)
-        self.stats: Counter[str] = stats if stats is not None else Counter()
+        self.tally: Counter[str] = tally if tally is not None else Counter()
         self.counters = counters
         self.on_settled = on_settled
         self.renew_every = config.renew_every or config.visibility_timeout / 2
@@ -376,7 +376,7 @@ class Consumer:
                 recv.cancel()  # rare: what it may have taken reappears after the timeout
                 return []
         messages: list[MessageTypeDef] = recv.result().get("Messages", [])
-        self.stats["received"] += len(messages)
+        self.tally["received"] += len(messages)
         return messages
 
     def _spawn(self, msg: MessageTypeDef) -> None:
@@ -478,7 +478,7 @@ class Consumer:
 
     def _record(self, d: Delivery, fate: Fate, seconds: int | None) -> None:
         outcome = str(d.outcome or DEFAULT_OUTCOME[type(fate)])  # plain str: a log key
-        self.stats[outcome] += 1
+        self.tally[outcome] += 1
         if isinstance(fate, DeadLetter):
             self.metrics.add("jobs_dead_lettered")
         elif isinstance(fate, Retry):
@@ -566,7 +566,7 @@ class Consumer:
     async def _ticker(self, period: float) -> None:
         """Beat, renew the visibility of messages in hand, and now and then report. The
         beat never waits for AWS: renewals run beside the ticker, one batch at a time."""
-        next_stats = self.clock.monotonic() + self.config.stats_every
+        next_tally = self.clock.monotonic() + self.config.tally_every
         renewing: asyncio.Task[None] | None = None
         try:
             while True:
@@ -578,8 +578,8 @@ class Consumer:
                     renewing = self._renew(now)
                 if self.guard.open:
                     self.metrics.observe("breakers_open", len(self.guard.open))
-                if now >= next_stats:
-                    next_stats = now + self.config.stats_every
+                if now >= next_tally:
+                    next_tally = now + self.config.tally_every
                     self._log_counters(f"{self.config.name}_counters")
         finally:
             if renewing is not None and not renewing.done():
@@ -633,7 +633,7 @@ class Consumer:
             "in_flight": self.in_flight,
             "loop_lag_max_ms": round(lag * 1000, 1),
             "breakers_open": self.guard.open,
-            **{k: v for k, v in sorted(self.stats.items())},
+            **{k: v for k, v in sorted(self.tally.items())},
         }
         if self.counters is not None:
             fields.update(self.counters())

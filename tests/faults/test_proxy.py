@@ -15,7 +15,7 @@ import pytest
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sender.ses import Failure, classify
+from sender.ses import Failure, classify_failure
 from tests.faults.proxy import (
     ERRORS,
     Call,
@@ -206,7 +206,7 @@ async def test_injected_errors_parse_into_the_services_codes_and_retry_decisions
                 if got != want:
                     return f"{service} {kind}: got {got}, want {want} (code, status, attempts)"
                 if service == "sesv2" and kind is Error.THROTTLING:
-                    assert classify(exc) is Failure.THROTTLED
+                    assert classify_failure(exc) is Failure.THROTTLED
                 return None
             return f"{service} {kind}: no error"
 

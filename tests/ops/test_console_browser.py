@@ -1,0 +1,298 @@
+"""The console's pages in a real browser: Debian's chromium, headless, driven by Playwright
+(never a downloaded browser), after a demo-sized run of the real sender and worker.
+
+Screenshots of every page are written to .artifacts/console/ (the path is printed)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from sesguard.aws.held import HeldJobs
+from sesguard.aws.store import PartnerStore
+from sesguard.cli import demo_services
+from sesguard.core.jobs import parse_job
+from sesguard.local.demo import run_demo
+from sesguard.ops import operations
+from sesguard.ops.console import server
+from sesguard.ops.report import partner_text
+from tests.ops.test_console_api import EVIL_REASON
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # A DNS-rebinding attacker's name, resolved to the console's address.
+    "--host-resolver-rules=MAP rebind.example 127.0.0.1",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts" / "console"
+
+
+def need_browser() -> None:
+    """Skip where the browser is missing on a developer's machine; CI must have it."""
+    missing = []
+    if not Path(CHROMIUM).exists():
+        missing.append(f"{CHROMIUM} (apt-get install -y chromium)")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        missing.append("playwright (pip install -e '.[dev]')")
+    if missing:
+        message = "the console's browser test needs " + " and ".join(missing)
+        if os.environ.get("SESGUARD_CI") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+EVIL_PAGE = """<!doctype html>
+<title>another site</title>
+<h1>A page on another site, trying to pause bakery through the operator's browser</h1>
+<pre id="out">running</pre>
+<iframe name="sink" width="400" height="80"></iframe>
+<form id="form" method="POST" action="TARGET/api/partners/bakery/pause" enctype="text/plain"
+  target="sink"><input name='{"reason": "evil", "x": "' value='"}'></form>
+<script>
+(async () => {
+  const target = "TARGET";
+  const path = target + "/api/partners/bakery/pause";
+  const body = JSON.stringify({reason: "evil"});
+  const out = [];
+  try {
+    const r = await fetch(path, {method: "POST", mode: "no-cors",
+      headers: {"Content-Type": "text/plain"}, body});
+    out.push("no-cors post: sent, answer unreadable (" + r.type + ")");
+  } catch (e) { out.push("no-cors post: failed"); }
+  try {
+    const r = await fetch(path, {method: "POST",
+      headers: {"Content-Type": "application/json", "X-Sesguard-Token": "guessed"}, body});
+    out.push("cors post: " + r.status);
+  } catch (e) { out.push("cors post: blocked"); }
+  try {
+    const r = await fetch(target + "/api/partners");
+    out.push("read partners: " + r.status);
+  } catch (e) { out.push("read partners: blocked"); }
+  document.getElementById("form").submit();
+  document.getElementById("out").textContent = out.join("\\n");
+  document.title = "done";
+})();
+</script>
+"""
+
+
+async def _evil_site(target: str) -> tuple[web.AppRunner, str]:
+    async def page(_request: web.Request) -> web.Response:
+        return web.Response(text=EVIL_PAGE.replace("TARGET", target), content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}/"
+
+
+async def _status(clients: Any, settings: Any, pid: str) -> dict[str, Any]:
+    report = await operations.partner_report(
+        PartnerStore.from_settings(clients.dynamodb, settings), settings, pid
+    )
+    assert report is not None
+    return report
+
+
+async def test_console_in_chromium(moto_endpoint, clients, settings) -> None:
+    need_browser()
+    from playwright.async_api import async_playwright, expect
+
+    expect.set_options(timeout=30_000)  # a loaded machine is slow, never wrong
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    print(f"\nconsole screenshots: {ARTIFACTS}")
+
+    # A demo-sized run: the real sender and worker pause the two bad partners.
+    results = await run_demo(180, moto_endpoint, demo_services(), out=io.StringIO())
+    assert results["problems"] == []
+    statuses = {p["partner_id"]: p["status"] for p in results["partners"]}
+    assert statuses == {"bakery": "active", "gadgets": "paused", "newsletter": "paused"}
+
+    quick = settings.model_copy(update={"gate_cache_seconds": 0})
+    console = await server.start(clients, quick, port=0)
+    evil_runner, evil_url = await _evil_site(console.url.rstrip("/"))
+    errors: list[str] = []
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = await browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+            # ---- the partners page: two paused partners, sortable, filterable
+            await page.goto(console.url)
+            rows = page.locator("#partners tbody tr")
+            await expect(rows).to_have_count(3)
+            for pid in ("gadgets", "newsletter"):
+                row = page.locator(f'tr[data-partner="{pid}"]')
+                await expect(row).to_have_class(re.compile(r"\blevel-paused\b"))
+                await expect(row.locator(".badge")).to_have_text("paused")
+            await expect(page.locator('tr[data-partner="bakery"] .badge')).to_have_text("active")
+            gadgets_bounce = page.locator('tr[data-partner="gadgets"] td.num').first
+            await expect(gadgets_bounce).to_have_class(re.compile(r"\bcell-over\b"))
+            await page.screenshot(path=ARTIFACTS / "partners.png", full_page=True)
+
+            await page.select_option("#status-filter", "paused")
+            await expect(rows).to_have_count(2)
+            await page.select_option("#status-filter", "")
+            await page.click('th[data-key="partner_id"]')
+            await expect(rows.first).to_have_attribute("data-partner", "bakery")
+            await page.click('th[data-key="partner_id"]')
+            await expect(rows.first).to_have_attribute("data-partner", "newsletter")
+
+            # ---- a paused partner's page: its charts and its verdict in words
+            await page.click('a[href="/partners/gadgets"]')
+            await expect(page.locator("body")).to_have_attribute("data-loaded", "true")
+            await expect(page.locator("#status")).to_have_text("paused")
+            await expect(page.locator("#verdict")).to_contain_text("bounce rate")
+            report = await _status(clients, settings, "gadgets")
+            assert await page.locator("#show-text").text_content() == partner_text(report)
+            charts = await page.evaluate(
+                """() => {
+                  const get = (id) => Chart.getChart(document.getElementById(id));
+                  const bounce = get("chart-bounce"), volume = get("chart-volume");
+                  const values = (c, i) => c.data.datasets[i].data.filter((v) => v !== null);
+                  return {
+                    hours: bounce.data.labels.length,
+                    maxBounce: Math.max(...values(bounce, 0)),
+                    limit: bounce.data.datasets[2].data[0],
+                    warn: bounce.data.datasets[3].data[0],
+                    sent: values(volume, 0).reduce((a, b) => a + b, 0),
+                    markers: bounce.options.plugins.sesguardMarkers.markers.map((m) => m.marker),
+                  };
+                }"""
+            )
+            assert charts["hours"] == 168
+            assert charts["maxBounce"] > 0.05  # above the demo's 5% limit
+            assert (charts["limit"], charts["warn"]) == (0.05, 0.025)
+            assert charts["sent"] == report["totals"]["sent"]
+            assert charts["markers"] == ["paused"]
+            await page.screenshot(path=ARTIFACTS / "partner-gadgets.png", full_page=True)
+            await page.select_option("#range", "24")
+            labels = await page.evaluate(
+                "Chart.getChart(document.getElementById('chart-volume')).data.labels.length"
+            )
+            assert labels == 24
+
+            # ---- pause and resume a partner through the page, each confirmed first
+            await page.goto(console.url + "partners/bakery")
+            await expect(page.locator("body")).to_have_attribute("data-loaded", "true")
+            await page.fill("#pause-reason", EVIL_REASON)
+            await page.click("#pause-button")
+            dialog = page.locator("#confirm")
+            await expect(dialog).to_be_visible()
+            await expect(page.locator("#confirm-text")).to_contain_text(EVIL_REASON)
+            await page.click("#confirm-cancel")
+            await expect(dialog).to_be_hidden()
+            assert (await _status(clients, settings, "bakery"))["status"] == "active"
+
+            await page.click("#pause-button")
+            await page.click("#confirm-ok")
+            await expect(page.locator("#status")).to_have_text("paused")
+            await expect(page.locator("#result")).to_have_text("paused partner bakery")
+            bakery = await _status(clients, settings, "bakery")
+            assert (bakery["paused_reason"], bakery["paused_by"]) == (EVIL_REASON, "operator")
+            # The reason is shown as text, never as markup.
+            await expect(page.locator("#events .reason")).to_have_text(f": {EVIL_REASON}")
+            await expect(page.locator("#facts")).to_contain_text(EVIL_REASON)
+            assert await page.locator("main img, main b, dialog img").count() == 0
+            assert await page.evaluate("window.__pwned") is None
+            markers = await page.evaluate(
+                "Chart.getChart(document.getElementById('chart-volume'))"
+                ".options.plugins.sesguardMarkers.markers.map((m) => m.marker)"
+            )
+            assert markers == ["paused"]
+            await page.screenshot(path=ARTIFACTS / "partner-bakery-paused.png", full_page=True)
+
+            # resume's safe default, as on the command line: held jobs stay held
+            await expect(page.locator('#resume-form input[value="keep"]')).to_be_checked()
+            await page.click("#resume-button")
+            await expect(page.locator("#confirm-text")).to_contain_text("Resume partner bakery")
+            await page.click("#confirm-ok")
+            await expect(page.locator("#status")).to_have_text("active")
+            await expect(page.locator("#result")).to_have_text("resumed partner bakery")
+            assert (await _status(clients, settings, "bakery"))["status"] == "active"
+            await page.screenshot(path=ARTIFACTS / "partner-bakery-resumed.png", full_page=True)
+
+            # ---- resume with replay: the held jobs go back on the send queue
+            # The demo's newsletter jobs may all have been sent before its pause (the
+            # worker's lag decides), so three more are held the way the sender holds them.
+            jobs = HeldJobs.from_clients(clients, settings)
+            for n in range(3):
+                job = {
+                    "job_id": f"console-held-{n}",
+                    "partner_id": "newsletter",
+                    "from": "news@newsletter.example.com",
+                    "to": ["ana@example.org"],
+                    "subject": "s",
+                    "text": "t",
+                }
+                assert await jobs.hold(parse_job(job))
+            held = await jobs.count("newsletter")
+            assert held >= 3
+            await page.goto(console.url + "partners/newsletter")
+            await expect(page.locator("body")).to_have_attribute("data-loaded", "true")
+            await page.check('#resume-form input[value="replay"]')
+            await page.click("#resume-button")
+            await page.click("#confirm-ok")
+            await expect(page.locator("#result")).to_have_text(
+                f"resumed partner newsletter\nreplayed {held} held jobs"
+            )
+            assert await HeldJobs.from_clients(clients, settings).count("newsletter") == 0
+            await page.fill("#min_volume", "80")
+            await page.click("#limits-button")
+            await expect(page.locator("#confirm-text")).to_contain_text("min volume: 40 → 80")
+            await page.click("#confirm-ok")
+            await expect(page.locator("#result")).to_have_text("updated partner newsletter")
+            report = await _status(clients, settings, "newsletter")
+            assert report["limits"]["min_volume"] == 80
+            await page.screenshot(path=ARTIFACTS / "partner-newsletter.png", full_page=True)
+            assert errors == []  # no script error, no CSP violation on the console's pages
+
+            # ---- another site cannot act through the operator's browser
+            refused = console.guard.refused
+            evil = await browser.new_page()
+            await evil.goto(evil_url)
+            await expect(evil).to_have_title("done")
+            # the no-cors POST, the CORS preflight, the read and the form post all reached
+            # the console and were refused:
+            for _ in range(300):
+                if console.guard.refused - refused >= 4:
+                    break
+                await asyncio.sleep(0.1)
+            assert console.guard.refused - refused >= 4
+            out = await evil.locator("#out").text_content()
+            assert "cors post: blocked" in (out or "") and "read partners: blocked" in (out or "")
+            await evil.screenshot(path=ARTIFACTS / "cross-origin.png")
+            assert (await _status(clients, settings, "bakery"))["status"] == "active"
+
+            # ---- DNS rebinding: another name for 127.0.0.1 is not this console
+            rebound = console.url.replace("127.0.0.1", "rebind.example")
+            response = await evil.goto(rebound)
+            assert response is not None and response.status == 403
+            api = await evil.goto(rebound + "api/partners")
+            assert api is not None and api.status == 403
+            await browser.close()
+    finally:
+        await evil_runner.cleanup()
+        await console.close()
