@@ -205,6 +205,7 @@ class Consumer:
         self._receive_failures = 0
         self._stalled = False
         self._depth_unknown_logged = False
+        self._read_empty = False  # --drain: the last look at the queue found it empty
         self._undeleted: dict[str, float] = {}  # receipt -> when it becomes visible again
 
     # ---- control ---------------------------------------------------------------------
@@ -342,7 +343,9 @@ class Consumer:
                 self._give_back_unhandled(msg)
             for msg in messages[:take]:
                 self._spawn(msg)
-            if not messages and cfg.drain:
+            if messages:
+                self._read_empty = False
+            elif cfg.drain:
                 if await self._drained():
                     self._cause = StopCause.DRAINED
                     log.info(f"{cfg.name}_drained")
@@ -558,8 +561,17 @@ class Consumer:
                 action="finished here; SQS failed to delete them: they come back and are"
                 " recognised as done",
             )
-            return depth.delayed == 0
-        return depth.empty
+            return self._confirm_empty(depth.delayed == 0)
+        return self._confirm_empty(depth.empty)
+
+    def _confirm_empty(self, empty: bool) -> bool:
+        """Drained only when the queue read empty twice, with an empty receive between.
+        The counts are approximate and not read at one instant: a message whose
+        visibility ends between the two counts is in neither (moto shows it; SQS says
+        its counts are approximate), so one empty read could end a drain with work due."""
+        confirmed = empty and self._read_empty
+        self._read_empty = empty
+        return confirmed
 
     # ---- background ------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ the queue is drained."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,7 +137,7 @@ def sender_settings(**overrides: Any) -> Settings:
         "concurrency": 16,
         "stop_grace_seconds": 5.0,
         "visibility_timeout": 30,
-        "heartbeat_file": "/tmp/sesguard-test-sender-heartbeat",
+        "heartbeat_file": f"/tmp/sesguard-test-sender-heartbeat-{os.getpid()}",
     }
     base.update(overrides)
     return load_settings(**base)
