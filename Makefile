@@ -14,8 +14,11 @@ LS_PYTHON ?= $(shell for p in python3.13 python3.12 $$HOME/.pyenv/versions/3.13*
 demo: $(VENV)/.local   ## the whole loop on an embedded AWS stand-in (no AWS account, no Docker)
 	$(BIN)/sesguard demo
 
+# Test files run side by side (most tests wait on moto, sockets and timers, not the CPU);
+# each worker has its own moto server. TEST_WORKERS=0 runs them one after another.
+TEST_WORKERS ?= 3
 test: $(VENV)/.dev $(LS_VENV)/.installed  ## the test suite: moto over HTTP, and LocalStack itself
-	$(BIN)/pytest
+	$(BIN)/pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 lint: $(VENV)/.dev     ## ruff + mypy (strict)
 	$(BIN)/ruff check .
