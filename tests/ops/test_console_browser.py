@@ -18,12 +18,11 @@ from aiohttp import web
 from sesguard.aws.held import HeldJobs
 from sesguard.aws.store import PartnerStore
 from sesguard.cli import demo_services
-from sesguard.core.jobs import parse_job
 from sesguard.local.demo import run_demo
 from sesguard.ops import operations
 from sesguard.ops.console import server
 from sesguard.ops.report import partner_text
-from tests.ops.test_console_api import EVIL_REASON
+from tests.ops.test_console_api import EVIL_REASON, hold
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -237,18 +236,8 @@ async def test_console_in_chromium(moto_endpoint, clients, settings) -> None:
             # ---- resume with replay: the held jobs go back on the send queue
             # The demo's newsletter jobs may all have been sent before its pause (the
             # worker's lag decides), so three more are held the way the sender holds them.
-            jobs = HeldJobs.from_clients(clients, settings)
-            for n in range(3):
-                job = {
-                    "job_id": f"console-held-{n}",
-                    "partner_id": "newsletter",
-                    "from": "news@newsletter.example.com",
-                    "to": ["ana@example.org"],
-                    "subject": "s",
-                    "text": "t",
-                }
-                assert await jobs.hold(parse_job(job))
-            held = await jobs.count("newsletter")
+            await hold(clients, settings, "newsletter", 3)
+            held = await HeldJobs.from_clients(clients, settings).count("newsletter")
             assert held >= 3
             await page.goto(console.url + "partners/newsletter")
             await expect(page.locator("body")).to_have_attribute("data-loaded", "true")
