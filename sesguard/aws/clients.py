@@ -107,15 +107,19 @@ class Clients:
 
 @asynccontextmanager
 async def open_clients(
-    concurrency: int = 32, max_attempts: int | None = None
+    concurrency: int = 32, max_attempts: int | None = None, endpoint_url: str | None = None
 ) -> AsyncIterator[Clients]:
+    """Every client sesguard uses; `endpoint_url` overrides the SDK's endpoint variables
+    (a test process that talks to several stand-ins at once)."""
     session = aioboto3.Session(region_name=region())
     config = client_config(concurrency, max_attempts)
     async with AsyncExitStack() as stack:
         calls: set[tuple[str, str]] = set()
 
         async def make(name: str, config: AioConfig = config) -> Any:
-            client = await stack.enter_async_context(session.client(name, config=config))
+            client = await stack.enter_async_context(
+                session.client(name, config=config, endpoint_url=endpoint_url)
+            )
 
             def record(model: Any, **_: Any) -> None:
                 calls.add((name, model.name))

@@ -30,12 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aioboto3
 import aiohttp
 import orjson
-from aiobotocore.config import AioConfig
 
-from sesguard.aws.clients import Clients
+from sesguard.aws.clients import Clients, open_clients
 from sesguard.aws.enqueue import Enqueuer
 from sesguard.aws.held import count_held
 from sesguard.aws.store import PartnerStore
@@ -295,16 +293,11 @@ class Stack:
             proxy = FaultProxy(self.endpoint, name)
             await self._stack.enter_async_context(proxy)
             self.proxies[name] = proxy
-        session = aioboto3.Session(
-            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        # The stack's own reads and setup go straight to the stand-in, never through a proxy.
+        self.clients = await self._stack.enter_async_context(
+            open_clients(max_attempts=3, endpoint_url=self.endpoint)
         )
-        config = AioConfig(retries={"mode": "standard", "total_max_attempts": 3})
-        made = {}
-        for service in ("dynamodb", "sqs", "s3", "sesv2", "firehose", "sts", "events"):
-            client = session.client(service, endpoint_url=self.endpoint, config=config)
-            made[service] = await self._stack.enter_async_context(client)
-        self.clients = Clients(**made, ses_send=made["sesv2"])  # this process never sends
-        self.sqs, self.ddb, self.s3 = made["sqs"], made["dynamodb"], made["s3"]
+        self.sqs, self.ddb, self.s3 = self.clients.sqs, self.clients.dynamodb, self.clients.s3
         return self
 
     async def __aexit__(self, *exc: object) -> None:
