@@ -8,15 +8,11 @@ no AWS access) or a --drain that gave up (a dependency down past the outage tole
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 
 from sender.service import SenderService
 from sesguard.aws.clients import open_clients
-from sesguard.logging import get_logger
+from sesguard.runtime.signals import service_signals
 from sesguard.settings import Settings
-
-log = get_logger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,16 +26,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     async with open_clients(settings.concurrency) as clients:
         service = SenderService(clients, settings, drain=bool(getattr(args, "drain", False)))
-        loop = asyncio.get_running_loop()
-        installed = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, service.stop, sig.name)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError):  # not the main thread / platform
-                log.debug("signal_handler_unavailable", signal=sig.name)
-        try:
+        with service_signals(service.stop, service.stop_budget):
             return await service.run()
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)

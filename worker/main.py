@@ -7,8 +7,6 @@ worker backfill [--prefix P] [--since ISO] [--bucket B]   count objects already 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 from datetime import UTC, datetime
 
 from sesguard.aws.clients import Clients, open_clients
@@ -16,6 +14,7 @@ from sesguard.aws.lifecycle import Publisher
 from sesguard.aws.store import PartnerStore
 from sesguard.core.exitcodes import ExitCode
 from sesguard.logging import get_logger
+from sesguard.runtime.signals import service_signals
 from sesguard.settings import Settings
 from worker.backfill import backfill
 from worker.enforce import Enforcer
@@ -73,19 +72,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         if action == "backfill":
             return await _backfill(args, settings, clients)
         service = WorkerService(clients, settings)
-        loop = asyncio.get_running_loop()
-        installed = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, service.stop)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError):  # not the main thread / platform
-                pass
-        try:
+        with service_signals(service.stop, service.stop_budget):
             return await service.run(drain=bool(getattr(args, "drain", False)))
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
 
 
 async def _backfill(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:

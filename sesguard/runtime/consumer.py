@@ -26,15 +26,19 @@ optionally, the dependencies to guard and a commit function; the runtime does th
 - **Stop** (`stop()`, SIGTERM): no new receives; handlers get `stop_grace` seconds to
   finish; then every handler outside an `uninterruptible()` section is cancelled at once
   and its message made visible at once, and those inside get `abandon_seconds` more.
+  Last deletes and returns get FINAL_FLUSH_SECONDS (plus the finisher's `on_wire` for a
+  call already sent). `stop_budget()` adds these up; a service whose stop outlives it
+  logs where every task waits (sesguard.runtime.signals).
 - **Drain** (`drain=True`): ends when a receive comes back empty, nothing is in hand, and
   the queue itself reads empty (visible, in flight and delayed: a message in flight from
   another, perhaps killed, task is waited for until it comes back and is handled). If a
   dependency stays down for longer than the outage tolerance, the drain gives up.
 - **Health**: a ticker refreshes the heartbeat file every second while the event loop
   runs, unless every running handler has made no progress for `stall_seconds`
-  (sesguard.runtime.delivery). The worst event-loop lag (sesguard.runtime.lag), the
-  counters and the open breakers are logged every `tally_every` seconds and sent as EMF
-  metrics (sesguard.runtime.metrics).
+  (sesguard.runtime.delivery), or the receive loop has not come round for
+  `receive_stall_seconds` (a receive that never returns: the task takes no work). The
+  worst event-loop lag (sesguard.runtime.lag), the counters and the open breakers are
+  logged every `tally_every` seconds and sent as EMF metrics (sesguard.runtime.metrics).
 """
 
 from __future__ import annotations
@@ -66,13 +70,14 @@ from sesguard.runtime.fates import (
     GiveBack,
     Retry,
 )
-from sesguard.runtime.finisher import CommitBatch, Finisher
+from sesguard.runtime.finisher import ON_WIRE_SECONDS, CommitBatch, Finisher
 from sesguard.runtime.health import touch_heartbeat
 from sesguard.runtime.lag import LoopLag
 from sesguard.runtime.metrics import ServiceMetrics
 from sesguard.runtime.ratelimit import Clock, SystemClock
 from sesguard.runtime.retry import MAX_VISIBILITY, RetryPolicy
 from sesguard.runtime.sqs import change_visibility, queue_depth
+from sesguard.runtime.stacks import log_task_stacks
 from sesguard.settings import Settings
 
 if TYPE_CHECKING:
@@ -109,6 +114,8 @@ class ConsumerConfig:
     linger: float = 0.05
     tally_every: float = 60.0
     stall_seconds: float = 600.0
+    # a receive takes at most wait_seconds plus the SDK's timeouts and retries
+    receive_stall_seconds: float = 300.0
     breaker_threshold: int = 5
     log_event: str = "message"
 
@@ -207,6 +214,8 @@ class Consumer:
         self._depth_unknown_logged = False
         self._read_empty = False  # --drain: the last look at the queue found it empty
         self._undeleted: dict[str, float] = {}  # receipt -> when it becomes visible again
+        self._loop_turned = self.clock.monotonic()  # the receive loop came round
+        self._receive_stuck = False
 
     # ---- control ---------------------------------------------------------------------
 
@@ -309,6 +318,7 @@ class Consumer:
         cfg = self.config
         batch = min(SQS_BATCH, cfg.concurrency)
         while not self._stopping.is_set():
+            self._loop_turned = self.clock.monotonic()
             intake = self._intake()
             if intake is not Intake.OPEN and cfg.drain and self._gave_up():
                 return
@@ -595,7 +605,8 @@ class Consumer:
                     self._log_counters(f"{self.config.name}_counters")
         finally:
             if renewing is not None and not renewing.done():
-                await asyncio.shield(renewing)  # never cut a renewal off halfway
+                # never cut a renewal off halfway, nor wait for one that hangs
+                await asyncio.wait({renewing}, timeout=ON_WIRE_SECONDS)
 
     def _renew(self, now: float) -> asyncio.Task[None] | None:
         vt = self.config.visibility_timeout
@@ -618,8 +629,25 @@ class Consumer:
         return asyncio.create_task(renew(), name=f"{self.config.name}-renew")
 
     def _check_stall(self, now: float) -> bool:
-        """True when the heartbeat may beat: some handler moved within `stall_seconds`
-        (or none is running)."""
+        """True when the heartbeat may beat: the receive loop came round within
+        `receive_stall_seconds`, and some handler moved within `stall_seconds` (or none
+        is running)."""
+        stuck = (
+            not self._stopping.is_set()
+            and now - self._loop_turned > self.config.receive_stall_seconds
+        )
+        if stuck != self._receive_stuck:
+            self._receive_stuck = stuck
+            if stuck:
+                log.error(
+                    f"{self.config.name}_receive_stalled",
+                    alert=True,
+                    seconds=self.config.receive_stall_seconds,
+                    action="heartbeat stopped: the health check will fail",
+                )
+                log_task_stacks("receive stalled")
+            else:
+                log.warning(f"{self.config.name}_receive_moving")
         running = [d for d in self._works if d.stage is Stage.HANDLING]
         stalled = bool(running) and all(
             not d.waiting and now - d.last_progress > self.config.stall_seconds for d in running
@@ -636,7 +664,7 @@ class Consumer:
                 )
             else:
                 log.warning(f"{self.config.name}_handlers_moving", running=len(running))
-        return not stalled
+        return not stalled and not stuck
 
     def _log_counters(self, event: str, **extra: Any) -> None:
         lag = self.lag.take_worst()
@@ -688,6 +716,12 @@ class Consumer:
                 if d.stage is Stage.HANDLING:
                     self._apply(d, GiveBack("handler did not stop", after=0))
         await self.finisher.close(deadline=self.clock.monotonic() + FINAL_FLUSH_SECONDS)
+
+    def stop_budget(self) -> float:
+        """Seconds a stop takes at most by design: the grace, the abandon time, the last
+        flush, a call already on the wire, and the last renewal."""
+        cfg = self.config
+        return cfg.stop_grace + cfg.abandon_seconds + FINAL_FLUSH_SECONDS + 2 * ON_WIRE_SECONDS
 
     # ---- helpers ---------------------------------------------------------------------
 

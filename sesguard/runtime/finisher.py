@@ -14,8 +14,12 @@ dead-lettered as "possibly sent" instead of being recognised as a duplicate. If 
 commit still fails when the service stops, the message is left in flight (logged) and
 comes back after its visibility timeout.
 
-close() never cancels a flush on the wire: a cancelled delete would leave finished
-messages in flight until their visibility timeout, and they would come back.
+close() does not cut a flush on the wire off at its deadline: a cancelled delete would
+leave finished messages in flight until their visibility timeout, and they would come
+back. It gives them `on_wire` seconds more (a flush takes milliseconds; the SDK's own
+timeouts bound each attempt) and only then cancels what still hangs, with an error line,
+so that a stop always ends: those messages come back and the services' idempotency
+turns them into no-ops.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ CommitBatch = Callable[[Sequence[Any]], Awaitable[Sequence[bool]]]
 
 Settled = Callable[[bool], None]
 """Told once per message, after its SQS call: whether SQS accepted it."""
+
+ON_WIRE_SECONDS = 10.0  # after close()'s deadline, for flushes already on the wire
 
 
 @dataclass(eq=False)
@@ -76,6 +82,7 @@ class Finisher:
         linger: float = 0.05,
         commit_retry_base: float = 0.1,
         commit_retry_cap: float = 5.0,
+        on_wire: float = ON_WIRE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sqs = sqs
@@ -84,6 +91,7 @@ class Finisher:
         self.linger = linger
         self.commit_retry_base = commit_retry_base
         self.commit_retry_cap = commit_retry_cap
+        self.on_wire = on_wire
         self.clock = clock
         self._deletes: list[_Entry] = []
         self._changes: list[_Entry] = []
@@ -159,9 +167,26 @@ class Finisher:
                 self._spawn(self._flush_changes(batch))
         self._give_up(self._deletes)
         if self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
+            await self._wait_for_flushes()
         # Commits that failed in the last flushes came back after the loop ended.
         self._give_up(self._deletes)
+
+    async def _wait_for_flushes(self) -> None:
+        """The flushes on the wire, until the deadline plus `on_wire`; then cancelled."""
+        wait = None
+        if self._deadline is not None:
+            wait = max(0.0, self._deadline - self.clock()) + self.on_wire
+        _, hanging = await asyncio.wait(set(self._flushes), timeout=wait)
+        if hanging:
+            log.error(
+                "flushes_abandoned",
+                count=len(hanging),
+                action="their messages stay in flight and come back after the visibility"
+                " timeout, as already done",
+            )
+            for task in hanging:
+                task.cancel()
+            await asyncio.wait(hanging, timeout=1.0)
 
     def _past_deadline(self, now: float) -> bool:
         return self._deadline is not None and now >= self._deadline

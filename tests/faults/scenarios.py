@@ -443,7 +443,7 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> Result:
                 result.outcome = await st.outcome(run.ids, mark)
                 mark("read")
             finally:
-                result.logs = {name: s.tail() for name, s in st.services.items()}
+                result.logs = {name: s.digest() for name, s in st.services.items()}
     except ScenarioError as exc:
         result.error = f"{exc}"
     except TimeoutError:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import os
 import signal
 import sys
@@ -162,6 +163,8 @@ class Service:
             try:
                 await asyncio.wait_for(self.proc.wait(), grace)
             except TimeoutError:
+                self.proc.send_signal(signal.SIGUSR1)  # log where every task waits
+                await asyncio.sleep(1.0)
                 self.proc.kill()
                 await self.proc.wait()
                 self.exits.append(-999)  # did not stop in time: never a pass
@@ -175,6 +178,35 @@ class Service:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def digest(self, notable: int = 60, last: int = 8) -> str:
+        """What a failure report needs from the log: its last `notable` lines that are
+        not routine (warnings, errors, state changes, counters, task stacks), then its
+        last `last` lines. Routine lines (one per message or object) are left out."""
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        picked = [line for line in lines[:-last] if not _routine(line)][-notable:]
+        return "\n".join([*picked, "[...last lines]", *lines[-last:]])
+
+
+ROUTINE_EVENTS = frozenset(
+    {"job", "message", "visibility_extended", "object_processed", "jobs_confirmed_by_ses"}
+)
+
+
+def _routine(line: str) -> bool:
+    """An info line about one message, object or renewal (or a metrics line)."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return False  # not JSON: a traceback, a crash: never routine
+    if not isinstance(rec, dict):
+        return False
+    if "_aws" in rec:
+        return True  # an EMF metrics line
+    return rec.get("level") == "info" and rec.get("event") in ROUTINE_EVENTS
 
 
 async def start_stand_in(

@@ -14,7 +14,9 @@ from tests.faults.scenarios import SCENARIOS, Result
 def test_fault(key: str, fault_results: dict[str, Result]) -> None:
     result = fault_results[key]
     failures = result.failures()
-    logs = "".join(f"\n--- {name}, last lines ---\n{tail}" for name, tail in result.logs.items())
+    logs = "".join(
+        f"\n--- {name}: notable, then last lines ---\n{tail}" for name, tail in result.logs.items()
+    )
     assert not failures, (
         f"{result.scenario.fault}:\n- "
         + "\n- ".join(failures)

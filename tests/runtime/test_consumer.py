@@ -35,6 +35,7 @@ from sesguard.runtime import (
     max_receive_count,
     queue_urls,
 )
+from sesguard.runtime.finisher import Finisher
 from sesguard.runtime.metrics import ServiceMetrics
 from sesguard.settings import Settings, load_settings
 from tests.conftest import ShiftClock, dead_letters_in, queue_counts, wait_until
@@ -557,3 +558,84 @@ async def test_event_loop_lag_is_reported_in_the_counters_and_as_a_metric(
     assert stopped["loop_lag_max_ms"] >= 200  # blocked 300 ms; the monitor ticks at 100 ms
     metrics = [json.loads(line) for line in emf.getvalue().splitlines()]
     assert max(m.get("event_loop_lag_seconds", 0) for m in metrics) >= 0.2
+
+
+async def test_a_receive_that_does_not_come_back_stops_the_heartbeat_and_names_the_wait(
+    queue: Queue, logs: list[dict[str, Any]]
+) -> None:
+    """A receive that never returns (a hung connection) leaves the task taking no work:
+    after receive_stall_seconds without the loop coming round the heartbeat stops, and
+    the log says where the loop waits; the loop coming round again resumes it."""
+    clock = ShiftClock()
+    consumer = queue.consumer(
+        _never_called, drain=False, clock=clock, wait_seconds=3, receive_stall_seconds=60
+    )
+    run = asyncio.create_task(consumer.run())
+    await asyncio.sleep(0.5)  # in a long poll on the empty queue: the loop waits on it
+    clock.offset += 61
+    await wait_until(lambda: events(logs, "test_receive_stalled") != [])
+    beat_age_reset(queue.heartbeat)
+    await asyncio.sleep(0.3)
+    assert queue.heartbeat.stat().st_mtime == 1000.0
+    stacks = [e for e in events(logs, "task_stack") if e["reason"] == "receive stalled"]
+    assert any("consumer.py" in f and "_receive" in f for e in stacks for f in e["frames"])
+    await wait_until(lambda: events(logs, "test_receive_moving") != [], limit=10)  # poll ended
+    await wait_until(lambda: queue.heartbeat.stat().st_mtime > 1000.0)
+    consumer.stop()
+    assert await asyncio.wait_for(run, 20) is StopCause.STOPPED
+
+
+async def _never_called(d: Delivery) -> Fate:
+    raise AssertionError(f"no message was sent, got {d.body}")
+
+
+async def test_a_handler_that_ignores_the_stop_does_not_hold_it(queue: Queue) -> None:
+    """A handler that swallows its cancellation (a bug) cannot keep the service from
+    stopping: its message is given back at once, and the stop ends within its budget."""
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def stubborn(d: Delivery) -> Fate:
+        started.set()
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue  # the bug: it swallows the stop's cancellation
+        return Done()
+
+    await queue.put("stuck")
+    consumer = queue.consumer(stubborn, drain=False, stop_grace=0.2)
+    run = asyncio.create_task(consumer.run())
+    await asyncio.wait_for(started.wait(), 20)
+    consumer.stop()
+    cause = await asyncio.wait_for(run, consumer.stop_budget())
+    assert cause is StopCause.STOPPED
+    assert await queue.depth() == (1, 0)  # given back, visible at once
+    release.set()  # let the stray task end before the loop closes
+    await asyncio.sleep(0.1)
+
+
+async def test_a_flush_that_never_returns_is_abandoned_after_the_deadline(
+    queue: Queue, logs: list[dict[str, Any]]
+) -> None:
+    """A commit (or SQS call) that hangs must not hold a stop forever: close() waits for
+    it until its deadline plus `on_wire`, then cancels it and logs; the message is left
+    in flight (it comes back, and the service's idempotency makes it a no-op)."""
+    sqs = queue.clients.sqs
+    await queue.put("job")
+    msg = (await sqs.receive_message(QueueUrl=queue.url, WaitTimeSeconds=1))["Messages"][0]
+    on_the_wire = asyncio.Event()
+
+    async def hanging_commit(items: Any) -> list[bool]:
+        on_the_wire.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    finisher = Finisher(sqs, queue.url, commit=hanging_commit, linger=0.0, on_wire=0.3)
+    finisher.start()
+    finisher.done(msg["ReceiptHandle"], commit="record")
+    await asyncio.wait_for(on_the_wire.wait(), timeout=5)
+    await asyncio.wait_for(finisher.close(deadline=time.monotonic() + 0.2), timeout=10)
+    assert [e["count"] for e in events(logs, "flushes_abandoned")] == [1]
+    assert await queue.depth() == (0, 1)  # still in flight
