@@ -2,8 +2,17 @@
 
 Endpoint, region and credentials come from the SDK's own environment (AWS_ENDPOINT_URL,
 AWS_REGION / AWS_DEFAULT_REGION, the credential chain), so the same code talks to AWS,
-LocalStack or moto. The pool is sized for our concurrency (aiobotocore defaults to 10)
-and retries use botocore's adaptive mode, which also rate-limits client-side on throttling.
+LocalStack or moto. The pool is sized for our concurrency (aiobotocore defaults to 10).
+
+Retries use botocore's *standard* mode (exponential backoff with jitter, a retry quota),
+never *adaptive* mode, whatever AWS_RETRY_MODE says. Adaptive mode's client-side rate
+limiter is, in aiobotocore, an asyncio.Condition awaited under `asyncio.wait_for`; on
+Python 3.11 a call cancelled while it waits there (our handlers' calls are cancelled when
+a service stops or holds its intake) can leave the condition's lock taken by nobody, and
+every later call of that client then waits forever. The fault suite met it as a sender
+whose DynamoDB calls all hung after 5 s of throttling; tests/aws/test_sdk_retries.py
+reproduces it. Throttling is handled by our own backoff instead (the runtime's retries
+and breakers, BatchWrite's backoff, the sender's SES rate).
 
 AWS_MAX_ATTEMPTS means what it means in every AWS SDK: the total number of attempts of a
 call, the first included (botocore's `total_max_attempts`; its `max_attempts` counts
@@ -72,7 +81,7 @@ def client_config(concurrency: int, max_attempts: int | None = None) -> AioConfi
     )
     return AioConfig(
         max_pool_connections=max(10, concurrency + 8),
-        retries={"mode": "adaptive", "total_max_attempts": max(1, attempts)},
+        retries={"mode": "standard", "total_max_attempts": max(1, attempts)},
         connect_timeout=5,
         read_timeout=30,
         tcp_keepalive=True,

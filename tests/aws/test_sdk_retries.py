@@ -9,12 +9,18 @@ builds as the services do:
   SESv2 calls keep their retries;
 - a claim whose PutItem was written but whose answer was lost is still ours when the
   SDK's retry fails its condition against it (it was judged "in progress", deferred,
-  and later dead-lettered as "possibly sent" although never sent).
+  and later dead-lettered as "possibly sent" although never sent);
+- no client uses adaptive mode, whose rate limiter deadlocked every DynamoDB call of a
+  sender after throttling once calls waiting in it were cancelled (sesguard/aws/clients.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
 from collections.abc import AsyncIterator
+from dataclasses import fields
 from typing import Any
 
 import pytest
@@ -122,3 +128,46 @@ async def test_only_the_same_token_makes_an_existing_claim_ours(clients: Any, ta
     await records.write_sent([records.sent_item(job(2), "other", "m-1")])
     again = await records.claim(job(2), "other")
     assert again.state is ClaimState.SENT and again.message_id == "m-1"
+
+
+async def test_no_client_uses_adaptive_retries_whatever_the_environment(
+    monkeypatch: pytest.MonkeyPatch, moto_endpoint: str
+) -> None:
+    monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")
+    async with open_clients(concurrency=4, endpoint_url=moto_endpoint) as c:
+        clients = [getattr(c, f.name) for f in fields(c) if f.name != "calls"]
+        clients = [client for client in clients if client is not None]
+        modes = {c.meta.service_model.service_name: c.meta.config.retries["mode"] for c in clients}
+    assert set(modes) >= {"dynamodb", "sqs", "s3", "sesv2", "firehose", "sts", "events"}
+    assert set(modes.values()) == {"standard"}
+
+
+async def test_calls_cancelled_during_throttling_do_not_block_later_calls(
+    proxy: FaultProxy, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the sender's handlers do when a breaker or a stop aborts them: DynamoDB calls
+    cancelled mid-flight while DynamoDB throttles, by 16 callers on one client (the SDK's
+    default attempts). Every later call still completes; with adaptive mode, calls of
+    such a client waited for ever."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    rng = random.Random(3)
+    key = {"pk": {"S": "nobody"}, "sk": {"S": "nothing"}}
+    async with open_clients(concurrency=16) as c:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 8.0
+
+        async def caller() -> None:
+            while loop.time() < until:
+                call = asyncio.ensure_future(c.dynamodb.get_item(TableName=table, Key=key))
+                if rng.random() < 0.3:
+                    done, _ = await asyncio.wait({call}, timeout=rng.random() * 1.5)
+                    if not done:
+                        call.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ClientError):
+                    await asyncio.wait_for(asyncio.shield(call), timeout=30)
+
+        proxy.inject(error("dynamodb", Error.THROTTLING), seconds=3.0)
+        await asyncio.wait_for(asyncio.gather(*(caller() for _ in range(16))), timeout=60)
+        after = [c.dynamodb.get_item(TableName=table, Key=key) for _ in range(16)]
+        answers = await asyncio.wait_for(asyncio.gather(*after), timeout=20)
+    assert len(answers) == 16
