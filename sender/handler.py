@@ -205,11 +205,11 @@ class SendHandler:
                 a.phase = Phase.CLAIMED
                 if kind is Failure.THROTTLED:
                     attempt += 1
-                    self.bucket.drain()
+                    rate = self.bucket.throttled()  # the whole task slows down, not this job
                     if attempt >= self.throttle_attempts:
                         await self._release(a)
                         return Retry(f"ses throttled {attempt} times")
-                    log.info("job_throttled", attempt=attempt)
+                    log.info("job_throttled", attempt=attempt, send_rate=round(rate, 2))
                     pause = backoff_delay(attempt - 1, base=self.backoff_base)
                     await d.abortable(self.clock.sleep(pause))
                     continue

@@ -4,6 +4,13 @@ SES enforces one maximum send rate for the whole account. Each sender task takes
 of it (`sesguard.runtime.leases.RateShare` shares it among the live tasks and changes a
 task's share with `set_rate`). The clock is injectable so tests drive time by hand instead
 of sleeping.
+
+When SES answers "slow down" anyway (another application sends from the account, or AWS
+lowered its rate), `throttled()` halves the rate actually used and forgets saved tokens;
+the rate then climbs back by a twentieth of the share per second (20 s from nothing
+to all of it). Additive increase, multiplicative decrease: a sender meeting a lower real
+limit settles just under it instead of hitting it at its share's pace. (The SDK's adaptive
+retry mode used to do this for us and cannot be used: sesguard/aws/clients.py.)
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ class SystemClock:
 # Float slack: after sleeping exactly (1 - tokens) / rate, the refill can land a hair
 # below 1.0; without slack a fake clock (or a large monotonic value) would spin.
 _EPSILON = 1e-9
+SLOWEST = 1 / 16  # the lowest fraction of its rate a throttled bucket falls to
+RECOVERY_PER_SECOND = 1 / 20  # fraction of the rate regained per second after a throttle
 
 
 class TokenBucket:
@@ -55,12 +64,21 @@ class TokenBucket:
         self._tokens = self.burst
         self._stamp = self.clock.monotonic()
         self._lock = asyncio.Lock()
+        self._share = 1.0  # the fraction of `rate` in use (below 1 after a throttle)
+
+    @property
+    def effective_rate(self) -> float:
+        """Tokens per second now: `rate`, or less while recovering from a throttle."""
+        self._refill()
+        return self.rate * self._share
 
     def _refill(self) -> None:
         now = self.clock.monotonic()
         elapsed = max(0.0, now - self._stamp)
         self._stamp = now
-        self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
+        # earned at the share in use when the interval began: never more than allowed
+        self._tokens = min(self.burst, self._tokens + elapsed * self.rate * self._share)
+        self._share = min(1.0, self._share + elapsed * RECOVERY_PER_SECOND)
 
     @property
     def tokens(self) -> float:
@@ -85,7 +103,8 @@ class TokenBucket:
                 if self._tokens >= 1 - _EPSILON:
                     self._tokens -= 1
                     return
-                await self.clock.sleep(max(_EPSILON, (1 - self._tokens) / self.rate))
+                rate = self.rate * self._share
+                await self.clock.sleep(max(_EPSILON, (1 - self._tokens) / rate))
 
     def set_rate(self, rate: float) -> None:
         """Change the rate from now on (a default burst follows it: one second's worth).
@@ -104,9 +123,16 @@ class TokenBucket:
         self._tokens = max(0.0, min(self.burst, self._tokens))
 
     def drain(self) -> None:
-        """Forget saved-up tokens: after SES says "slow down", no burst follows."""
+        """Forget saved-up tokens: no burst follows."""
         self._refill()
         self._tokens = min(self._tokens, 0.0)
+
+    def throttled(self) -> float:
+        """SES said "slow down": halve the rate in use (not below SLOWEST of it) and
+        forget saved tokens; returns the rate now in use. It climbs back by itself."""
+        self.drain()
+        self._share = max(SLOWEST, self._share / 2)
+        return self.rate * self._share
 
 
 def per_task_rate(account_rate: float, tasks: int) -> float:

@@ -153,3 +153,30 @@ async def test_a_waiter_sleeping_at_the_old_rate_waits_longer_after_a_lowering()
     await waiter
     # 0.1 s slept at the old rate earned 0.1 token at the new one; 0.9 s more for the rest
     assert clock.now - 1000.0 == pytest.approx(1.0)
+
+
+async def test_a_throttle_halves_the_rate_in_use_and_it_climbs_back() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=40, clock=clock)
+    assert bucket.throttled() == pytest.approx(20)
+    assert not bucket.try_acquire()  # saved tokens are gone
+    assert bucket.throttled() == pytest.approx(10)  # a second throttle halves again
+    start = clock.now
+    for _ in range(5):
+        await bucket.acquire()
+    # ~10/s (a little more as it climbs back), not the share's 40/s
+    assert 0.3 < clock.now - start <= 0.5
+    clock.now += 20  # 1/20 of the rate regained per second: whole again
+    assert bucket.effective_rate == pytest.approx(40)
+
+
+async def test_repeated_throttles_stop_at_a_floor_and_a_new_share_keeps_the_slowdown() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=32, clock=clock)
+    for _ in range(10):
+        bucket.throttled()
+    assert bucket.effective_rate == pytest.approx(2)  # 1/16 of 32, never nothing
+    bucket.set_rate(16)  # another sender task started: the share halves
+    assert bucket.effective_rate == pytest.approx(1)  # still slowed down
+    clock.now += 5
+    assert bucket.effective_rate == pytest.approx(16 * (1 / 16 + 5 / 20))
