@@ -8,9 +8,11 @@ of sleeping.
 When SES answers "slow down" anyway (another application sends from the account, or AWS
 lowered its rate), `throttled()` halves the rate actually used and forgets saved tokens;
 the rate then climbs back by a twentieth of the share per second (20 s from nothing
-to all of it). Additive increase, multiplicative decrease: a sender meeting a lower real
-limit settles just under it instead of hitting it at its share's pace. (The SDK's adaptive
-retry mode used to do this for us and cannot be used: sesguard/aws/clients.py.)
+to all of it). Throttles within a second of a halving are one event (the handlers that
+were sending at once all hear it) and do not halve it again. Additive increase,
+multiplicative decrease: a sender meeting a lower real limit settles just under it
+instead of hitting it at its share's pace. (The SDK's adaptive retry mode used to do
+this for us and cannot be used: sesguard/aws/clients.py.)
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class SystemClock:
 _EPSILON = 1e-9
 SLOWEST = 1 / 16  # the lowest fraction of its rate a throttled bucket falls to
 RECOVERY_PER_SECOND = 1 / 20  # fraction of the rate regained per second after a throttle
+THROTTLE_EVENT_SECONDS = 1.0  # throttles this close to a halving are the same event
 
 
 class TokenBucket:
@@ -65,6 +68,7 @@ class TokenBucket:
         self._stamp = self.clock.monotonic()
         self._lock = asyncio.Lock()
         self._share = 1.0  # the fraction of `rate` in use (below 1 after a throttle)
+        self._halved_at: float | None = None
 
     @property
     def effective_rate(self) -> float:
@@ -131,7 +135,10 @@ class TokenBucket:
         """SES said "slow down": halve the rate in use (not below SLOWEST of it) and
         forget saved tokens; returns the rate now in use. It climbs back by itself."""
         self.drain()
-        self._share = max(SLOWEST, self._share / 2)
+        now = self.clock.monotonic()
+        if self._halved_at is None or now - self._halved_at >= THROTTLE_EVENT_SECONDS:
+            self._halved_at = now
+            self._share = max(SLOWEST, self._share / 2)
         return self.rate * self._share
 
 

@@ -160,11 +160,14 @@ async def test_a_throttle_halves_the_rate_in_use_and_it_climbs_back() -> None:
     bucket = TokenBucket(rate=40, clock=clock)
     assert bucket.throttled() == pytest.approx(20)
     assert not bucket.try_acquire()  # saved tokens are gone
-    assert bucket.throttled() == pytest.approx(10)  # a second throttle halves again
+    for _ in range(15):  # the other handlers sending at that moment: the same event
+        assert bucket.throttled() == pytest.approx(20)
+    clock.now += 1.0
+    assert bucket.throttled() == pytest.approx(11)  # a later throttle halves again (22 / 2)
     start = clock.now
     for _ in range(5):
         await bucket.acquire()
-    # ~10/s (a little more as it climbs back), not the share's 40/s
+    # ~11/s (a little more as it climbs back), not the share's 40/s
     assert 0.3 < clock.now - start <= 0.5
     clock.now += 20  # 1/20 of the rate regained per second: whole again
     assert bucket.effective_rate == pytest.approx(40)
@@ -173,7 +176,8 @@ async def test_a_throttle_halves_the_rate_in_use_and_it_climbs_back() -> None:
 async def test_repeated_throttles_stop_at_a_floor_and_a_new_share_keeps_the_slowdown() -> None:
     clock = FakeClock()
     bucket = TokenBucket(rate=32, clock=clock)
-    for _ in range(10):
+    for _ in range(10):  # one throttle a second: each halves what climbed back since
+        clock.now += 1.0
         bucket.throttled()
     assert bucket.effective_rate == pytest.approx(2)  # 1/16 of 32, never nothing
     bucket.set_rate(16)  # another sender task started: the share halves
