@@ -11,7 +11,7 @@ import argparse
 
 from sender.service import SenderService
 from sesguard.aws.clients import open_clients
-from sesguard.runtime.signals import service_signals
+from sesguard.runtime.signals import service_signals, stop_budget
 from sesguard.settings import Settings
 
 
@@ -26,5 +26,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     async with open_clients(settings.concurrency) as clients:
         service = SenderService(clients, settings, drain=bool(getattr(args, "drain", False)))
-        with service_signals(service.stop, service.stop_budget):
+        with service_signals(service.stop, lambda: stop_budget(service.consumer)):
             return await service.run()

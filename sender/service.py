@@ -51,7 +51,6 @@ from sesguard.runtime import (
 from sesguard.runtime.leases import RateShare
 from sesguard.runtime.metrics import ServiceMetrics
 from sesguard.runtime.ratelimit import Clock, SystemClock, TokenBucket
-from sesguard.runtime.signals import CLEANUP_SECONDS
 from sesguard.settings import Settings
 
 log = get_logger(__name__)
@@ -118,12 +117,6 @@ class SenderService:
             self.consumer.stop(why)
         else:
             self._stop_why = why
-
-    def stop_budget(self) -> float:
-        """How long a stop may take before it is logged as hanging (main.py): the
-        consumer's budget plus this service's clean-up (its rate-share lease)."""
-        base = self.consumer.stop_budget() if self.consumer is not None else 0.0
-        return base + CLEANUP_SECONDS
 
     @property
     def in_flight(self) -> int:

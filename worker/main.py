@@ -14,7 +14,7 @@ from sesguard.aws.lifecycle import Publisher
 from sesguard.aws.store import PartnerStore
 from sesguard.core.exitcodes import ExitCode
 from sesguard.logging import get_logger
-from sesguard.runtime.signals import service_signals
+from sesguard.runtime.signals import service_signals, stop_budget
 from sesguard.settings import Settings
 from worker.backfill import backfill
 from worker.enforce import Enforcer
@@ -72,7 +72,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         if action == "backfill":
             return await _backfill(args, settings, clients)
         service = WorkerService(clients, settings)
-        with service_signals(service.stop, service.stop_budget):
+        with service_signals(service.stop, lambda: stop_budget(service.consumer)):
             return await service.run(drain=bool(getattr(args, "drain", False)))
 
 

@@ -33,7 +33,6 @@ from sesguard.runtime import (
     report_progress,
 )
 from sesguard.runtime.metrics import ServiceMetrics
-from sesguard.runtime.signals import CLEANUP_SECONDS
 from sesguard.settings import Settings
 from worker.enforce import Enforcer
 from worker.handler import EventsHandler, WorkerTally
@@ -93,12 +92,6 @@ class WorkerService:
     @processor.setter
     def processor(self, processor: Processor) -> None:
         self.handler.processor = processor
-
-    def stop_budget(self) -> float:
-        """How long a stop may take before it is logged as hanging (main.py): the
-        consumer's budget plus this service's clean-up."""
-        base = self.consumer.stop_budget() if self.consumer is not None else 0.0
-        return base + CLEANUP_SECONDS
 
     def stop(self, why: str = "stop") -> None:
         """Begin draining (SIGTERM): no new receives; in-flight work finishes."""

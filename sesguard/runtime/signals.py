@@ -14,6 +14,7 @@ import signal
 from collections.abc import Callable, Iterator
 
 from sesguard.logging import get_logger
+from sesguard.runtime.consumer import Consumer
 from sesguard.runtime.stacks import log_task_stacks
 
 log = get_logger(__name__)
@@ -21,12 +22,17 @@ log = get_logger(__name__)
 CLEANUP_SECONDS = 10.0  # a service's own clean-up after its consumer stopped
 
 
+def stop_budget(consumer: Consumer | None) -> float:
+    """How long a service's stop may take before it is logged as hanging: its
+    consumer's budget (none if it never started one) plus the service's own clean-up
+    (the sender's rate-share lease, clients closing)."""
+    return (consumer.stop_budget() if consumer is not None else 0.0) + CLEANUP_SECONDS
+
+
 @contextlib.contextmanager
-def service_signals(
-    stop: Callable[[str], None], stop_budget: Callable[[], float]
-) -> Iterator[None]:
+def service_signals(stop: Callable[[str], None], budget: Callable[[], float]) -> Iterator[None]:
     """Install the handlers on the running loop for the duration of the block. `stop`
-    gets the signal's name; `stop_budget()` is read at the first stop signal. Where
+    gets the signal's name; `budget()` (seconds) is read at the first stop signal. Where
     signals cannot be handled (not the main thread), the service runs without them."""
     loop = asyncio.get_running_loop()
     watchdogs: list[asyncio.Task[None]] = []
@@ -34,8 +40,8 @@ def service_signals(
     def stopping(name: str) -> None:
         stop(name)
         if not watchdogs:
-            budget = stop_budget()
-            watchdogs.append(loop.create_task(_watch(budget, name), name="stop-watchdog"))
+            seconds = budget()
+            watchdogs.append(loop.create_task(_watch(seconds, name), name="stop-watchdog"))
 
     installed: list[signal.Signals] = []
     handlers: list[tuple[signal.Signals, Callable[[], object]]] = [
