@@ -47,7 +47,10 @@ Sink = Callable[[int, dict[str, Any]], None]  # receives (offset, record)
 Steps = Iterator[None]  # one item per pause: the caller may do other work in between
 
 GZIP_MAGIC = b"\x1f\x8b"
-# A record longer than this without closing is treated as broken rather than buffered on.
+# The longest record read. Firehose refuses records over 1,000 KiB, so a longer one is not
+# SES's: it is malformed, never buffered on nor parsed. orjson allocates about twelve times
+# the length of its input before it looks at it, so no text longer than this is ever
+# handed to it: that is what bounds the reader's memory (about 12 MiB transient).
 MAX_RECORD_BYTES = 1 << 20
 # Decompressed bytes produced per inflate call (and per slice of a plain chunk), so a small
 # compressed chunk cannot balloon memory or take long in one call.
@@ -80,7 +83,7 @@ _DENSE_LINE_BYTES = 32
 _LINE_WINDOW = 64 * 1024
 _OPEN = 0x7B
 # Bytes no JSON text can end with: where a candidate ends with one, orjson would fail, and
-# is not asked (it allocates about ten times its input before it looks).
+# is not asked (it allocates about twelve times its input before it looks).
 _NO_END = frozenset(range(256)) - frozenset(b'}]"0123456789el \t\r\n')
 _FAIL = object()
 # orjson's messages for a value followed by more text, and for input that is not UTF-8
@@ -347,6 +350,7 @@ class RecordStream:
     def _lines(self, text: bytes, base: int, out: Sink) -> Steps:
         loads, decode_error, fail = orjson.loads, orjson.JSONDecodeError, _FAIL
         blank_first, no_end, step, record_work = _WS_BYTES, _NO_END, STEP_WORK, RECORD_WORK
+        most = MAX_RECORD_BYTES
         spent = self._spent  # a local in the loop, written back around every pause
         for start, lines, cost in _line_groups(text, base):
             offset = start
@@ -361,8 +365,8 @@ class RecordStream:
                     if spent >= step:
                         self._spent = spent = 0
                         yield
-                    try:
-                        obj = loads(line) if line[-1] not in no_end else fail
+                    try:  # a line too long to be one record may still be several
+                        obj = loads(line) if line[-1] not in no_end and size <= most else fail
                     except decode_error:
                         obj = fail
                     if obj is fail:
@@ -401,7 +405,7 @@ class RecordStream:
             self._spent += RECORD_WORK
             if end - pos > _PROBE_BYTES and _broken_early(buf, pos):
                 self._spent += _PROBE_BYTES  # and loads(buf[pos:end]) would fail: not asked
-            elif buf[end - 1] not in _NO_END:
+            elif buf[end - 1] not in _NO_END and end - pos <= MAX_RECORD_BYTES:
                 self._spent += end - pos
                 try:
                     obj = orjson.loads(buf[pos:end])
@@ -416,6 +420,7 @@ class RecordStream:
                 starts = found.start() if found else n
             # Not one record up to the next `}{`: maybe that `}{` was inside a string, so
             # find where this record really ends and try that.
+            reason = "invalid JSON" if buf[pos] == _OPEN else "not JSON"
             if buf[pos] == _OPEN and budget > 0:
                 stop = min(starts, pos + MAX_RECORD_BYTES)
                 budget -= stop - pos
@@ -424,6 +429,8 @@ class RecordStream:
                 if record is None:
                     if starts == n and not final and n - pos <= MAX_RECORD_BYTES:
                         return pos  # may be completed by the next chunk
+                    if stop - pos == MAX_RECORD_BYTES:
+                        reason = f"no record end within {MAX_RECORD_BYTES} bytes"
                 elif record[0] != end:
                     close, obj = record
                     self._emit(obj, base + pos, close - pos, out)
@@ -435,7 +442,7 @@ class RecordStream:
             nxt = min(here.end() - 1 if here else pair_open, starts)
             if nxt == n and not final and n - pos <= MAX_RECORD_BYTES:
                 return pos
-            self._bad(base + pos, nxt - pos, "invalid JSON" if buf[pos] == _OPEN else "not JSON")
+            self._bad(base + pos, nxt - pos, reason)
             pos = nxt
         return n
 
@@ -450,7 +457,8 @@ class RecordStream:
             # one broken stretch, found piecewise while resynchronizing: count it once
             if self._bad_kept:
                 last = self.malformed[-1]
-                self.malformed[-1] = Malformed(last.offset, last.length + length, reason)
+                # its start says best what went wrong: keep the first reason
+                self.malformed[-1] = Malformed(last.offset, last.length + length, last.reason)
             self._bad_end = offset + length
             return
         self._note(offset, length, reason)

@@ -304,6 +304,19 @@ _REAL_ACCOUNT_VARS = (
 )
 
 
+@contextmanager
+def pointed_at(endpoint: str) -> Iterator[None]:
+    """`isolate_environment` for the length of a block; the environment is restored after
+    it, so the rest of the process (a test session) talks to what it talked to before."""
+    saved = dict(os.environ)
+    isolate_environment(endpoint)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def isolate_environment(endpoint: str) -> None:
     """Point every AWS SDK call in this process at the stand-in with fake credentials."""
     for var in _REAL_ACCOUNT_VARS:
@@ -389,18 +402,20 @@ def local_aws(port: int | None = None) -> Iterator[str]:
     server._server.app = _with_our_routes(server._server.app)  # type: ignore[union-attr]
     endpoint = f"http://127.0.0.1:{port}"
     _in_process.add(endpoint)
-    isolate_environment(endpoint)
     try:
-        yield endpoint
+        with pointed_at(endpoint):
+            yield endpoint
     finally:
         _in_process.discard(endpoint)
         server.stop()
 
 
 @contextmanager
-def local_aws_process(ready_timeout: float = 30.0) -> Iterator[str]:
+def local_aws_process(ready_timeout: float = 30.0, point: bool = True) -> Iterator[str]:
     """The same stand-in in a child process (so it does not share this interpreter's lock
-    with the code under test, as a real endpoint would not); yields the endpoint URL."""
+    with the code under test, as a real endpoint would not); yields the endpoint URL. With
+    `point`, this process's SDK environment points at it for the block (`pointed_at`);
+    without, only clients given the endpoint talk to it."""
     import subprocess
     import sys
     import time
@@ -422,8 +437,8 @@ def local_aws_process(ready_timeout: float = 30.0) -> Iterator[str]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the local AWS stand-in did not start") from None
                 time.sleep(0.1)
-        isolate_environment(endpoint)
-        yield endpoint
+        with pointed_at(endpoint) if point else nullcontext():
+            yield endpoint
     finally:
         proc.terminate()
         proc.wait(timeout=10)

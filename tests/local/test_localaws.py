@@ -170,24 +170,23 @@ async def test_sent_messages_is_empty_after_a_reset(moto_endpoint) -> None:
 
 def test_child_stand_in_serves_sent_messages() -> None:
     """`local_aws_process` (and `python -m sesguard.local.localaws`): ready once our route
-    answers, and `sent_messages` reads the child's SES over HTTP."""
+    answers, and `sent_messages` reads the child's SES over HTTP; the SDK environment it
+    set for the block is restored after it."""
     import boto3
 
-    saved = dict(os.environ)
-    try:
-        with local_aws_process() as endpoint:
-            assert endpoint not in _in_process
-            assert sent_messages(endpoint) == []
-            ses = boto3.client("sesv2", endpoint_url=endpoint)
-            ses.create_email_identity(EmailIdentity="isv.example.com")
-            ses.send_email(
-                FromEmailAddress="guard@isv.example.com",
-                Destination={"ToAddresses": ["ana@example.org"]},
-                Content={"Simple": {"Subject": {"Data": "s"}, "Body": {"Text": {"Data": "b"}}}},
-            )
-            (msg,) = sent_messages(endpoint)
-            assert msg["destinations"]["ToAddresses"] == ["ana@example.org"]
-            assert msg["subject"] == "s"
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    before = os.environ.get("AWS_ENDPOINT_URL")
+    with local_aws_process() as endpoint:
+        assert os.environ["AWS_ENDPOINT_URL"] == endpoint != before
+        assert endpoint not in _in_process
+        assert sent_messages(endpoint) == []
+        ses = boto3.client("sesv2", endpoint_url=endpoint)
+        ses.create_email_identity(EmailIdentity="isv.example.com")
+        ses.send_email(
+            FromEmailAddress="guard@isv.example.com",
+            Destination={"ToAddresses": ["ana@example.org"]},
+            Content={"Simple": {"Subject": {"Data": "s"}, "Body": {"Text": {"Data": "b"}}}},
+        )
+        (msg,) = sent_messages(endpoint)
+        assert msg["destinations"]["ToAddresses"] == ["ana@example.org"]
+        assert msg["subject"] == "s"
+    assert os.environ.get("AWS_ENDPOINT_URL") == before

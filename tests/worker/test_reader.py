@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import tracemalloc
 import zlib
 
 import orjson
@@ -13,6 +14,7 @@ from worker.reader import (
     INFLATE_STEP,
     MALFORMED_KEPT,
     MAX_PENDING_BYTES,
+    MAX_RECORD_BYTES,
     RECORD_WORK,
     STEP_WORK,
     Malformed,
@@ -150,6 +152,41 @@ def test_undelimited_stream_is_read_without_holding_it_whole() -> None:
     assert count == len(recs)
     assert stream.malformed == []
     assert peak <= MAX_PENDING_BYTES + 64 * 1024
+
+
+@pytest.mark.parametrize("newline", [True, False])
+def test_a_record_longer_than_the_limit_is_malformed_and_its_neighbours_read(
+    newline: bool,
+) -> None:
+    """Valid JSON, but longer than any Firehose record can be: one malformed stretch that
+    says why, whether it sits on its own line or between concatenated records."""
+    long = orjson.dumps({"eventType": "Send", "pad": "z" * (MAX_RECORD_BYTES + 10)})
+    sep = b"\n" if newline else b""
+    record = orjson.dumps(sample_records()[0])
+    records, malformed = read_all(sep.join([record, long, record]) + sep, 64 * 1024)
+    assert [r for _, r in records] == [sample_records()[0]] * 2
+    assert [(m.offset, m.length) for m in malformed] == [(len(record) + len(sep), len(long))]
+    assert malformed[0].reason == f"no record end within {MAX_RECORD_BYTES} bytes"
+
+
+@pytest.mark.parametrize("newline", [True, False])
+def test_memory_is_bounded_by_the_record_limit_not_by_the_line(newline: bool) -> None:
+    """orjson allocates about twelve times its input up front. A line just under 2 MiB is
+    two 1 MiB pieces, the first held back waiting for its end: handed to orjson whole it
+    would cost about 24 MiB; the reader never hands it more than MAX_RECORD_BYTES (about
+    12 MiB, plus a few MiB of pieces and buffer)."""
+    head = b'{"eventType":"Send","x":"'
+    end = b'"}' + (b"\n" if newline else b"")
+    data = head + b"a" * (2 * MAX_RECORD_BYTES - 1 - len(head) - len(end)) + end
+    tracemalloc.start()
+    try:
+        records, malformed = read_all(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    print(f"traced peak {peak / MAX_RECORD_BYTES:.1f} MiB")
+    assert records == [] and [m.length for m in malformed] == [len(data.rstrip())]
+    assert peak < 22 * MAX_RECORD_BYTES  # 16-18 MiB here; 29-31 MiB if the line went whole
 
 
 def test_hostile_input_stays_fast() -> None:
