@@ -638,33 +638,31 @@ class Consumer:
         )
         if stuck != self._receive_stuck:
             self._receive_stuck = stuck
+            self._log_health("receive", stuck, self.config.receive_stall_seconds)
             if stuck:
-                log.error(
-                    f"{self.config.name}_receive_stalled",
-                    alert=True,
-                    seconds=self.config.receive_stall_seconds,
-                    action="heartbeat stopped: the health check will fail",
-                )
                 log_task_stacks("receive stalled")
-            else:
-                log.warning(f"{self.config.name}_receive_moving")
         running = [d for d in self._works if d.stage is Stage.HANDLING]
         stalled = bool(running) and all(
             not d.waiting and now - d.last_progress > self.config.stall_seconds for d in running
         )
         if stalled != self._stalled:
             self._stalled = stalled
-            if stalled:
-                log.error(
-                    f"{self.config.name}_handlers_stalled",
-                    alert=True,
-                    running=len(running),
-                    seconds=self.config.stall_seconds,
-                    action="heartbeat stopped: the health check will fail",
-                )
-            else:
-                log.warning(f"{self.config.name}_handlers_moving", running=len(running))
+            self._log_health("handlers", stalled, self.config.stall_seconds, running=len(running))
         return not stalled and not stuck
+
+    def _log_health(self, what: str, stalled: bool, seconds: float, **extra: Any) -> None:
+        """One of the heartbeat's two conditions changed: `<service>_<what>_stalled` (an
+        alert: the health check will fail) or `<service>_<what>_moving` (it beats again)."""
+        if stalled:
+            log.error(
+                f"{self.config.name}_{what}_stalled",
+                alert=True,
+                seconds=seconds,
+                action="heartbeat stopped: the health check will fail",
+                **extra,
+            )
+        else:
+            log.warning(f"{self.config.name}_{what}_moving", **extra)
 
     def _log_counters(self, event: str, **extra: Any) -> None:
         lag = self.lag.take_worst()
