@@ -46,6 +46,7 @@ import orjson
 
 from sesguard.aws.clients import open_clients
 from sesguard.aws.store import PartnerStore
+from sesguard.domain.judgement import PartnerJudge
 from sesguard.local.localaws import local_aws_process
 from sesguard.logging import configure_logging
 from sesguard.ops.bootstrap import ensure_table
@@ -211,7 +212,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         await ensure_table(clients, settings)
         await clients.s3.create_bucket(Bucket=BUCKET)
         store = PartnerStore.from_settings(clients.dynamodb, settings)
-        enforcer = Enforcer(store, clients.sesv2, settings)
+        enforcer = Enforcer(PartnerJudge.standard(store, clients.sesv2, settings))
         # Both without the cap here, to read every object to its end; the cap is measured
         # on its own below.
         modes: dict[str, Stepped | OneCall] = {

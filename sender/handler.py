@@ -29,17 +29,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 from structlog.contextvars import bound_contextvars
 
-from sender.gate import Action, Gate
+from sender.gate import Gate
 from sender.intake import Attempt, JobOutcome, Phase, ids_for_log, job_from_message
 from sender.records import ClaimState, JobRecords
 from sender.ses import Failure, classify_failure, send_params
+from sesguard.aws.clients import Clients
 from sesguard.aws.deadletter import REJECTED, UNKNOWN_PARTNER, possibly_sent_reason
 from sesguard.aws.errors import describe, error_code
 from sesguard.aws.held import HeldJobs
@@ -47,7 +48,6 @@ from sesguard.aws.store import StoreError
 from sesguard.core.backoff import backoff_delay
 from sesguard.core.jobs import JobError, SendJob
 from sesguard.core.partners import Profile
-from sesguard.local.simulator import EventPublisher
 from sesguard.logging import get_logger
 from sesguard.runtime import Aborted, DeadLetter, Defer, Delivery, Done, Fate, GiveBack, Retry
 from sesguard.runtime.metrics import ServiceMetrics
@@ -55,6 +55,16 @@ from sesguard.runtime.ratelimit import Clock, TokenBucket
 from sesguard.settings import Settings
 
 log = get_logger(__name__)
+
+
+class AfterSend(Protocol):
+    """Called with every send SES accepted. Injected by local wiring only: the demo and
+    SESGUARD_SIMULATE_EVENTS publish the events SES would (sesguard.local.simulator)."""
+
+    def __call__(self, params: dict[str, Any], message_id: str, /) -> Awaitable[object]: ...
+
+
+AfterSendFactory = Callable[[Clients, Settings], Awaitable[AfterSend]]
 
 SENT_MEMORY = 10_000  # job_ids this task sent lately: same-batch duplicates need no read
 # Errors of our own dependencies (DynamoDB, the network): the job goes back (Retry).
@@ -80,7 +90,7 @@ class SendHandler:
         bucket: TokenBucket,
         metrics: ServiceMetrics,
         clock: Clock,
-        publisher: EventPublisher | None = None,
+        after_send: AfterSend | None = None,
         throttle_attempts: int = 6,
         backoff_base: float = 0.1,
     ) -> None:
@@ -94,7 +104,7 @@ class SendHandler:
         self.clock = clock
         # SES paused the whole account (sender.account.AccountWatch.trip, set by wiring)
         self.on_account_paused: Callable[[str], None] = lambda _why: None
-        self.publisher = publisher
+        self.after_send = after_send
         self.throttle_attempts = throttle_attempts
         self.backoff_base = backoff_base
         self._claims: dict[str, asyncio.Future[None]] = {}  # job_id -> its delivery's end
@@ -121,7 +131,7 @@ class SendHandler:
                 raise
 
     async def close(self) -> None:
-        """Wait for simulated events still being published (local runs only)."""
+        """Wait for after-send hooks still running (local runs only)."""
         if self._simulations:
             await asyncio.gather(*self._simulations, return_exceptions=True)
 
@@ -129,19 +139,19 @@ class SendHandler:
 
     async def _process(self, d: Delivery, a: Attempt, job: SendJob) -> Fate:
         try:
-            decision = await self.gate.check(job.partner_id)
+            judgement = await self.gate.check(job.partner_id)
         except INFRA_ERRORS as exc:
             return Retry(f"gate: {describe(exc)}")
-        if decision.action is Action.UNKNOWN:
+        if judgement.unknown:
             return DeadLetter(UNKNOWN_PARTNER)
-        if decision.action is Action.HOLD:
+        if not judgement.admits:
             try:
                 await self.held.hold(job, d.sent_at)
             except INFRA_ERRORS as exc:
                 return Retry(f"hold: {describe(exc)}")
             self.metrics.add("jobs_held")
             d.outcome = JobOutcome.HELD
-            d.fields["reason"] = decision.reason
+            d.fields["reason"] = judgement.reason
             return Done()
 
         # One delivery per job_id at a time in this task: a second one (the same job_id
@@ -153,7 +163,7 @@ class SendHandler:
         done = asyncio.get_running_loop().create_future()
         self._claims[job.job_id] = done
         try:
-            return await self._claim_and_send(d, a, job, decision.profile)
+            return await self._claim_and_send(d, a, job, judgement.profile)
         finally:
             del self._claims[job.job_id]
             done.set_result(None)
@@ -228,8 +238,8 @@ class SendHandler:
                 self._sent_here.popitem(last=False)
             d.outcome = JobOutcome.SENT
             d.fields["ses_message_id"] = message_id
-            if self.publisher is not None:
-                self._simulate(job, params, message_id)
+            if self.after_send is not None:
+                self._after_send(params, message_id)
             return Done(commit=self.records.sent_item(job, a.token, message_id))
 
     def _duplicate(self, d: Delivery, message_id: str | None) -> Fate:
@@ -238,19 +248,19 @@ class SendHandler:
             d.fields["ses_message_id"] = message_id
         return Done()
 
-    def _simulate(self, job: SendJob, params: dict[str, Any], message_id: str) -> None:
-        """Local runs only: publish the events SES would, as SES would (via Firehose), in
-        the background: the job is done whatever happens to its simulated events."""
-        assert self.publisher is not None
-        publisher = self.publisher
+    def _after_send(self, params: dict[str, Any], message_id: str) -> None:
+        """Run the after-send hook in the background: the job is done whatever happens
+        to it (local runs publish simulated SES events with it)."""
+        assert self.after_send is not None
+        hook = self.after_send
 
-        async def publish() -> None:
+        async def run() -> None:
             try:
-                await publisher.after_send(params, message_id)
-            except Exception as exc:  # the mail is sent; a lost simulated event must not resend it
+                await hook(params, message_id)
+            except Exception as exc:  # the mail is sent; a failed hook must not resend it
                 log.error("simulated_events_failed", error=repr(exc))  # the task has the context
 
-        task = asyncio.create_task(publish())
+        task = asyncio.create_task(run())
         self._simulations.add(task)
         task.add_done_callback(self._simulations.discard)
 

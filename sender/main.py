@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from sender.handler import AfterSendFactory
 from sender.service import SenderService
 from sesguard.aws.clients import open_clients
 from sesguard.runtime.signals import service_signals, stop_budget
@@ -23,8 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-async def run(args: argparse.Namespace, settings: Settings) -> int:
+async def run(
+    args: argparse.Namespace, settings: Settings, after_send: AfterSendFactory | None = None
+) -> int:
+    """Run until stopped; `after_send` is local wiring (sesguard.cli.service_wiring)."""
     async with open_clients(settings.concurrency) as clients:
-        service = SenderService(clients, settings, drain=bool(getattr(args, "drain", False)))
+        drain = bool(getattr(args, "drain", False))
+        service = SenderService(clients, settings, drain=drain, after_send=after_send)
         with service_signals(service.stop, lambda: stop_budget(service.consumer)):
             return await service.run()

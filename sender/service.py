@@ -29,7 +29,7 @@ from typing import Any
 
 from sender.account import PROBE_SECONDS, AccountWatch
 from sender.gate import Gate
-from sender.handler import INFRA_ERRORS, SendHandler
+from sender.handler import INFRA_ERRORS, AfterSendFactory, SendHandler
 from sender.rate import resolve_send_rate
 from sender.records import JobRecords
 from sesguard.aws.clients import Clients
@@ -38,7 +38,7 @@ from sesguard.aws.held import HeldJobs
 from sesguard.aws.lifecycle import Publisher
 from sesguard.aws.store import PartnerStore
 from sesguard.core.exitcodes import ExitCode
-from sesguard.local.simulator import EventPublisher
+from sesguard.domain.judgement import PartnerJudge
 from sesguard.logging import get_logger
 from sesguard.runtime import (
     Consumer,
@@ -75,6 +75,7 @@ class SenderService:
         retry: RetryPolicy | None = None,
         stall_seconds: float = 600.0,
         breaker_threshold: int = 5,
+        after_send: AfterSendFactory | None = None,
     ) -> None:
         self.clients = clients
         self.settings = settings
@@ -90,13 +91,13 @@ class SenderService:
         self.stall_seconds = stall_seconds
         self.breaker_threshold = breaker_threshold
         self.store = PartnerStore.from_settings(clients.dynamodb, settings)
-        self.gate = Gate(
-            self.store,
-            clients.sesv2,
-            settings,
-            clock=self.clock.monotonic,
-            publisher=Publisher.from_clients(clients, settings),
+        judge = PartnerJudge.standard(
+            self.store, clients.sesv2, settings, Publisher.from_clients(clients, settings)
         )
+        self.gate = Gate(judge, settings.gate_cache_seconds, clock=self.clock.monotonic)
+        # Local wiring only (the demo, SESGUARD_SIMULATE_EVENTS): builds the hook that runs
+        # after every accepted send (sender.handler.AfterSend).
+        self.after_send = after_send
         self.held = HeldJobs.from_clients(clients, settings)
         self.records = JobRecords(
             clients.dynamodb,
@@ -126,10 +127,9 @@ class SenderService:
         try:
             queue_url, dlq_url = await queue_urls(self.clients.sqs, self.settings.send_queue)
             bucket = await self._send_rate()
-            publisher = None
-            if self.settings.simulate_events:
-                publisher = await EventPublisher.create(self.clients, self.settings)
-                log.warning("simulating_ses_events", stream=self.settings.firehose_stream)
+            after_send = None
+            if self.after_send is not None:
+                after_send = await self.after_send(self.clients, self.settings)
         except INFRA_ERRORS as exc:
             log.error(
                 "sender_setup_failed",
@@ -146,7 +146,7 @@ class SenderService:
             bucket=bucket,
             metrics=self.metrics,
             clock=self.clock,
-            publisher=publisher,
+            after_send=after_send,
             throttle_attempts=self.throttle_attempts,
             backoff_base=self.backoff_base,
         )

@@ -413,10 +413,13 @@ def demo_services() -> Services:
     below it receive the services instead (tests/test_layout.py checks it)."""
     from sender.service import SenderService
     from sesguard.local.demo import Services
+    from sesguard.local.simulator import after_send_for
     from worker.service import WorkerService
 
     return Services(
-        drain_sender=lambda clients, settings: SenderService(clients, settings, drain=True).run(),
+        drain_sender=lambda clients, settings: SenderService(
+            clients, settings, drain=True, after_send=after_send_for(settings)
+        ).run(),
         worker=WorkerService,
     )
 
@@ -432,6 +435,16 @@ def service_module(name: str) -> Any:
 
         return worker_main
     raise ValueError(f"no service named {name!r}")
+
+
+def service_wiring(name: str, settings: Settings) -> dict[str, Any]:
+    """What local runs inject into a service: with SESGUARD_SIMULATE_EVENTS (compose,
+    the fault stack), the sender's after-send hook publishes the events SES would."""
+    if name != "sender" or not settings.simulate_events:
+        return {}
+    from sesguard.local.simulator import simulated_events
+
+    return {"after_send": simulated_events}
 
 
 def service_args(name: str, argv: Sequence[str]) -> tuple[Any, argparse.Namespace]:
@@ -641,7 +654,7 @@ Handler = Callable[[argparse.Namespace, Settings, Clients], Awaitable[int]]
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if getattr(args, "service", None):
         module, service_ns = service_args(args.service, args.service_args)
-        return int(await module.run(service_ns, settings))
+        return int(await module.run(service_ns, settings, **service_wiring(args.service, settings)))
     handler: Handler = args.handler
     async with open_clients(settings.concurrency) as clients:
         return await handler(args, settings, clients)

@@ -2,7 +2,7 @@
 
 Layers, lowest first (README "How it works" draws them):
 
-    core < foundation (settings, logging) < aws < runtime < ops < local < cli
+    core < foundation (settings, logging) < aws < domain < runtime < ops < local < cli
 
 A module may import its own layer and the layers below it. `sender` and `worker` sit on
 top and may import any layer of sesguard; sesguard imports neither, except `sesguard.cli`,
@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", ("sesguard.core",)),
     ("foundation", ("sesguard", "sesguard.settings", "sesguard.logging")),
     ("aws", ("sesguard.aws",)),
+    ("domain", ("sesguard.domain",)),
     ("runtime", ("sesguard.runtime",)),
     ("ops", ("sesguard.ops",)),
     ("local", ("sesguard.local",)),
@@ -228,3 +229,39 @@ def test_the_checks_catch_what_they_look_for() -> None:
         "sesguard.aws.store:2 (aws) imports worker.apply (services)",
     ]
     assert cycles(made_up) == [["sesguard.aws.enqueue", "sesguard.aws.held"]]
+
+
+def local_imports_of_services(imports: list[Import]) -> list[str]:
+    """Arrows from a service into the local tooling (the demo's stand-in, the simulator)."""
+    return [
+        f"{imp.source}:{imp.line} imports {imp.target}"
+        for imp in imports
+        if layer_of(imp.source) == "services" and layer_of(imp.target) == "local"
+    ]
+
+
+def test_the_services_are_free_of_the_local_tooling(graph: list[Import]) -> None:
+    """What runs on ECS never imports the demo's stand-in: local runs inject what they
+    need (the simulator's after-send hook) from above, through sesguard.cli."""
+    assert local_imports_of_services(graph) == []
+    made_up = [Import("sender.handler", "sesguard.local.simulator", 9, True)]
+    assert local_imports_of_services(made_up) == [
+        "sender.handler:9 imports sesguard.local.simulator"
+    ]
+
+
+def test_one_partner_judgement(graph: list[Import]) -> None:
+    """The sender's gate and the worker's enforcement judge through sesguard.domain, and
+    nothing but the domain writes a pause (sesguard.domain.transitions)."""
+    judged_by = {imp.source for imp in graph if imp.target == "sesguard.domain.judgement"}
+    assert {"sender.gate", "worker.enforce"} <= judged_by
+    transitions_users = {
+        imp.source
+        for imp in graph
+        if imp.target == "sesguard.domain.transitions" and not imp.type_only
+    }
+    assert transitions_users <= {
+        "sesguard.domain.judgement",
+        "sesguard.domain.reactions",
+        "sesguard.ops.operations",
+    }

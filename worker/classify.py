@@ -31,8 +31,8 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from sesguard.core.jobs import JOB_TAG, PARTNER_TAG, job_id_from_tag
+from sesguard.core.mailbox import is_simulator_address
 from sesguard.core.partners import PARTNER_ID_RE, RESERVED_PREFIX, UNATTRIBUTED, hour_floor
-from sesguard.local.simulator import is_simulator_address
 
 
 class NotAnEvent(ValueError):

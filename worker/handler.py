@@ -30,11 +30,11 @@ from structlog.contextvars import bound_contextvars
 
 from sesguard.aws.errors import describe
 from sesguard.core.notifications import BadNotification, ObjectRef, parse_notification
+from sesguard.domain.judgement import Enforcement
 from sesguard.logging import get_logger
 from sesguard.runtime import DeadLetter, Delivery, Done, Fate, GiveBack, Retry
 from sesguard.runtime.metrics import ServiceMetrics
 from sesguard.settings import Settings
-from worker.enforce import Enforcement
 from worker.pipeline import ObjectMissing, ObjectResult, ObjectTooLarge, Processor
 
 log = get_logger(__name__)

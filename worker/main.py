@@ -13,6 +13,7 @@ from sesguard.aws.clients import Clients, open_clients
 from sesguard.aws.lifecycle import Publisher
 from sesguard.aws.store import PartnerStore
 from sesguard.core.exitcodes import ExitCode
+from sesguard.domain.judgement import PartnerJudge
 from sesguard.logging import get_logger
 from sesguard.runtime.signals import service_signals, stop_budget
 from sesguard.settings import Settings
@@ -80,10 +81,16 @@ async def _backfill(args: argparse.Namespace, settings: Settings, clients: Clien
     bucket = args.bucket or settings.bucket_name(await clients.account_id())
     prefix = settings.events_prefix if args.prefix is None else args.prefix
     store = PartnerStore.from_settings(clients.dynamodb, settings)
-    enforcer = Enforcer(
-        store, clients.sesv2, settings, publisher=Publisher.from_clients(clients, settings)
+    judge = PartnerJudge.standard(
+        store, clients.sesv2, settings, Publisher.from_clients(clients, settings)
     )
-    processor = Processor(clients.s3, store, enforcer, max_object_bytes=settings.max_object_bytes)
+    processor = Processor(
+        clients.s3,
+        store,
+        Enforcer(judge),
+        max_object_bytes=settings.max_object_bytes,
+        count_simulator=settings.counts_simulator_mail,
+    )
     report = await backfill(
         processor, clients.s3, bucket, prefix, since=args.since, concurrency=settings.concurrency
     )

@@ -29,12 +29,13 @@ from structlog.contextvars import bound_contextvars
 from sesguard.aws.errors import error_code
 from sesguard.aws.store import PartnerStore
 from sesguard.core.partners import utcnow
+from sesguard.domain.judgement import Enforcement
 from sesguard.logging import get_logger
 from sesguard.settings import DEFAULT_MAX_OBJECT_BYTES
 from worker.aggregate import Aggregator, ObjectStats
 from worker.apply import ApplyResult, apply_object
 from worker.confirm import Confirmations, confirm_sends
-from worker.enforce import Enforcement, Enforcer
+from worker.enforce import Enforcer
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -84,11 +85,9 @@ class Processor:
     read_chunk: int = READ_CHUNK
     max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
     on_step: Callable[[Aggregator], None] | None = None
+    # Mailbox-simulator mail counted like real mail (Settings.counts_simulator_mail).
+    count_simulator: bool = False
     _turn: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False, compare=False)
-
-    @property
-    def count_simulator(self) -> bool:
-        return self.enforcer.settings.counts_simulator_mail
 
     async def process(self, bucket: str, key: str, now: datetime | None = None) -> ObjectResult:
         """Read, count and judge one S3 object. Its bucket and key are bound into the log

@@ -20,6 +20,7 @@ from sesguard.aws.errors import describe
 from sesguard.aws.lifecycle import SWEEP_EVERY_SECONDS, Publisher
 from sesguard.aws.store import PartnerStore
 from sesguard.core.exitcodes import ExitCode
+from sesguard.domain.judgement import PartnerJudge
 from sesguard.logging import get_logger
 from sesguard.runtime import (
     Consumer,
@@ -51,7 +52,7 @@ class WorkerService:
         settings: Settings,
         processor: Processor | None = None,
         *,
-        extend_every: float | None = None,
+        renew_every: float | None = None,
         retry: RetryPolicy | None = None,
         stall_seconds: float = 600.0,
         breaker_threshold: int = 5,
@@ -61,7 +62,7 @@ class WorkerService:
         self.settings = settings
         # Visibility of a message still being worked on is renewed this often (default:
         # half the timeout, so a renewal is never late by a whole timeout).
-        self.extend_every = extend_every or settings.visibility_timeout / 2
+        self.renew_every = renew_every or settings.visibility_timeout / 2
         self.retry = retry or RetryPolicy.from_settings(settings)
         self.stall_seconds = stall_seconds
         self.breaker_threshold = breaker_threshold
@@ -74,8 +75,11 @@ class WorkerService:
             processor = Processor(
                 clients.s3,
                 self.store,
-                Enforcer(self.store, clients.sesv2, settings, publisher=self.publisher),
+                Enforcer(
+                    PartnerJudge.standard(self.store, clients.sesv2, settings, self.publisher)
+                ),
                 max_object_bytes=settings.max_object_bytes,
+                count_simulator=settings.counts_simulator_mail,
                 # every parsing step is progress: a long object keeps the heartbeat fresh
                 on_step=lambda _agg: report_progress(),
             )
@@ -129,7 +133,7 @@ class WorkerService:
                 retry=self.retry,
                 drain=drain,
                 wait_seconds=DRAIN_POLL_SECONDS if drain else LONG_POLL_SECONDS,
-                renew_every=self.extend_every,
+                renew_every=self.renew_every,
                 stall_seconds=self.stall_seconds,
                 breaker_threshold=self.breaker_threshold,
             ),

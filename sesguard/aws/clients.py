@@ -24,7 +24,7 @@ the sender sends through `Clients.ses_send`, a client of its own with one attemp
 call; what a failure means is decided by our code (sender/ses.py `classify_failure`: throttling
 is retried with backoff, a 5xx goes back to the queue with the claim released, a lost
 answer keeps the claim). Every other SESv2 call (GetAccount, tenants) keeps the SDK's
-retries on `Clients.sesv2`; so does a partner's pause notice (sesguard/ops/notify.py), sent
+retries on `Clients.sesv2`; so does a partner's pause notice (sesguard/domain/notice.py), sent
 once per pause with no retry of its own: a notice that might arrive twice after a lost
 answer is chosen over one lost to a blip.
 """

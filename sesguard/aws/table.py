@@ -68,7 +68,7 @@ EVENT_PREFIX = "E#"
 PREFIXES = (PARTNER_PREFIX, HELD_PREFIX, JOB_PREFIX, OBJECT_PREFIX, LEASE_PREFIX, EVENT_PREFIX)
 
 # Profile attributes `warned:<metric>:<window hours>` = when that warn level was crossed
-# (sesguard.ops.transitions.note_warnings): one per crossing, removed when it clears.
+# (sesguard.domain.transitions.Transitions.note_warnings): one per crossing, removed when it clears.
 WARNED_PREFIX = "warned:"
 
 

@@ -86,7 +86,7 @@ MAX_REASON_CHARS = 1000  # a pause reason, as stored (paused_reason) and sent (n
 
 def pause_reason(text: str) -> str:
     """The reason exactly as stored and sent: stripped, never empty, and cut (marked with
-    an ellipsis) to MAX_REASON_CHARS. Applied once, by sesguard.ops.transitions.pause_partner,
+    an ellipsis) to MAX_REASON_CHARS. Applied once, by sesguard.domain.transitions.Transitions.pause,
     so the table and the notice carry the same text; the CLI refuses longer reasons."""
     text = text.strip() or "paused"
     if len(text) > MAX_REASON_CHARS:
@@ -203,7 +203,7 @@ class Profile:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     # Warn levels crossed and not cleared yet: warn_mark -> when (ISO); see
-    # sesguard.ops.transitions.note_warnings.
+    # sesguard.domain.transitions.Transitions.note_warnings.
     warned: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     @property

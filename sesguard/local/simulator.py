@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from enum import StrEnum
@@ -55,6 +55,7 @@ import orjson
 from sesguard.aws import clients as aws
 from sesguard.aws.batching import batches
 from sesguard.core.backoff import backoff_delay
+from sesguard.core.mailbox import SIMULATOR_DOMAIN
 from sesguard.logging import get_logger
 from sesguard.settings import Settings
 
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-SIMULATOR_DOMAIN = "simulator.amazonses.com"
 
 # Firehose PutRecordBatch limits (before base64): 500 records, 1,000 KiB per record,
 # 4 MiB per call.
@@ -116,18 +116,6 @@ def bare_address(value: str) -> str:
     if "@" not in addr or addr.startswith("@") or addr.endswith("@"):
         raise SimulationError(f"not an e-mail address: {value!r}")
     return addr
-
-
-_SIMULATOR_SUFFIX = "@" + SIMULATOR_DOMAIN
-_TAIL = len(_SIMULATOR_SUFFIX) + 2  # room for a closing ">" and a space
-
-
-def is_simulator_address(value: object) -> bool:
-    """`bounce+x@simulator.amazonses.com`, any case, bare or as `Name <...>`: mail SES
-    leaves out of the account's rates (the worker's hot path, so no full parse)."""
-    if type(value) is not str:
-        return False
-    return value[-_TAIL:].rstrip("> ").lower().endswith(_SIMULATOR_SUFFIX)
 
 
 def outcome_for(address: str) -> SimulatedOutcome:
@@ -519,3 +507,24 @@ class EventPublisher:
         published = await publish(self.firehose, self.stream, records)
         self.records_published += published
         return published
+
+
+async def simulated_events(
+    clients: aws.Clients, settings: Settings
+) -> Callable[[Mapping[str, Any], str], Awaitable[int]]:
+    """The sender's after-send hook in local runs (the demo, SESGUARD_SIMULATE_EVENTS):
+    the wiring above the services injects it (sender.handler.AfterSend)."""
+    publisher = await EventPublisher.create(clients, settings)
+    log.warning("simulating_ses_events", stream=settings.firehose_stream)
+    return publisher.after_send
+
+
+def after_send_for(
+    settings: Settings,
+) -> (
+    Callable[[aws.Clients, Settings], Awaitable[Callable[[Mapping[str, Any], str], Awaitable[int]]]]
+    | None
+):
+    """What the sender runs after each send, by the settings: simulated SES events, or
+    nothing (AWS publishes the real ones)."""
+    return simulated_events if settings.simulate_events else None

@@ -1,3 +1,3 @@
-"""Operator tooling: bootstrap, reports, partner operations and transitions, notices,
-tenants, IAM permissions, the DLQ tools and the console. Built on core, aws and runtime.
+"""Operator tooling: bootstrap, reports, partner operations, IAM permissions, the DLQ tools
+and the console. Built on core, aws, domain and runtime.
 """

@@ -17,8 +17,6 @@ from decimal import Decimal, DecimalException
 from enum import StrEnum
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from sesguard.aws import table as t
 from sesguard.aws.clients import Clients
 from sesguard.aws.held import HeldJobs, count_held, discard_held, replay_held
@@ -38,8 +36,9 @@ from sesguard.core.partners import (
     check_partner_id,
     utcnow,
 )
+from sesguard.domain.reactions import standard_reactions
+from sesguard.domain.transitions import Transitions
 from sesguard.ops.report import partner_json
-from sesguard.ops.transitions import change_partner, pause_partner, resume_partner
 from sesguard.settings import Settings
 
 DEFAULT_PAUSE_REASON = "paused by operator"
@@ -323,9 +322,7 @@ async def set_partner(
             raise NoSuchPartner(f"no partner {pid}: add it first")
         await _ensure_tenant(clients, settings, pid, changes["tenant_name"])
     try:
-        profile = await change_partner(
-            store, Publisher.from_clients(clients, settings), pid, **changes
-        )
+        profile = await transitions(clients, settings, store).change(pid, **changes)
     except PartnerNotFound:
         raise NoSuchPartner(f"no partner {pid}: add it first") from None
     return UpdateResult(pid, profile)
@@ -346,15 +343,8 @@ async def pause(
     store = PartnerStore.from_settings(clients.dynamodb, settings)
     if await store.get_profile(pid) is None:
         raise NoSuchPartner(f"no partner {pid}")
-    outcome = await pause_partner(
-        store,
-        clients.sesv2,
-        pid,
-        text,
-        PausedBy.OPERATOR,
-        settings.notify_from if notify else None,
-        mirror_tenant=settings.use_tenants,
-        publisher=Publisher.from_clients(clients, settings),
+    outcome = await transitions(clients, settings, store).pause(
+        pid, text, PausedBy.OPERATOR, notify=notify
     )
     return PauseResult(pid, outcome.won, outcome.notice_id is not None)
 
@@ -364,14 +354,11 @@ async def resume(clients: Clients, settings: Settings, partner_id: object) -> Re
     pid = check_id(partner_id)
     store = PartnerStore.from_settings(clients.dynamodb, settings)
     try:
-        resumed = await resume_partner(store, Publisher.from_clients(clients, settings), pid)
+        resumed = await transitions(clients, settings, store).resume(pid)
     except PartnerNotFound:
         raise NoSuchPartner(f"no partner {pid}") from None
-    warnings: tuple[str, ...] = ()
-    if resumed:
-        warning = await _mirror_resume(clients, settings, store, pid)
-        warnings = (warning,) if warning else ()
-    return ResumeResult(pid, resumed, warnings)
+    warnings = tuple(resumed.warnings) if resumed else ()
+    return ResumeResult(pid, resumed is not None, warnings)
 
 
 def release_seconds(settings: Settings) -> float:
@@ -413,8 +400,8 @@ def _opt(check: Any, value: object) -> Any:
 
 async def _ensure_tenant(clients: Clients, settings: Settings, partner_id: str, name: str) -> None:
     """With SESGUARD_USE_TENANTS, map the partner to its SES tenant before storing the name."""
+    from sesguard.aws import tenants
     from sesguard.aws.clients import region
-    from sesguard.ops import tenants
 
     if not settings.use_tenants:
         return  # the name is stored; SES tenants are only touched when enforcement is on
@@ -433,17 +420,8 @@ async def _ensure_tenant(clients: Clients, settings: Settings, partner_id: str, 
         raise Failed(str(exc)) from None
 
 
-async def _mirror_resume(
-    clients: Clients, settings: Settings, store: PartnerStore, partner_id: str
-) -> str | None:
-    """Re-enable the partner's SES tenant; a failure is a warning (the resume stands)."""
-    from sesguard.ops import tenants
-
-    profile = await store.get_profile(partner_id)
-    if not (settings.use_tenants and profile and profile.tenant_name):
-        return None
-    try:
-        await tenants.mirror_status(clients.sesv2, partner_id, False, profile.tenant_name)
-    except (tenants.TenantsUnsupported, ClientError) as exc:
-        return f"SES tenant {profile.tenant_name} not re-enabled: {exc}"
-    return None
+def transitions(clients: Clients, settings: Settings, store: PartnerStore) -> Transitions:
+    """An operator's transitions run the same reactions as the services' (the notice,
+    the lifecycle event, the SES tenant mirror)."""
+    publisher = Publisher.from_clients(clients, settings)
+    return Transitions(store, standard_reactions(clients.sesv2, settings, publisher))

@@ -27,8 +27,16 @@ from sesguard.aws.store import PartnerStore
 from sesguard.core.jobs import parse_job
 from sesguard.core.partners import Counters, Limits, PausedBy, Profile, Status, utcnow
 from sesguard.core.policy import evaluate
-from sesguard.ops.transitions import change_partner, note_warnings, pause_partner, resume_partner
 from tests.conftest import drain_queue, sent_emails
+from tests.domain.support import (
+    answer,
+    change_partner,
+    enforcer_for,
+    gate_for,
+    note_warnings,
+    pause_partner,
+    resume_partner,
+)
 from tests.fault_hooks import Fault, inject
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -299,14 +307,13 @@ async def test_the_worker_service_sweeps_what_a_dead_publisher_left(
 async def test_the_senders_gate_publishes_the_pause_it_makes(
     store: PartnerStore, clients: Any, settings: Any, pub: Publisher
 ) -> None:
-    from sender.gate import Action, Gate
 
     await partner(store, clients, min_volume=10)
     url = await rule_to_queue(clients, ALL_KINDS)
     await store.add_counts("acme", utcnow(), Counters(sent=100, hard_bounces=10))
-    gates = [Gate(store, clients.sesv2, settings, publisher=pub) for _ in range(4)]
+    gates = [gate_for(store, clients.sesv2, settings, publisher=pub) for _ in range(4)]
     decisions = await asyncio.gather(*(g.check("acme") for g in gates))
-    assert {d.action for d in decisions} == {Action.HOLD}
+    assert {answer(d) for d in decisions} == {"hold"}
     (envelope,) = await delivered(clients, url)
     assert envelope["detail-type"] == "Partner Paused"
     assert envelope["detail"]["hard_bounces"] == 10
@@ -320,15 +327,14 @@ async def test_warned_once_per_crossing_across_two_enforcers_and_a_gate(
 ) -> None:
     """3% bounces against a 5% limit (warn at 2.5%) on both windows: one Partner Warned
     per window, however many tasks judge it and how often; again after it cleared."""
-    from sender.gate import Gate
-    from worker.enforce import Enforcement, Enforcer
+    from sesguard.domain.judgement import Enforcement
 
     await partner(store, clients, min_volume=10)
     url = await rule_to_queue(clients, {"source": ["sesguard"], "detail-type": ["Partner Warned"]})
     now = utcnow()
     await store.add_counts("acme", now, Counters(sent=100, hard_bounces=3))
-    enforcers = [Enforcer(store, clients.sesv2, settings, publisher=pub) for _ in range(2)]
-    gate = Gate(store, clients.sesv2, settings, publisher=pub, now=lambda: now)
+    enforcers = [enforcer_for(store, clients.sesv2, settings, publisher=pub) for _ in range(2)]
+    gate = gate_for(store, clients.sesv2, settings, publisher=pub, now=lambda: now)
     for _round in range(3):
         outcomes = await asyncio.gather(
             *(e.check("acme", now) for e in enforcers for _ in range(5)), gate.check("acme")

@@ -9,8 +9,8 @@ import pytest
 
 from sesguard.aws.store import PartnerExists, PartnerNotFound, PartnerStore, StoreError
 from sesguard.core.partners import Counters, Limits, PausedBy, Profile, Status
-from sesguard.ops.transitions import pause_partner
 from tests.conftest import sent_emails
+from tests.domain.support import pause_partner
 
 NOW = datetime(2026, 11, 29, 12, 30, tzinfo=UTC)
 

@@ -20,6 +20,7 @@ from urllib.parse import unquote_plus
 import orjson
 import pytest
 
+from sesguard.core.mailbox import is_simulator_address
 from sesguard.local.simulator import (
     MAX_BATCH_BYTES,
     MAX_BATCH_RECORDS,
@@ -29,7 +30,6 @@ from sesguard.local.simulator import (
     SimulatedOutcome,
     SimulationError,
     encode_records,
-    is_simulator_address,
     outcome_for,
     publish,
     record_batches,

@@ -177,7 +177,7 @@ async def test_reason_at_the_limit_is_stored_and_sent_whole(
 async def test_cli_pause_with_an_invalid_contact_in_the_table(
     store: PartnerStore, clients: Any, moto_endpoint: str
 ) -> None:
-    from tests.ops.test_transitions import write_bad_contact
+    from tests.domain.test_transitions import write_bad_contact
 
     await clients.sesv2.create_email_identity(EmailIdentity="guard@isv.example.com")
     await store.create(Profile("acme", "ops@acme.example.com", Limits()))

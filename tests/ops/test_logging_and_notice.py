@@ -10,8 +10,8 @@ import structlog
 
 from sesguard.core.partners import Limits, Profile
 from sesguard.core.policy import Finding, Level
+from sesguard.domain.notice import compose_pause_notice
 from sesguard.logging import configure_logging, get_logger
-from sesguard.ops.notify import compose_pause_notice
 
 
 def test_json_log_lines_redact_bodies_and_credentials() -> None:

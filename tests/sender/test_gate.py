@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sender.gate import Action, Gate
 from sesguard.aws.held import count_held
 from sesguard.aws.store import StoreError
 from sesguard.core.partners import Counters, Limits, PausedBy, Profile
 from tests.conftest import sent_emails
+from tests.domain.support import answer, gate_for
 from tests.sender.support import PARTNER, Env, sender_settings
 
 
@@ -46,10 +46,10 @@ class QueryCounter:
 
 async def test_one_read_per_partner_per_ttl_and_concurrent_checks_share_it(env: Env) -> None:
     tick = Tick()
-    gate = Gate(env.store, env.clients.sesv2, sender_settings(gate_cache_seconds=5), clock=tick)
+    gate = gate_for(env.store, env.clients.sesv2, sender_settings(gate_cache_seconds=5), clock=tick)
     with QueryCounter(env.clients) as q:
         decisions = await asyncio.gather(*(gate.check(PARTNER) for _ in range(50)))
-        assert {d.action for d in decisions} == {Action.SEND}
+        assert {answer(d) for d in decisions} == {"send"}
         assert q.count == 1 and gate.reads == 1
         tick.now += 4.9
         await gate.check(PARTNER)
@@ -61,20 +61,20 @@ async def test_one_read_per_partner_per_ttl_and_concurrent_checks_share_it(env: 
 
 async def test_pause_elsewhere_takes_effect_within_the_ttl(env: Env) -> None:
     tick = Tick()
-    gate = Gate(env.store, env.clients.sesv2, sender_settings(gate_cache_seconds=5), clock=tick)
-    assert (await gate.check(PARTNER)).action is Action.SEND
+    gate = gate_for(env.store, env.clients.sesv2, sender_settings(gate_cache_seconds=5), clock=tick)
+    assert answer(await gate.check(PARTNER)) == "send"
     await env.store.try_pause(PARTNER, "by operator", PausedBy.OPERATOR)
-    assert (await gate.check(PARTNER)).action is Action.SEND  # cached, within the TTL
+    assert answer(await gate.check(PARTNER)) == "send"  # cached, within the TTL
     tick.now += 5.01
     decision = await gate.check(PARTNER)
-    assert decision.action is Action.HOLD and decision.reason == "by operator"
+    assert answer(decision) == "hold" and decision.reason == "by operator"
 
 
 async def test_unknown_partner_and_failures_are_not_sticky(env: Env, clients) -> None:
     tick = Tick()
-    gate = Gate(env.store, clients.sesv2, sender_settings(), clock=tick)
-    assert (await gate.check("ghost")).action is Action.UNKNOWN
-    broken = Gate(
+    gate = gate_for(env.store, clients.sesv2, sender_settings(), clock=tick)
+    assert answer(await gate.check("ghost")) == "unknown"
+    broken = gate_for(
         type(env.store)(clients.dynamodb, "no-such-table"),
         clients.sesv2,
         sender_settings(),
@@ -82,8 +82,8 @@ async def test_unknown_partner_and_failures_are_not_sticky(env: Env, clients) ->
     )
     with pytest.raises(StoreError):
         await broken.check(PARTNER)
-    broken.store = env.store  # the table is back: the failure was not cached
-    assert (await broken.check(PARTNER)).action is Action.SEND
+    broken.judge.store = env.store  # the table is back: the failure was not cached
+    assert answer(await broken.check(PARTNER)) == "send"
 
 
 async def test_many_jobs_for_one_partner_cost_far_fewer_reads(env: Env) -> None:
@@ -100,9 +100,8 @@ async def test_gate_pauses_an_over_limit_partner_once_and_holds_its_jobs(
 ) -> None:
     # an operator lowered the limit; the worker has not judged the partner since
     await env.store.add_counts(PARTNER, datetime.now(UTC), Counters(sent=400, hard_bounces=16))
-    assert (
-        await Gate(env.store, env.clients.sesv2, sender_settings()).check(PARTNER)
-    ).action is Action.SEND
+    gate = gate_for(env.store, env.clients.sesv2, sender_settings())
+    assert answer(await gate.check(PARTNER)) == "send"
     await env.store.update(PARTNER, bounce_limit=0.02)  # 4% is now over the limit
     await env.enqueue(*(env.job(n) for n in range(12)))
     svc = await env.drain()
@@ -124,9 +123,9 @@ async def test_gate_pauses_an_over_limit_partner_once_and_holds_its_jobs(
 async def test_two_gates_racing_to_pause_send_one_notice(env: Env, moto_endpoint, clients) -> None:
     await env.store.add_counts(PARTNER, datetime.now(UTC), Counters(sent=300, complaints=30))
     settings = sender_settings()
-    gates = [Gate(env.store, clients.sesv2, settings) for _ in range(4)]
+    gates = [gate_for(env.store, clients.sesv2, settings) for _ in range(4)]
     decisions = await asyncio.gather(*(g.check(PARTNER) for g in gates))
-    assert {d.action for d in decisions} == {Action.HOLD}
+    assert {answer(d) for d in decisions} == {"hold"}
     assert sum(g.pauses for g in gates) == 1
     notices = Counter(m["destinations"]["ToAddresses"][0] for m in sent_emails(moto_endpoint))
     assert notices == {f"ops@{PARTNER}.example.org": 1}
@@ -135,15 +134,15 @@ async def test_two_gates_racing_to_pause_send_one_notice(env: Env, moto_endpoint
 async def test_warn_level_still_sends(env: Env) -> None:
     await env.store.create(Profile("warned", "ops@warned.example.org", Limits(bounce_rate=0.05)))
     await env.store.add_counts("warned", datetime.now(UTC), Counters(sent=1000, hard_bounces=30))
-    gate = Gate(env.store, env.clients.sesv2, sender_settings())
-    assert (await gate.check("warned")).action is Action.SEND
+    gate = gate_for(env.store, env.clients.sesv2, sender_settings())
+    assert answer(await gate.check("warned")) == "send"
 
 
 async def test_gate_pause_with_tenants_on_still_holds(env: Env, clients) -> None:
     # the tenant mirror is attempted (moto has no tenant API: logged), the pause stands
     await env.store.update(PARTNER, tenant_name="acme")
     await env.store.add_counts(PARTNER, datetime.now(UTC), Counters(sent=300, hard_bounces=60))
-    gate = Gate(env.store, clients.sesv2, sender_settings(use_tenants=True))
+    gate = gate_for(env.store, clients.sesv2, sender_settings(use_tenants=True))
     decision = await gate.check(PARTNER)
-    assert decision.action is Action.HOLD and gate.pauses == 1
+    assert answer(decision) == "hold" and gate.pauses == 1
     assert (await env.store.require_profile(PARTNER)).paused

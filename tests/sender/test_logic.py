@@ -15,13 +15,12 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from sender.gate import Action, decide
 from sender.intake import ids_for_log, job_from_message
 from sender.records import ClaimState, judge_existing
 from sender.ses import Failure, classify_failure, send_params
 from sesguard.core.backoff import backoff_delay
 from sesguard.core.jobs import JobError, parse_job
-from sesguard.core.partners import Counters, Limits, PartnerState, Profile, Status
+from sesguard.core.partners import Limits, Profile
 from sesguard.settings import load_settings
 from tests.conftest import client_error
 
@@ -134,20 +133,3 @@ def test_log_ids_of_bad_bodies_are_only_taken_when_sane() -> None:
     }
     assert ids_for_log('{"partner_id":"a\\nb","job_id":5}') == {}
     assert ids_for_log("[]") == {} and ids_for_log("{") == {}
-
-
-def test_gate_decisions_from_state() -> None:
-    hour = NOW.replace(minute=0)
-    active = Profile("acme", "ops@acme.example.org", Limits())
-    state = PartnerState("acme", active, Counters(), {hour: Counters(sent=500, hard_bounces=5)})
-    assert decide(state, NOW, (24, 168))[0].action is Action.SEND
-    state.buckets[hour] = Counters(sent=500, hard_bounces=50)
-    decision, verdict = decide(state, NOW, (24, 168))
-    assert (
-        decision.action is Action.HOLD and verdict is not None and "bounce rate" in decision.reason
-    )
-    paused = Profile(
-        "acme", "ops@acme.example.org", Limits(), status=Status.PAUSED, paused_reason="r"
-    )
-    assert decide(PartnerState("acme", paused, Counters(), {}), NOW, (24,))[0].reason == "r"
-    assert decide(PartnerState("x", None, Counters(), {}), NOW, (24,))[0].action is Action.UNKNOWN

@@ -26,11 +26,11 @@ from sesguard.aws.store import PartnerStore
 from sesguard.local.localaws import local_aws_process
 from sesguard.ops.bootstrap import ensure_table
 from sesguard.settings import load_settings
+from tests.domain.support import enforcer_for
 from tests.fixtures.hostile import BOMBS, RECORDS, records_object, whitespace_bomb
 from tests.fixtures.ses_events import EXPECTED_ACME, NDJSON
 from worker import main as worker_main
 from worker.aggregate import Aggregator
-from worker.enforce import Enforcer
 from worker.pipeline import READ_CHUNK, ObjectResult, ObjectTooLarge, Processor
 from worker.reader import INFLATE_STEP, RECORD_WORK, STEP_WORK
 
@@ -53,7 +53,7 @@ class Env:
     settings: Any
 
     def processor(self, **kwargs: Any) -> Processor:
-        enforcer = Enforcer(self.store, self.clients.sesv2, self.settings)
+        enforcer = enforcer_for(self.store, self.clients.sesv2, self.settings)
         return Processor(self.clients.s3, self.store, enforcer, **kwargs)
 
     async def put(self, key: str, data: bytes) -> None:

@@ -460,7 +460,7 @@ async def test_a_slow_object_keeps_its_message_invisible_until_done(env: Env) ->
     s3.register("before-call.s3.GetObject", slow_s3)
     sqs.register("provide-client-params.sqs.ChangeMessageVisibilityBatch", on_change)
     try:
-        service = WorkerService(env.clients, env.settings, extend_every=0.2)
+        service = WorkerService(env.clients, env.settings, renew_every=0.2)
         assert await service.run(drain=True) == 0
     finally:
         s3.unregister("before-call.s3.GetObject", slow_s3)

@@ -18,9 +18,7 @@ import pytest
 from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
-from sesguard.core.partners import InvalidPartnerId
-from sesguard.ops.permissions import OPERATOR_TENANTS, TENANT_MIRROR, iam_actions
-from sesguard.ops.tenants import (
+from sesguard.aws.tenants import (
     DISABLED,
     ENABLED,
     PARTNER_TAG,
@@ -33,6 +31,8 @@ from sesguard.ops.tenants import (
     mirror_status,
     set_tenant_sending,
 )
+from sesguard.core.partners import InvalidPartnerId
+from sesguard.ops.permissions import OPERATOR_TENANTS, TENANT_MIRROR, iam_actions
 
 ACCOUNT = "123456789012"
 IDENTITY = identity_arn("us-east-1", ACCOUNT, "isv.example.com")

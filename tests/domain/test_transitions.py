@@ -10,8 +10,8 @@ from structlog.testing import capture_logs
 from sesguard.aws import table as t
 from sesguard.aws.store import PartnerStore
 from sesguard.core.partners import MAX_REASON_CHARS, Limits, PausedBy, Profile, Status
-from sesguard.ops.transitions import pause_partner
 from tests.conftest import sent_emails
+from tests.domain.support import pause_partner
 
 TENANT_ARN = "arn:aws:ses:us-east-1:123456789012:tenant/acme-t/abc"
 
