@@ -1,10 +1,10 @@
 """The SES account-pause watch: SES stopped sending for the whole account.
 
 SendEmail answering SendingPausedException or AccountSuspendedException is not about one
-job: no job can be sent. So the watch logs one alert, holds the consumer's intake (no
+job: no job can be sent. So the watch logs one alert, suspends the consumer's intake (no
 receives; jobs waiting for a token give their messages back at once; the job that hit it
 is given back too), and probes SESv2 GetAccount every `probe_seconds` until
-`SendingEnabled` is true again, then releases the hold. A probe that fails tells us
+`SendingEnabled` is true again, then lifts the suspension. A probe that fails tells us
 nothing: we try sending again, and a pause trips the watch again at the first job.
 
 With `sender --drain` the run ends instead, every job not sent back in the queue, with
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-HOLD_KEY = "ses-account"
+SUSPEND_KEY = "ses-account"
 PROBE_SECONDS = 60.0
 
 
@@ -58,7 +58,7 @@ class AccountWatch:
             error=why,
             action="stopped taking work; jobs returned to the queue",
         )
-        self.consumer.hold(HOLD_KEY, f"SES account paused: {why}")  # given back at once
+        self.consumer.suspend(SUSPEND_KEY, f"SES account paused: {why}")  # given back at once
         if self.drain:
             self.ended_run = True
             self.consumer.end("ses account sending paused")
@@ -78,7 +78,7 @@ class AccountWatch:
                 if enabled:
                     log.warning("ses_account_sending_resumed")
                     self.paused = False
-                    self.consumer.release(HOLD_KEY)
+                    self.consumer.lift(SUSPEND_KEY)
                     return
         finally:
             self._probe = None

@@ -29,7 +29,7 @@ from sesguard.ops.dlq import Action, Context, Facts, body_with_job_id, decide
 from tests.fixtures.ses_events import event
 from worker.aggregate import Aggregator
 from worker.classify import SentJob, sent_job
-from worker.confirm import Verdict, distinct_jobs, judge
+from worker.confirm import RecordCheck, check_record, distinct_jobs
 
 # SES's API reference: message tag values contain only A-Z a-z 0-9 _ - (at most 256).
 SES_STRICT_TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
@@ -191,10 +191,12 @@ def test_the_aggregator_collects_the_sends_without_changing_the_counts() -> None
 
 def test_the_worker_confirms_only_a_claim_of_the_same_partner() -> None:
     send = SentJob("job-1", "acme", "m-1", "2026-11-29T12:00:00.000Z")
-    assert judge(None, send) is Verdict.UNKNOWN
-    assert judge({"state": "sent", "partner_id": "acme"}, send) is Verdict.ALREADY_SENT
-    assert judge({"state": "sending", "partner_id": "acme"}, send) is Verdict.CONFIRM
-    assert judge({"state": "sending", "partner_id": "other"}, send) is Verdict.OTHER_PARTNER
+    assert check_record(None, send) is RecordCheck.UNKNOWN
+    assert check_record({"state": "sent", "partner_id": "acme"}, send) is RecordCheck.ALREADY_SENT
+    assert check_record({"state": "sending", "partner_id": "acme"}, send) is RecordCheck.CONFIRM
+    assert (
+        check_record({"state": "sending", "partner_id": "other"}, send) is RecordCheck.OTHER_PARTNER
+    )
 
 
 def test_one_job_sent_under_two_message_ids_is_reported() -> None:

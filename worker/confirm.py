@@ -29,7 +29,6 @@ counted twice (worker/apply.py), and the confirmations are simply made again.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
@@ -39,28 +38,22 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from sesguard.aws import table as t
+from sesguard.aws.batching import read_job_records
 from sesguard.aws.errors import error_code
-from sesguard.core.backoff import backoff_delay
 from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
 from worker.classify import SentJob
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
-    from types_aiobotocore_dynamodb.type_defs import (
-        KeysAndAttributesOutputTypeDef,
-        KeysAndAttributesTypeDef,
-    )
 
 log = get_logger(__name__)
 
-BATCH_GET_MAX = 100  # keys per BatchGetItem (DynamoDB's limit)
-READ_ATTEMPTS = 8  # per batch: UnprocessedKeys are asked again, with backoff
 PARALLEL_READS = 4  # BatchGetItem calls in flight per object
 LOG_IDS = 25  # job ids named in one log line
 
 
-class Verdict(StrEnum):
+class RecordCheck(StrEnum):
     """What a Send event means for the job's record."""
 
     ALREADY_SENT = "already_sent"  # the record says "sent": nothing to write (the common case)
@@ -69,15 +62,15 @@ class Verdict(StrEnum):
     OTHER_PARTNER = "other_partner"  # the record is another partner's: never touched
 
 
-def judge(record: dict[str, Any] | None, send: SentJob) -> Verdict:
+def check_record(record: dict[str, Any] | None, send: SentJob) -> RecordCheck:
     """What to do with the record of the job a Send event names (pure)."""
     if record is None:
-        return Verdict.UNKNOWN
+        return RecordCheck.UNKNOWN
     if record.get("partner_id") != send.partner_id:
-        return Verdict.OTHER_PARTNER
+        return RecordCheck.OTHER_PARTNER
     if record.get("state") == t.JOB_SENDING:
-        return Verdict.CONFIRM
-    return Verdict.ALREADY_SENT
+        return RecordCheck.CONFIRM
+    return RecordCheck.ALREADY_SENT
 
 
 @dataclass
@@ -92,6 +85,9 @@ class Confirmations:
     other_partner: int = 0
     read_requests: int = 0
     write_requests: int = 0
+
+    def count_read(self) -> None:
+        self.read_requests += 1
 
     def as_log(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -123,20 +119,27 @@ async def confirm_sends(
     result.jobs = len(by_job)
     if not by_job:
         return result
-    records = await read_records(dynamodb, table, list(by_job), result)
+    records = await read_job_records(
+        dynamodb,
+        table,
+        list(by_job),
+        attributes=("state", "partner_id"),
+        parallel=PARALLEL_READS,
+        on_call=result.count_read,
+    )
     confirmed: list[str] = []
     for job_id, send in by_job.items():
-        verdict = judge(records.get(job_id), send)
-        if verdict is Verdict.CONFIRM:
+        check = check_record(records.get(job_id), send)
+        if check is RecordCheck.CONFIRM:
             result.write_requests += 1
             if await _confirm(dynamodb, table, send):
                 result.confirmed += 1
                 confirmed.append(job_id)
             else:
                 result.raced += 1
-        elif verdict is Verdict.ALREADY_SENT:
+        elif check is RecordCheck.ALREADY_SENT:
             result.already_sent += 1
-        elif verdict is Verdict.UNKNOWN:
+        elif check is RecordCheck.UNKNOWN:
             result.unknown += 1
         else:
             result.other_partner += 1
@@ -145,46 +148,6 @@ async def confirm_sends(
     if result.other_partner:
         log.warning("send_event_partner_mismatch", count=result.other_partner)
     return result
-
-
-async def read_records(
-    dynamodb: DynamoDBClient, table: str, job_ids: Sequence[str], result: Confirmations
-) -> dict[str, dict[str, Any]]:
-    """The records of `job_ids` (state and partner only), 100 keys per BatchGetItem."""
-    gate = asyncio.Semaphore(PARALLEL_READS)
-    found: dict[str, dict[str, Any]] = {}
-
-    async def one(chunk: Sequence[str]) -> None:
-        async with gate:
-            for record in await _batch_get(dynamodb, table, chunk, result):
-                found[str(record["pk"]).removeprefix(t.JOB_PREFIX)] = record
-
-    chunks = [job_ids[i : i + BATCH_GET_MAX] for i in range(0, len(job_ids), BATCH_GET_MAX)]
-    await asyncio.gather(*(one(c) for c in chunks))
-    return found
-
-
-async def _batch_get(
-    dynamodb: DynamoDBClient, table: str, job_ids: Sequence[str], result: Confirmations
-) -> list[dict[str, Any]]:
-    request: KeysAndAttributesTypeDef | KeysAndAttributesOutputTypeDef = {
-        "Keys": [t.key(t.job_pk(j), t.JOB_SK) for j in job_ids],
-        "ProjectionExpression": "pk, #s, partner_id",
-        "ExpressionAttributeNames": {"#s": "state"},
-    }
-    out: list[dict[str, Any]] = []
-    for attempt in range(READ_ATTEMPTS):
-        result.read_requests += 1
-        resp = await dynamodb.batch_get_item(RequestItems={table: request})
-        out += [t.from_item(i) for i in resp.get("Responses", {}).get(table, [])]
-        left = (resp.get("UnprocessedKeys") or {}).get(table)
-        if not left or not left.get("Keys"):
-            return out
-        request = left  # the same projection, only the keys not read yet
-        await asyncio.sleep(backoff_delay(attempt, base=0.05, cap=2.0))
-    raise RuntimeError(
-        f"DynamoDB left {len(request['Keys'])} job records unread after {READ_ATTEMPTS} calls"
-    )
 
 
 async def _confirm(dynamodb: DynamoDBClient, table: str, send: SentJob) -> bool:

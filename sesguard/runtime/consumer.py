@@ -16,12 +16,12 @@ optionally, the dependencies to guard and a commit function; the runtime does th
 - **Visibility**: messages still in hand (handler running, or commit not yet written)
   get their visibility renewed every `renew_every` seconds, in batches.
 - **Breakers** (sesguard.runtime.dependencies): when a dependency goes down the consumer
-  *holds its intake*: no receives, handlers waiting in `abortable()` give their messages
+  *suspends its intake*: no receives, handlers waiting in `abortable()` give their messages
   back, messages arriving are given back with their backoff (so their receive counts are
   not burned), until the probe gets an answer. Then the breaker is half-open and the
-  hold becomes a *trial*: one message at a time is received and handled, until a real
-  call to the dependency succeeds (the hold is released) or fails (held again, probing
-  on with a longer delay). `hold()` is also how a service stops taking work for its own
+  suspension becomes a *trial*: one message at a time is received and handled, until a real
+  call to the dependency succeeds (the suspension is lifted) or fails (suspended again, probing
+  on with a longer delay). `suspend()` is also how a service stops taking work for its own
   reasons (the sender's SES account pause).
 - **Stop** (`stop()`, SIGTERM): no new receives; handlers get `stop_grace` seconds to
   finish; then every handler outside an `uninterruptible()` section is cancelled at once
@@ -139,18 +139,18 @@ class ConsumerConfig:
 
 
 @dataclass(frozen=True)
-class _Hold:
+class _Suspension:
     reason: str
     delay: Callable[[Delivery], int]
-    since: float  # when the first hold of this key began (kept when a trial fails)
+    since: float  # when the first suspension of this key began (kept when a trial fails)
     dependency: bool
     trial: bool = False  # one message at a time instead of none
 
 
 class Intake(StrEnum):
     OPEN = "open"  # receive up to `concurrency`
-    TRIAL = "trial"  # only trial holds: one message in hand at a time
-    HELD = "held"  # no receives
+    TRIAL = "trial"  # only trial suspensions: one message in hand at a time
+    SUSPENDED = "suspended"  # no receives
 
 
 class Consumer:
@@ -204,7 +204,7 @@ class Consumer:
         self._abort = asyncio.Event()  # handlers' abortable waits give up
         self._unheld = asyncio.Event()
         self._unheld.set()
-        self._holds: dict[str, _Hold] = {}
+        self._suspensions: dict[str, _Suspension] = {}
         self._stop_at: float | None = None
         self._grace_over = False
         self._cause = StopCause.STOPPED
@@ -233,7 +233,7 @@ class Consumer:
             self._cause, self._end_reason = StopCause.ENDED, reason
         self.stop(reason)
 
-    def hold(
+    def suspend(
         self,
         key: str,
         reason: str,
@@ -242,29 +242,33 @@ class Consumer:
         dependency: bool = False,
         trial: bool = False,
     ) -> None:
-        """Stop taking work until `release(key)`: no receives, abortable waits give up,
+        """Stop taking work until `lift(key)`: no receives, abortable waits give up,
         messages given back after `delay(delivery)` seconds (default: at once). With
         `trial`, one message at a time is still taken (a half-open breaker's trial), as
-        long as no other hold stops intake altogether. Holding a key again switches it
+        long as no other suspension stops intake altogether. Suspending a key again switches it
         between the two and keeps when it began."""
-        old = self._holds.get(key)
+        old = self._suspensions.get(key)
         if old is None or old.trial != trial:
             since = old.since if old is not None else self.clock.monotonic()
-            self._holds[key] = _Hold(reason, delay or (lambda _d: 0), since, dependency, trial)
+            self._suspensions[key] = _Suspension(
+                reason, delay or (lambda _d: 0), since, dependency, trial
+            )
         self._sync_intake()
 
-    def release(self, key: str) -> None:
-        self._holds.pop(key, None)
+    def lift(self, key: str) -> None:
+        self._suspensions.pop(key, None)
         self._sync_intake()
 
     def _intake(self) -> Intake:
-        if not self._holds:
+        if not self._suspensions:
             return Intake.OPEN
-        return Intake.TRIAL if all(h.trial for h in self._holds.values()) else Intake.HELD
+        return (
+            Intake.TRIAL if all(h.trial for h in self._suspensions.values()) else Intake.SUSPENDED
+        )
 
     def _sync_intake(self) -> None:
         """Held: no receives, abortable waits give up. Open or trial: both go on."""
-        if self._intake() is Intake.HELD:
+        if self._intake() is Intake.SUSPENDED:
             self._abort.set()
             self._unheld.clear()
         else:
@@ -276,7 +280,7 @@ class Consumer:
     @property
     def held(self) -> bool:
         """Intake is held or limited to trials."""
-        return bool(self._holds)
+        return bool(self._suspensions)
 
     @property
     def in_flight(self) -> int:
@@ -322,7 +326,7 @@ class Consumer:
             intake = self._intake()
             if intake is not Intake.OPEN and cfg.drain and self._gave_up():
                 return
-            if intake is Intake.HELD:
+            if intake is Intake.SUSPENDED:
                 await self._first(self._unheld.wait(), self._stopping.wait(), asyncio.sleep(1))
                 continue
             if self._receive_failures:
@@ -346,7 +350,7 @@ class Consumer:
                 continue
             self._receive_failures = 0
             now = self._intake()
-            take = 0 if self._stopping.is_set() or now is Intake.HELD else len(messages)
+            take = 0 if self._stopping.is_set() or now is Intake.SUSPENDED else len(messages)
             if now is Intake.TRIAL:
                 take = min(take, 0 if self.in_flight else 1)
             for msg in messages[take:]:  # taken, not handled: back to the queue
@@ -467,10 +471,10 @@ class Consumer:
             wanted = fate.after
         elif isinstance(fate, Retry):
             return self.config.retry.delay(d.receive_count)
-        elif self._stopping.is_set() or not self._holds:
+        elif self._stopping.is_set() or not self._suspensions:
             return 0
         else:
-            return max(h.delay(d) for h in self._holds.values())
+            return max(h.delay(d) for h in self._suspensions.values())
         return min(MAX_VISIBILITY, max(0, math.ceil(wanted)))
 
     def _settled_cb(self, d: Delivery, *, delete: bool) -> Callable[[bool], None]:
@@ -517,20 +521,20 @@ class Consumer:
         def backoff(d: Delivery) -> int:
             return self.config.retry.delay(d.receive_count)
 
-        self.hold(f"dependency:{name}", reason, backoff, dependency=True)
+        self.suspend(f"dependency:{name}", reason, backoff, dependency=True)
 
     def _dependency_trial(self, name: str) -> None:
-        hold = self._holds.get(f"dependency:{name}")
-        if hold is not None:
-            self.hold(f"dependency:{name}", hold.reason, hold.delay, dependency=True, trial=True)
+        held = self._suspensions.get(f"dependency:{name}")
+        if held is not None:
+            self.suspend(f"dependency:{name}", held.reason, held.delay, dependency=True, trial=True)
 
     def _dependency_up(self, name: str) -> None:
-        self.release(f"dependency:{name}")
+        self.lift(f"dependency:{name}")
 
     def _gave_up(self) -> bool:
         """--drain: a dependency down for longer than the outage tolerance ends the run."""
         now = self.clock.monotonic()
-        down = [h for h in self._holds.values() if h.dependency]
+        down = [h for h in self._suspensions.values() if h.dependency]
         if down and now - min(h.since for h in down) > self.config.retry.tolerance:
             log.error(
                 f"{self.config.name}_drain_gave_up",

@@ -5,11 +5,11 @@ call. The guard listens to the client's own botocore events (`after-call`,
 `after-call-error`), so every call any handler makes is judged
 (sesguard.aws.errors) and fed to that dependency's `Breaker` without the handlers
 doing anything. When a breaker opens, the guard logs one alert line and tells the
-consumer to hold its intake; it then probes with backoff. The first answer to a probe
+consumer to suspend its intake; it then probes with backoff. The first answer to a probe
 makes the breaker half-open (sesguard.runtime.breaker says why a probe alone is not
 enough): the consumer lets one message at a time through as a trial. The first real call
-that succeeds closes it: one alert line that it is back, and the hold is released. A
-trial that fails holds the intake again, without a new alert (the same outage), and
+that succeeds closes it: one alert line that it is back, and the suspension is lifted. A
+trial that fails suspends the intake again, without a new alert (the same outage), and
 probing resumes with the next, longer delay. Any answer to a call also counts as
 progress of the handler that made it (the heartbeat's stall check).
 """
@@ -143,7 +143,7 @@ class Guard:
                 f" probing {dep.probe_call or 'the dependency'} until it answers"
             ),
         )
-        self._hold_and_probe(breaker)
+        self._suspend_and_probe(breaker)
 
     def _reopened(self, breaker: Breaker) -> None:
         log.info(
@@ -153,9 +153,9 @@ class Guard:
             error=breaker.last_error,
             next_probe_seconds=round(breaker.probe_delay(), 1),
         )
-        self._hold_and_probe(breaker)
+        self._suspend_and_probe(breaker)
 
-    def _hold_and_probe(self, breaker: Breaker) -> None:
+    def _suspend_and_probe(self, breaker: Breaker) -> None:
         self.on_open(breaker.name, f"{breaker.name} unavailable: {breaker.last_error}")
         if breaker.name not in self._probes:
             self._probes[breaker.name] = asyncio.create_task(

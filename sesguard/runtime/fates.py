@@ -39,7 +39,7 @@ class Retry:
 
 @dataclass(frozen=True)
 class GiveBack:
-    """Not tried, not failed (the service is stopping or holding its intake): visible
+    """Not tried, not failed (the service is stopping or its intake is suspended): visible
     again after `after` seconds, or when the runtime decides (at once when stopping, after
     the message's backoff while a dependency is down)."""
 

@@ -12,12 +12,13 @@ import pytest
 
 from sender.records import ClaimState, JobRecords
 from sesguard.aws import table as t
+from sesguard.aws.batching import BATCH_GET_KEYS, read_job_records
 from sesguard.aws.store import PartnerStore
 from sesguard.core.jobs import JOB_TAG, job_tag_value, parse_job
 from sesguard.ops.bootstrap import bootstrap
 from tests.fixtures.ses_events import encode, event
 from worker.classify import SentJob
-from worker.confirm import BATCH_GET_MAX, Confirmations, confirm_sends, read_records
+from worker.confirm import Confirmations, confirm_sends
 from worker.service import WorkerService
 
 NOW = datetime.now(UTC)
@@ -155,7 +156,7 @@ async def test_many_sends_are_read_100_keys_per_call(clients: Any, settings: Any
     assert (result.confirmed, result.write_requests, result.raced) == (3, 3, 0)
     again = await confirm_sends(clients.dynamodb, settings.table, sends)
     assert (again.confirmed, again.write_requests, again.already_sent) == (0, 0, n)
-    assert BATCH_GET_MAX == 100
+    assert BATCH_GET_KEYS == 100
 
 
 class UnprocessedOnce:
@@ -186,7 +187,9 @@ async def test_unprocessed_keys_are_asked_again(clients: Any, settings: Any) -> 
         await put_record(clients, settings.table, f"u-{i}", "sent")
     flaky = UnprocessedOnce(clients.dynamodb)
     result = Confirmations()
-    found = await read_records(flaky, settings.table, [f"u-{i}" for i in range(10)], result)
+    found = await read_job_records(
+        flaky, settings.table, [f"u-{i}" for i in range(10)], on_call=result.count_read
+    )
     assert sorted(found) == sorted(f"u-{i}" for i in range(10))
     assert flaky.calls == 2 and result.read_requests == 2
 
