@@ -1,5 +1,5 @@
 """The benchmarks still run end to end (small sizes; no timing is asserted, only that every
-job and event went through and the JSON line carries the figures the README quotes)."""
+job and event went through and the JSON line carries the figures docs/testing.md quotes)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The README's docker compose walkthrough, on LocalStack itself (there is no Docker engine here).
+"""docs/local.md's docker compose walkthrough, on LocalStack itself (no Docker engine here).
 
 docker-compose.yml's services run as plain processes with the file's own commands and
 environment: LocalStack in host mode at the file's version, from its own venv
@@ -19,11 +19,11 @@ Where this differs from `docker compose up`, and why:
   keeps its files in a temporary directory (host mode) and runs no DNS server (the
   namespace has no resolver to forward to).
 
-The walkthrough is the README's own code block, run line by line: `docker compose up`
+The walkthrough is docs/local.md's own code block, run line by line: `docker compose up`
 starts the emulators (waiting on the file's own healthchecks), runs bootstrap (exit 0),
 then starts sender and worker; `docker compose run --rm bootstrap CMD` runs CMD with
 bootstrap's environment; other lines (curl) run as written; `docker compose down` sends
-SIGTERM to both services, which must exit 0. A line the README says needs a moment (the
+SIGTERM to both services, which must exit 0. A line the walkthrough says needs a moment (the
 worker counts what Firehose wrote to S3) is re-run until its check passes, as a user would.
 
 Skipped only where a network namespace cannot be made (not Linux, not root, no `ip`).
@@ -50,13 +50,13 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.aws.test_lifecycle import readme_rule_pattern, valid
+from tests.aws.test_lifecycle import isv_rule_pattern, valid
 from tests.test_container_files import stages
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LS_VENV = ROOT / ".venv-localstack"
-README = ROOT / "README.md"
+WALKTHROUGH_DOC = ROOT / "docs" / "local.md"
 SERVICES = ("bootstrap", "sender", "worker")
 WAIT = 180.0  # seconds a step may take on a loaded 2-core machine before the test fails
 
@@ -67,13 +67,13 @@ def compose() -> dict[str, Any]:
     return data
 
 
-def readme_walkthrough() -> list[str]:
-    """The commands of the README's compose walkthrough: continuation lines joined,
+def compose_walkthrough() -> list[str]:
+    """The commands of docs/local.md's compose walkthrough: continuation lines joined,
     comments dropped."""
-    section = README.read_text().split("\n## Run with docker compose\n", 1)[1]
+    section = WALKTHROUGH_DOC.read_text().split("\n## Run with docker compose\n", 1)[1]
     section = section.split("\n## ", 1)[0]
     match = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert match, "README: no ```sh block in 'Run with docker compose'"
+    assert match, "docs/local.md: no ```sh block in 'Run with docker compose'"
     commands, pending = [], ""
     for raw in match[1].splitlines():
         line = _strip_comment(raw).rstrip()
@@ -291,7 +291,7 @@ def _make_namespace() -> str:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     for tool in ("curl", "jq", "bash"):
-        assert shutil.which(tool), f"the README's walkthrough needs `{tool}`"
+        assert shutil.which(tool), f"the compose walkthrough needs `{tool}`"
     if not (LS_VENV / "bin" / "python").exists():
         _cannot_run(
             f"needs {LS_VENV.name}, which `make test` makes when it finds Python >= 3.12"
@@ -335,10 +335,10 @@ def _notices(out: str, notify_from: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.timeout(900)
-def test_readme_compose_walkthrough_on_localstack(stack: Stack) -> None:
+def test_compose_walkthrough_on_localstack(stack: Stack) -> None:
     notify_from = stack.spec["services"]["worker"]["environment"]["SESGUARD_NOTIFY_FROM"]
-    # What each README line must show; a line that shows it only after the worker counted
-    # is re-run until it does (the README says so). Each check must match a README line.
+    # What each walkthrough line must show; a line that shows it only after the worker
+    # counted is re-run until it does (docs/local.md says so). Each check must match a line.
     checks: dict[str, Callable[[str], bool]] = {
         r"sesguard partners show acme$": lambda out: (
             _total(out, "sent") == 1 and _total(out, "delivered") == 1
@@ -349,15 +349,15 @@ def test_readme_compose_walkthrough_on_localstack(stack: Stack) -> None:
         r"^curl .*moto-api": lambda out: len(_notices(out, notify_from)) >= 1,
         r"sesguard events history dirty$": lambda out: "Partner Paused" in out,
     }
-    # An ISV application subscribes to Partner Paused with the README's one rule, on
+    # An ISV application subscribes to Partner Paused with docs/operating.md's one rule, on
     # LocalStack's EventBridge, before anything runs.
-    pattern = json.dumps(readme_rule_pattern())
+    pattern = json.dumps(isv_rule_pattern())
     made = stack.run([sys.executable, "-c", _ISV_RULE, pattern], stack.service_env("worker"))
     assert made.returncode == 0, made.stdout + made.stderr
     used: set[str] = set()
     mail_command = ""
     codes: dict[str, int] = {}
-    for command in readme_walkthrough():
+    for command in compose_walkthrough():
         if command.startswith("docker compose up"):
             stack.up()
             continue
@@ -371,7 +371,7 @@ def test_readme_compose_walkthrough_on_localstack(stack: Stack) -> None:
             env = stack.service_env(run[1])
             script = run[2]
         else:
-            assert not command.startswith("docker"), f"README: unhandled command: {command}"
+            assert not command.startswith("docker"), f"walkthrough: unhandled command: {command}"
             env, script = stack.shell_env(), command
         check = next((c for pattern, c in checks.items() if re.search(pattern, script)), None)
         used |= {p for p in checks if re.search(p, script)}
@@ -383,7 +383,7 @@ def test_readme_compose_walkthrough_on_localstack(stack: Stack) -> None:
             result = stack.run(["bash", "-c", script], env)
             assert result.returncode == 0, f"{command}\n{result.stdout}{result.stderr}"
 
-    assert used == set(checks), f"README lines missing for {set(checks) - used}"
+    assert used == set(checks), f"walkthrough lines missing for {set(checks) - used}"
     assert codes == {"sender": 0, "worker": 0}, f"SIGTERM exits: {codes}\n{stack.logs()}"
 
     # With both services stopped, exactly one notice was sent: for the one pause, to the
@@ -408,7 +408,7 @@ def test_readme_compose_walkthrough_on_localstack(stack: Stack) -> None:
     assert (detail["partner_id"], detail["actor"]) == ("dirty", "policy")
     assert detail["reason"].startswith("bounce rate")
 
-    # LocalStack's Firehose, as the README says: one plain (not gzip) object per
+    # LocalStack's Firehose, as docs/local.md says: one plain (not gzip) object per
     # PutRecordBatch, whatever the stream's compression; the worker counted them all.
     objects = stack.run([sys.executable, "-c", _LIST_EVENT_OBJECTS], stack.service_env("worker"))
     assert objects.returncode == 0, objects.stderr

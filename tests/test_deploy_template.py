@@ -66,7 +66,7 @@ SAFE_DEFAULTS = {
     "default_complaint_limit": "as above",
     "default_min_volume": "as above",
     "warn_ratio": "as above",
-    "window_hours": "the windows of docs/design.md (24 h, 7 days)",
+    "window_hours": "the windows of docs/semantics.md (24 h, 7 days)",
     "bucket_retention_days": "TTL of hourly buckets; must only exceed the longest window",
     "gate_cache_seconds": "a few seconds of pause propagation, by design",
     "count_simulator_mail": "false, as SES: simulator mail stays out of the rates",
@@ -76,7 +76,7 @@ SAFE_DEFAULTS = {
     "firehose_error_prefix": "the template's ErrorOutputPrefix is errors/ too (the default)",
     "sender_lease_seconds": "30 s: a crashed task's share of the send rate returns that fast",
     "dlq_max_receives": "a floor under the derived maxReceiveCount; the mapping uses the default",
-    "max_object_bytes": "1 GiB, 8 times Firehose's largest buffer (README: Choices we made)",
+    "max_object_bytes": "1 GiB, 8 times Firehose's largest buffer (docs/design.md)",
     "dlq_settle_seconds": "read by the operator CLI (sesguard dlq redrive) only",
 }
 

@@ -1,6 +1,6 @@
 """The import graph: arrows only point down the layers, and no module imports itself back.
 
-Layers, lowest first (README "How it works" draws them):
+Layers, lowest first (docs/design.md "Layers of the code" draws them):
 
     core < foundation (settings, logging) < aws < domain < runtime < ops < local < cli
 

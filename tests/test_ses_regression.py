@@ -1,4 +1,4 @@
-"""Regression: records shaped as SES publishes them, counted as the README's semantics
+"""Regression: records shaped as SES publishes them, counted as docs/semantics.md's
 table says and as SES itself judges (issue 13).
 
 The fixture (tests/fixtures/ses_regression/, described in its README) covers every event

@@ -1,6 +1,6 @@
 """Partner lifecycle events on moto's EventBridge, delivered by a rule to an SQS queue.
 
-The rule is the one the README shows an ISV (read from the README itself); every detail
+The rule is the one docs/operating.md shows an ISV (read from that file); every detail
 that arrives is validated against its shipped JSON Schema.
 """
 
@@ -39,14 +39,14 @@ from tests.domain.support import (
 )
 from tests.fault_hooks import Fault, inject
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+OPERATING = (Path(__file__).resolve().parents[2] / "docs" / "operating.md").read_text()
 NOTIFY_FROM = "guard@isv.example.com"
 
 
-def readme_rule_pattern() -> dict[str, Any]:
-    """The event pattern the README tells an ISV to write."""
-    match = re.search(r"<!-- isv-rule-pattern.*?-->\s*```json\n(.*?)```", README, re.S)
-    assert match, "README lost its rule pattern"
+def isv_rule_pattern() -> dict[str, Any]:
+    """The event pattern docs/operating.md tells an ISV to write."""
+    match = re.search(r"<!-- isv-rule-pattern.*?-->\s*```json\n(.*?)```", OPERATING, re.S)
+    assert match, "docs/operating.md lost its rule pattern"
     pattern: dict[str, Any] = json.loads(match.group(1))
     return pattern
 
@@ -121,11 +121,11 @@ def pub(clients: Any, settings: Any) -> Publisher:
 # ---- pauses --------------------------------------------------------------------------
 
 
-async def test_twenty_racing_pauses_publish_one_event_through_the_readme_rule(
+async def test_twenty_racing_pauses_publish_one_event_through_the_isv_rule(
     store: PartnerStore, clients: Any, settings: Any, pub: Publisher, moto_endpoint: str
 ) -> None:
     await partner(store, clients)
-    url = await rule_to_queue(clients, readme_rule_pattern())
+    url = await rule_to_queue(clients, isv_rule_pattern())
     now = utcnow()
     state_counts = Counters(sent=400, hard_bounces=33)
     await store.add_counts("acme", now, state_counts)
@@ -189,7 +189,7 @@ async def test_a_failed_publish_keeps_the_pause_and_the_sweep_republishes_the_sa
     store: PartnerStore, clients: Any, pub: Publisher, moto_endpoint: str
 ) -> None:
     await partner(store, clients)
-    url = await rule_to_queue(clients, readme_rule_pattern())
+    url = await rule_to_queue(clients, isv_rule_pattern())
     with (
         capture_logs() as logs,
         inject(clients.events, "PutEvents", Fault(500, "InternalException")) as fault,

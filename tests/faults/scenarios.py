@@ -144,7 +144,7 @@ HEADERS = [
 
 
 def table(results: list[Result]) -> str:
-    """The results as a Markdown table (the README carries it)."""
+    """The results as a Markdown table (docs/testing.md carries it)."""
     rows = [HEADERS, ["---"] * len(HEADERS), *[r.row() for r in results]]
     return "\n".join("| " + " | ".join(cells) + " |" for cells in rows)
 

@@ -1,7 +1,7 @@
 """The SES event simulator: record shapes, mailbox-simulator outcomes, Firehose writes.
 
 The shapes are checked against the hand-written samples in tests/fixtures (the
-documented SES format). The counts use a small counter written here from the README's
+documented SES format). The counts use a small counter written here from docs/semantics.md's
 table (checked first against the samples' expected counts), not the worker's parser.
 The Firehose tests use the real moto server; the retry tests use a stand-in for the
 Firehose API that refuses records, since moto never does.
@@ -81,7 +81,7 @@ def simulate(p: dict, message_id: str = "msg-1", now: datetime = NOW) -> list[di
     )
 
 
-# ---- a counter written from the README's semantics table (simulator mail counted) -------
+# ---- a counter written from docs/semantics.md's table (simulator mail counted) ----------
 
 
 def count(records: list[dict[str, Any]]) -> dict[str, Counter[str]]:

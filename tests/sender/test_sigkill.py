@@ -5,7 +5,7 @@ killed with SIGKILL at the worst moment, inside SES's handling of a SendEmail: S
 the message, the sender never learns its id. The worker runs throughout; SES's events
 come from the stand-in's SES itself (sesguard.local.localaws.ses_events), the way SES publishes
 them whatever becomes of the caller, held back like Firehose's buffer until the
-recovery drain has met the stale claims. Then the README's runbook: restart the sender
+recovery drain has met the stale claims. Then the runbook (docs/operating.md): restart the sender
 (`sesguard sender --drain`), then `sesguard dlq redrive` once the settle time has passed,
 then let the sender send what it re-enqueued. Counted from SES's own list of accepted
 messages (sesguard.local.localaws.sent_messages): each job exactly once, none left over.
@@ -164,7 +164,7 @@ async def test_a_sigkilled_sender_leaves_no_job_the_documented_recovery_sends_tw
         sent_before = Counter(m["subject"] for m in sent_messages(moto_endpoint))
         assert KILL_AT <= sum(sent_before.values()) < JOBS, "killed mid-run"
 
-        # Recovery, as the README's runbook says. 1: the sender comes back (ECS restarts
+        # Recovery, as the runbook (docs/operating.md) says. 1: the sender comes back (ECS restarts
         # it); jobs the dead task held come back after their visibility timeout.
         code, _, err = await run("sender", "--drain", tmp=tmp_path)
         assert code == 0, err[-3000:]

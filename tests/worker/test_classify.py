@@ -1,4 +1,4 @@
-"""Counting semantics (the README's table) and per-object aggregation (pure, no AWS)."""
+"""Counting semantics (docs/semantics.md's table) and per-object aggregation (pure, no AWS)."""
 
 from __future__ import annotations
 
