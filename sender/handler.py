@@ -12,7 +12,7 @@ job_id, never the body):
   dead_lettered  malformed, unknown partner, rejected by SES or possibly sent (a stale
                  claim SES has not confirmed: `sesguard dlq redrive` settles it)
   deferred       another delivery of the same job_id holds a live claim: Defer until
-                 its lease ends
+                 that claim's time ends
   retried        DynamoDB/SES/network trouble, or throttling that did not clear: Retry
                  (claim released when SES certainly did not get the mail)
   returned       the service stopped taking work (stopping, SES account paused, a
@@ -198,7 +198,7 @@ class SendHandler:
         assert a.token is not None
         attempt = 0
         while True:
-            if d.aborting:  # stopping, or intake held: give back (the claim is released)
+            if d.aborting:  # stopping, or intake suspended: give back (the claim is released)
                 raise Aborted
             if attempt:  # the first attempt's token was taken before the claim
                 await self._token(d)
@@ -283,6 +283,6 @@ class SendHandler:
             # shielded: a cancelled handler still completes the release
             await asyncio.shield(self.records.release(job_id, token))
         except INFRA_ERRORS as exc:
-            # The claim stays: a later delivery waits for the lease, then dead-letters it
+            # The claim stays: a later delivery waits for its time, then dead-letters it
             # as "possibly sent". Safe (never twice), just not automatic.
             log.error("claim_release_failed", error=error_code(exc))

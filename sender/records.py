@@ -1,28 +1,11 @@
 """Once per job_id: a conditional claim written before sending, marked sent after.
 
-Item: pk = J#<job_id>, sk = JOB, state "sending" (claimed, SES not yet known to have it)
-or "sent" (SES returned a MessageId), with a TTL of `settings.job_record_days`.
-
-- A delivery whose claim wins sends. A delivery that finds "sent" is a duplicate (an SQS
-  redelivery, or the same job_id enqueued twice): deleted without sending.
-- A claim is released (deleted, conditionally on its token) whenever SES certainly did not
-  take the message: throttling gave up, SES rejected it, the task is stopping.
-- A delivery that finds "sending" cannot know whether SES has the message. Decision:
-  at most once, so never send it blindly. While the claim is younger than the lease
-  (the queue's visibility timeout), another delivery of the same job_id may be sending it
-  right now: this delivery is put back with a delay until the lease ends, and then looks
-  again (by then the owner has marked it "sent", or released it, or died). A claim older
-  than the lease means its owner crashed between claim and the end of the send: the job
-  is dead-lettered with reason "possibly sent", because re-sending could mail every
-  recipient twice and dropping it silently could lose it. A lease-and-resend scheme
-  would trade that for at-least-once sending, which the design contract rules out.
-- SES settles "possibly sent": every send carries the job id as a tag (sesguard.core.jobs.
-  JOB_TAG), so SES's Send event names the job, and the worker turns a "sending" record
-  it names into "sent" (worker/confirm.py, `confirmed_by = "ses"`). A stale claim SES
-  confirmed is therefore read here as "sent": a duplicate, never resent, never
-  dead-lettered. One SES has not confirmed (yet) is dead-lettered, and `sesguard dlq
-  redrive` (sesguard/ops/dlq.py) decides it later from the same record: dropped once SES
-  confirms it, re-sent only when no confirmation came within the settle time.
+Item: pk = J#<job_id>, sk = JOB, state "sending" (the claim) or "sent", with a TTL of
+`settings.job_record_days`. A delivery whose claim wins sends; one that finds "sent" is a
+duplicate; one that finds a claim younger than `claim_seconds` (the visibility timeout)
+waits for it, and one that finds an older claim SES has not confirmed has a job that is
+"possibly sent" and never sends it blindly. Why each rule holds: docs/design.md, "A job id
+is sent at most once" and "Possibly sent".
 """
 
 from __future__ import annotations
@@ -54,7 +37,7 @@ class ClaimState(StrEnum):
     CLAIMED = "claimed"  # this delivery owns the job: send it
     SENT = "sent"  # already sent: a duplicate
     IN_PROGRESS = "in_progress"  # another delivery holds a live claim: look again later
-    POSSIBLY_SENT = "possibly_sent"  # a claim outlived its lease, SES has not confirmed it
+    POSSIBLY_SENT = "possibly_sent"  # a claim outlived claim_seconds, SES has not confirmed it
 
 
 @dataclass(frozen=True)
@@ -66,7 +49,7 @@ class Claim:
     claimed_at: str | None = None  # of the stale claim, for POSSIBLY_SENT
 
 
-def judge_existing(record: dict[str, Any], now: datetime, lease_seconds: float) -> Claim:
+def judge_existing(record: dict[str, Any], now: datetime, claim_seconds: float) -> Claim:
     """What an existing record means for a new delivery of the same job_id (pure).
 
     "sent" (by the sender's own record, or by SES's Send event, which the worker writes
@@ -82,8 +65,8 @@ def judge_existing(record: dict[str, Any], now: datetime, lease_seconds: float) 
         age = (now - datetime.fromisoformat(str(claimed_at))).total_seconds()
     except ValueError:
         age = math.inf  # unreadable claim: treat as stale
-    if age < lease_seconds:
-        return Claim(ClaimState.IN_PROGRESS, retry_after=max(1.0, lease_seconds - age))
+    if age < claim_seconds:
+        return Claim(ClaimState.IN_PROGRESS, retry_after=max(1.0, claim_seconds - age))
     return Claim(ClaimState.POSSIBLY_SENT, claimed_at=str(claimed_at))
 
 
@@ -107,7 +90,7 @@ class JobRecords:
     dynamodb: Any
     table: str
     record_days: int = 14
-    lease_seconds: float = 60.0
+    claim_seconds: float = 60.0
 
     def _expires(self, now: datetime) -> int:
         return int((now + timedelta(days=self.record_days)).timestamp())
@@ -149,7 +132,7 @@ class JobRecords:
             existing = t.from_item(old)
             if is_our_claim(existing, token):
                 return Claim(ClaimState.CLAIMED)
-            return judge_existing(existing, now, self.lease_seconds)
+            return judge_existing(existing, now, self.claim_seconds)
         return Claim(ClaimState.CLAIMED)
 
     async def release(self, job_id: str, token: str) -> None:

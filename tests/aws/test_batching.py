@@ -68,7 +68,7 @@ async def test_unprocessed_items_are_sent_again_and_only_they(clients: Any, tabl
 async def test_a_failed_call_leaves_exactly_the_unwritten_records_not_durable(
     clients: Any, table: str
 ) -> None:
-    records = JobRecords(clients.dynamodb, table, lease_seconds=60)
+    records = JobRecords(clients.dynamodb, table, claim_seconds=60)
     jobs = [
         parse_job(
             {

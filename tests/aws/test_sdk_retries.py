@@ -105,7 +105,7 @@ async def test_send_email_is_never_retried_by_the_sdk(
 async def test_a_claim_written_but_whose_answer_was_lost_is_ours(
     proxied: Clients, proxy: FaultProxy, table: str, clients: Any
 ) -> None:
-    records = JobRecords(proxied.dynamodb, table, lease_seconds=60)
+    records = JobRecords(proxied.dynamodb, table, claim_seconds=60)
     injection = proxy.inject(reset("dynamodb", "PutItem", after_upstream=True), limit=1)
     claim = await records.claim(job(1), "token-1")  # the SDK retried the written PutItem
     assert injection.forwarded == 1 and proxy.count("dynamodb", "PutItem") == 2
@@ -118,7 +118,7 @@ async def test_a_claim_written_but_whose_answer_was_lost_is_ours(
 
 
 async def test_only_the_same_token_makes_an_existing_claim_ours(clients: Any, table: str) -> None:
-    records = JobRecords(clients.dynamodb, table, lease_seconds=60)
+    records = JobRecords(clients.dynamodb, table, claim_seconds=60)
     assert (await records.claim(job(2), "mine")).state is ClaimState.CLAIMED
     assert (await records.claim(job(2), "mine")).state is ClaimState.CLAIMED  # our own write
     assert (await records.claim(job(2), "other")).state is ClaimState.IN_PROGRESS

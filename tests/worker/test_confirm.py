@@ -120,7 +120,7 @@ async def test_an_object_confirms_the_stale_claims_its_send_events_name(
     assert service.tally.jobs_confirmed_by_ses == 1
 
     # The sender now reads the job as sent: a duplicate, never "possibly sent".
-    jobs = JobRecords(clients.dynamodb, table, lease_seconds=60)
+    jobs = JobRecords(clients.dynamodb, table, claim_seconds=60)
     job = parse_job(
         {
             "job_id": "lost.1",
