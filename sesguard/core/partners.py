@@ -86,8 +86,9 @@ MAX_REASON_CHARS = 1000  # a pause reason, as stored (paused_reason) and sent (n
 
 def pause_reason(text: str) -> str:
     """The reason exactly as stored and sent: stripped, never empty, and cut (marked with
-    an ellipsis) to MAX_REASON_CHARS. Applied once, by sesguard.domain.transitions.Transitions.pause,
-    so the table and the notice carry the same text; the CLI refuses longer reasons."""
+    an ellipsis) to MAX_REASON_CHARS. Applied once, by the pause transition
+    (sesguard.domain.transitions), so the table and the notice carry the same text; the
+    CLI refuses longer reasons."""
     text = text.strip() or "paused"
     if len(text) > MAX_REASON_CHARS:
         text = text[: MAX_REASON_CHARS - 1] + "\u2026"
