@@ -3,9 +3,10 @@
 The judgement costs one Query (profile, totals, hourly buckets); the gate caches it per
 partner for `settings.gate_cache_seconds`, so at steady state it costs one read per
 partner per TTL instead of one per job. Concurrent jobs of a partner whose entry is
-missing share one read (single flight). A pause written elsewhere (another task, an
-operator) takes effect here within the TTL; a pause this gate's judgement wrote drops the
-entry, so the next job reads the status as written.
+missing share one read (single flight). A pause, resume or limits change written
+anywhere bumps the status epoch (sesguard.domain.reactions.StatusEpochReaction), which
+`follow` polls: when it moves, every cached judgement is dropped, so a pause lands here
+within a poll, not a TTL. The TTL is the backstop when the epoch cannot be read.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sesguard.core.policy import Level
@@ -55,6 +56,26 @@ class Gate:
 
     def invalidate(self, partner_id: str) -> None:
         self._cache.pop(partner_id, None)
+
+    async def follow(self, read_epoch: Callable[[], Awaitable[int]], every: float) -> None:
+        """Drop every cached judgement when the status epoch moves (runs until cancelled).
+        A failed read is logged once per outage; the cache's TTL still bounds staleness."""
+        seen: int | None = None
+        failing = False
+        while True:
+            try:
+                epoch = await read_epoch()
+            except Exception as exc:
+                if not failing:
+                    log.warning("status_epoch_unreadable", error=repr(exc))
+                failing = True
+            else:
+                failing = False
+                if seen is not None and epoch != seen:
+                    self._cache.clear()
+                    log.info("partner_status_changed", epoch=epoch, judgements_dropped=True)
+                seen = epoch
+            await asyncio.sleep(every)
 
     def _loaded(self, partner_id: str, entry: _Entry, _fut: object = None) -> None:
         fut = entry.future

@@ -48,6 +48,7 @@ from sesguard.aws.store import StoreError
 from sesguard.core.backoff import backoff_delay
 from sesguard.core.jobs import JobError, SendJob
 from sesguard.core.partners import Profile
+from sesguard.domain.judgement import Judgement
 from sesguard.logging import get_logger
 from sesguard.runtime import Aborted, DeadLetter, Defer, Delivery, Done, Fate, GiveBack, Retry
 from sesguard.runtime.metrics import ServiceMetrics
@@ -145,14 +146,7 @@ class SendHandler:
         if judgement.unknown:
             return DeadLetter(UNKNOWN_PARTNER)
         if not judgement.admits:
-            try:
-                await self.held.hold(job, d.sent_at)
-            except INFRA_ERRORS as exc:
-                return Retry(f"hold: {describe(exc)}")
-            self.metrics.add("jobs_held")
-            d.outcome = JobOutcome.HELD
-            d.fields["reason"] = judgement.reason
-            return Done()
+            return await self._hold(d, job, judgement)
 
         # One delivery per job_id at a time in this task: a second one (the same job_id
         # twice in a batch) waits for the first instead of finding its claim "sending".
@@ -168,12 +162,30 @@ class SendHandler:
             del self._claims[job.job_id]
             done.set_result(None)
 
+    async def _hold(self, d: Delivery, job: SendJob, judgement: Judgement) -> Fate:
+        try:
+            await self.held.hold(job, d.sent_at)
+        except INFRA_ERRORS as exc:
+            return Retry(f"hold: {describe(exc)}")
+        self.metrics.add("jobs_held")
+        d.outcome = JobOutcome.HELD
+        d.fields["reason"] = judgement.reason
+        return Done()
+
     async def _claim_and_send(
         self, d: Delivery, a: Attempt, job: SendJob, profile: Profile | None
     ) -> Fate:
         # The rate token comes before the claim, so a claim's age is the time of one send
         # (plus throttling backoff), not the time spent queueing for the account's rate.
         await self._token(d)
+        # Asked again after the wait for a token (a cache hit unless the status epoch
+        # moved meanwhile): a partner paused while its jobs waited sends nothing more.
+        try:
+            judgement = await self.gate.check(job.partner_id)
+        except INFRA_ERRORS as exc:
+            return Retry(f"gate: {describe(exc)}")
+        if not judgement.admits:
+            return await self._hold(d, job, judgement)
         token = uuid.uuid4().hex
         try:
             # Not cut off at the stop: a claim written but not known here would stay

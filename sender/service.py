@@ -24,6 +24,8 @@ no AWS access) or a drain that gave up (a dependency down past the outage tolera
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import Counter
 from typing import Any
 
@@ -187,9 +189,16 @@ class SenderService:
             concurrency=self.settings.concurrency,
             outage_tolerance_seconds=self.retry.tolerance,
         )
+        follow = asyncio.create_task(
+            self.gate.follow(self.store.status_epoch, self.settings.status_poll_seconds),
+            name="status-epoch",
+        )
         try:
             cause = await consumer.run()
         finally:
+            follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follow
             await account.close()
             await handler.close()
             if self.share is not None:  # after the last send: the others take the share

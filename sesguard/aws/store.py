@@ -228,6 +228,33 @@ class PartnerStore:
         )
         return profile_from_item(resp["Item"]) if "Item" in resp else None
 
+    async def status_epoch(self) -> int:
+        """The status epoch (0 before the first change): one consistent GetItem that
+        every sender task makes about twice a second, so a pause reaches them at once
+        instead of after their cached judgements expire (sender/gate.py)."""
+        resp = await self.call(
+            "get_item",
+            TableName=self.table,
+            Key=t.key(t.STATUS_PK, t.STATUS_SK),
+            ConsistentRead=True,
+            ProjectionExpression="epoch",
+        )
+        return int(resp.get("Item", {}).get("epoch", {}).get("N", 0))
+
+    async def bump_status_epoch(self, partner_id: str, now: datetime | None = None) -> None:
+        """Tell the sender tasks that `partner_id` changed (paused, resumed, limits)."""
+        await self.call(
+            "update_item",
+            TableName=self.table,
+            Key=t.key(t.STATUS_PK, t.STATUS_SK),
+            UpdateExpression="ADD epoch :one SET partner_id = :p, changed_at = :at",
+            ExpressionAttributeValues={
+                ":one": {"N": "1"},
+                ":p": {"S": partner_id},
+                ":at": {"S": _iso(now or utcnow()) or ""},
+            },
+        )
+
     async def probe(self) -> None:
         """One cheap read (the profile of `_unattributed`, which never exists): how the
         services' circuit breakers ask whether DynamoDB answers again."""

@@ -104,6 +104,10 @@ def object_pk(bucket: str, key: str) -> str:
 
 SENDER_LEASES_PK = f"{LEASE_PREFIX}sender"
 
+# The status epoch: bumped after every pause, resume and limits change, polled by every
+# sender task (a reserved partner id, so it is never a partner; it has no `kind`).
+STATUS_PK, STATUS_SK = f"{PARTNER_PREFIX}_status", "EPOCH"
+
 # The once-per-job record (sender/records.py writes it, worker/confirm.py confirms it,
 # sesguard/ops/dlq.py reads it to decide what a redrive may send).
 JOB_SK = "JOB"

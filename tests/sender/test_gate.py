@@ -7,12 +7,13 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
+from structlog.testing import capture_logs
 
 from sesguard.aws.held import count_held
 from sesguard.aws.store import StoreError
 from sesguard.core.partners import Counters, Limits, PausedBy, Profile
-from tests.conftest import sent_emails
-from tests.domain.support import answer, gate_for
+from tests.conftest import sent_emails, wait_until
+from tests.domain.support import answer, gate_for, transitions
 from tests.sender.support import PARTNER, Env, sender_settings
 
 
@@ -146,3 +147,46 @@ async def test_gate_pause_with_tenants_on_still_holds(env: Env, clients) -> None
     decision = await gate.check(PARTNER)
     assert answer(decision) == "hold" and gate.pauses == 1
     assert (await env.store.require_profile(PARTNER)).paused
+
+
+async def test_a_pause_anywhere_reaches_a_cached_gate_through_the_status_epoch(
+    env: Env, clients
+) -> None:
+    """The cache never expires here (the clock stands still): only the epoch can tell the
+    gate that an operator paused the partner, and a resume reaches it the same way."""
+    gate = gate_for(env.store, clients.sesv2, sender_settings(gate_cache_seconds=300), Tick())
+    assert answer(await gate.check(PARTNER)) == "send"
+    follow = asyncio.create_task(gate.follow(env.store.status_epoch, 0.01))
+    try:
+        await asyncio.sleep(0.05)  # the first read of the epoch is the baseline
+        operator = transitions(env.store, clients.sesv2)
+        assert (await operator.pause(PARTNER, "by operator", PausedBy.OPERATOR)).won
+        await wait_until(lambda: PARTNER not in gate._cache)
+        assert answer(await gate.check(PARTNER)) == "hold"
+        assert await operator.resume(PARTNER) is not None
+        await wait_until(lambda: PARTNER not in gate._cache)
+        assert answer(await gate.check(PARTNER)) == "send"
+    finally:
+        follow.cancel()
+
+
+async def test_an_unreadable_epoch_leaves_the_cache_to_its_ttl(env: Env, clients) -> None:
+    tick = Tick()
+    gate = gate_for(env.store, clients.sesv2, sender_settings(gate_cache_seconds=5), tick)
+    reads = 0
+
+    async def broken() -> int:
+        nonlocal reads
+        reads += 1
+        raise StoreError("no table")
+
+    with capture_logs() as logs:
+        follow = asyncio.create_task(gate.follow(broken, 0.01))
+        await wait_until(lambda: reads >= 3)
+        follow.cancel()
+    assert [e["event"] for e in logs].count("status_epoch_unreadable") == 1  # once per outage
+    assert answer(await gate.check(PARTNER)) == "send"
+    await env.store.try_pause(PARTNER, "by operator", PausedBy.OPERATOR)
+    assert answer(await gate.check(PARTNER)) == "send"  # cached
+    tick.now += 5.1
+    assert answer(await gate.check(PARTNER)) == "hold"  # the TTL still bounds it
