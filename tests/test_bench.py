@@ -100,3 +100,22 @@ def test_recovery_bench_runs(tmp_path: Path) -> None:
         assert r[f"{who}_sent"] + r[f"{who}_dead_lettered"] == 20, who
         assert r[f"{who}_ses_calls_in_outage"] > 0, who  # the outage did hit it
     assert "goal_met" in r
+
+
+def test_overshoot_bench_runs_both_variants_and_reports_its_target() -> None:
+    r = run_bench(
+        "bench/overshoot.py",
+        "--runs",
+        "1",
+        "--jobs",
+        "120",
+        "--min-volume",
+        "40",
+        timeout=240,
+    )
+    assert r["benchmark"] == "overshoot" and r["runs"] == 1
+    assert {row["variant"] for row in r["_rows"]} == {"ours", "baseline"}
+    for row in r["_rows"]:  # every run crossed at its evidence and was paused (or it exits 1)
+        assert row["evidence_at_send"] >= 40
+        assert row["sent"] == row["evidence_at_send"] + row["sends_after_evidence"]
+    assert set(r["target"]) == {"value", "target", "met"}
