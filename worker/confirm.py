@@ -1,8 +1,8 @@
 """SES's Send events confirm the jobs they name: a stale "sending" claim becomes "sent".
 
 Read first (100 keys per BatchGetItem), written only for a record still "sending",
-conditionally. Why, and why it costs reads rather than writes: docs/design.md, "A job id is
-sent at most once" (step 7 and "Confirming sends costs reads, not writes").
+conditionally. Why, and why it costs reads rather than writes: docs/design.md,
+"A job id is sent at most once" (step 7, and the paragraph after the steps).
 """
 
 from __future__ import annotations

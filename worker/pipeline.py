@@ -1,8 +1,9 @@
 """One S3 object end to end: stream it, count it, apply it exactly once, confirm, judge.
 
 `Processor` is shared by the queue consumer and backfill, and runs one bounded step per
-event-loop turn across all its objects. See docs/design.md, "Every event is counted exactly
-once" and "The event loop stays responsive, and objects are bounded".
+event-loop turn across all its objects. See docs/design.md,
+"Every event is counted exactly once" and
+"The event loop stays responsive, and objects are bounded".
 """
 
 from __future__ import annotations

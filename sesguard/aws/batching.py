@@ -1,7 +1,7 @@
 """AWS batch limits, grouping items under them, and retrying a batch's failed entries.
 
-The limits are AWS's, whether or not an emulator enforces them: docs/design.md, "7. AWS
-limits the code respects".
+The limits are AWS's, whether or not an emulator enforces them. See docs/design.md,
+"7. AWS limits the code respects".
 """
 
 from __future__ import annotations

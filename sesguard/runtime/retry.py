@@ -1,8 +1,8 @@
 """When a message that failed comes back, and when it has failed for too long (pure).
 
 `max_receive_count` is the one function bootstrap, CloudFormation (its mapping is checked
-against it) and the services use. See docs/design.md, "Transient failures and the outage
-tolerance".
+against it) and the services use. See docs/design.md,
+"Transient failures and the outage tolerance".
 """
 
 from __future__ import annotations
