@@ -1,14 +1,8 @@
 """The SES account-pause watch: SES stopped sending for the whole account.
 
-SendEmail answering SendingPausedException or AccountSuspendedException is not about one
-job: no job can be sent. So the watch logs one alert, suspends the consumer's intake (no
-receives; jobs waiting for a token give their messages back at once; the job that hit it
-is given back too), and probes SESv2 GetAccount every `probe_seconds` until
-`SendingEnabled` is true again, then lifts the suspension. A probe that fails tells us
-nothing: we try sending again, and a pause trips the watch again at the first job.
-
-With `sender --drain` the run ends instead, every job not sent back in the queue, with
-exit code 3 (sesguard.core.exitcodes.ExitCode.ACCOUNT_PAUSED).
+Suspends the consumer's intake and probes GetAccount every PROBE_SECONDS until sending is
+enabled; with `sender --drain` the run ends with exit code 3. See docs/design.md,
+"Suspending intake".
 """
 
 from __future__ import annotations

@@ -1,27 +1,18 @@
 """One send job: validate -> partner gate -> rate token -> once-per-job claim -> SendEmail.
 
-The handler the sender plugs into the runtime (sesguard.runtime): it returns a fate and
-never touches SQS. Fates of a job (one log line each, event "job", with partner_id and
-job_id, never the body):
+The handler the sender plugs into the runtime: it returns a fate and never touches SQS.
+Each job ends in one outcome (one log line, event "job", with partner_id and job_id,
+never the body); this table is their reference:
 
-  sent           SES accepted it: Done, with its "sent" record as the commit, so the
-                 message is deleted only once the record is written
+  sent           SES accepted it: Done, its "sent" record the commit
   held           partner paused: stored in sesguard.aws.held, Done
-  duplicate      its job_id was already sent (by its record, or by SES's Send event for
-                 a claim whose owner died: sender.records): Done without sending
-  dead_lettered  malformed, unknown partner, rejected by SES or possibly sent (a stale
-                 claim SES has not confirmed: `sesguard dlq redrive` settles it)
-  deferred       another delivery of the same job_id holds a live claim: Defer until
-                 that claim's time ends
+  duplicate      its job_id was already sent (its record, or SES's Send event): Done
+  dead_lettered  malformed, unknown partner, rejected by SES, or possibly sent
+  deferred       another delivery of the job_id holds a live claim: Defer
   retried        DynamoDB/SES/network trouble, or throttling that did not clear: Retry
-                 (claim released when SES certainly did not get the mail)
-  returned       the service stopped taking work (stopping, SES account paused, a
-                 dependency down) before the send: GiveBack, claim released
+  returned       the service stopped taking work before the send: GiveBack
 
-Deliveries of one job_id inside this task run one after the other, so the same job_id
-twice in a batch costs no extra wait. A send on the wire is `uninterruptible`: at the
-end of the stop grace it gets the runtime's `abandon_seconds` to complete; if it has to
-be abandoned anyway its claim stays, so the job can never be sent twice (sender.records).
+Why a job is sent at most once: docs/design.md, "A job id is sent at most once".
 """
 
 from __future__ import annotations

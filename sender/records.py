@@ -1,11 +1,9 @@
 """Once per job_id: a conditional claim written before sending, marked sent after.
 
-Item: pk = J#<job_id>, sk = JOB, state "sending" (the claim) or "sent", with a TTL of
-`settings.job_record_days`. A delivery whose claim wins sends; one that finds "sent" is a
-duplicate; one that finds a claim younger than `claim_seconds` (the visibility timeout)
-waits for it, and one that finds an older claim SES has not confirmed has a job that is
-"possibly sent" and never sends it blindly. Why each rule holds: docs/design.md, "A job id
-is sent at most once" and "Possibly sent".
+Item `J#<job_id>` / `JOB` (docs/table.md). A delivery whose claim wins sends; one that finds
+"sent" is a duplicate; one that finds a claim younger than `claim_seconds` waits for it; an
+older claim SES has not confirmed is possibly sent, never sent blindly. Why: docs/design.md,
+"A job id is sent at most once" and "Possibly sent".
 """
 
 from __future__ import annotations

@@ -1,25 +1,10 @@
 """The send service: SQS send-jobs -> sender.handler -> SES, on the consumer runtime.
 
-Wiring only: the runtime (sesguard.runtime) receives, settles, renews visibility, stops,
-drains, guards the dependencies and beats the heartbeat; sender.handler decides each
-job's fate; sender.account watches for SES pausing the whole account. Here they are put
-together with this service's choices:
-
-- receives long-poll 20 s (1 s with --drain, so a drain ends quickly);
-- dependencies guarded by circuit breakers: SES (the breaker watches SendEmail, made
-  on its own client, `Clients.ses_send`; probe: SESv2 GetAccount) and DynamoDB (probe:
-  one GetItem on the table). GetAccount answering does not prove SendEmail works, so
-  the SES breaker closes only when a trial job's SendEmail succeeds
-  (sesguard.runtime.breaker, half-open);
-- a "sent" job's record is the commit of its Done: its message is deleted only after
-  the record is written (sender.records.JobRecords.write_sent);
-- a send on the wire gets ABANDON_SECONDS after the stop grace to complete;
-- the account's send rate, shared by the live sender tasks through their leases
-  (sesguard.runtime.leases.RateShare), in `_send_rate`.
-
-Exit codes (sesguard.core.exitcodes): 0 stopped or drained, 1 could not start (missing queue,
-no AWS access) or a drain that gave up (a dependency down past the outage tolerance),
-3 --drain ended because SES paused sending for the whole account.
+Wiring only: the runtime (docs/design.md, "3. The consumer runtime"), sender.handler,
+sender.account, the breakers on SES (`Clients.ses_send`; probe GetAccount) and DynamoDB
+(probe GetItem), the "sent" record as commit, and the shared send rate (`_send_rate`:
+docs/design.md, "Rate sharing across sender tasks"). Exit codes: docs/operating.md,
+"Exit codes".
 """
 
 from __future__ import annotations

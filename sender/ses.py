@@ -1,20 +1,8 @@
 """What the sender asks SES, and what SES's answers mean for the job (pure functions).
 
-Error classes decide the job's fate:
-- THROTTLED: SES said "slow down"; back off with jitter and try again (job kept).
-- REJECTED: SES will never accept this message (MessageRejected, a bad address, ...);
-  dead-letter it with SES's reason.
-- ACCOUNT: sending is paused or suspended for the whole account; stop taking work and
-  return every job to the queue.
-- TRANSIENT: SES did not take the message (5xx, connection refused, a config problem);
-  the job goes back to the queue and the claim is released.
-- AMBIGUOUS: the request may have reached SES (read timeout, connection dropped
-  mid-response); the once-per-job claim is kept so the job is never sent twice.
-
-aiobotocore raises EndpointConnectionError both when it could not connect and when an
-open connection broke mid-request (aiohttp's ClientOSError, e.g. a reset after SES
-accepted the message); only the first is certain not to have reached SES, so the
-exception it wraps decides (`never_connected`).
+`classify_failure` sorts an error into THROTTLED, REJECTED, ACCOUNT, TRANSIENT or
+AMBIGUOUS; what each means for the claim: docs/design.md, "A job id is sent at most once"
+(step 5) and "The SDK never retries SendEmail" (`never_connected`).
 """
 
 from __future__ import annotations

@@ -16,9 +16,8 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 from sesguard.core.partners import DEFAULT_LIMITS, MAX_MIN_VOLUME, MIN_RATE
 from sesguard.core.policy import DEFAULT_WINDOWS
 
-# Decompressed bytes one event object may have. Firehose delivers at most 128 MiB per
-# object (its largest buffer, before compression); 8 times that leaves room for any real
-# object and still stops a gzip bomb after a few seconds of work (README: Choices we made).
+# Decompressed bytes one event object may have: 8 times Firehose's largest object. Why:
+# docs/design.md, "The event loop stays responsive, and objects are bounded".
 DEFAULT_MAX_OBJECT_BYTES = 1 << 30
 
 
@@ -29,7 +28,7 @@ class SettingsError(Exception):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SESGUARD_", extra="ignore", frozen=True)
 
-    # Resource names (docs/design.md).
+    # Resource names (docs/operating.md, "Configuration").
     table: str = Field("sesguard", min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.-]+$")
     send_queue: str = Field("sesguard-send-jobs", min_length=1, max_length=75)
     events_queue: str = Field("sesguard-ses-events", min_length=1, max_length=75)

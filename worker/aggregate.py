@@ -1,18 +1,8 @@
 """Fold an object's events into per-(partner, hour) counters before any write (pure).
 
-DynamoDB writes then scale with the partner-hours of an object, not with its events.
-The per-object statistics are what the worker logs and measures: events counted,
-records ignored by kind, malformed records (the first MALFORMED_KEPT with their offsets,
-all of them counted), untagged events, records of the wrong pipeline, simulator recipients
-kept out of the rates.
-
-Mailbox-simulator recipients are decided here, at counting time: by default each goes to
-the `simulator_` twin of its counter (SES leaves simulator mail out of the account's
-rates, and so do we); with `count_simulator` they count like real mail (README,
-"Reputation semantics").
-
-The jobs the object's Send events name are collected in `sends`, for the worker to
-confirm (worker/confirm.py).
+Also its statistics (`ObjectStats`) and the jobs its Send events name (`sends`, for
+worker/confirm.py). Whether simulator mail counts like real mail is decided here, at
+counting time: docs/semantics.md, "Mailbox-simulator mail".
 """
 
 from __future__ import annotations

@@ -1,18 +1,9 @@
 """Apply an object's counters exactly once: counters and "processed" marker in one
-DynamoDB transaction.
+DynamoDB transaction per chunk (`plan_chunks` is pure).
 
-An object's partner-hours are cut into chunks of at most 100 transaction items (a marker
-Put, one bucket ADD per partner-hour, one TOTALS ADD per partner in the chunk: DynamoDB
-forbids two operations on one item in a transaction). Chunking is a pure function of the
-counts, so a redelivered notification or a second worker produces exactly the same chunks
-and markers. The marker Put is conditional (attribute_not_exists): if it fails, that chunk
-was counted before and is skipped; a TransactionConflict (two workers at the same moment)
-is retried with backoff, after which the loser sees the marker and skips. So are
-throttling and 5xx answers: if a transaction did commit before its answer was lost, the
-retry meets the marker and skips.
-
-Log lines name the object through structlog's context (worker.pipeline binds its bucket
-and key for the whole unit of work), not through arguments repeated in each call.
+Why it holds: docs/design.md, "Every event is counted exactly once". Log lines name the
+object through structlog's context (worker.pipeline binds its bucket and key), not through
+arguments repeated in each call.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """`sesguard worker backfill`: count objects already in the bucket, exactly once.
 
-For first installs (events written before the worker ran) and recovery (a lost queue,
-messages dead-lettered while a bug was live). It runs every listed object through the same
-Processor as the queue consumer, so objects counted before are recognised by their markers
-and skipped: running a backfill twice, or alongside the service, counts nothing twice.
-
-Objects older than the markers' lifetime are left out: their markers may have expired,
-and counting them again would double their totals.
+Runs every listed object through the same Processor as the queue consumer, so objects
+counted before are skipped by their markers; objects older than the markers' lifetime are
+left out. See docs/design.md, "Every event is counted exactly once".
 """
 
 from __future__ import annotations

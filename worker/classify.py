@@ -1,27 +1,7 @@
 """One SES event record -> which partner, which hour, which counter, how much (pure).
 
-The rules are the README's "Reputation semantics" table (the single statement of them);
-this module applies them to one record:
-
-- the counter and its per-recipient amount come from the event type (Bounce by type and
-  subtype, Complaint by subtype: `OnAccountSuppressionList` means SES never sent it);
-- `simulator` is how many of those recipients are mailbox-simulator addresses
-  (`...@simulator.amazonses.com`); whether they count like real mail is the caller's call
-  (the aggregator, from the settings), made when counting;
-- the hour is the event's own time (bounce.timestamp, delivery.timestamp, ...), falling
-  back to mail.timestamp for types that carry none (Send, Reject, Rendering Failure): a
-  bounce is counted when it happened, which is also when the policy must see it.
-
-A record of SES's other pipeline (an SNS identity notification: `notificationType`
-instead of `eventType`, never any tags; or the SNS envelope around one) is WrongPipeline:
-it can name no partner, and counting it under `_unattributed` would hide that the bucket
-is fed by the wrong source. A record that is valid JSON but not an SES event, or an event
-missing the list it is counted by, raises NotAnEvent: guessing a count would make the
-figures wrong, so the record is reported as malformed instead.
-
-A Send event also says which job SES accepted: the sender tags every send with its job
-id (sesguard.core.jobs.JOB_TAG). `sent_job` reads it, for the worker to confirm the job's
-record (worker/confirm.py); a tag that is not one sesguard writes names no job.
+Applies the counting rules of docs/semantics.md (the single statement of them) to one
+record; `sent_job` reads the job a Send event names (docs/design.md, "The job tag").
 """
 
 from __future__ import annotations

@@ -1,30 +1,8 @@
 """SES's Send events confirm the jobs they name: a stale "sending" claim becomes "sent".
 
-Why: a sender that dies between SendEmail and its "sent" record leaves the job's record
-(`J#<job_id>`, sender/records.py) saying "sending", and a later delivery of the job cannot
-tell whether SES has the mail. SES can: every send carries the job id as a tag
-(sesguard.core.jobs.JOB_TAG), so the Send event SES publishes for it names the job. For each
-object, the jobs its Send events name are looked up, and a record still "sending" is
-turned "sent" with SES's message id and time and `confirmed_by = "ses"`. The sender then
-reads the job as a duplicate (never resent), and `sesguard dlq redrive` drops a job
-dead-lettered as "possibly sent" once it is confirmed (sesguard/ops/dlq.py).
-
-Cost (bench/worker.py measures it): Send events are a third to a half of all events,
-and nearly every record they name already says "sent" (the sender wrote it). So the
-records are *read*, 100 keys per BatchGetItem (eventually consistent: half a read unit
-per record), and a write is made only for a record still "sending": a sender died
-mid-send, which is rare. One write per Send event would be a write for every two or
-three events, far above the worker's budget of 2 write requests per 1,000 events. An
-eventually consistent read is safe here: a record only ever goes from "sending" to
-"sent", so a stale read can only show "sending" where the record is already "sent", and
-the conditional write below then changes nothing.
-
-Idempotent: the write is conditional on the record still being "sending" for the same
-partner, so a redelivered object, a second Send event or a race with the sender's own
-"sent" record changes nothing. A record that does not exist is left alone (expired
-after SESGUARD_JOB_RECORD_DAYS, or a tag sesguard did not write): no record is created.
-A failure raises, and the object's notification is retried; its counters are not
-counted twice (worker/apply.py), and the confirmations are simply made again.
+Read first (100 keys per BatchGetItem), written only for a record still "sending",
+conditionally. Why, and why it costs reads rather than writes: docs/design.md,
+"A job id is sent at most once" (step 7, and the paragraph after the steps).
 """
 
 from __future__ import annotations

@@ -1,23 +1,8 @@
 """One S3 notification: count its objects exactly once, judge the partners they touch.
 
-The handler the worker plugs into the runtime (sesguard.runtime). Fates:
-- a body that is not an S3 notification, a notification naming an object outside the
-  events bucket and prefix, an object that is not there, or an object that decompresses
-  to more than SESGUARD_MAX_OBJECT_BYTES: DeadLetter with the reason (`<queue>-dlq`,
-  `sesguard_reason`);
-- an `s3:TestEvent`, or every object counted: Done;
-- anything else that fails (DynamoDB, S3, the network): Retry. An object's counters and
-  its "processed" marker are one transaction (worker.apply), so an object that failed,
-  or was abandoned at a stop, is simply counted on redelivery, and one counted before is
-  not counted again.
-Firehose's own error output (`SESGUARD_FIREHOSE_ERROR_PREFIX`) is never counted.
-
-Only the events bucket (`settings.bucket_name(account)`) under SESGUARD_EVENTS_PREFIX is
-counted: a notification is a claim about where SES events are, made by whoever can send
-to the queue, and counting an object elsewhere would put someone else's records into a
-partner's rates (and bounce counts pause partners). IAM confines the task role on AWS;
-this check holds wherever the worker runs. Such a notification is dead-lettered whole,
-naming what it pointed at, and nothing of it is counted.
+The handler the worker plugs into the runtime: a bad notification, an object outside the
+events bucket and prefix, missing or too large is dead-lettered; any other failure is
+retried. See docs/design.md, "Every event is counted exactly once".
 """
 
 from __future__ import annotations

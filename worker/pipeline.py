@@ -1,18 +1,9 @@
-"""One S3 object end to end: stream it, count it, apply it exactly once, judge partners.
+"""One S3 object end to end: stream it, count it, apply it exactly once, confirm, judge.
 
-Shared by the queue consumer and backfill, so both give the same exactly-once guarantee.
-The object is read in chunks and folded into per-partner-hour counters as it streams;
-only those counters (not the events) are held until the transaction. Whether simulator
-mail counts like real mail is read from the settings here, at counting time.
-
-The event loop stays responsive whatever the object holds: parsing runs in steps of
-bounded work (worker/reader.py) and a Processor runs one step per event-loop turn across
-all the objects it is processing, so timers (visibility renewal, heartbeat, the stop
-signal) wait for at most one step, not for an object. An object that decompresses to more
-than `max_object_bytes` (SESGUARD_MAX_OBJECT_BYTES) is given up as soon as it passes the
-cap, before anything of it is applied.
-After the counters, the jobs the object's Send events name are confirmed
-(worker/confirm.py).
+`Processor` is shared by the queue consumer and backfill, and runs one bounded step per
+event-loop turn across all its objects. See docs/design.md,
+"Every event is counted exactly once" and
+"The event loop stays responsive, and objects are bounded".
 """
 
 from __future__ import annotations

@@ -1,36 +1,8 @@
-"""Stream SES event records out of the bytes of an S3 object (pure, no I/O).
+"""Stream SES event records out of the bytes of an S3 object, in bounded steps (pure, no I/O).
 
-What Firehose writes is not one fixed format, so the reader accepts all of them:
-
-- gzip or plain, decided by the magic bytes 1f 8b (never by key suffix or headers);
-  several gzip members back to back are one stream, as RFC 1952 allows;
-- records one per line (SES appends a newline) or concatenated with no delimiter at all
-  (Firehose's default), or a mix of both.
-
-Bytes are fed in chunks and records come out as soon as they are complete, so an object
-is never held whole in memory: only the undecided tail (at most about one record, bounded
-by MAX_RECORD_BYTES) is kept between chunks.
-
-Finding boundaries fast: a line that orjson accepts is one record (the common case costs
-one `loads`). Otherwise the text is cut at every `}{` (optionally with whitespace between),
-which can only occur between records or inside a string. If a piece does not parse, one
-orjson pass finds where the record that starts there really ends; if the record never
-closes (truncated) or is not an object at all (garbage), the reader skips to the next
-plausible record start and reports the skipped bytes as one malformed record.
-
-Bounded steps, so that no object blocks the caller's event loop: `feed_steps(chunk, sink)`
-is a generator that pauses (yields) whenever about STEP_WORK units of work were done since
-the last pause; worker/pipeline.py gives the event loop a turn at each pause. Work is
-counted from the data alone, so the bound is deterministic: each byte handed to C code
-(inflate, regex search, orjson, copies) is one unit, each record, line or skipped stretch
-handled in Python is RECORD_WORK units. One inflate call produces at most INFLATE_STEP
-bytes, so a gzip bomb is read like any long stream, and every pass over the bytes is in C:
-whitespace, blank lines and garbage are skipped with regular expressions and bytes methods,
-never byte by byte in Python. `feed` is the same work run to completion.
-
-Offsets are byte offsets in the decoded (decompressed) stream; for plain objects they are
-offsets in the object itself. Every malformed stretch is counted (`malformed_count`); the
-first MALFORMED_KEPT are kept with their offsets, so a garbage object cannot grow memory.
+`feed_steps(chunk, sink)` yields after about STEP_WORK units of work; `feed` runs the same
+work to completion. Formats, boundaries, the work measure and the memory bound:
+docs/design.md, "The event loop stays responsive, and objects are bounded".
 """
 
 from __future__ import annotations

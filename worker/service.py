@@ -1,14 +1,8 @@
 """The event service: S3 notifications from SQS -> worker.handler, on the consumer runtime.
 
-Wiring only: the runtime (sesguard.runtime) receives (long polls of 20 s, 1 s with
---drain), renews the visibility of messages whose objects take long, settles them in
-batches, stops within SESGUARD_STOP_GRACE_SECONDS (an object still being read then is
-abandoned and its message made visible at once: it is counted on redelivery), drains,
-and guards the dependencies with circuit breakers: S3 (probe: HeadBucket on the events
-bucket) and DynamoDB (probe: one GetItem). worker.handler decides each message's fate.
-
-Exit codes (sesguard.core.exitcodes): 0 stopped or drained, 1 could not start (missing
-queue) or a drain that gave up (a dependency down past the outage tolerance).
+Wiring only; its dependencies are S3 (probe: HeadBucket on the events bucket) and DynamoDB
+(probe: one GetItem). See docs/design.md, "3. The consumer runtime"; exit codes:
+docs/operating.md, "Exit codes".
 """
 
 from __future__ import annotations

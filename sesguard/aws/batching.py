@@ -1,13 +1,7 @@
 """AWS batch limits, grouping items under them, and retrying a batch's failed entries.
 
-The limits are AWS's, whether or not an emulator enforces them (moto does not): at most
-10 entries in any SQS *Batch call and in one receive, 256 KiB per SQS message and per
-SendMessageBatch (`sesguard.core.jobs.MAX_SQS_MESSAGE_BYTES`, where a job's size is
-checked), 25 items per DynamoDB BatchWriteItem. Every caller groups with `batches` (SQS
-here, PutEvents in lifecycle.py, Firehose in the simulator, each with its own limits) and
-sends SQS batches with `send_batch`, which retries only the entries SQS failed on its side;
-a BatchWriteItem goes through `BatchWrite`, which retries only what DynamoDB left
-unprocessed.
+The limits are AWS's, whether or not an emulator enforces them. See docs/design.md,
+"7. AWS limits the code respects".
 """
 
 from __future__ import annotations

@@ -1,32 +1,8 @@
 """The one place AWS clients are built.
 
-Endpoint, region and credentials come from the SDK's own environment (AWS_ENDPOINT_URL,
-AWS_REGION / AWS_DEFAULT_REGION, the credential chain), so the same code talks to AWS,
-LocalStack or moto. The pool is sized for our concurrency (aiobotocore defaults to 10).
-
-Retries use botocore's *standard* mode (exponential backoff with jitter, a retry quota),
-never *adaptive* mode, whatever AWS_RETRY_MODE says. Adaptive mode's client-side rate
-limiter is, in aiobotocore, an asyncio.Condition awaited under `asyncio.wait_for`; on
-Python 3.11 a call cancelled while it waits there (our handlers' calls are cancelled when
-a service stops or holds its intake) can leave the condition's lock taken by nobody, and
-every later call of that client then waits forever. The fault suite met it as a sender
-whose DynamoDB calls all hung after 5 s of throttling; tests/aws/test_sdk_retries.py
-reproduces it. Throttling is handled by our own backoff instead (the runtime's retries
-and breakers, BatchWrite's backoff, the sender's SES rate).
-
-AWS_MAX_ATTEMPTS means what it means in every AWS SDK: the total number of attempts of a
-call, the first included (botocore's `total_max_attempts`; its `max_attempts` counts
-retries only, so 1 there would be 2 attempts).
-
-SendEmail is never retried by the SDK: it is not idempotent. When the connection breaks
-after SES accepted a message, a retry would send it again while we see one success, so
-the sender sends through `Clients.ses_send`, a client of its own with one attempt per
-call; what a failure means is decided by our code (sender/ses.py `classify_failure`: throttling
-is retried with backoff, a 5xx goes back to the queue with the claim released, a lost
-answer keeps the claim). Every other SESv2 call (GetAccount, tenants) keeps the SDK's
-retries on `Clients.sesv2`; so does a partner's pause notice (sesguard/domain/notice.py), sent
-once per pause with no retry of its own: a notice that might arrive twice after a lost
-answer is chosen over one lost to a blip.
+Endpoint, region and credentials come from the SDK's own environment; retries are the
+SDK's standard mode (never adaptive), except `Clients.ses_send`, whose SendEmail is never
+retried by the SDK. Why: docs/design.md, "The SDK never retries SendEmail".
 """
 
 from __future__ import annotations

@@ -1,20 +1,7 @@
-"""Dead-lettering, the same for both services: the original body plus the reason in the
-`sesguard_reason` message attribute, so an operator can read why and redrive.
+"""Dead-lettering, the same for both services: the original body plus its reason.
 
-The reason is never lost. SQS counts attribute names, types and values against the
-256 KiB message limit, so a body too large to carry its reason beside it (only a job
-that could never be sent: jobs are at most 256 KiB) is cut to fit, on a UTF-8 character
-boundary, and two more attributes say so: `sesguard_truncated_from` (the body's size in
-bytes) and `sesguard_body_sha256` (the SHA-256 of the whole body, to match it against
-the producer's copy). Every other body goes to the DLQ untouched.
-
-Each DLQ message also carries `sesguard_message_id`, the id of the message it copies: a
-job without its own job_id is known by that id (sender.intake.job_from_message), and the
-DLQ copy gets a new one, so `sesguard dlq redrive` (sesguard.ops.dlq) needs it to find the
-job's record and to keep the job's id when it re-enqueues it.
-
-The reasons `sesguard dlq redrive` tells apart start with the phrases defined here, so
-the services and the redrive share one spelling of each.
+See docs/design.md, "Nothing is lost". The reasons `sesguard dlq redrive` tells apart start
+with the phrases defined here, so the services and the redrive share one spelling of each.
 """
 
 from __future__ import annotations
@@ -46,8 +33,8 @@ PAST_TOLERANCE = "failing for longer than the outage tolerance"
 
 
 def possibly_sent_reason(claimed_at: str | None) -> str:
-    """The reason of a job whose claim outlived its lease while SES has not confirmed a
-    send: what it means and the one safe way on (never "delete the record")."""
+    """The reason of a possibly sent job (docs/design.md, "Possibly sent"): what it
+    means and the one safe way on (never "delete the record")."""
     return (
         f"{POSSIBLY_SENT}: a delivery claimed this job_id at {claimed_at or 'an unknown time'}"
         " and never finished, and SES has not confirmed a send (yet). Run `sesguard dlq"

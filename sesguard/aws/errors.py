@@ -1,18 +1,8 @@
-"""What a failed AWS call says about the service that answered it (pure functions).
+"""What a failed AWS call says about the service that answered it: DOWN, THROTTLED or UP (pure).
 
-One judgement for the whole runtime, made per call:
-- DOWN: the dependency cannot serve us right now: 5xx (including 501 "not implemented",
-  e.g. LocalStack's "'sesv2' is either not included in your current license plan or has
-  not yet been emulated"), an operation the endpoint does not know, a connection that
-  failed or timed out. Counted by the dependency's circuit breaker.
-- THROTTLED: it answered "slow down". Neither up nor down: the caller backs off, and a
-  breaker that opened on throttling would stop a healthy service under a normal backlog.
-- UP: anything else is an answer (2xx, or a 4xx about the request itself: the
-  dependency works, the request was wrong, which is the handler's business).
-
-None of these is a reason to dead-letter a message: a handler returns Retry for any
-failure that is not the message's own fault, and only a permanent failure of the message
-(malformed, rejected by SES, possibly sent, too large) goes to the DLQ.
+One judgement for the whole runtime, made per call; none of these is a reason to
+dead-letter a message. See docs/design.md, "Transient failures and the outage tolerance"
+and "Circuit breakers".
 """
 
 from __future__ import annotations

@@ -1,33 +1,8 @@
 """Held send jobs: what a paused partner's jobs become until an operator decides.
 
-The sender holds a job (full payload) instead of sending it while its partner is paused;
-`sesguard partners resume ID --replay` puts the held jobs back on the send queue and
-`--discard` drops them. Nothing is silently lost: a job leaves the held store only after
-it is back on the queue (replay) or on an operator's explicit word (discard).
-
-Layout (sesguard.aws.table): pk = H#<partner>, sk = <held-at>#<job_id>, where held-at is a
-fixed-width UTC ISO time with microseconds, so a Query returns jobs in the order they were
-held. The sender passes the SQS SentTimestamp of the message as held-at: a redelivered
-message maps to the same key, so the conditional put keeps one item per held message
-however often it is delivered.
-
-Replay order of operations: enqueue a batch, then delete exactly the items SQS accepted.
-A crash in between leaves a job both queued and held; a second replay enqueues it again
-and the sender's once-per-job record stops the second send. So a replay can duplicate a
-queue entry but never a send, and never loses a job.
-
-For the CLI (the lead wires `partners resume`):
-
-    await resume_partner(store, publisher, pid)           # status first, then the jobs
-    result = await replay_held(clients, settings, pid)    # or discard_held(...)
-
-Each completed replay or discard that moved jobs is announced once, with its count, as a
-Held Jobs Replayed / Held Jobs Discarded lifecycle event (sesguard.aws.lifecycle).
-
-Senders cache the paused status for up to `settings.gate_cache_seconds` after a resume and
-may hold a few more jobs in that time. Both helpers therefore wait that long after their
-first pass and replay whatever was held meanwhile (those jobs arrived after the resume, so
-they are sent, not discarded).
+`HeldJobs` stores them under `H#<partner>` (the sender, conditionally); `replay_held` puts
+them back on the send queue and `discard_held` drops them, each announced once as a
+lifecycle event. See docs/design.md, "Held jobs and replay".
 """
 
 from __future__ import annotations

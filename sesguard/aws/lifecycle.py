@@ -1,30 +1,9 @@
 """Partner lifecycle events: what happened to a partner, on EventBridge and in its history.
 
-Six kinds (`DetailType`), each with a JSON Schema shipped in `sesguard/aws/lifecycle_schemas/`
-(`sesguard events schema`), published with `source` "sesguard" to SESGUARD_EVENT_BUS.
-
-Once per transition (a transactional outbox). An event is born inside the write that
-makes it true: the conditional active->paused update (the one that also decides who
-sends the notice), paused->active, the warn mark, the limits update. The same
-TransactWriteItems puts two items:
-
-  pk = E#<partner>  sk = <occurred-at>#<event id>   the partner's history (TTL)
-  pk = E#_outbox    sk = <occurred-at>#<event id>   the event until EventBridge took it
-
-A writer that loses the race writes neither, so nothing is published for it. The winner
-then publishes (PutEvents; entries EventBridge refused are retried a few times) and
-deletes the outbox item. If that fails, or the process dies first, the item stays and the
-worker's sweep (`Publisher.sweep`, every minute) publishes it again with the same
-`event_id`; so every event is published at least once, normally exactly once, and the
-rare repeat carries the same `event_id` for consumers to drop. A failed publish is logged
-and never undoes the transition (the pause has already been written).
-
-Held Jobs Replayed / Discarded record an operation that already happened (with its
-counts), not a conditional transition: they are written (history + outbox) and published
-once the operation is done (`Publisher.announce`).
-
-Fields that do not apply to a kind are absent, never null. `status` is the partner's
-status as the event left it; the held-jobs events do not change it and do not carry it.
+Six kinds (`DetailType`), schemas in `sesguard/aws/lifecycle_schemas/`; written with the
+transition through an outbox, published by `Publisher` and its sweep. What a consumer
+sees: docs/operating.md, "Partner lifecycle events (EventBridge)"; why once per
+transition: docs/design.md, "Lifecycle events once per transition".
 """
 
 from __future__ import annotations

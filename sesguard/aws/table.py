@@ -1,40 +1,7 @@
-"""Item layout of the single DynamoDB table (see docs/table.md).
+"""Item layout of the single DynamoDB table (keys, prefixes) and the number rules for writing it.
 
-One partition per partner keeps the gate's read to a single Query:
-
-  pk = P#<partner>  sk = B#<YYYY-MM-DDTHH>   hourly counters (ADD), expire after retention
-  pk = P#<partner>  sk = PROFILE             contact, limits, status, pause/resume facts
-  pk = P#<partner>  sk = TOTALS              all-time counters (ADD)
-
-"PROFILE" and "TOTALS" sort after every "B#..." key, so `sk >= B#<oldest hour>` returns
-the window's buckets plus the profile plus the totals in one request.
-
-PROFILE and TOTALS items also carry `kind = partner`, the hash key of the sparse index
-"partners" (range key pk, keys only): `partners list` queries it instead of scanning the
-table, whose job records and object markers can number millions.
-
-Other partitions:
-  pk = H#<partner>  sk = <held-at ISO>#<job_id>   a held send job (full payload)
-  pk = J#<job_id>   sk = JOB                      once-per-job record of the sender (TTL):
-                                                  state "sending" (claimed) or "sent"; a
-                                                  "sending" record turned "sent" by the
-                                                  worker from SES's Send event also has
-                                                  confirmed_by = "ses" (worker/confirm.py)
-  pk = O#<object>   sk = <chunk>                  "processed" marker of an S3 object chunk (TTL)
-  pk = L#sender     sk = <task id>/<run>          a sender task's lease (TTL): alive_until,
-                                                  sees (the lease ids it counts), fallback,
-                                                  rate (sesguard.runtime.leases)
-  pk = E#<partner>  sk = <occurred-at>#<event id>  a lifecycle event: the partner's history (TTL)
-  pk = E#_outbox    sk = <occurred-at>#<event id>  the same event until EventBridge took it
-                                                  (sesguard.aws.lifecycle)
-
-All sender leases share one partition, so a task reads every lease with one Query. The
-events live outside P#<partner>, so the gate's Query never reads them; the outbox is one
-partition ("_" cannot start a partner id), so the worker's sweep is one Query too.
-
-The partition-key prefixes are also the unit of least privilege: each task role may use
-each DynamoDB action only on the prefixes listed for it in sesguard.ops.permissions (IAM
-`dynamodb:LeadingKeys`); a new kind of item needs a new prefix here and a line there.
+The layout, and why it has this shape, is docs/table.md; a new kind of item needs its
+prefix here and in sesguard.ops.permissions. Number limits: docs/design.md, "6. The table".
 """
 
 from __future__ import annotations

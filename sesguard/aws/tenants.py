@@ -1,20 +1,7 @@
-"""SES-level enforcement: one SES tenant per partner, paused by SES itself.
+"""SES-level enforcement: one SES tenant per partner, its pause mirrored into SES itself.
 
-sesguard's own gate stops a paused partner's jobs in the sender. With `use_tenants`
-(SESGUARD_USE_TENANTS, off by default) the pause is mirrored into SES as well, so a
-partner stays blocked even if some other code path sends with its TenantName:
-
-- `ensure_tenant` creates the tenant (same name as the partner id: both allow
-  `[A-Za-z0-9_-]{1,64}`) and associates the sending identity and the configuration set
-  with it (CreateTenant, CreateTenantResourceAssociation). Idempotent.
-- `mirror_status` sets the tenant's *customer-managed* sending status, the status SES
-  keeps for the account owner next to its own (UpdateReputationEntityCustomerManagedStatus
-  on the tenant as a RESOURCE reputation entity): DISABLED on pause, ENABLED on resume.
-  ENABLED, not REINSTATED: resuming in sesguard must not override SES's own findings.
-
-moto (and LocalStack) do not implement these APIs. They answer 404/500 with no AWS error
-code, or an UnknownOperation/NotImplemented code; every such answer becomes one
-`TenantsUnsupported` naming the operation and what to do, never a retry loop or a crash.
+`ensure_tenant` creates and associates a tenant; `mirror_status` sets its customer-managed
+sending status. See docs/deploy.md, "SES-level enforcement (optional)".
 """
 
 from __future__ import annotations

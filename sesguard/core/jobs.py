@@ -1,23 +1,8 @@
-"""The send job: what an ISV application puts on the send queue (JSON).
+"""The send job: what an ISV application puts on the send queue (JSON), validated here once.
 
-Validation happens here once, for the enqueue CLI, the Python API and the sender alike,
-so a job the sender would refuse is refused before it is queued. What it guarantees, and
-why (a job is refused with a reason naming the field):
-
-- no header value (from, to, cc, bcc, reply_to, subject, tag names and values) carries a
-  control character: C0 except TAB (CR and LF among them), DEL, C1 (NEL among them),
-  U+2028 and U+2029. Mail software splits or rewrites headers on these, so they could
-  inject headers or recipients SES would act on; bodies may not carry NUL;
-- every address is exactly one mailbox, read the same way by our grammar
-  (`addr` or `Name <addr>`), by `email.headerregistry` (no defects, not a group) and by
-  `email.utils.getaddresses`: a comma, unbalanced quotes or garbage around `<...>` would
-  make a mail parser (SES's among them) read more, or other, recipients than we checked;
-- a list field (to, cc, bcc, reply_to) or tags given as null is refused, not read as empty:
-  a producer that sends null meant something, and guessing could drop recipients;
-- partner ids starting with "_" are sesguard's own (`_unattributed`), never a job's;
-- the tags `partner_id` and `sesguard_job` are sesguard's own (RESERVED_TAGS): every
-  event SES publishes for the message carries them, and the worker trusts them to name
-  the partner and the job (`job_tag_value`).
+The enqueue CLI, the Python API and the sender all validate with `SendJob`, and a refusal
+names the field. What is refused, and why: docs/operating.md, "Send jobs"; the job tag:
+docs/design.md, "The job tag".
 """
 
 from __future__ import annotations

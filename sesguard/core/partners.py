@@ -17,7 +17,7 @@ PARTNER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 RESERVED_PREFIX = "_"
 UNATTRIBUTED = "_unattributed"
 
-# Counter names, in the order reports print them (README, "Reputation semantics").
+# Counter names, in the order reports print them (docs/semantics.md).
 COUNTERS: tuple[str, ...] = (
     "sent",
     "delivered",
@@ -31,8 +31,8 @@ COUNTERS: tuple[str, ...] = (
     "clicks",
     "rendering_failures",
 )
-# The same counts for mailbox-simulator recipients, kept out of the rates (README,
-# "Reputation semantics"): `simulator_sent`, `simulator_hard_bounces`, ...
+# The same counts for mailbox-simulator recipients, kept out of the rates
+# (docs/semantics.md, "Mailbox-simulator mail"): `simulator_sent`, `simulator_hard_bounces`, ...
 SIMULATOR_PREFIX = "simulator_"
 SIMULATOR_COUNTERS: tuple[str, ...] = tuple(SIMULATOR_PREFIX + name for name in COUNTERS)
 ALL_COUNTERS: tuple[str, ...] = COUNTERS + SIMULATOR_COUNTERS

@@ -1,8 +1,8 @@
 """Reputation policy: pure functions from counts and limits to a verdict.
 
-The rules are the README's "Reputation semantics" table; this module is where they are
-enforced. `judged_sends` and `rate` are the one definition of a rate that every report,
-the gate, the worker and the notice use.
+The rules are stated in docs/semantics.md ("Sends and rates", "Hours, windows and resume",
+"The verdict"); this module is where they are enforced, and `judged_sends` and `rate` are
+the one definition of a rate.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def compose_pause_notice(
         window = (
             f"Window: the last {finding.window_hours} hours, {finding.judged_sends} messages sent"
         )
-        if finding.suppressed:  # the rates leave them out, as SES does (README semantics)
+        if finding.suppressed:  # the rates leave them out, as SES does (docs/semantics.md)
             window += (
                 f" (not counting {finding.suppressed} to addresses on the suppression list,"
                 " which SES never attempts)"

@@ -1,27 +1,9 @@
 """The embedded AWS stand-in for the demo, the tests and the benchmarks (moto, over HTTP).
 
-moto's threaded server is not safe for concurrent DynamoDB requests: it checks a condition
-and applies the write in separate steps (two racers can both pass a condition that real
-DynamoDB lets only one pass), a cancelled transaction restores a snapshot of the whole
-table (wiping writes made meanwhile), and reads iterate dicts that writes change. sesguard's
-guarantees (one pause winner, one count per object, one send per job) rest on DynamoDB's
-atomic, isolated writes, so the stand-in runs moto's DynamoDB operations one at a time:
-the semantics of the real service, not a mock of our code.
-
-moto's SQS has the same kind of race: a delete rebuilds the queue's message list from a
-snapshot and writes it back, so two concurrent deletes (or a send during a delete) bring
-back messages already deleted, or lose one just sent, without an error (seen: 219 of
-1000 deleted messages back after 16 concurrent DeleteMessageBatch calls). Tests would see
-duplicates real SQS never produces, so SQS operations run one at a time too, on a lock of
-their own; a long-polling receive releases it while it waits for messages.
-
-SES events can also be published by the stand-in itself (`ses_events`), the way SES
-does: when it accepts a SendEmail, whatever becomes of the caller afterwards. The
-sender's own simulator (SESGUARD_SIMULATE_EVENTS) publishes after SendEmail returns, so
-a sender killed in between publishes nothing for a message SES has; tests of that case
-need the events to come from the SES side.
-
-Needs the `local` extra (moto[server]).
+It runs moto's DynamoDB operations one at a time, and its SQS operations one at a time on
+a lock of their own, so callers see the real services' semantics; `ses_events` publishes
+SES events from inside SendEmail, as SES does. Why, and what moto lacks: docs/testing.md,
+"Stand-ins and how tests use them". Needs the `local` extra (moto[server]).
 """
 
 from __future__ import annotations

@@ -1,43 +1,9 @@
 """Local SES event simulator: the records SES would publish for a message it accepted.
 
-Neither moto nor LocalStack publishes SES events, so a local run would never see a
-bounce. With SESGUARD_SIMULATE_EVENTS=true the sender calls `EventPublisher.after_send`
-after each successful SendEmail; it builds the event-publishing records SES would write
-(`simulate_events`, pure) and puts them on the Firehose delivery stream (`publish`),
-from where they reach S3, the events queue and the worker exactly as on AWS.
-
-Outcomes follow the SES mailbox simulator (local part before an optional "+label",
-domain simulator.amazonses.com); every other address is delivered:
-
-| address              | records                                                    |
-|----------------------|------------------------------------------------------------|
-| success@             | Delivery                                                   |
-| bounce@              | Bounce Permanent/General                                   |
-| ooto@                | Bounce Transient/General (no Delivery), see below          |
-| complaint@           | Delivery, then Complaint                                   |
-| suppressionlist@     | Bounce Permanent/Suppressed, see below                     |
-| any other address    | Delivery                                                   |
-
-suppressionlist: the SES developer guide ("Using the mailbox simulator manually") says
-SES answers with a hard bounce "as if the recipient's address is on the global
-suppression list", and a send to a globally suppressed address bounces with bounceType
-Permanent, bounceSubType Suppressed (guide: "Amazon SES global suppression list"), which
-SES counts toward the bounce rate. It is not OnAccountSuppressionList: that subtype is
-the account-level list, which SES does not count (README, "Reputation semantics").
-
-ooto: real SES delivers the message and the recipient's server answers with an
-auto-reply; whether SES then also reports a Transient bounce depends on how that reply
-looks. The simulator reports it as a Transient/General bounce (and no Delivery) so the
-soft-bounce path is exercised locally; soft bounces never count towards bounce_rate, so
-no pause decision depends on this choice.
-
-Simulator mail is kept out of the rates unless the worker counts it like real mail
-(SESGUARD_COUNT_SIMULATOR_MAIL, or SESGUARD_SIMULATE_EVENTS as here): see the README.
-
-Like SES, one message yields one Send record (destination = every recipient), then one
-record per outcome that lists all recipients with that outcome (one Bounce can carry
-several bouncedRecipients). Without a ConfigurationSetName SES publishes nothing, and
-neither does the simulator. The output depends only on the arguments.
+`simulate_events` (pure: the output depends only on the arguments) builds the
+event-publishing records per the SES mailbox simulator; `publish` puts them on the Firehose
+stream; `EventPublisher.after_send` is the sender's after-send hook. The addresses and what
+each yields: docs/local.md, "Simulated SES events".
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """`sesguard bootstrap`: create every resource sesguard uses, idempotently.
 
-Each step first looks, then creates what is missing and corrects what drifted, so a
-second run changes nothing. Where the endpoint lacks an optional API (SES event
-destinations on moto and LocalStack: local runs publish events with the simulator), the
-step reports a warning and the rest carries on. The table, queues, bucket, stream and SES
-configuration are required: an error there stops bootstrap (exit 1), and an endpoint that
-does not implement one of them (HTTP 501, as LocalStack's community edition answers for
-SESv2) gets one line naming the service and its AWS_ENDPOINT_URL_<SERVICE> variable
-(`sesguard.aws.clients.not_implemented_message`, printed by the CLI).
+Each step looks first, then creates what is missing and corrects what drifted. An optional
+API the endpoint lacks is a warning; a required one stops bootstrap (exit 1) with one line
+naming its AWS_ENDPOINT_URL_<SERVICE> variable (`sesguard.aws.clients.not_implemented_message`).
+See docs/operating.md, "Commands", and docs/local.md, "Run with docker compose".
 """
 
 from __future__ import annotations

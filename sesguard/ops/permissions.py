@@ -1,31 +1,24 @@
 """The AWS permissions each service needs: the single source for least privilege.
 
-deploy/sesguard.yaml grants each ECS task role exactly `GRANTS[service]` (actions on
-symbolic resources), and tests/test_deploy_iam.py checks both directions: the template
-grants nothing more and nothing less, and every API call the services make while running
-maps (through `iam_actions`) to a granted action, with no granted action left unused.
+deploy/sesguard.yaml grants each ECS task role exactly `GRANTS[service]`, and
+tests/test_deploy_iam.py checks it both ways (docs/deploy.md). Resources are symbolic, so
+this module stays free of CloudFormation:
 
-Resources are symbolic so this module stays free of CloudFormation:
-  send_queue / send_dlq / events_queue / events_dlq   the SQS queues
-  table:P# / table:H# / table:J# / table:O#            the DynamoDB table, only items whose
-                                                       partition key has that prefix
-                                                       (sesguard/aws/table.py; IAM LeadingKeys)
-  events_bucket / events_objects                       the bucket (listing limited to events/
-                                                       by s3:prefix) / objects under events/
-  identities / configuration_set                       this account's SES identities
-                                                       (From limited by ses:FromAddress), the set
-  tenants                                              SES tenants of this account
-  event_bus                                            the EventBridge bus of lifecycle events
-                                                       (SESGUARD_EVENT_BUS), limited to source
-                                                       "sesguard" and PUBLISHED[service]'s
-                                                       detail types (events:source/detail-type)
-  *                                                    actions without resource scoping
+  send_queue, send_dlq, events_queue, events_dlq   the SQS queues
+  table:<prefix>                                   the table's items whose partition key
+                                                   has that prefix (IAM LeadingKeys;
+                                                   docs/table.md)
+  events_bucket, events_objects                    the bucket (listed under events/ only),
+                                                   the objects under events/
+  identities, configuration_set, tenants           this account's SES identities (From
+                                                   limited by ses:FromAddress), the set,
+                                                   its SES tenants
+  event_bus                                        the lifecycle events' bus, limited to
+                                                   source "sesguard" and PUBLISHED[service]
+  *                                                actions without resource scoping
 
-DynamoDB grants are per action and per kind of item: the sender cannot delete a partner
-profile or a held job, only its own job records; the worker cannot touch held jobs at
-all, and job records only to read them and to confirm a "sending" one from SES's Send
-event (worker/confirm.py). Letting an action reach one more kind of item is one entry in
-`items()` here and one line in that action's `dynamodb:LeadingKeys` list in the template.
+A new kind of item is one entry in `items()` here and one line in that action's
+`dynamodb:LeadingKeys` list in the template.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ def partner_json(
     window_hours: Sequence[int],
     defaults: Limits,
 ) -> dict[str, Any]:
-    """The `partners show --json` object (keys fixed by docs/design.md; extra keys are additive)."""
+    """The `partners show --json` object (keys fixed by docs/operating.md, "Limits"; extra
+    keys are additive)."""
     p = state.profile
     limits = p.limits if p else defaults
     windows = compute_windows(state.buckets, now, window_hours, p.rearm if p else None)

@@ -1,23 +1,8 @@
 """A circuit breaker per dependency: pure state, no I/O, no clock of its own.
 
-CLOSED: calls flow; each DOWN answer (sesguard.aws.errors) adds to a count of
-consecutive failures, any UP answer resets it, THROTTLED changes nothing. At `threshold`
-consecutive failures the breaker OPENS: the service stops taking work, gives back what
-it holds, and probes the dependency with one cheap call after `probe_delay()` seconds
-(doubling up to `probe_cap` while probes keep failing).
-
-A probe that gets an answer only makes the breaker HALF-OPEN: the consumer then lets one
-message at a time through as a trial (sesguard.runtime.consumer). The first real call
-that succeeds (UP, seen by the dependency's hooks) CLOSES it; a DOWN answer re-OPENS it
-at once and the next probe waits twice as long as the last one did, because the probe
-answering did not prove the dependency works. Why: a probe is a different call from
-the work. SES answers GetAccount while only SendEmail fails; closing on the probe made
-the sender take a full batch, fail, reopen every few seconds and churn through the
-queue. `probes_failed` (the backoff) is reset only when a real call succeeded.
-
-While OPEN, ordinary calls do not close it (a slow call finishing late proves little);
-only a probe moves it on, so recovery is one decision in one place
-(sesguard.runtime.dependencies does the I/O).
+CLOSED -> OPEN on `threshold` consecutive DOWN answers; a probe's answer -> HALF_OPEN; the
+first real call that succeeds -> CLOSED (sesguard.runtime.dependencies does the I/O). Why
+a probe alone never closes it: docs/design.md, "Circuit breakers".
 """
 
 from __future__ import annotations

@@ -1,44 +1,9 @@
 """The one SQS consumer loop both services run; it knows nothing of jobs, S3 or SES.
 
 A service gives it a handler (one message in, one fate out: sesguard.runtime.fates) and,
-optionally, the dependencies to guard and a commit function; the runtime does the rest:
-
-- **Receive**: long polls (`wait_seconds`), at most 10 messages a call, never more in
-  hand than `concurrency`; one task per message. A failed receive backs off (jittered).
-  A stop during a poll waits for it (within the grace) so that whatever it returns is
-  given back at once instead of staying invisible for a visibility timeout.
-- **Settle**: fates become batched SQS calls (sesguard.runtime.finisher): Done -> delete
-  (after its commit), DeadLetter -> copy to the DLQ with `sesguard_reason`, then delete,
-  Retry -> visible again after the backoff for its receive count
-  (sesguard.runtime.retry; past the outage tolerance: dead-lettered with the reason),
-  GiveBack -> visible again (at once when stopping), Defer -> visible in N seconds.
-  One log line per message (`log_event`, with the handler's fields and outcome).
-- **Visibility**: messages still in hand (handler running, or commit not yet written)
-  get their visibility renewed every `renew_every` seconds, in batches.
-- **Breakers** (sesguard.runtime.dependencies): when a dependency goes down the consumer
-  *suspends its intake*: no receives, handlers waiting in `abortable()` give their messages
-  back, messages arriving are given back with their backoff (so their receive counts are
-  not burned), until the probe gets an answer. Then the breaker is half-open and the
-  suspension becomes a *trial*: one message at a time is received and handled, until a real
-  call to the dependency succeeds (the suspension is lifted) or fails (suspended again, probing
-  on with a longer delay). `suspend()` is also how a service stops taking work for its own
-  reasons (the sender's SES account pause).
-- **Stop** (`stop()`, SIGTERM): no new receives; handlers get `stop_grace` seconds to
-  finish; then every handler outside an `uninterruptible()` section is cancelled at once
-  and its message made visible at once, and those inside get `abandon_seconds` more.
-  Last deletes and returns get FINAL_FLUSH_SECONDS (plus the finisher's `on_wire` for a
-  call already sent). `stop_budget()` adds these up; a service whose stop outlives it
-  logs where every task waits (sesguard.runtime.signals).
-- **Drain** (`drain=True`): ends when a receive comes back empty, nothing is in hand, and
-  the queue itself reads empty (visible, in flight and delayed: a message in flight from
-  another, perhaps killed, task is waited for until it comes back and is handled). If a
-  dependency stays down for longer than the outage tolerance, the drain gives up.
-- **Health**: a ticker refreshes the heartbeat file every second while the event loop
-  runs, unless every running handler has made no progress for `stall_seconds`
-  (sesguard.runtime.delivery), or the receive loop has not come round for
-  `receive_stall_seconds` (a receive that never returns: the task takes no work). The
-  worst event-loop lag (sesguard.runtime.lag), the counters and the open breakers are
-  logged every `tally_every` seconds and sent as EMF metrics (sesguard.runtime.metrics).
+optionally, the dependencies to guard and a commit function; the runtime receives,
+settles, renews visibility, suspends intake, stops, drains and beats the heartbeat. See
+docs/design.md, "3. The consumer runtime", and docs/operating.md, "Draining".
 """
 
 from __future__ import annotations

@@ -1,18 +1,7 @@
 """One received message as a handler sees it, and what the handler may ask of the runtime.
 
-- `fields` go on the message's log line (partner_id, job_id: never a body);
-  `outcome` names the result more finely than the fate ("sent", "held", "duplicate").
-- `abortable(aw)` waits for something that may be abandoned (a rate token, a backoff):
-  it raises `Aborted` when the runtime stops taking work (SIGTERM grace over, or intake
-  held because a dependency is down); the handler then returns GiveBack.
-- `uninterruptible()` marks a call that must not be cut off halfway (the sender's
-  SendEmail: cut off, SES may or may not have the mail). At the end of the stop grace the
-  runtime cancels every handler outside such a section at once, and those inside get
-  `abandon_seconds` more.
-- `progress()` (or `report_progress()` from anywhere below the handler) tells the
-  runtime the handler is moving; every AWS call to a watched dependency counts too, and a
-  handler in an `abortable()` wait is waiting on purpose, not stuck. The heartbeat stops
-  when every running handler has been stuck for `stall_seconds`.
+`fields` and `outcome` for its log line, `abortable()`, `uninterruptible()` and
+`progress()`. See docs/design.md, "Fates", "Stop" and "Heartbeat and health".
 """
 
 from __future__ import annotations

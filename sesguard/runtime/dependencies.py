@@ -1,17 +1,9 @@
 """The I/O edge of the circuit breakers: watching dependency clients, probing, alerting.
 
 Each `Dependency` is a client the handlers call (SES, DynamoDB, S3) plus one cheap probe
-call. The guard listens to the client's own botocore events (`after-call`,
-`after-call-error`), so every call any handler makes is judged
-(sesguard.aws.errors) and fed to that dependency's `Breaker` without the handlers
-doing anything. When a breaker opens, the guard logs one alert line and tells the
-consumer to suspend its intake; it then probes with backoff. The first answer to a probe
-makes the breaker half-open (sesguard.runtime.breaker says why a probe alone is not
-enough): the consumer lets one message at a time through as a trial. The first real call
-that succeeds closes it: one alert line that it is back, and the suspension is lifted. A
-trial that fails suspends the intake again, without a new alert (the same outage), and
-probing resumes with the next, longer delay. Any answer to a call also counts as
-progress of the handler that made it (the heartbeat's stall check).
+call; its botocore `after-call` events feed the dependency's `Breaker`, so every call any
+handler makes is judged without the handler doing anything. See docs/design.md,
+"Circuit breakers".
 """
 
 from __future__ import annotations

@@ -1,25 +1,6 @@
-"""Settling SQS messages in batches: deletes, and visibility changes (returns, retries).
+"""Settling SQS messages in batches: deletes (after their commits), and visibility changes.
 
-Messages settled within a short linger share one DeleteMessageBatch or one
-ChangeMessageVisibilityBatch (<= 10 entries each, the AWS limit), so settling costs a
-tenth of a call per message instead of one.
-
-A service may attach a *commit* to a delete: something that must be durable before the
-message goes (the sender's "sent" record). Commits of one batch are written first,
-through the service's `CommitBatch` function, and a message is deleted only once its
-commit is written. A commit that fails is retried with backoff while its message stays
-in flight (the runtime keeps renewing its visibility): deleting it anyway would leave a
-job sent but recorded as "sending", and a later delivery of the same job_id would then be
-dead-lettered as "possibly sent" instead of being recognised as a duplicate. If the
-commit still fails when the service stops, the message is left in flight (logged) and
-comes back after its visibility timeout.
-
-close() does not cut a flush on the wire off at its deadline: a cancelled delete would
-leave finished messages in flight until their visibility timeout, and they would come
-back. It gives them `on_wire` seconds more (a flush takes milliseconds; the SDK's own
-timeouts bound each attempt) and only then cancels what still hangs, with an error line,
-so that a stop always ends: those messages come back and the services' idempotency
-turns them into no-ops.
+See docs/design.md, "Receiving and visibility" (the finisher) and "Stop".
 """
 
 from __future__ import annotations

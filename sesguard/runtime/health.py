@@ -1,12 +1,8 @@
 """Container health: a heartbeat file the service loop refreshes, and its check.
 
-A process that is up but stuck (a blocked event loop, handlers that no longer move) is not
-healthy, so the HEALTHCHECK does not ask "is the process there" but "is the service making
-progress": the consumer runtime (sesguard.runtime.consumer) calls `touch_heartbeat` every
-second from a ticker on the event loop (its mtime is the beat), unless every running
-handler has been stuck for its stall limit. It does not depend on the receive cadence, so
-a worker busy on one long object stays healthy. `sesguard health` (`check`) fails once the
-beat is older than --max-age; the CLI's default of 90 s means "stuck for over a minute".
+The consumer runtime calls `touch_heartbeat` every second unless every running handler is
+stuck; `check` (`sesguard health`) fails once the beat is older than --max-age. See
+docs/design.md, "Heartbeat and health".
 """
 
 from __future__ import annotations

@@ -1,54 +1,8 @@
 """The account's SES send rate, shared among the sender tasks that are alive.
 
-Each sender task keeps a lease in the sesguard table, all in one partition so that one
-strongly consistent Query reads them all (sesguard.aws.table, docs/table.md):
-
-  pk = L#sender  sk = <task id>/<run>
-  alive_until   wall-clock seconds until which the lease counts (last renewal + ttl)
-  expires_at    the same, rounded up: DynamoDB's TTL attribute. TTL deletes lazily (often
-                hours later), so readers judge a lease by `alive_until` against their clock
-  sees          the lease ids the holder counted at its last read: its "view"
-  fallback      the holder cannot read the leases and sends at the fallback rate
-  rate          the holder's rate when it wrote (for operators; nobody decides on it)
-
-Every `renew_seconds` a task reads the partition and rewrites its lease: one Query and one
-PutItem, 6 + 6 requests a minute with the defaults. A task that shares takes R / |view| of
-the account's rate R. Why the tasks together never exceed R:
-
-1. *Counted before sending.* A task starts sharing only when every other live lease lists
-   it in `sees` or is `fallback` ("acknowledged"), judged on a read made after its own lease
-   was written. Its lease is written before its first read, so of two tasks starting
-   together at least one sees the other's lease and waits for it to be counted. A lone task
-   has nobody to wait for and starts at once; a newcomer among others waits until each has
-   read once (at most one renew interval; it re-reads every renew/5 while it waits), and
-   `start()` returns only then, so nothing is sent before.
-2. *Lower at once, raise after telling.* After a read a task applies a lower rate at once
-   and a higher one only after its lease with the new `sees` is written. So a lease that
-   lists X belongs to a task whose rate already counts X.
-3. From 1 and 2, every sharing task counts every sending task whose lease is live, so each
-   takes at most R / (tasks sending) and the sum stays under R. An empty `sees` (a lease
-   written before its first read) never acknowledges anyone.
-4. *Leaving.* `stop()` deletes the lease after the last send; the others raise their rate
-   at their next read. A crashed task's lease counts until its `alive_until` (<= ttl); then
-   the others reclaim its share, and newcomers stop waiting for it.
-5. *Fallback.* A task that cannot read the leases takes R / max(fallback_tasks, |view|),
-   logged once, and says `fallback` in its lease so newcomers need not wait for it. That
-   rate is safe while no more than `fallback_tasks` tasks run (CloudFormation sets it to the
-   service's maximum task count). Back from fallback a task takes the newcomer's path
-   (1): lease written without `fallback`, then a read that finds it acknowledged. A task
-   whose own lease may have lapsed (not renewed for ttl - renew seconds), or that finds a
-   lease whose holder no longer counts it (clock skew), falls back the same way. It wakes
-   for that deadline, and every read and write gives up after renew/4, so it falls back
-   before the readers drop its lease, however DynamoDB misbehaves.
-
-What is left: a task cut off from DynamoDB long enough for its lease to lapse is invisible,
-so its fallback rate comes on top of the others' shares (R / fallback_tasks per such task).
-Such a task cannot send anyway: every send needs the once-per-job claim in the same table.
-Clocks are compared across tasks: a reader drops a lease at its `alive_until`, and a task
-that cannot renew gives up its share one renew interval before that by its own clock, or
-up to half an interval later if a round was under way (renew/4 per call). So clocks must
-agree to well within half the renew interval (5 s by default); ECS tasks keep time with
-the Amazon Time Sync Service, which is within a millisecond.
+Each sender task keeps a lease in `L#sender` (docs/table.md) and takes R / (tasks that
+count each other) of the account's rate R. Why the tasks together never exceed R, case by
+case: docs/design.md, "Rate sharing across sender tasks".
 """
 
 from __future__ import annotations

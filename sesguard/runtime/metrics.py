@@ -1,12 +1,8 @@
 """CloudWatch metrics as Embedded Metric Format (EMF) lines: no agent, no PutMetricData.
 
-On ECS the awslogs driver ships every stdout line to CloudWatch Logs, and CloudWatch
-extracts metrics from any line that is a JSON object carrying the EMF `_aws` envelope.
-So a service reports a metric by printing one JSON line; IAM needs nothing beyond the
-task execution role's log permissions, and the numbers cost nothing when nobody reads them.
-
-Services accumulate counts in a `ServiceMetrics` and `flush()` them every minute or so
-(one line per interval, not one per job); `emit` writes a single line directly.
+Services accumulate counts in a `ServiceMetrics` and `flush()` them every minute or so;
+`emit` writes a single line. See docs/design.md, "Heartbeat and health"; the metric names
+are in docs/deploy.md, "Where to look".
 Format: https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html
 """
 

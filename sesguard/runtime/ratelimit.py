@@ -1,18 +1,8 @@
-"""A token bucket for the SES account send rate, with an injectable clock.
+"""A token bucket for one sender task's share of the SES account send rate (injectable clock).
 
-SES enforces one maximum send rate for the whole account. Each sender task takes a share
-of it (`sesguard.runtime.leases.RateShare` shares it among the live tasks and changes a
-task's share with `set_rate`). The clock is injectable so tests drive time by hand instead
-of sleeping.
-
-When SES answers "slow down" anyway (another application sends from the account, or AWS
-lowered its rate), `throttled()` halves the rate actually used and forgets saved tokens;
-the rate then climbs back by a twentieth of the share per second (20 s from nothing
-to all of it). Throttles within a second of a halving are one event (the handlers that
-were sending at once all hear it) and do not halve it again. Additive increase,
-multiplicative decrease: a sender meeting a lower real limit settles just under it
-instead of hitting it at its share's pace. (The SDK's adaptive retry mode used to do
-this for us and cannot be used: sesguard/aws/clients.py.)
+`set_rate` is how sesguard.runtime.leases changes the share; `throttled()` backs off when
+SES says "slow down" (additive increase, multiplicative decrease). See docs/design.md,
+"Rate sharing across sender tasks" and "A job id is sent at most once" (step 5).
 """
 
 from __future__ import annotations

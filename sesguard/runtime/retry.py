@@ -1,23 +1,8 @@
 """When a message that failed comes back, and when it has failed for too long (pure).
 
-A transient failure (a dependency down, throttling that did not clear, an internal error)
-never dead-letters a message while it lasts less than the outage tolerance
-(SESGUARD_OUTAGE_TOLERANCE_SECONDS, default 15 minutes):
-
-- each retry hides the message for `delay(receive_count)` seconds: 1 s, 2 s, 4 s, ...
-  up to `cap`, with "equal jitter" (sesguard.core.backoff.spaced_delay), so a failing queue
-  does not come back all at once and the total wait has a known lower bound;
-- `receives_to_cover` is how many receives that lower bound needs to span the tolerance;
-  the queues' maxReceiveCount is that plus RECEIVE_SLACK for receives that carry no
-  delay (a SIGTERM gives messages back at once; a crashed task's messages come back after
-  the visibility timeout), and never below SESGUARD_DLQ_MAX_RECEIVES, which is now a
-  floor. `max_receive_count` is the one function bootstrap, CloudFormation (its mapping
-  is checked against it) and the services use;
-- past the tolerance (measured from SQS's ApproximateFirstReceiveTimestamp) the runtime
-  dead-letters a message that fails again, with the reason, before SQS's redrive would
-  move it there without one.
-The whole curve follows the tolerance, so a short tolerance (tests, a fault-injection
-suite) gives short backoffs and quick probes without further settings.
+`max_receive_count` is the one function bootstrap, CloudFormation (its mapping is checked
+against it) and the services use. See docs/design.md,
+"Transient failures and the outage tolerance".
 """
 
 from __future__ import annotations

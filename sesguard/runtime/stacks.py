@@ -1,12 +1,9 @@
 """Where every asyncio task of this process is waiting, as log lines.
 
-A service that hangs must say on what (an AWS call that never returns, a lock, a flush)
-before the orchestrator kills it: these lines are logged when a stop overruns its budget
-and on SIGUSR1 (sesguard.runtime.signals), so an operator can ask a live task without a
-debugger, and when the receive loop stalls (sesguard.runtime.consumer).
-
-`Task.get_stack()` gives one frame for a suspended coroutine; the chain of awaits
-(`cr_await`) is followed here instead, outermost first, down to the future it waits on.
+Logged when a stop overruns its budget, on SIGUSR1 and when the receive loop stalls, so a
+hung service says on what before it is killed. `Task.get_stack()` gives one frame for a
+suspended coroutine; the chain of awaits (`cr_await`) is followed here instead, outermost
+first. See docs/design.md, "Stop".
 """
 
 from __future__ import annotations
