@@ -32,6 +32,7 @@ bench: $(VENV)/.dev    ## benchmarks: ratios against naive baselines, measured i
 	$(BIN)/python bench/worker.py
 	$(BIN)/python bench/worker_lag.py
 	$(BIN)/python bench/recovery.py
+	$(BIN)/python bench/overshoot.py
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -83,8 +83,12 @@ class Settings(BaseSettings):
     job_record_days: int = Field(14, ge=1)
     # `sesguard dlq redrive`: how long after its claim a "possibly sent" job must have
     # gone without SES's Send event before it is re-sent (sesguard.ops.dlq). Well above
-    # Firehose's buffering (60 s as deployed) plus the worker's lag.
+    # Firehose's buffering (firehose_buffer_seconds, at most 900 s) plus the worker's lag.
     dlq_settle_seconds: float = Field(900.0, ge=0, le=86400)
+    # How long Firehose gathers SES events before it writes an object (bootstrap's stream;
+    # the stack's FirehoseBufferSeconds): what a pause waits for on AWS, see
+    # docs/design.md "A pause lands within a second". S3 destinations accept 0-900 s.
+    firehose_buffer_seconds: int = Field(10, ge=0, le=900)
     use_tenants: bool = False
     tenant_identity: str | None = Field(
         None, description="SES identity associated with each partner's tenant (operator CLI)"

@@ -78,6 +78,8 @@ SAFE_DEFAULTS = {
     "dlq_max_receives": "a floor under the derived maxReceiveCount; the mapping uses the default",
     "max_object_bytes": "1 GiB, 8 times Firehose's largest buffer (docs/design.md)",
     "dlq_settle_seconds": "read by the operator CLI (sesguard dlq redrive) only",
+    "firehose_buffer_seconds": "read by bootstrap only; the stack has FirehoseBufferSeconds",
+    "status_poll_seconds": "0.5 s: a pause reaches every sender task that fast",
 }
 
 

@@ -280,7 +280,10 @@ async def ensure_firehose(clients: Clients, settings: Settings, bucket: str, rep
             "BucketARN": f"arn:aws:s3:::{bucket}",
             "Prefix": settings.events_prefix,
             "ErrorOutputPrefix": settings.firehose_error_prefix + "!{firehose:error-output-type}/",
-            "BufferingHints": {"IntervalInSeconds": 60, "SizeInMBs": 5},
+            "BufferingHints": {
+                "IntervalInSeconds": settings.firehose_buffer_seconds,
+                "SizeInMBs": 5,
+            },
             "CompressionFormat": "GZIP",
             "ProcessingConfiguration": {
                 "Enabled": True,

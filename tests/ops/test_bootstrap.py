@@ -51,6 +51,18 @@ async def test_bootstrap_creates_everything_then_changes_nothing(clients, settin
     }
     fh = await clients.firehose.describe_delivery_stream(DeliveryStreamName="sesguard-ses-events")
     assert fh["DeliveryStreamDescription"]["DeliveryStreamStatus"] == "ACTIVE"
+    (dest,) = fh["DeliveryStreamDescription"]["Destinations"]
+    hints = dest["ExtendedS3DestinationDescription"]["BufferingHints"]
+    assert hints == {"IntervalInSeconds": 10, "SizeInMBs": 5}  # what a pause waits for on AWS
+
+
+async def test_bootstrap_takes_the_firehose_buffering_interval_from_the_settings(
+    clients, settings
+) -> None:
+    await bootstrap(clients, settings.model_copy(update={"firehose_buffer_seconds": 0}), [])
+    fh = await clients.firehose.describe_delivery_stream(DeliveryStreamName="sesguard-ses-events")
+    (dest,) = fh["DeliveryStreamDescription"]["Destinations"]
+    assert dest["ExtendedS3DestinationDescription"]["BufferingHints"]["IntervalInSeconds"] == 0
 
 
 async def test_bootstrap_corrects_drifted_queue(clients, settings) -> None:
