@@ -1,9 +1,10 @@
 """`sesguard`: the operator's command line.
 
 Exit codes: 0 done, 1 operational failure (AWS unreachable, table missing, ...),
-2 usage or validation error. Every refusal is one line on stderr; tracebacks only with
---debug. The services (`sesguard sender`, `sesguard worker`) are imported lazily so the
-core never depends on them.
+2 usage or validation error. `main` maps sesguard's error tree (sesguard.errors: Refused 2,
+Failed 1) and the SDK's errors to them in one place; every refusal is one line on stderr,
+tracebacks only with --debug. The services (`sesguard sender`, `sesguard worker`) are
+imported lazily so the core never depends on them.
 """
 
 from __future__ import annotations
@@ -20,27 +21,20 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from sesguard import __version__
 from sesguard.aws.clients import Clients, not_implemented_message, open_clients
 from sesguard.aws.errors import answer_text, error_code
-from sesguard.aws.store import PartnerStore, StoreError
+from sesguard.aws.store import PartnerStore
 from sesguard.core.exitcodes import ExitCode
 from sesguard.core.jobs import JobError, job_schema, parse_job
 from sesguard.core.partners import MAX_MIN_VOLUME, MAX_REASON_CHARS, MIN_RATE, utcnow
+from sesguard.errors import Failed, Refused, SesguardError
 from sesguard.logging import configure_logging
 from sesguard.ops import operations
-from sesguard.settings import Settings, SettingsError, load_settings
+from sesguard.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from sesguard.local.demo import Services
 
 # Short names for this module; the codes themselves are defined in sesguard.core.exitcodes.
 EXIT_OK, EXIT_OPERATIONAL, EXIT_USAGE = ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE
-
-
-class UsageError(Exception):
-    """Bad input from the operator (exit 2)."""
-
-
-class OperationalError(Exception):
-    """Something outside the operator's input failed (exit 1)."""
 
 
 # ---- argument types: each refusal names what is wrong --------------------------------
@@ -51,7 +45,7 @@ def _arg_type(check: Callable[[Any], Any], value: str) -> Any:
     checks): its refusal becomes argparse's, which prefixes it with the option's name."""
     try:
         return check(value)
-    except operations.Refused as exc:
+    except Refused as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -200,7 +194,9 @@ async def cmd_partners_show(args: argparse.Namespace, settings: Settings, client
     store = PartnerStore.from_settings(clients.dynamodb, settings)
     report = await operations.partner_report(store, settings, args.partner_id)
     if report is None:
-        raise UsageError(f"no partner {args.partner_id} (and no traffic under that id)")
+        raise operations.NoSuchPartner(
+            f"no partner {args.partner_id} (and no traffic under that id)"
+        )
     print(
         orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
         if args.json
@@ -248,9 +244,9 @@ def _jobs_from_args(args: argparse.Namespace) -> list[Any]:
                 with open(args.file, encoding="utf-8") as fh:
                     return read_jobs_file(fh)
             except OSError as exc:
-                raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+                raise Refused(f"cannot read {args.file}: {exc.strerror}") from None
             except UnicodeDecodeError:
-                raise UsageError(f"{args.file} is not UTF-8 text") from None
+                raise Refused(f"{args.file} is not UTF-8 text") from None
         given = {
             "--partner": args.partner,
             "--from": args.from_,
@@ -259,9 +255,9 @@ def _jobs_from_args(args: argparse.Namespace) -> list[Any]:
         }
         missing = [flag for flag, value in given.items() if not value]
         if missing:
-            raise UsageError(f"missing {', '.join(missing)} (or give --file)")
+            raise Refused(f"missing {', '.join(missing)} (or give --file)")
         if not (args.text or args.html):
-            raise UsageError("give --text or --html (or both)")
+            raise Refused("give --text or --html (or both)")
         job: dict[str, Any] = {
             "partner_id": args.partner,
             "from": args.from_,
@@ -275,13 +271,13 @@ def _jobs_from_args(args: argparse.Namespace) -> list[Any]:
             job["tags"] = dict(_split_tag(t) for t in args.tag)
         return [parse_job(job)]
     except JobError as exc:
-        raise UsageError(f"invalid job: {exc}") from None
+        raise Refused(f"invalid job: {exc}") from None
 
 
 def _split_tag(value: str) -> tuple[str, str]:
     name, sep, tag_value = value.partition("=")
     if not sep:
-        raise UsageError(f"--tag {value!r}: use NAME=VALUE")
+        raise Refused(f"--tag {value!r}: use NAME=VALUE")
     return name, tag_value
 
 
@@ -307,7 +303,7 @@ async def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings, clients:
     from sesguard.runtime import queue_urls
 
     if args.events:
-        raise UsageError("redrive works on the send DLQ only (`sesguard dlq --events` lists)")
+        raise Refused("redrive works on the send DLQ only (`sesguard dlq --events` lists)")
     queue_url, dlq_url = await queue_urls(clients.sqs, settings.send_queue)
     store = PartnerStore.from_settings(clients.dynamodb, settings)
 
@@ -331,7 +327,7 @@ async def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings, clients:
     else:
         print(report.text())
     if report.failed:
-        raise OperationalError(
+        raise Failed(
             f"{report.failed} jobs could not be settled and stay in the DLQ: run the redrive"
             " again (nothing was sent twice)"
         )
@@ -355,12 +351,8 @@ def cmd_events_schema(args: argparse.Namespace) -> int:
 
     if args.type is None:
         out: dict[str, Any] = lifecycle.schemas()
-    else:
-        try:
-            out = lifecycle.schema(lifecycle.parse_detail_type(args.type))
-        except ValueError as exc:
-            print(f"sesguard: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+    else:  # an unknown type is refused
+        out = lifecycle.schema(lifecycle.parse_detail_type(args.type))
     print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     return EXIT_OK
 
@@ -683,12 +675,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "enqueue":
             args.jobs = _jobs_from_args(args)
         return asyncio.run(_dispatch(args, settings))
-    except SettingsError as exc:
-        return _fail(EXIT_USAGE, f"configuration: {exc}", debug)
-    except (UsageError, operations.Refused) as exc:
-        return _fail(EXIT_USAGE, str(exc), debug)
-    except (StoreError, OperationalError, operations.Failed) as exc:
-        return _fail(EXIT_OPERATIONAL, str(exc), debug)
+    except SesguardError as exc:  # Refused: 2, Failed: 1 (sesguard.errors)
+        return _fail(exc.exit_code, str(exc), debug)
     except NoCredentialsError:
         return _fail(
             EXIT_OPERATIONAL,

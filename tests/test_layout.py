@@ -2,9 +2,10 @@
 
 Layers, lowest first (README "How it works" draws them):
 
-    core < foundation (settings, logging) < aws < runtime < ops < local < cli
+    core (and errors) < foundation (settings, logging) < aws < runtime < ops < local < cli
 
-A module may import its own layer and the layers below it. `sender` and `worker` sit on
+A module may import its own layer and the layers below it. `sesguard.errors`, the error
+tree, sits with core, whose checks raise it. `sender` and `worker` sit on
 top and may import any layer of sesguard; sesguard imports neither, except `sesguard.cli`,
 the one entry that starts them. Every import counts, including those inside functions and
 under `if TYPE_CHECKING:` (a type-only import is still an arrow a reader follows); the cycle
@@ -27,7 +28,7 @@ PACKAGES = ("sesguard", "sender", "worker")
 # sesguard's layers, lowest first; a module's layer is the first of its dotted name's
 # prefixes found here.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("core", ("sesguard.core",)),
+    ("core", ("sesguard.core", "sesguard.errors")),
     ("foundation", ("sesguard", "sesguard.settings", "sesguard.logging")),
     ("aws", ("sesguard.aws",)),
     ("runtime", ("sesguard.runtime",)),

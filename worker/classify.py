@@ -32,10 +32,11 @@ from typing import Any, NamedTuple
 
 from sesguard.core.jobs import JOB_TAG, PARTNER_TAG, job_id_from_tag
 from sesguard.core.partners import PARTNER_ID_RE, RESERVED_PREFIX, UNATTRIBUTED, hour_floor
+from sesguard.errors import Refused
 from sesguard.local.simulator import is_simulator_address
 
 
-class NotAnEvent(ValueError):
+class NotAnEvent(Refused):
     """Valid JSON that cannot be counted as an SES event; the message says why."""
 
 
