@@ -85,23 +85,23 @@ def _made(cls: type[BaseException]) -> BaseException:
 def test_the_cli_exits_2_for_a_refusal_and_1_for_a_failure_from_anywhere(
     cls: type[BaseException], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sesguard import cli as cli_module
+    from sesguard.cli import events
 
     def raising(_args: object) -> int:
         raise _made(cls)
 
-    monkeypatch.setattr(cli_module, "cmd_job_schema", raising)  # registered when main parses
+    monkeypatch.setattr(events, "cmd_job_schema", raising)  # registered when main parses
     r = cli("job-schema")
     assert r.code == (2 if issubclass(cls, Refused) else 1)
     assert r.err == "sesguard: boom\n"  # one line, the message as it is
 
 
 def test_anything_else_is_an_unexpected_error_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sesguard import cli as cli_module
+    from sesguard.cli import events
 
     def raising(_args: object) -> int:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(cli_module, "cmd_job_schema", raising)
+    monkeypatch.setattr(events, "cmd_job_schema", raising)
     r = cli("job-schema")
     assert r.code == 1 and "unexpected error: ZeroDivisionError('a bug')" in r.err
