@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sesguard.aws.clients import Clients
 from sesguard.cli.parser import Parser, Subparsers, partner_id_arg, print_json, volume_arg
@@ -38,7 +38,9 @@ def register(sub: Subparsers) -> None:
     eh.add_argument(
         "--hours", type=volume_arg, default=168, metavar="N", help="how far back (default 168)"
     )
-    eh.add_argument("--json", action="store_true", help="the events' details as JSON")
+    eh.add_argument(
+        "--json", action="store_true", help="the events as JSON: each detail with its detail-type"
+    )
     eh.set_defaults(handler=cmd_events_history)
 
 
@@ -65,7 +67,7 @@ async def cmd_events_history(args: argparse.Namespace, settings: Settings, clien
     since = utcnow() - timedelta(hours=args.hours)
     events = await partner_history(clients.dynamodb, settings.table, args.partner_id, since)
     if args.json:
-        print_json([e.detail for e in events])
+        print_json([history_json(e) for e in events])
     elif not events:
         print(f"no lifecycle events of {args.partner_id} in the last {args.hours} hours")
     else:
@@ -74,6 +76,12 @@ async def cmd_events_history(args: argparse.Namespace, settings: Settings, clien
                 f"{event.occurred_at:%Y-%m-%d %H:%M:%S}Z  {event.detail_type:22}  {_summary(event)}"
             )
     return ExitCode.OK
+
+
+def history_json(event: LifecycleEvent) -> dict[str, Any]:
+    """The detail as EventBridge carries it, with the envelope's `detail-type`: without it
+    "Held Jobs Replayed" and "Held Jobs Discarded" read the same."""
+    return {"detail-type": str(event.detail_type), **event.detail}
 
 
 def _summary(event: LifecycleEvent) -> str:
