@@ -219,17 +219,33 @@ def format_age(seconds: float) -> str:
 
 
 def listing_text(entries: Sequence[dict[str, Any]], *, events: bool) -> str:
+    """A count, then each distinct reason once with its messages under it: a reason is
+    often hundreds of characters, and most messages share one. Reasons in the order of
+    their oldest message; messages oldest first, as `entries` are."""
     if not entries:
         return "the dead-letter queue is empty"
-    lines = []
+    by_reason: dict[str, list[dict[str, Any]]] = {}
     for e in entries:
-        age = format_age(float(e["age_seconds"]))
-        if events:
-            what = " ".join(e["objects"]) or "(no object)"
-        else:
-            what = f"{e['job_id'] or '?'}  {e['partner_id'] or '?'}"
-        lines.append(f"{age:>5}  {what}  {e['reason'] or '(no reason)'}")
+        by_reason.setdefault(e["reason"] or "(no reason)", []).append(e)
+    queue = "events DLQ" if events else "send DLQ"
+    lines = [
+        f"{_count(len(entries), 'message')} in the {queue}, oldest first,"
+        f" under {_count(len(by_reason), 'reason')}"
+    ]
+    for reason, group in by_reason.items():
+        lines += ["", f"{reason}  [{_count(len(group), 'message')}]"]
+        for e in group:
+            age = format_age(float(e["age_seconds"]))
+            if events:
+                what = " ".join(e["objects"]) or "(no object)"
+            else:
+                what = f"{e['job_id'] or '?'}  {e['partner_id'] or '?'}"
+            lines.append(f"  {age:>5}  {what}")
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 # ---- redrive decisions (pure) -------------------------------------------------------------
