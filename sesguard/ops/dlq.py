@@ -251,7 +251,10 @@ def _count(n: int, noun: str) -> str:
 # ---- redrive decisions (pure) -------------------------------------------------------------
 
 
-class Action(StrEnum):
+class Remedy(StrEnum):
+    """What a redrive does with one message; `--json` keeps the key "action" (sender.gate's
+    Action is another thing: what the gate does with a job)."""
+
     REQUEUE = "requeued"  # never sent: back on the send queue
     UNCLAIM = "requeued_unclaimed"  # possibly sent, SES recorded no send: claim removed, back
     DROP = "dropped_sent"  # already sent: deleted from the DLQ, never re-sent
@@ -259,8 +262,10 @@ class Action(StrEnum):
 
 
 @dataclass(frozen=True)
-class Decision:
-    action: Action
+class Verdict:
+    """`decide`'s answer for one message: the remedy, and why."""
+
+    remedy: Remedy
     why: str
     token: str | None = None  # UNCLAIM: the claim removed only if it still has this token
 
@@ -292,54 +297,52 @@ def _claimed_at(record: dict[str, Any]) -> datetime | None:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-def decide(f: Facts, c: Context) -> Decision:
+def decide(f: Facts, c: Context) -> Verdict:
     """The fate of one send-DLQ message (see the module docstring for why each holds)."""
     if f.job_error is not None:
-        return Decision(Action.KEEP, f"malformed: {f.job_error}")
+        return Verdict(Remedy.KEEP, f"malformed: {f.job_error}")
     record = f.record
     if record is not None:
         state = record.get("state")
         if state == t.JOB_SENT:
             by = " (confirmed by SES)" if record.get("confirmed_by") == t.CONFIRMED_BY_SES else ""
-            return Decision(
-                Action.DROP, f"already sent{by}: SES message {record.get('message_id')}"
-            )
+            return Verdict(Remedy.DROP, f"already sent{by}: SES message {record.get('message_id')}")
         if state != t.JOB_SENDING:
-            return Decision(Action.KEEP, f"job record in an unknown state {state!r}")
+            return Verdict(Remedy.KEEP, f"job record in an unknown state {state!r}")
         claimed = _claimed_at(record)
         if claimed is not None:
             ready = claimed + timedelta(seconds=c.settle_seconds)
             if c.now < ready:
-                return Decision(
-                    Action.KEEP,
+                return Verdict(
+                    Remedy.KEEP,
                     f"possibly sent: waiting for SES's Send event until {ready.isoformat()}"
                     " (SESGUARD_DLQ_SETTLE_SECONDS after the claim); run the redrive again then",
                 )
         if c.events_pending:
-            return Decision(Action.KEEP, f"possibly sent: {c.events_pending}")
+            return Verdict(Remedy.KEEP, f"possibly sent: {c.events_pending}")
         token = record.get("token")
         if not token:
-            return Decision(Action.KEEP, "possibly sent: its claim has no token; decide by hand")
-        return Decision(
-            Action.UNCLAIM,
+            return Verdict(Remedy.KEEP, "possibly sent: its claim has no token; decide by hand")
+        return Verdict(
+            Remedy.UNCLAIM,
             f"not sent: no Send event from SES within {c.settle_seconds:g}s of the claim",
             token=str(token),
         )
     if f.age_seconds > c.record_days * 86400 - RECORD_MARGIN.total_seconds():
-        return Decision(
-            Action.KEEP,
+        return Verdict(
+            Remedy.KEEP,
             f"dead-lettered {f.age_seconds / 86400:.0f} days ago: its job record may have"
             f" expired (SESGUARD_JOB_RECORD_DAYS={c.record_days}), so whether it was sent"
             " cannot be told; decide by hand",
         )
     reason = f.reason or ""
     if reason.startswith(REJECTED):
-        return Decision(Action.KEEP, f"{reason} (stays: SES would refuse it again)")
+        return Verdict(Remedy.KEEP, f"{reason} (stays: SES would refuse it again)")
     if reason.startswith(UNKNOWN_PARTNER) and not f.partner_known:
-        return Decision(
-            Action.KEEP, f"{UNKNOWN_PARTNER}: add it (`sesguard partners add`), then redrive"
+        return Verdict(
+            Remedy.KEEP, f"{UNKNOWN_PARTNER}: add it (`sesguard partners add`), then redrive"
         )
-    return Decision(Action.REQUEUE, "never sent")
+    return Verdict(Remedy.REQUEUE, "never sent")
 
 
 def body_with_job_id(body: str, job_id: str) -> str:
@@ -373,9 +376,9 @@ class RedriveOutcome:
     job_id: str | None
     partner_id: str | None
     reason: str | None
-    action: Action
+    remedy: Remedy
     why: str
-    failed: bool = False  # the action could not be completed (the message stays)
+    failed: bool = False  # the remedy could not be completed (the message stays)
 
 
 @dataclass
@@ -389,11 +392,11 @@ class RedriveReport:
         return sum(1 for o in self.outcomes if o.failed)
 
     def counts(self) -> dict[str, int]:
-        c = Counter(o.action.value for o in self.outcomes if not o.failed)
-        return {a.value: c.get(a.value, 0) for a in Action}
+        c = Counter(o.remedy.value for o in self.outcomes if not o.failed)
+        return {a.value: c.get(a.value, 0) for a in Remedy}
 
     def kept_by_reason(self) -> dict[str, int]:
-        return dict(Counter(o.why for o in self.outcomes if o.action is Action.KEEP or o.failed))
+        return dict(Counter(o.why for o in self.outcomes if o.remedy is Remedy.KEEP or o.failed))
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -406,7 +409,7 @@ class RedriveReport:
                     "job_id": o.job_id,
                     "partner_id": o.partner_id,
                     "reason": o.reason,
-                    "action": o.action.value,
+                    "action": o.remedy.value,
                     "why": o.why,
                     **({"failed": True} if o.failed else {}),
                 }
@@ -418,14 +421,14 @@ class RedriveReport:
         verb = "would be" if self.dry_run else "were"
         c = self.counts()
         lines = [
-            f"{o.job_id or '?'}  {o.partner_id or '?'}  {o.action.value}: {o.why}"
+            f"{o.job_id or '?'}  {o.partner_id or '?'}  {o.remedy.value}: {o.why}"
             + ("  [FAILED]" if o.failed else "")
             for o in self.outcomes
         ]
         lines.append(
-            f"{c[Action.REQUEUE] + c[Action.UNCLAIM]} jobs {verb} re-enqueued"
-            f" ({c[Action.UNCLAIM]} of them possibly sent, after removing the stale claim);"
-            f" {c[Action.DROP]} {verb} dropped as already sent; {c[Action.KEEP]} stay in the DLQ"
+            f"{c[Remedy.REQUEUE] + c[Remedy.UNCLAIM]} jobs {verb} re-enqueued"
+            f" ({c[Remedy.UNCLAIM]} of them possibly sent, after removing the stale claim);"
+            f" {c[Remedy.DROP]} {verb} dropped as already sent; {c[Remedy.KEEP]} stay in the DLQ"
             + (f"; {self.failed} failed (they stay)" if self.failed else "")
             + (f"; {self.not_selected} not selected by --reason" if self.not_selected else "")
         )
@@ -489,7 +492,7 @@ class Redrive:
             job_id, error = jobs[m.message_id]
             partner = ids_for_log(m.body).get("partner_id")
             if job_id is not None and job_id in self._requeued:
-                decision = Decision(Action.DROP, "a copy of it was re-enqueued in this run")
+                verdict = Verdict(Remedy.DROP, "a copy of it was re-enqueued in this run")
             else:
                 facts = Facts(
                     reason=m.reason,
@@ -498,15 +501,15 @@ class Redrive:
                     partner_known=await self._partner_known(partner, m.reason),
                     age_seconds=m.age(now),
                 )
-                decision = decide(facts, ctx)
+                verdict = decide(facts, ctx)
             outcome = RedriveOutcome(
-                m.message_id, job_id, partner, m.reason, decision.action, decision.why
+                m.message_id, job_id, partner, m.reason, verdict.remedy, verdict.why
             )
             outcomes.append((m, outcome))
             report.outcomes.append(outcome)
-            if decision.action is Action.UNCLAIM and not self.dry_run:
-                assert job_id is not None and decision.token is not None
-                if not await self._unclaim(job_id, decision.token):
+            if verdict.remedy is Remedy.UNCLAIM and not self.dry_run:
+                assert job_id is not None and verdict.token is not None
+                if not await self._unclaim(job_id, verdict.token):
                     outcome.failed = True
                     outcome.why = (
                         "its record changed during the redrive (sent or claimed meanwhile);"
@@ -517,13 +520,13 @@ class Redrive:
         if self.dry_run:
             return page
         await self._requeue([(m, o) for m, o in outcomes if _moves(o)])
-        settled = [m for m, o in outcomes if not o.failed and o.action is not Action.KEEP]
+        settled = [m for m, o in outcomes if not o.failed and o.remedy is not Remedy.KEEP]
         deleted = {m.message_id for m in await self._delete(settled)}
         for m, o in outcomes:
-            if not o.failed and o.action is not Action.KEEP and m.message_id not in deleted:
+            if not o.failed and o.remedy is not Remedy.KEEP and m.message_id not in deleted:
                 o.failed = True
                 o.why += " (its DLQ copy could not be deleted: the next redrive drops it)"
-        return [m for m, o in outcomes if o.failed or o.action is Action.KEEP]
+        return [m for m, o in outcomes if o.failed or o.remedy is Remedy.KEEP]
 
     async def _partner_known(self, partner_id: str | None, reason: str | None) -> bool:
         if not partner_id or not (reason or "").startswith(UNKNOWN_PARTNER):
@@ -585,7 +588,7 @@ class Redrive:
 
 
 def _moves(o: RedriveOutcome) -> bool:
-    return not o.failed and o.action in (Action.REQUEUE, Action.UNCLAIM)
+    return not o.failed and o.remedy in (Remedy.REQUEUE, Remedy.UNCLAIM)
 
 
 def _job_of(m: DlqMessage) -> tuple[str | None, str | None]:
