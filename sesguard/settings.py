@@ -15,14 +15,19 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 
 from sesguard.core.partners import DEFAULT_LIMITS, MAX_MIN_VOLUME, MIN_RATE
 from sesguard.core.policy import DEFAULT_WINDOWS
+from sesguard.errors import Refused
 
 # Decompressed bytes one event object may have: 8 times Firehose's largest object. Why:
 # docs/design.md, "The event loop stays responsive, and objects are bounded".
 DEFAULT_MAX_OBJECT_BYTES = 1 << 30
 
 
-class SettingsError(Exception):
-    """A configuration value is wrong; the message names the variable."""
+class SettingsError(Refused):
+    """A configuration value is wrong; the message names the variable and says it is
+    configuration (the CLI prints it as it is, next to refusals of the command's input)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"configuration: {message}")
 
 
 class Settings(BaseSettings):

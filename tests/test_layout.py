@@ -2,11 +2,12 @@
 
 Layers, lowest first (docs/design.md "Layers of the code" draws them):
 
-    core < foundation (settings, logging) < aws < domain < runtime < ops < local < cli
+    core (and errors) < foundation (settings, logging) < aws < domain < runtime < ops < local < cli
 
-A module may import its own layer and the layers below it. `sender` and `worker` sit on
-top and may import any layer of sesguard; sesguard imports neither, except `sesguard.cli`,
-the one entry that starts them. Every import counts, including those inside functions and
+A module may import its own layer and the layers below it. `sesguard.errors`, the error
+tree, sits with core, whose checks raise it. `sender` and `worker` sit on top and may
+import any layer of sesguard; sesguard imports neither, except `sesguard.cli.services`,
+the one module that starts them. Every import counts, including those inside functions and
 under `if TYPE_CHECKING:` (a type-only import is still an arrow a reader follows); the cycle
 check leaves out the type-only ones, which never run.
 
@@ -27,7 +28,7 @@ PACKAGES = ("sesguard", "sender", "worker")
 # sesguard's layers, lowest first; a module's layer is the first of its dotted name's
 # prefixes found here.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("core", ("sesguard.core",)),
+    ("core", ("sesguard.core", "sesguard.errors")),
     ("foundation", ("sesguard", "sesguard.settings", "sesguard.logging")),
     ("aws", ("sesguard.aws",)),
     ("domain", ("sesguard.domain",)),
@@ -188,9 +189,10 @@ def test_every_module_has_a_layer() -> None:
 def test_the_graph_is_read(graph: list[Import]) -> None:
     """The reader sees lazy, type-only and `from package import module` imports alike."""
     edges = {(imp.source, imp.target, imp.type_only) for imp in graph}
-    assert ("sesguard.cli", "sender.service", False) in edges  # inside a function
-    assert ("sesguard.cli", "sesguard.local.demo", True) in edges  # under TYPE_CHECKING
-    assert ("sesguard.cli", "sesguard.ops.operations", False) in edges  # from pkg import mod
+    assert ("sesguard.cli.services", "sender.service", False) in edges  # inside a function
+    assert ("sesguard.cli.services", "sesguard.local.demo", True) in edges  # TYPE_CHECKING
+    assert ("sesguard.cli.partners", "sesguard.ops.operations", False) in edges  # pkg import mod
+    assert ("sesguard.cli", "sesguard.cli.dlq", False) in edges  # a package's own module
     assert ("sesguard.aws.store", "sesguard.aws.table", False) in edges  # import ... as t
 
 
@@ -206,7 +208,7 @@ def test_only_the_cli_imports_the_services(graph: list[Import]) -> None:
             if imp.source.startswith("sesguard") and layer_of(imp.target) == "services"
         }
     )
-    assert into_services == ["sesguard.cli"]
+    assert into_services == ["sesguard.cli.services"]
 
 
 def test_no_import_cycle(graph: list[Import]) -> None:

@@ -25,7 +25,7 @@ from sesguard.core.jobs import (
     parse_job,
 )
 from sesguard.local.simulator import simulate_events
-from sesguard.ops.dlq import Action, Context, Facts, body_with_job_id, decide
+from sesguard.ops.dlq import Context, Facts, Remedy, body_with_job_id, decide
 from tests.fixtures.ses_events import event
 from worker.aggregate import Aggregator
 from worker.classify import SentJob, sent_job
@@ -272,35 +272,35 @@ def claim(minutes_ago: float, **kw: Any) -> dict[str, Any]:
 
 def test_a_job_ses_confirmed_is_dropped_never_resent() -> None:
     d = decide(facts({"state": "sent", "message_id": "m-1", "confirmed_by": "ses"}), CTX)
-    assert d.action is Action.DROP and "confirmed by SES" in d.why and "m-1" in d.why
+    assert d.remedy is Remedy.DROP and "confirmed by SES" in d.why and "m-1" in d.why
     d = decide(facts({"state": "sent", "message_id": "m-2"}, reason=None), CTX)
-    assert d.action is Action.DROP  # the sender's own record: sent as well
+    assert d.remedy is Remedy.DROP  # the sender's own record: sent as well
 
 
 def test_a_possibly_sent_job_waits_for_the_settle_time_from_its_claim() -> None:
     d = decide(facts(claim(minutes_ago=14)), CTX)
-    assert d.action is Action.KEEP and "waiting for SES's Send event until" in d.why
+    assert d.remedy is Remedy.KEEP and "waiting for SES's Send event until" in d.why
     ready = (NOW + timedelta(minutes=1)).isoformat()
     assert ready in d.why
 
 
 def test_a_possibly_sent_job_with_no_send_event_after_the_settle_time_is_unclaimed() -> None:
     d = decide(facts(claim(minutes_ago=16)), CTX)
-    assert d.action is Action.UNCLAIM and d.token == "tok-1"
+    assert d.remedy is Remedy.UNCLAIM and d.token == "tok-1"
 
 
 def test_events_not_yet_counted_hold_a_possibly_sent_job_back() -> None:
     ctx = Context(NOW, SETTLE, 14, "3 S3 notifications wait in sesguard-ses-events")
     d = decide(facts(claim(minutes_ago=60)), ctx)
-    assert d.action is Action.KEEP and "3 S3 notifications wait" in d.why
+    assert d.remedy is Remedy.KEEP and "3 S3 notifications wait" in d.why
 
 
 def test_a_claim_without_a_readable_time_or_token() -> None:
     d = decide(facts({"state": "sending", "token": "t", "claimed_at": "?"}), CTX)
-    assert d.action is Action.UNCLAIM  # unreadable time: as old as can be (like the sender)
+    assert d.remedy is Remedy.UNCLAIM  # unreadable time: as old as can be (like the sender)
     d = decide(facts({"state": "sending", "claimed_at": "?"}), CTX)
-    assert d.action is Action.KEEP and "no token" in d.why
-    assert decide(facts({"state": "odd"}), CTX).action is Action.KEEP
+    assert d.remedy is Remedy.KEEP and "no token" in d.why
+    assert decide(facts({"state": "odd"}), CTX).remedy is Remedy.KEEP
 
 
 def test_a_job_never_claimed_is_requeued() -> None:
@@ -309,30 +309,30 @@ def test_a_job_never_claimed_is_requeued() -> None:
         None,
         "possibly sent: ...",  # its claim was removed by a redrive that then crashed
     ):
-        assert decide(facts(None, reason=reason), CTX).action is Action.REQUEUE
+        assert decide(facts(None, reason=reason), CTX).remedy is Remedy.REQUEUE
 
 
 def test_malformed_and_rejected_jobs_stay_with_their_reason() -> None:
     d = decide(facts(None, reason="to.0: not an e-mail address", job_error="to.0: nope"), CTX)
-    assert d.action is Action.KEEP and d.why == "malformed: to.0: nope"
+    assert d.remedy is Remedy.KEEP and d.why == "malformed: to.0: nope"
     d = decide(
         facts(None, reason="rejected by SES: MessageRejected: Email address is not verified"), CTX
     )
-    assert d.action is Action.KEEP and d.why.startswith("rejected by SES: MessageRejected")
+    assert d.remedy is Remedy.KEEP and d.why.startswith("rejected by SES: MessageRejected")
 
 
 def test_an_unknown_partner_stays_until_it_exists() -> None:
     kept = decide(facts(None, reason="unknown partner", partner_known=False), CTX)
-    assert kept.action is Action.KEEP and "sesguard partners add" in kept.why
-    assert decide(facts(None, reason="unknown partner"), CTX).action is Action.REQUEUE
+    assert kept.remedy is Remedy.KEEP and "sesguard partners add" in kept.why
+    assert decide(facts(None, reason="unknown partner"), CTX).remedy is Remedy.REQUEUE
 
 
 def test_a_job_whose_record_may_have_expired_stays() -> None:
     old = 13.5 * 86400  # dead-lettered 13.5 days ago, records live 14 days from the claim
     d = decide(facts(None, reason=None, age_seconds=old), CTX)
-    assert d.action is Action.KEEP and "may have expired" in d.why
+    assert d.remedy is Remedy.KEEP and "may have expired" in d.why
     sent = decide(facts({"state": "sent"}, age_seconds=old), CTX)
-    assert sent.action is Action.DROP  # a record still there still decides
+    assert sent.remedy is Remedy.DROP  # a record still there still decides
 
 
 def test_a_requeued_job_keeps_its_id() -> None:

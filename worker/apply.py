@@ -22,6 +22,7 @@ from sesguard.aws.errors import error_code
 from sesguard.aws.store import PartnerStore
 from sesguard.core.backoff import spaced_delay
 from sesguard.core.partners import Counters, utcnow
+from sesguard.errors import Failed
 from sesguard.logging import get_logger
 
 log = get_logger(__name__)
@@ -51,7 +52,7 @@ _RETRY_ERRORS = frozenset(
 _REASONS_IN_MESSAGE = re.compile(r"\[([A-Za-z, ]+)\]\s*$")
 
 
-class ApplyError(Exception):
+class ApplyError(Failed):
     """The transaction failed for a reason retrying here will not fix."""
 
 

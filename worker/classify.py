@@ -13,9 +13,10 @@ from typing import Any, NamedTuple
 from sesguard.core.jobs import JOB_TAG, PARTNER_TAG, job_id_from_tag
 from sesguard.core.mailbox import is_simulator_address
 from sesguard.core.partners import PARTNER_ID_RE, RESERVED_PREFIX, UNATTRIBUTED, hour_floor
+from sesguard.errors import Refused
 
 
-class NotAnEvent(ValueError):
+class NotAnEvent(Refused):
     """Valid JSON that cannot be counted as an SES event; the message says why."""
 
 

@@ -21,6 +21,7 @@ from sesguard.aws.errors import error_code
 from sesguard.aws.store import PartnerStore
 from sesguard.core.partners import utcnow
 from sesguard.domain.judgement import Enforcement
+from sesguard.errors import Refused
 from sesguard.logging import get_logger
 from sesguard.settings import DEFAULT_MAX_OBJECT_BYTES
 from worker.aggregate import Aggregator, ObjectStats
@@ -40,11 +41,11 @@ _MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
 _DONE = object()
 
 
-class ObjectMissing(Exception):
+class ObjectMissing(Refused):
     """The notification names an object that is not (or no longer) there."""
 
 
-class ObjectTooLarge(Exception):
+class ObjectTooLarge(Refused):
     """The object decompresses to more than SESGUARD_MAX_OBJECT_BYTES."""
 
 

@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from sesguard.aws.batching import batches, send_batch
 from sesguard.core.jobs import MAX_SQS_MESSAGE_BYTES, JobError, SendJob, parse_job
+from sesguard.errors import Failed
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
 
 
-class EnqueueError(Exception):
+class EnqueueError(Failed):
+    """SQS did not take some jobs (they were not enqueued; the ids say which)."""
+
     def __init__(self, message: str, failed_job_ids: list[str]) -> None:
         super().__init__(message)
         self.failed_job_ids = failed_job_ids

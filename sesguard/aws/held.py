@@ -27,6 +27,7 @@ from sesguard.aws.errors import error_code
 from sesguard.aws.lifecycle import DetailType, Publisher, held_released
 from sesguard.core.jobs import MAX_SQS_MESSAGE_BYTES, SendJob
 from sesguard.core.partners import utcnow
+from sesguard.errors import Failed
 from sesguard.logging import get_logger
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ log = get_logger(__name__)
 _WRITE_RETRIES = 8
 
 
-class HeldError(Exception):
+class HeldError(Failed):
     """Some held jobs could not be moved; they are still held (nothing was lost)."""
 
     def __init__(self, message: str, moved: int = 0) -> None:

@@ -26,6 +26,7 @@ from sesguard.aws.batching import batches
 from sesguard.core.backoff import backoff_delay
 from sesguard.core.partners import Limits, PausedBy, Status, utcnow
 from sesguard.core.policy import Finding
+from sesguard.errors import Refused
 from sesguard.logging import get_logger
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def parse_detail_type(text: str) -> DetailType:
         if wanted in (kind.value.lower(), kind.slug):
             return kind
     names = ", ".join(repr(k.value) for k in DetailType)
-    raise ValueError(f"unknown event type {text!r}: one of {names}")
+    raise Refused(f"unknown event type {text!r}: one of {names}")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from sesguard.core.partners import (
     warn_mark,
 )
 from sesguard.core.policy import DEFAULT_WINDOWS
+from sesguard.errors import Failed, Refused
 from sesguard.settings import Settings
 
 if TYPE_CHECKING:
@@ -41,16 +42,16 @@ _CHANGE_ATTEMPTS = 5
 _CONFLICT_ATTEMPTS = 5  # a transaction cancelled by a concurrent one on the same item
 
 
-class StoreError(Exception):
+class StoreError(Failed):
     """An operational problem with the table (missing, unreachable)."""
 
 
-class PartnerNotFound(LookupError):
-    pass
+class PartnerNotFound(Refused):
+    """No partner has this id; the message is the id."""
 
 
-class PartnerExists(Exception):
-    pass
+class PartnerExists(Refused):
+    """A partner with this id already exists; the message is the id."""
 
 
 def _iso(ts: datetime | None) -> str | None:

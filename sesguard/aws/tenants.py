@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from sesguard.aws.clients import not_implemented
 from sesguard.aws.errors import error_code
 from sesguard.core.partners import check_partner_id
+from sesguard.errors import Failed
 from sesguard.logging import get_logger
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ ENABLED, DISABLED = "ENABLED", "DISABLED"
 PARTNER_TAG = "sesguard:partner_id"
 
 
-class TenantsUnsupported(RuntimeError):
+class TenantsUnsupported(Failed):
     """The SES endpoint does not implement tenants (moto, LocalStack, an old region)."""
 
 

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from sesguard.core.partners import PARTNER_ID_RE, InvalidPartnerId, check_partner_id
+from sesguard.errors import Refused
 
 MAX_SQS_MESSAGE_BYTES = 256 * 1024
 # SES message tags: names and values of ASCII letters, digits, _ - . @ ; at most 256 chars.
@@ -194,7 +195,7 @@ class SendJob(BaseModel):
         return orjson.dumps(self.model_dump(by_alias=True, exclude_defaults=False, mode="json"))
 
 
-class JobError(ValueError):
+class JobError(Refused):
     """A job that can never be sent; `field` names what is wrong."""
 
     def __init__(self, message: str, field: str | None = None) -> None:

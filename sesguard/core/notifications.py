@@ -14,8 +14,10 @@ from urllib.parse import unquote_plus
 
 import orjson
 
+from sesguard.errors import Refused
 
-class BadNotification(ValueError):
+
+class BadNotification(Refused):
     """The message is not an S3 event notification; the message says why."""
 
 

@@ -10,6 +10,8 @@ from enum import StrEnum
 
 from email_validator import EmailNotValidError, validate_email
 
+from sesguard.errors import Refused
+
 PARTNER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Ids starting with "_" are sesguard's own buckets (today `_unattributed`, for events
 # without a usable partner tag): no profile, job or tag may use one, so a partner can
@@ -38,8 +40,8 @@ SIMULATOR_COUNTERS: tuple[str, ...] = tuple(SIMULATOR_PREFIX + name for name in 
 ALL_COUNTERS: tuple[str, ...] = COUNTERS + SIMULATOR_COUNTERS
 
 
-class InvalidPartnerId(ValueError):
-    pass
+class InvalidPartnerId(Refused):
+    """Not a partner id (or a reserved one where it may not be used)."""
 
 
 def is_reserved(partner_id: str) -> bool:
@@ -61,8 +63,8 @@ def check_partner_id(value: str, *, reserved_ok: bool = False) -> str:
     return value
 
 
-class InvalidContact(ValueError):
-    pass
+class InvalidContact(Refused):
+    """Not an e-mail address a notice may be sent to."""
 
 
 def check_contact(value: str) -> str:

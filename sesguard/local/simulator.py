@@ -22,6 +22,7 @@ from sesguard.aws import clients as aws
 from sesguard.aws.batching import batches
 from sesguard.core.backoff import backoff_delay
 from sesguard.core.mailbox import SIMULATOR_DOMAIN
+from sesguard.errors import Failed, Refused
 from sesguard.logging import get_logger
 from sesguard.settings import Settings
 
@@ -52,11 +53,11 @@ _COMPLAINT_ARRIVES_AFTER = timedelta(milliseconds=2000)
 _COMPLAINED_AFTER = timedelta(milliseconds=3000)
 
 
-class SimulationError(ValueError):
+class SimulationError(Refused):
     """The SendEmail parameters cannot describe a message SES would have accepted."""
 
 
-class PublishError(Exception):
+class PublishError(Failed):
     """Firehose kept refusing some records after every retry."""
 
     def __init__(self, message: str, failed: int) -> None:

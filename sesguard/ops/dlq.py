@@ -40,7 +40,6 @@ twice; keep the settle time well above both.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,7 +51,7 @@ import orjson
 from botocore.exceptions import ClientError
 
 from sesguard.aws import table as t
-from sesguard.aws.batching import SQS_BATCH, batches, send_batch
+from sesguard.aws.batching import SQS_BATCH, batches, read_job_records, send_batch
 from sesguard.aws.deadletter import (
     REASON_ATTRIBUTE,
     REJECTED,
@@ -61,7 +60,6 @@ from sesguard.aws.deadletter import (
     UNKNOWN_PARTNER,
 )
 from sesguard.aws.errors import error_code
-from sesguard.core.backoff import backoff_delay
 from sesguard.core.jobs import JOB_ID_RE, MAX_SQS_MESSAGE_BYTES, JobError, ids_for_log, parse_job
 from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
@@ -219,23 +217,42 @@ def format_age(seconds: float) -> str:
 
 
 def listing_text(entries: Sequence[dict[str, Any]], *, events: bool) -> str:
+    """A count, then each distinct reason once with its messages under it: a reason is
+    often hundreds of characters, and most messages share one. Reasons in the order of
+    their oldest message; messages oldest first, as `entries` are."""
     if not entries:
         return "the dead-letter queue is empty"
-    lines = []
+    by_reason: dict[str, list[dict[str, Any]]] = {}
     for e in entries:
-        age = format_age(float(e["age_seconds"]))
-        if events:
-            what = " ".join(e["objects"]) or "(no object)"
-        else:
-            what = f"{e['job_id'] or '?'}  {e['partner_id'] or '?'}"
-        lines.append(f"{age:>5}  {what}  {e['reason'] or '(no reason)'}")
+        by_reason.setdefault(e["reason"] or "(no reason)", []).append(e)
+    queue = "events DLQ" if events else "send DLQ"
+    lines = [
+        f"{_count(len(entries), 'message')} in the {queue}, oldest first,"
+        f" under {_count(len(by_reason), 'reason')}"
+    ]
+    for reason, group in by_reason.items():
+        lines += ["", f"{reason}  [{_count(len(group), 'message')}]"]
+        for e in group:
+            age = format_age(float(e["age_seconds"]))
+            if events:
+                what = " ".join(e["objects"]) or "(no object)"
+            else:
+                what = f"{e['job_id'] or '?'}  {e['partner_id'] or '?'}"
+            lines.append(f"  {age:>5}  {what}")
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 # ---- redrive decisions (pure) -------------------------------------------------------------
 
 
-class Action(StrEnum):
+class Remedy(StrEnum):
+    """What a redrive does with one message; `--json` keeps the key "action" (sender.gate's
+    Action is another thing: what the gate does with a job)."""
+
     REQUEUE = "requeued"  # never sent: back on the send queue
     UNCLAIM = "requeued_unclaimed"  # possibly sent, SES recorded no send: claim removed, back
     DROP = "dropped_sent"  # already sent: deleted from the DLQ, never re-sent
@@ -243,8 +260,10 @@ class Action(StrEnum):
 
 
 @dataclass(frozen=True)
-class Decision:
-    action: Action
+class RedrivePlan:
+    """`decide`'s answer for one message: the remedy, and why."""
+
+    remedy: Remedy
     why: str
     token: str | None = None  # UNCLAIM: the claim removed only if it still has this token
 
@@ -276,54 +295,54 @@ def _claimed_at(record: dict[str, Any]) -> datetime | None:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-def decide(f: Facts, c: Context) -> Decision:
+def decide(f: Facts, c: Context) -> RedrivePlan:
     """The fate of one send-DLQ message (see the module docstring for why each holds)."""
     if f.job_error is not None:
-        return Decision(Action.KEEP, f"malformed: {f.job_error}")
+        return RedrivePlan(Remedy.KEEP, f"malformed: {f.job_error}")
     record = f.record
     if record is not None:
         state = record.get("state")
         if state == t.JOB_SENT:
             by = " (confirmed by SES)" if record.get("confirmed_by") == t.CONFIRMED_BY_SES else ""
-            return Decision(
-                Action.DROP, f"already sent{by}: SES message {record.get('message_id')}"
+            return RedrivePlan(
+                Remedy.DROP, f"already sent{by}: SES message {record.get('message_id')}"
             )
         if state != t.JOB_SENDING:
-            return Decision(Action.KEEP, f"job record in an unknown state {state!r}")
+            return RedrivePlan(Remedy.KEEP, f"job record in an unknown state {state!r}")
         claimed = _claimed_at(record)
         if claimed is not None:
             ready = claimed + timedelta(seconds=c.settle_seconds)
             if c.now < ready:
-                return Decision(
-                    Action.KEEP,
+                return RedrivePlan(
+                    Remedy.KEEP,
                     f"possibly sent: waiting for SES's Send event until {ready.isoformat()}"
                     " (SESGUARD_DLQ_SETTLE_SECONDS after the claim); run the redrive again then",
                 )
         if c.events_pending:
-            return Decision(Action.KEEP, f"possibly sent: {c.events_pending}")
+            return RedrivePlan(Remedy.KEEP, f"possibly sent: {c.events_pending}")
         token = record.get("token")
         if not token:
-            return Decision(Action.KEEP, "possibly sent: its claim has no token; decide by hand")
-        return Decision(
-            Action.UNCLAIM,
+            return RedrivePlan(Remedy.KEEP, "possibly sent: its claim has no token; decide by hand")
+        return RedrivePlan(
+            Remedy.UNCLAIM,
             f"not sent: no Send event from SES within {c.settle_seconds:g}s of the claim",
             token=str(token),
         )
     if f.age_seconds > c.record_days * 86400 - RECORD_MARGIN.total_seconds():
-        return Decision(
-            Action.KEEP,
+        return RedrivePlan(
+            Remedy.KEEP,
             f"dead-lettered {f.age_seconds / 86400:.0f} days ago: its job record may have"
             f" expired (SESGUARD_JOB_RECORD_DAYS={c.record_days}), so whether it was sent"
             " cannot be told; decide by hand",
         )
     reason = f.reason or ""
     if reason.startswith(REJECTED):
-        return Decision(Action.KEEP, f"{reason} (stays: SES would refuse it again)")
+        return RedrivePlan(Remedy.KEEP, f"{reason} (stays: SES would refuse it again)")
     if reason.startswith(UNKNOWN_PARTNER) and not f.partner_known:
-        return Decision(
-            Action.KEEP, f"{UNKNOWN_PARTNER}: add it (`sesguard partners add`), then redrive"
+        return RedrivePlan(
+            Remedy.KEEP, f"{UNKNOWN_PARTNER}: add it (`sesguard partners add`), then redrive"
         )
-    return Decision(Action.REQUEUE, "never sent")
+    return RedrivePlan(Remedy.REQUEUE, "never sent")
 
 
 def body_with_job_id(body: str, job_id: str) -> str:
@@ -357,9 +376,9 @@ class RedriveOutcome:
     job_id: str | None
     partner_id: str | None
     reason: str | None
-    action: Action
+    remedy: Remedy
     why: str
-    failed: bool = False  # the action could not be completed (the message stays)
+    failed: bool = False  # the remedy could not be completed (the message stays)
 
 
 @dataclass
@@ -373,11 +392,11 @@ class RedriveReport:
         return sum(1 for o in self.outcomes if o.failed)
 
     def counts(self) -> dict[str, int]:
-        c = Counter(o.action.value for o in self.outcomes if not o.failed)
-        return {a.value: c.get(a.value, 0) for a in Action}
+        c = Counter(o.remedy.value for o in self.outcomes if not o.failed)
+        return {a.value: c.get(a.value, 0) for a in Remedy}
 
     def kept_by_reason(self) -> dict[str, int]:
-        return dict(Counter(o.why for o in self.outcomes if o.action is Action.KEEP or o.failed))
+        return dict(Counter(o.why for o in self.outcomes if o.remedy is Remedy.KEEP or o.failed))
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -390,7 +409,7 @@ class RedriveReport:
                     "job_id": o.job_id,
                     "partner_id": o.partner_id,
                     "reason": o.reason,
-                    "action": o.action.value,
+                    "action": o.remedy.value,
                     "why": o.why,
                     **({"failed": True} if o.failed else {}),
                 }
@@ -402,14 +421,14 @@ class RedriveReport:
         verb = "would be" if self.dry_run else "were"
         c = self.counts()
         lines = [
-            f"{o.job_id or '?'}  {o.partner_id or '?'}  {o.action.value}: {o.why}"
+            f"{o.job_id or '?'}  {o.partner_id or '?'}  {o.remedy.value}: {o.why}"
             + ("  [FAILED]" if o.failed else "")
             for o in self.outcomes
         ]
         lines.append(
-            f"{c[Action.REQUEUE] + c[Action.UNCLAIM]} jobs {verb} re-enqueued"
-            f" ({c[Action.UNCLAIM]} of them possibly sent, after removing the stale claim);"
-            f" {c[Action.DROP]} {verb} dropped as already sent; {c[Action.KEEP]} stay in the DLQ"
+            f"{c[Remedy.REQUEUE] + c[Remedy.UNCLAIM]} jobs {verb} re-enqueued"
+            f" ({c[Remedy.UNCLAIM]} of them possibly sent, after removing the stale claim);"
+            f" {c[Remedy.DROP]} {verb} dropped as already sent; {c[Remedy.KEEP]} stay in the DLQ"
             + (f"; {self.failed} failed (they stay)" if self.failed else "")
             + (f"; {self.not_selected} not selected by --reason" if self.not_selected else "")
         )
@@ -465,15 +484,16 @@ class Redrive:
             self.events_pending,
         )
         jobs = {m.message_id: _job_of(m) for m in page}  # message id -> (job id, error)
-        records = await read_records(
-            self.dynamodb, self.settings.table, [j for j, _ in jobs.values() if j]
+        # Consistent: a redrive must see a confirmation or a claim made a moment ago.
+        records = await read_job_records(
+            self.dynamodb, self.settings.table, [j for j, _ in jobs.values() if j], consistent=True
         )
         outcomes: list[tuple[DlqMessage, RedriveOutcome]] = []
         for m in page:
             job_id, error = jobs[m.message_id]
             partner = ids_for_log(m.body).get("partner_id")
             if job_id is not None and job_id in self._requeued:
-                decision = Decision(Action.DROP, "a copy of it was re-enqueued in this run")
+                plan = RedrivePlan(Remedy.DROP, "a copy of it was re-enqueued in this run")
             else:
                 facts = Facts(
                     reason=m.reason,
@@ -482,15 +502,13 @@ class Redrive:
                     partner_known=await self._partner_known(partner, m.reason),
                     age_seconds=m.age(now),
                 )
-                decision = decide(facts, ctx)
-            outcome = RedriveOutcome(
-                m.message_id, job_id, partner, m.reason, decision.action, decision.why
-            )
+                plan = decide(facts, ctx)
+            outcome = RedriveOutcome(m.message_id, job_id, partner, m.reason, plan.remedy, plan.why)
             outcomes.append((m, outcome))
             report.outcomes.append(outcome)
-            if decision.action is Action.UNCLAIM and not self.dry_run:
-                assert job_id is not None and decision.token is not None
-                if not await self._unclaim(job_id, decision.token):
+            if plan.remedy is Remedy.UNCLAIM and not self.dry_run:
+                assert job_id is not None and plan.token is not None
+                if not await self._unclaim(job_id, plan.token):
                     outcome.failed = True
                     outcome.why = (
                         "its record changed during the redrive (sent or claimed meanwhile);"
@@ -501,13 +519,13 @@ class Redrive:
         if self.dry_run:
             return page
         await self._requeue([(m, o) for m, o in outcomes if _moves(o)])
-        settled = [m for m, o in outcomes if not o.failed and o.action is not Action.KEEP]
+        settled = [m for m, o in outcomes if not o.failed and o.remedy is not Remedy.KEEP]
         deleted = {m.message_id for m in await self._delete(settled)}
         for m, o in outcomes:
-            if not o.failed and o.action is not Action.KEEP and m.message_id not in deleted:
+            if not o.failed and o.remedy is not Remedy.KEEP and m.message_id not in deleted:
                 o.failed = True
                 o.why += " (its DLQ copy could not be deleted: the next redrive drops it)"
-        return [m for m, o in outcomes if o.failed or o.action is Action.KEEP]
+        return [m for m, o in outcomes if o.failed or o.remedy is Remedy.KEEP]
 
     async def _partner_known(self, partner_id: str | None, reason: str | None) -> bool:
         if not partner_id or not (reason or "").startswith(UNKNOWN_PARTNER):
@@ -569,7 +587,7 @@ class Redrive:
 
 
 def _moves(o: RedriveOutcome) -> bool:
-    return not o.failed and o.action in (Action.REQUEUE, Action.UNCLAIM)
+    return not o.failed and o.remedy in (Remedy.REQUEUE, Remedy.UNCLAIM)
 
 
 def _job_of(m: DlqMessage) -> tuple[str | None, str | None]:
@@ -584,30 +602,6 @@ def _job_of(m: DlqMessage) -> tuple[str | None, str | None]:
     if job_id is None:
         return None, "no job_id and no sesguard_message_id: its record cannot be found"
     return job_id, None
-
-
-async def read_records(
-    dynamodb: DynamoDBClient, table: str, job_ids: Sequence[str]
-) -> dict[str, Any]:
-    """Job records, consistent reads, 100 keys per BatchGetItem (UnprocessedKeys asked
-    again). Consistent: a redrive must see a confirmation or a claim made a moment ago."""
-    found: dict[str, Any] = {}
-    unique = list(dict.fromkeys(job_ids))
-    for start in range(0, len(unique), 100):
-        keys = [t.key(t.job_pk(j), t.JOB_SK) for j in unique[start : start + 100]]
-        request: dict[str, Any] = {table: {"Keys": keys, "ConsistentRead": True}}
-        for attempt in range(10):
-            resp = await dynamodb.batch_get_item(RequestItems=request)
-            for item in resp.get("Responses", {}).get(table, []):
-                record = t.from_item(item)
-                found[str(record["pk"]).removeprefix(t.JOB_PREFIX)] = record
-            request = resp.get("UnprocessedKeys") or {}
-            if not request:
-                break
-            await asyncio.sleep(backoff_delay(attempt, base=0.05, cap=2.0))
-        else:
-            raise RuntimeError("DynamoDB kept job records unread (UnprocessedKeys)")
-    return found
 
 
 # ---- are SES's events all counted? --------------------------------------------------------

@@ -4,8 +4,9 @@
 Each action checks its input here (the CLI's argument types wrap the same checks, the
 console applies them to the JSON it receives), writes through the store, the pause
 transition and the held-jobs store, and returns what happened as data. The CLI prints a
-result's `lines()` and maps the exceptions below to exit codes; the console returns the
-same result as JSON. So an action has one meaning, whichever way the operator took it.
+result's `lines()` and maps the errors raised (sesguard.errors) to exit codes; the
+console returns the same result as JSON. So an action has one meaning, whichever way the
+operator took it.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from sesguard.core.partners import (
     MAX_MIN_VOLUME,
     MAX_REASON_CHARS,
     MIN_RATE,
-    InvalidContact,
-    InvalidPartnerId,
     Limits,
     PartnerState,
     PausedBy,
@@ -38,23 +37,19 @@ from sesguard.core.partners import (
 )
 from sesguard.domain.reactions import standard_reactions
 from sesguard.domain.transitions import Transitions
+
+# `as` re-exports: the console catches operations.Refused and operations.Failed, the same
+# classes (sesguard.errors defines them once; the console may import them from there).
+from sesguard.errors import Failed as Failed  # noqa: PLC0414 (a re-export)
+from sesguard.errors import Refused as Refused  # noqa: PLC0414 (a re-export)
 from sesguard.ops.report import partner_json
 from sesguard.settings import Settings
 
 DEFAULT_PAUSE_REASON = "paused by operator"
 
 
-class Refused(ValueError):
-    """The operator's input cannot be acted on: CLI exit 2, console HTTP 400. The message
-    is one line naming what is wrong."""
-
-
 class NoSuchPartner(Refused):
     """The partner named does not exist (console HTTP 404)."""
-
-
-class Failed(Exception):
-    """Something outside the operator's input failed: CLI exit 1, console HTTP 502."""
 
 
 # ---- input checks: each refusal names what is wrong, before any AWS call ---------------
@@ -114,19 +109,14 @@ def check_reason(value: object) -> str:
 
 
 def check_id(value: object, *, reserved_ok: bool = False) -> str:
-    try:
-        return check_partner_id(value, reserved_ok=reserved_ok)  # type: ignore[arg-type]
-    except InvalidPartnerId as exc:
-        raise Refused(str(exc)) from None
+    """InvalidPartnerId (a Refused) for anything but a partner id, text or not."""
+    return check_partner_id(value, reserved_ok=reserved_ok)  # type: ignore[arg-type]
 
 
 def check_email(value: object) -> str:
     if not isinstance(value, str):
         raise Refused("the contact must be an e-mail address")
-    try:
-        return check_contact(value)
-    except InvalidContact as exc:
-        raise Refused(str(exc)) from None
+    return check_contact(value)  # InvalidContact is a Refused
 
 
 def _number_text(value: object) -> str:
@@ -408,16 +398,13 @@ async def _ensure_tenant(clients: Clients, settings: Settings, partner_id: str, 
     if not settings.tenant_identity:
         raise Refused("--tenant with SESGUARD_USE_TENANTS needs SESGUARD_TENANT_IDENTITY")
     account = await clients.account_id()
-    try:
-        await tenants.ensure_tenant(
-            clients.sesv2,
-            partner_id,
-            tenants.identity_arn(region(), account, settings.tenant_identity),
-            tenants.configuration_set_arn(region(), account, settings.configuration_set),
-            name,
-        )
-    except tenants.TenantsUnsupported as exc:
-        raise Failed(str(exc)) from None
+    await tenants.ensure_tenant(  # TenantsUnsupported is a Failed naming the operation
+        clients.sesv2,
+        partner_id,
+        tenants.identity_arn(region(), account, settings.tenant_identity),
+        tenants.configuration_set_arn(region(), account, settings.configuration_set),
+        name,
+    )
 
 
 def transitions(clients: Clients, settings: Settings, store: PartnerStore) -> Transitions:

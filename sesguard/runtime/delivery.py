@@ -24,7 +24,11 @@ _current: ContextVar[Delivery | None] = ContextVar("sesguard_delivery", default=
 
 
 class Aborted(Exception):
-    """The runtime asked handlers to give their messages back."""
+    """The runtime asked handlers to give their messages back.
+
+    Control flow, not an error, so outside sesguard.errors' tree: nothing is wrong with
+    the request or around it, and no operator is told. It unwinds a handler from an
+    `abortable()` wait to the consumer, which gives the message back (GiveBack)."""
 
 
 class Stage(StrEnum):

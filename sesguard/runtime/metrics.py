@@ -17,6 +17,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from sesguard.errors import Refused
+
 # The namespace the template's alarms and dashboard read (deploy/sesguard.yaml).
 NAMESPACE = "sesguard"
 
@@ -45,7 +47,7 @@ MAX_DIMENSIONS = 30  # EMF limit per dimension set
 MAX_METRICS = 100  # EMF limit per directive
 
 
-class MetricError(ValueError):
+class MetricError(Refused):
     """A metric name, dimension or value CloudWatch would reject."""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime
 
-from sesguard.cli import demo_services
+from sesguard.cli.services import demo_services
 from sesguard.core.partners import Counters
 from sesguard.local.demo import IDENTITY, NOTIFY_FROM, check_results, demo_jobs, run_demo
 from sesguard.local.simulator import encode_records, simulate_events

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from sesguard.aws.held import HeldJobs
 from sesguard.aws.store import PartnerStore
-from sesguard.cli import demo_services
+from sesguard.cli.services import demo_services
 from sesguard.local.demo import run_demo
 from sesguard.ops import operations
 from sesguard.ops.console import server

@@ -221,6 +221,12 @@ async def test_each_kind_of_dead_letter_gets_its_safe_fate(env: Env) -> None:
     }
     ghosts = [e for e in entries if e["partner_id"] == "ghost"]
     assert len(ghosts) == 2 and len(entries) == 5
+    text = cli("dlq")  # a count, and each reason once with its messages under it
+    assert text.code == 0 and text.out.startswith("5 messages in the send DLQ"), text
+    assert "under 4 reasons" in text.out.splitlines()[0]
+    for reason in {e["reason"] for e in entries}:
+        assert text.out.count(reason) == 1, reason
+    assert f"{ghosts[0]['reason']}  [2 messages]" in text.out
     message_id_of_no_id = next(e["job_id"] for e in ghosts if e["job_id"] != "job-5")
 
     first = redrive()
@@ -279,7 +285,10 @@ async def test_listing_consumes_nothing_and_a_dry_run_changes_nothing(env: Env) 
     assert [e["message_id"] for e in first] == [e["message_id"] for e in second]
     assert len(first) == 2
     text = cli("dlq")
-    assert text.code == 0 and "job-8  acme  possibly sent" in text.out
+    assert text.code == 0 and "2 messages in the send DLQ" in text.out
+    lines = text.out.splitlines()
+    under = lines[next(i for i, line in enumerate(lines) if line.startswith("possibly sent")) + 1]
+    assert "job-8  acme" in under  # the job, under its reason
     dry = redrive("--dry-run")
     assert dry["dry_run"] is True
     assert {m["action"] for m in dry["messages"]} == {"requeued_unclaimed", "kept"}
@@ -307,3 +316,36 @@ def test_a_bad_settle_time_is_a_usage_error(setting: str) -> None:
 
 def test_the_sender_fixture_domain_is_verified() -> None:
     assert DOMAIN == "isv.example.com"
+
+
+def test_the_listing_text_counts_and_says_each_reason_once() -> None:
+    from sesguard.ops.dlq import listing_text
+
+    long = "possibly sent: " + "x" * 320  # reasons run to hundreds of characters
+    entries = [
+        {"age_seconds": 60, "job_id": "j1", "partner_id": "acme", "reason": long},
+        {"age_seconds": 50, "job_id": "j2", "partner_id": None, "reason": "rejected by SES"},
+        {"age_seconds": 40, "job_id": None, "partner_id": "acme", "reason": long},
+        {"age_seconds": 30, "job_id": "j4", "partner_id": "beta", "reason": None},
+    ]
+    assert listing_text(entries, events=False).splitlines() == [
+        "4 messages in the send DLQ, oldest first, under 3 reasons",
+        "",
+        f"{long}  [2 messages]",
+        "    60s  j1  acme",
+        "    40s  ?  acme",
+        "",
+        "rejected by SES  [1 message]",
+        "    50s  j2  ?",
+        "",
+        "(no reason)  [1 message]",
+        "    30s  j4  beta",
+    ]
+    one = [{"age_seconds": 7200, "objects": ["s3://b/k"], "reason": "missing object"}]
+    assert listing_text(one, events=True).splitlines() == [
+        "1 message in the events DLQ, oldest first, under 1 reason",
+        "",
+        "missing object  [1 message]",
+        "     2h  s3://b/k",
+    ]
+    assert listing_text([], events=False) == "the dead-letter queue is empty"

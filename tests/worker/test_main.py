@@ -37,9 +37,9 @@ def test_since_accepts_zones_and_rejects_nonsense() -> None:
 
 
 def test_lead_cli_parses_worker_options() -> None:
-    from sesguard import cli
+    from sesguard.cli import services
 
-    module, args = cli.service_args("worker", ["backfill", "--prefix", "x/"])
+    module, args = services.service_args("worker", ["backfill", "--prefix", "x/"])
     assert module.__name__ == "worker.main"
     assert getattr(args, ACTION_DEST) == "backfill" and args.prefix == "x/"
 
