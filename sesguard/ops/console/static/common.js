@@ -30,7 +30,11 @@ const sesguard = (() => {
     } catch (err) {
       throw new Error(`HTTP ${response.status}`);
     }
-    if (!response.ok) throw new Error(data && data.error ? data.error : `HTTP ${response.status}`);
+    if (!response.ok) {
+      const err = new Error(data && data.error ? data.error : `HTTP ${response.status}`);
+      err.status = response.status; // 404: no such partner
+      throw err;
+    }
     return data;
   }
 

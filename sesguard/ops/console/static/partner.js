@@ -1,5 +1,6 @@
 // The partner page: hourly charts over 7 days with limit and warn lines and pause /
-// resume markers, the verdict in words, and the actions (each confirmed first).
+// resume markers, the verdict in words, and the actions (each confirmed first). An id
+// the API does not know (404) gets "no such partner" and nothing else.
 "use strict";
 
 (() => {
@@ -167,6 +168,24 @@
     return [el("dt", { text: term }), el("dd", { text: value })];
   }
 
+  // The page's head and its two parts: the partner's detail, or "no such partner".
+  function showPart(found) {
+    document.getElementById("detail").hidden = !found;
+    document.getElementById("missing").hidden = found;
+  }
+
+  function showMissing() {
+    document.title = `sesguard · ${partnerId}: no such partner`;
+    document.getElementById("pid").textContent = partnerId;
+    const badge = document.getElementById("status");
+    badge.textContent = "no such partner";
+    badge.className = "badge status-missing";
+    badge.hidden = false;
+    document.getElementById("missing-text").textContent =
+      `There is no partner ${partnerId}: none is registered under that id, and no mail was counted under it.`;
+    showPart(false);
+  }
+
   function render(detail) {
     const p = detail.partner;
     document.title = `sesguard · ${p.partner_id}`;
@@ -174,6 +193,8 @@
     const badge = document.getElementById("status");
     badge.textContent = p.status;
     badge.className = `badge status-${p.status}`;
+    badge.hidden = false;
+    showPart(true);
     const verdict = document.getElementById("verdict");
     verdict.textContent = `verdict: ${p.verdict}${p.verdict_reason ? `: ${p.verdict_reason}` : ""}`;
     verdict.className = `verdict level-${p.level}`;
@@ -328,7 +349,14 @@
       render(current);
       document.body.dataset.loaded = "true";
     } catch (err) {
-      showError(`Could not load partner ${partnerId}: ${err.message}`);
+      if (err.status !== 404) {
+        showError(`Could not load partner ${partnerId}: ${err.message}`);
+        return;
+      }
+      current = null;
+      showError("");
+      showMissing();
+      document.body.dataset.loaded = "true";
     }
   }
 
