@@ -24,7 +24,7 @@ from sesguard.local.demo import run_demo
 from sesguard.ops import operations
 from sesguard.ops.console import server
 from sesguard.ops.report import partner_text
-from tests.ops.test_console_api import EVIL_REASON, hold
+from tests.ops.test_console_api import EVIL_REASON, add, hold
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -43,6 +43,7 @@ ARTIFACTS = Path(
     os.environ.get("SESGUARD_CONSOLE_SHOTS")
     or Path(__file__).resolve().parents[2] / ".artifacts" / "console"
 )
+GREEN, RED = "rgb(46, 125, 50)", "rgb(183, 28, 28)"  # console.css: --ok, --over / --paused
 
 
 def need_browser() -> None:
@@ -118,6 +119,10 @@ async def _status(clients: Any, settings: Any, pid: str) -> dict[str, Any]:
     return report
 
 
+async def _colour(locator: Any, prop: str) -> str:
+    return str(await locator.evaluate(f"(e) => getComputedStyle(e).{prop}"))
+
+
 async def test_console_in_chromium(moto_endpoint, clients, settings) -> None:
     need_browser()
     from playwright.async_api import async_playwright, expect
@@ -131,8 +136,13 @@ async def test_console_in_chromium(moto_endpoint, clients, settings) -> None:
     assert results["problems"] == []
     statuses = {p["partner_id"]: p["status"] for p in results["partners"]}
     assert statuses == {"bakery": "active", "gadgets": "paused", "newsletter": "paused"}
-    # stray: mail under an id without a profile.
+    # florist: paused by the operator while the policy has nothing against it (one send,
+    # too few to judge), one held job; stray: mail under an id without a profile.
     store = PartnerStore.from_settings(clients.dynamodb, settings)
+    await add(clients, settings, "florist")
+    await store.add_counts("florist", utcnow(), Counters(sent=1, hard_bounces=1, complaints=1))
+    await operations.pause(clients, settings, "florist", "list audit", notify=False)
+    await hold(clients, settings, "florist", 1)
     await store.add_counts("stray", utcnow(), Counters(sent=2))
 
     quick = settings.model_copy(update={"gate_cache_seconds": 0})
@@ -155,24 +165,30 @@ async def test_console_in_chromium(moto_endpoint, clients, settings) -> None:
             )
             page.on("pageerror", lambda exc: errors.append(str(exc)))
 
-            # ---- the partners page: two paused partners, sortable, filterable
+            # ---- the partners page: three paused partners (and by whom), sortable,
+            # filterable
             await page.goto(console.url)
             rows = page.locator("#partners tbody tr")
-            await expect(rows).to_have_count(4)
-            for pid in ("gadgets", "newsletter"):
+            await expect(rows).to_have_count(5)
+            for pid, by in (
+                ("gadgets", "policy"),
+                ("newsletter", "policy"),
+                ("florist", "operator"),
+            ):
                 row = page.locator(f'tr[data-partner="{pid}"]')
                 await expect(row).to_have_class(re.compile(r"\blevel-paused\b"))
-                await expect(row.locator(".badge")).to_have_text("paused")
+                await expect(row.locator(".badge")).to_have_text(f"paused ({by})")
             await expect(page.locator('tr[data-partner="bakery"] .badge')).to_have_text("active")
             await expect(page.locator('tr[data-partner="stray"] .badge')).to_have_text(
                 "unregistered"
             )
+            await expect(page.locator("#counts")).to_have_text("5 partners, 3 paused")
             gadgets_bounce = page.locator('tr[data-partner="gadgets"] td.num').first
             await expect(gadgets_bounce).to_have_class(re.compile(r"\bcell-over\b"))
             await page.screenshot(path=ARTIFACTS / "partners.png", full_page=True)
 
             await page.select_option("#status-filter", "paused")
-            await expect(rows).to_have_count(2)
+            await expect(rows).to_have_count(3)
             await page.select_option("#status-filter", "")
             await page.click('th[data-key="partner_id"]')
             await expect(rows.first).to_have_attribute("data-partner", "bakery")
@@ -195,16 +211,36 @@ async def test_console_in_chromium(moto_endpoint, clients, settings) -> None:
             await page.goto(console.url + "partners/stray")
             await expect(page.locator("body")).to_have_attribute("data-loaded", "true")
             await expect(page.locator("#status")).to_have_text("unregistered")
+            await expect(page.locator('#verdict [data-kind="unregistered"]')).to_contain_text(
+                "Not registered"
+            )
             await expect(page.locator("#actions")).to_be_hidden()
             await expect(page.locator("#chart-volume")).to_be_visible()
             await page.screenshot(path=ARTIFACTS / "partner-stray.png", full_page=True)
+
+            # ---- paused by the operator: said so in red, the policy's verdict in green
+            await page.goto(console.url + "partners/florist")
+            await expect(page.locator("body")).to_have_attribute("data-loaded", "true")
+            await expect(page.locator("#status")).to_have_text("paused (operator)")
+            paused_line = page.locator('#verdict [data-kind="paused"]')
+            await expect(paused_line).to_have_text("Paused by the operator: list audit")
+            assert await _colour(paused_line, "borderLeftColor") == RED
+            policy_line = page.locator('#verdict [data-kind="policy"]')
+            await expect(policy_line).to_have_text("policy verdict now: ok")
+            assert await _colour(policy_line, "borderLeftColor") == GREEN
+            assert await _colour(policy_line.locator("strong"), "color") == GREEN
+            await page.screenshot(path=ARTIFACTS / "partner-florist.png", full_page=True)
 
             # ---- a paused partner's page: its charts and its verdict in words
             await page.goto(console.url)
             await page.click('a[href="/partners/gadgets"]')
             await expect(page.locator("body")).to_have_attribute("data-loaded", "true")
-            await expect(page.locator("#status")).to_have_text("paused")
-            await expect(page.locator("#verdict")).to_contain_text("bounce rate")
+            await expect(page.locator("#status")).to_have_text("paused (policy)")
+            paused_line = page.locator('#verdict [data-kind="paused"]')
+            await expect(paused_line).to_contain_text("Paused by the policy: bounce rate")
+            policy_line = page.locator('#verdict [data-kind="policy"]')
+            await expect(policy_line).to_contain_text("policy verdict now: pause: bounce rate")
+            assert await _colour(policy_line, "borderLeftColor") == RED
             report = await _status(clients, settings, "gadgets")
             assert await page.locator("#show-text").text_content() == partner_text(report)
             charts = await page.evaluate(
@@ -249,13 +285,16 @@ async def test_console_in_chromium(moto_endpoint, clients, settings) -> None:
 
             await page.click("#pause-button")
             await page.click("#confirm-ok")
-            await expect(page.locator("#status")).to_have_text("paused")
+            await expect(page.locator("#status")).to_have_text("paused (operator)")
             await expect(page.locator("#result")).to_have_text("paused partner bakery")
             bakery = await _status(clients, settings, "bakery")
             assert (bakery["paused_reason"], bakery["paused_by"]) == (EVIL_REASON, "operator")
             # The reason is shown as text, never as markup.
             await expect(page.locator("#events .reason")).to_have_text(f": {EVIL_REASON}")
             await expect(page.locator("#facts")).to_contain_text(EVIL_REASON)
+            await expect(page.locator('#verdict [data-kind="paused"]')).to_have_text(
+                f"Paused by the operator: {EVIL_REASON}"
+            )
             assert await page.locator("main img, main b, dialog img").count() == 0
             assert await page.evaluate("window.__pwned") is None
             markers = await page.evaluate(

@@ -52,6 +52,11 @@ const sesguard = (() => {
     return node;
   }
 
+  // A partner's status as both pages show it: who paused it, when it is paused.
+  function statusText(p) {
+    return p.status === "paused" && p.paused_by ? `paused (${p.paused_by})` : p.status;
+  }
+
   function pct(rate, digits) {
     if (rate === null || rate === undefined) return "–";
     return `${(rate * 100).toFixed(digits === undefined ? 2 : digits)}%`;
@@ -73,5 +78,5 @@ const sesguard = (() => {
     if (node) node.textContent = `updated ${new Date(iso).toISOString().slice(11, 19)} UTC`;
   }
 
-  return { api, el, pct, span, showError, stamp };
+  return { api, el, statusText, pct, span, showError, stamp };
 })();

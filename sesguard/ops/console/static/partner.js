@@ -4,7 +4,7 @@
 "use strict";
 
 (() => {
-  const { api, el, pct, span, showError, stamp } = sesguard;
+  const { api, el, statusText, pct, span, showError, stamp } = sesguard;
   const REFRESH_MS = 30000;
   const partnerId = decodeURIComponent(location.pathname.split("/")[2] || "");
   const COLORS = {
@@ -186,18 +186,54 @@
     showPart(false);
   }
 
+  // What is true of the partner, each in its own colour: paused (and by whom), the
+  // policy's verdict on its rates now (paused or not), or that it has no profile.
+  function verdictLines(p) {
+    const lines = [];
+    if (p.status === "paused") {
+      const by = { operator: "by the operator", policy: "by the policy" }[p.paused_by] || "";
+      lines.push(
+        el(
+          "p",
+          { class: "verdict level-paused", "data-kind": "paused" },
+          el("strong", { text: by ? `Paused ${by}` : "Paused" }),
+          p.paused_reason ? el("span", { class: "reason", text: `: ${p.paused_reason}` }) : null,
+        ),
+      );
+    }
+    if (!p.registered) {
+      lines.push(
+        el(
+          "p",
+          { class: "verdict level-low", "data-kind": "unregistered" },
+          el("strong", { text: "Not registered" }),
+          el("span", { text: ": mail was counted under this id, but it has no profile (no contact, no limits of its own), so there is nothing to act on here. Add it with " }),
+          el("code", { text: "sesguard partners add" }),
+          el("span", { text: "." }),
+        ),
+      );
+    }
+    lines.push(
+      el(
+        "p",
+        { class: `verdict level-${p.verdict_level}`, "data-kind": "policy" },
+        el("strong", { text: `policy verdict now: ${p.verdict}` }),
+        p.verdict_reason ? el("span", { text: `: ${p.verdict_reason}` }) : null,
+      ),
+    );
+    return lines;
+  }
+
   function render(detail) {
     const p = detail.partner;
     document.title = `sesguard · ${p.partner_id}`;
     document.getElementById("pid").textContent = p.partner_id;
     const badge = document.getElementById("status");
-    badge.textContent = p.status;
+    badge.textContent = statusText(p);
     badge.className = `badge status-${p.status}`;
     badge.hidden = false;
     showPart(true);
-    const verdict = document.getElementById("verdict");
-    verdict.textContent = `verdict: ${p.verdict}${p.verdict_reason ? `: ${p.verdict_reason}` : ""}`;
-    verdict.className = `verdict level-${p.level}`;
+    document.getElementById("verdict").replaceChildren(...verdictLines(p));
 
     const lim = p.limits;
     const facts = [

@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { api, el, pct, span, showError, stamp } = sesguard;
+  const { api, el, statusText, pct, span, showError, stamp } = sesguard;
   const REFRESH_MS = 10000;
   const state = { rows: [], windows: [], sortKey: "level", sortDesc: true, filter: "" };
   const LEVEL_ORDER = { paused: 3, over: 2, warn: 1, ok: 0 };
@@ -83,7 +83,7 @@
           "tr",
           { class: `level-${r.level}`, "data-partner": r.partner_id },
           el("td", {}, el("a", { href: `/partners/${encodeURIComponent(r.partner_id)}`, text: r.partner_id })),
-          el("td", {}, el("span", { class: `badge status-${r.status}`, text: r.status, title: r.paused_reason || undefined })),
+          el("td", {}, el("span", { class: `badge status-${r.status}`, text: statusText(r), title: r.paused_reason || undefined })),
           el("td", { class: `verdict-cell level-${r.level}`, text: verdictWord(r), title: r.verdict_reason || undefined }),
           ...cols.slice(3).map((c) => (c.cell ? c.cell(r) : el("td", { class: "num", text: c.value(r) }))),
         ),
