@@ -286,7 +286,16 @@ async def test_console_in_chromium(moto_endpoint, clients, settings) -> None:
             await page.click("#pause-button")
             await page.click("#confirm-ok")
             await expect(page.locator("#status")).to_have_text("paused (operator)")
+            # The outcome is said where the operator looks (above the forms, on screen)
+            # and announced (a live region).
+            status = page.get_by_role("status")
+            await expect(status).to_have_text("paused partner bakery")
             await expect(page.locator("#result")).to_have_text("paused partner bakery")
+            await expect(page.locator("#result")).to_be_in_viewport()
+            result_box = await page.locator("#result").bounding_box()
+            form_box = await page.locator("#resume-form").bounding_box()
+            assert result_box and form_box and result_box["y"] < form_box["y"]
+            await page.screenshot(path=ARTIFACTS / "partner-bakery-after-pause.png")
             bakery = await _status(clients, settings, "bakery")
             assert (bakery["paused_reason"], bakery["paused_by"]) == (EVIL_REASON, "operator")
             # The reason is shown as text, never as markup.

@@ -307,22 +307,27 @@
     });
   }
 
+  // The outcome of an action, above the forms (a live region: screen readers say it).
+  function showResult(text, isError) {
+    const result = document.getElementById("result");
+    result.hidden = false;
+    result.className = isError ? "result error" : "result";
+    result.textContent = text;
+    result.scrollIntoView({ block: "nearest" });
+  }
+
   async function act(question, okLabel, path, body) {
     if (!(await confirmAction(question, okLabel))) return false;
     let ok = false;
-    const result = document.getElementById("result");
     const buttons = document.querySelectorAll("#actions button");
     buttons.forEach((b) => (b.disabled = true));
-    result.hidden = false;
-    result.className = "result";
-    result.textContent = "working…";
+    showResult("working…", false);
     try {
       const answer = await api(`/api/partners/${encodeURIComponent(partnerId)}/${path}`, body);
-      result.textContent = answer.lines.join("\n") || "done";
+      showResult(answer.lines.join("\n") || "done", false);
       ok = true;
     } catch (err) {
-      result.className = "result error";
-      result.textContent = err.message;
+      showResult(err.message, true);
     } finally {
       buttons.forEach((b) => (b.disabled = false));
     }
@@ -366,10 +371,7 @@
       }
     }
     if (!changes.length) {
-      const result = document.getElementById("result");
-      result.hidden = false;
-      result.className = "result error";
-      result.textContent = "nothing to change: fill in at least one field";
+      showResult("nothing to change: fill in at least one field", true);
       return;
     }
     act(`Set limits of partner ${partnerId}?\n\n${changes.join("\n")}`, "Set limits", "limits", body).then((ok) => {
