@@ -274,6 +274,17 @@ async def test_console_in_chromium(moto_endpoint, clients, settings) -> None:
             await page.goto(console.url + "partners/bakery")
             await expect(page.locator("body")).to_have_attribute("data-loaded", "true")
             await expect(page.locator("#actions")).to_be_visible()
+            # The limits as they are, in percent like the rest of the page, units shown.
+            for field, value in (
+                ("bounce_limit", "5"),
+                ("complaint_limit", "0.1"),
+                ("min_volume", "40"),
+                ("warn_ratio", "50"),
+            ):
+                await expect(page.locator(f"#{field}")).to_have_value(value)
+            units = await page.locator("#limits-form .unit").all_text_contents()
+            assert units == ["%", "%", "judged sends", "% of the limit"]
+            await expect(page.locator("#facts")).to_contain_text("warn at 50% of a limit")
             await page.fill("#pause-reason", EVIL_REASON)
             await page.click("#pause-button")
             dialog = page.locator("#confirm")
@@ -338,13 +349,37 @@ async def test_console_in_chromium(moto_endpoint, clients, settings) -> None:
                 f"resumed partner newsletter\nreplayed {held} held jobs"
             )
             assert await HeldJobs.from_clients(clients, settings).count("newsletter") == 0
-            await page.fill("#min_volume", "80")
+            # Limits: only the fields changed are sent, percentages as the API's fractions.
             await page.click("#limits-button")
-            await expect(page.locator("#confirm-text")).to_contain_text("min volume: 40 → 80")
+            await expect(page.locator("#result")).to_have_text(
+                "nothing to change: change at least one field"
+            )
+            await expect(page.locator("#confirm")).to_be_hidden()
+            await page.fill("#bounce_limit", "150")
+            await page.click("#limits-button")
+            await expect(page.locator("#result")).to_have_text(
+                "bounce limit: 150 is not a percentage above 0, at most 100 (5 = 5%)"
+            )
+            await page.fill("#bounce_limit", "4")
+            await page.fill("#min_volume", "80")
+            await page.fill("#warn_ratio", "60")
+            await page.click("#limits-button")
+            await expect(page.locator("#confirm-text")).to_have_text(
+                "Set limits of partner newsletter?\n\nbounce limit: 5% → 4%\n"
+                "min volume: 40 → 80\nwarn level: 50% → 60% of the limit"
+            )
             await page.click("#confirm-ok")
             await expect(page.locator("#result")).to_have_text("updated partner newsletter")
             report = await _status(clients, settings, "newsletter")
-            assert report["limits"]["min_volume"] == 80
+            assert report["limits"] == {
+                "bounce_rate": 0.04,
+                "complaint_rate": 0.001,
+                "min_volume": 80,
+                "warn_ratio": 0.6,
+            }
+            for field, value in (("bounce_limit", "4"), ("min_volume", "80"), ("warn_ratio", "60")):
+                await expect(page.locator(f"#{field}")).to_have_value(value)
+            await expect(page.locator("#facts")).to_contain_text("bounce 4.00%")
             await page.screenshot(path=ARTIFACTS / "partner-newsletter.png", full_page=True)
             assert errors == []  # no script error, no CSP violation on the console's pages
 

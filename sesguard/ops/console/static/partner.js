@@ -238,7 +238,7 @@
     const lim = p.limits;
     const facts = [
       ...fact("contact", p.contact_email || "–"),
-      ...fact("limits", `bounce ${pct(lim.bounce_rate)}, complaint ${pct(lim.complaint_rate, 3)}, min volume ${lim.min_volume}, warn at ${lim.warn_ratio} × limit`),
+      ...fact("limits", `bounce ${pct(lim.bounce_rate)}, complaint ${pct(lim.complaint_rate, 3)}, min volume ${lim.min_volume}, warn at ${percent(lim.warn_ratio)}% of a limit`),
       ...fact("held jobs", String(p.held_jobs)),
     ];
     for (const w of p.windows) {
@@ -284,10 +284,66 @@
       resume.querySelector(`input[value="${paused ? "keep" : "replay"}"]`).checked = true;
       shownStatus = p.status;
     }
-    for (const name of ["bounce_limit", "complaint_limit", "min_volume", "warn_ratio"]) {
-      const key = { bounce_limit: "bounce_rate", complaint_limit: "complaint_rate" }[name] || name;
-      document.getElementById(name).placeholder = String(p.limits[key]);
+    showLimits(p.limits, false);
+  }
+
+  // ---- the limits form: the current limits as the fields' values, in percent (the API
+  // speaks fractions, as the command line does: 0.05 = 5%)
+
+  const LIMITS = [
+    { name: "bounce_limit", key: "bounce_rate", label: "bounce limit", percent: true, max: 100 },
+    { name: "complaint_limit", key: "complaint_rate", label: "complaint limit", percent: true, max: 100 },
+    { name: "min_volume", key: "min_volume", label: "min volume", percent: false },
+    { name: "warn_ratio", key: "warn_ratio", label: "warn level", percent: true, max: 100, below: true },
+  ];
+
+  // 0.05 -> "5", 0.001 -> "0.1" (12 significant digits: no 0.07 * 100 = 7.000000000000001)
+  function percent(fraction) {
+    return String(Number((fraction * 100).toPrecision(12)));
+  }
+
+  // "5" -> "0.05", sent as text like the command line's options (the API checks it again)
+  function fraction(percentValue) {
+    return String(Number((percentValue / 100).toPrecision(12)));
+  }
+
+  // Each field shows its current value unless the operator is editing it (then the page's
+  // refresh leaves it alone); `force` (after an action) shows the current values again.
+  function showLimits(limits, force) {
+    for (const f of LIMITS) {
+      const input = document.getElementById(f.name);
+      const now = f.percent ? percent(limits[f.key]) : String(limits[f.key]);
+      if (force || !input.dataset.current || input.value === input.dataset.current) input.value = now;
+      input.dataset.current = now;
     }
+  }
+
+  // The fields the operator changed: {body, changes} or {error}.
+  function changedLimits() {
+    const body = {};
+    const changes = [];
+    for (const f of LIMITS) {
+      const input = document.getElementById(f.name);
+      const text = input.value.trim().replace(/\s*%$/, "");
+      const unit = f.percent ? "%" : "";
+      if (!text) return { error: `${f.label}: give a value (it is ${input.dataset.current}${unit} now)` };
+      if (text === input.dataset.current) continue;
+      if (!f.percent) {
+        body[f.name] = text; // the API refuses anything but a whole number, in the CLI's words
+        changes.push(`${f.label}: ${input.dataset.current} → ${text}`);
+        continue;
+      }
+      const value = Number(text);
+      if (!/^\d*\.?\d+$|^\d+\.$/.test(text) || !(value > 0 && (f.below ? value < f.max : value <= f.max))) {
+        const range = f.below ? `above 0 and below ${f.max}` : `above 0, at most ${f.max}`;
+        return { error: `${f.label}: ${text} is not a percentage ${range} (5 = 5%)` };
+      }
+      if (value === Number(input.dataset.current)) continue;
+      body[f.name] = fraction(value);
+      const of = f.name === "warn_ratio" ? " of the limit" : "";
+      changes.push(`${f.label}: ${input.dataset.current}% → ${value}%${of}`);
+    }
+    return { body, changes };
   }
 
   // A modal question; resolves true only on "Confirm".
@@ -361,21 +417,13 @@
 
   document.getElementById("limits-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    const body = {};
-    const changes = [];
-    for (const name of ["bounce_limit", "complaint_limit", "min_volume", "warn_ratio"]) {
-      const value = document.getElementById(name).value.trim();
-      if (value) {
-        body[name] = value;
-        changes.push(`${name.replace("_", " ")}: ${document.getElementById(name).placeholder} → ${value}`);
-      }
-    }
-    if (!changes.length) {
-      showResult("nothing to change: fill in at least one field", true);
+    const { body, changes, error } = changedLimits();
+    if (error || !changes.length) {
+      showResult(error || "nothing to change: change at least one field", true);
       return;
     }
     act(`Set limits of partner ${partnerId}?\n\n${changes.join("\n")}`, "Set limits", "limits", body).then((ok) => {
-      if (ok) for (const name of Object.keys(body)) document.getElementById(name).value = "";
+      if (ok && current) showLimits(current.partner.limits, true);
     });
   });
 
