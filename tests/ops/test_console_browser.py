@@ -185,6 +185,10 @@ async def test_console_in_chromium(moto_endpoint, clients, settings) -> None:
             await expect(page.locator("#counts")).to_have_text("5 partners, 3 paused")
             gadgets_bounce = page.locator('tr[data-partner="gadgets"] td.num').first
             await expect(gadgets_bounce).to_have_class(re.compile(r"\bcell-over\b"))
+            florist_bounce = page.locator('tr[data-partner="florist"] td.num').first
+            await expect(florist_bounce).to_have_attribute(
+                "title", re.compile(r"^1 of 1 judged send; .*fewer than 200 judged sends$")
+            )
             await page.screenshot(path=ARTIFACTS / "partners.png", full_page=True)
 
             await page.select_option("#status-filter", "paused")
@@ -229,6 +233,16 @@ async def test_console_in_chromium(moto_endpoint, clients, settings) -> None:
             await expect(policy_line).to_have_text("policy verdict now: ok")
             assert await _colour(policy_line, "borderLeftColor") == GREEN
             assert await _colour(policy_line.locator("strong"), "color") == GREEN
+            # one of each, in the singular
+            facts = page.locator("#facts")
+            await expect(facts).to_contain_text("1 sent, 1 judged, 1 hard bounce (100.00%)")
+            await expect(facts).to_contain_text("1 complaint (100.000%)")
+            await expect(facts).not_to_contain_text("1 complaints")
+            await page.click("#resume-button")
+            await expect(page.locator("#confirm-text")).to_have_text(
+                "Resume partner florist? 1 held job stays held."
+            )
+            await page.click("#confirm-cancel")
             await page.screenshot(path=ARTIFACTS / "partner-florist.png", full_page=True)
 
             # ---- a paused partner's page: its charts and its verdict in words

@@ -4,7 +4,7 @@
 "use strict";
 
 (() => {
-  const { api, el, statusText, pct, span, showError, stamp } = sesguard;
+  const { api, el, word, count, statusText, pct, span, showError, stamp } = sesguard;
   const REFRESH_MS = 30000;
   const partnerId = decodeURIComponent(location.pathname.split("/")[2] || "");
   const COLORS = {
@@ -238,11 +238,11 @@
     const lim = p.limits;
     const facts = [
       ...fact("contact", p.contact_email || "–"),
-      ...fact("limits", `bounce ${pct(lim.bounce_rate)}, complaint ${pct(lim.complaint_rate, 3)}, min volume ${lim.min_volume}, warn at ${percent(lim.warn_ratio)}% of a limit`),
+      ...fact("limits", `bounce ${pct(lim.bounce_rate)}, complaint ${pct(lim.complaint_rate, 3)}, min volume ${count(lim.min_volume, "judged send")}, warn at ${percent(lim.warn_ratio)}% of a limit`),
       ...fact("held jobs", String(p.held_jobs)),
     ];
     for (const w of p.windows) {
-      facts.push(...fact(`last ${span(w.hours)}`, `${w.sent} sent, ${w.judged_sends} judged, ${w.hard_bounces} hard bounces (${pct(w.bounce_rate)}), ${w.complaints} complaints (${pct(w.complaint_rate, 3)})`));
+      facts.push(...fact(`last ${span(w.hours)}`, `${w.sent} sent, ${w.judged_sends} judged, ${count(w.hard_bounces, "hard bounce")} (${pct(w.bounce_rate)}), ${count(w.complaints, "complaint")} (${pct(w.complaint_rate, 3)})`));
     }
     if (p.status === "paused") {
       facts.push(...fact("paused", `${when(p.paused_at)} by ${p.paused_by || "?"}: ${p.paused_reason || ""}`));
@@ -406,10 +406,11 @@
     const held = document.querySelector('#resume-form input[name="held"]:checked').value;
     const n = current ? current.partner.held_jobs : 0;
     const paused = current && current.partner.status === "paused";
+    const jobs = count(n, "held job");
     const what = {
-      keep: `${n} held jobs stay held.`,
-      replay: `${n} held jobs are sent, in the order they were held (this takes a few seconds).`,
-      discard: `${n} held jobs are deleted and never sent (this takes a few seconds).`,
+      keep: `${jobs} ${word(n, "stays", "stay")} held.`,
+      replay: `${jobs} ${word(n, "is", "are")} sent, in the order they were held (this takes a few seconds).`,
+      discard: `${jobs} ${word(n, "is", "are")} deleted and never sent (this takes a few seconds).`,
     }[held];
     const question = paused ? `Resume partner ${partnerId}? ${what}` : `Partner ${partnerId}: ${what}`;
     act(question, paused ? "Resume" : "Release", "resume", { held });
