@@ -2,7 +2,8 @@
 (never a downloaded browser), after a demo-sized run of the real sender and worker.
 
 Screenshots of every page are written to .artifacts/console/, or to the directory
-SESGUARD_CONSOLE_SHOTS names (the path is printed)."""
+SESGUARD_CONSOLE_SHOTS names (the path is printed); console-docs.png there is the
+picture docs/console.png is made from."""
 
 from __future__ import annotations
 
@@ -283,6 +284,10 @@ async def test_console_in_chromium(moto_endpoint, clients, settings) -> None:
                 "Chart.getChart(document.getElementById('chart-volume')).data.labels.length"
             )
             assert labels == 24
+            # docs/console.png: the top of this page, as wide as the README shows it
+            await page.set_viewport_size({"width": 1000, "height": 1200})
+            await page.screenshot(path=ARTIFACTS / "console-docs.png")
+            await page.set_viewport_size({"width": 1200, "height": 900})
 
             # ---- pause and resume a partner through the page, each confirmed first
             await page.goto(console.url + "partners/bakery")
