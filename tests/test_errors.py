@@ -52,8 +52,8 @@ CLASSES = [cls for cls in exception_classes() if cls not in TREE]
 def test_the_walk_finds_the_classes() -> None:
     names = {cls.__name__ for cls in CLASSES}
     assert {"JobError", "StoreError", "SettingsError", "NotAnEvent", "ObjectTooLarge"} <= names
-    assert {"ApplyError", "NoSuchPartner", "TenantsUnsupported", "Aborted"} <= names
-    assert len(CLASSES) >= 20
+    assert {"ApplyError", "PartnerNotFound", "TenantsUnsupported", "Aborted"} <= names
+    assert len(CLASSES) >= 19  # NoSuchPartner merged into PartnerNotFound
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda cls: f"{cls.__module__}.{cls.__name__}")

@@ -47,7 +47,7 @@ class StoreError(Failed):
 
 
 class PartnerNotFound(Refused):
-    """No partner has this id; the message is the id."""
+    """No partner has this id (the console answers 404)."""
 
 
 class PartnerExists(Refused):
@@ -264,7 +264,7 @@ class PartnerStore:
     async def require_profile(self, partner_id: str) -> Profile:
         profile = await self.get_profile(partner_id)
         if profile is None:
-            raise PartnerNotFound(partner_id)
+            raise PartnerNotFound(f"no partner {partner_id}")
         return profile
 
     async def list_partner_ids(self) -> tuple[list[str], list[str]]:
@@ -375,7 +375,7 @@ class PartnerStore:
             )
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
-                raise PartnerNotFound(partner_id) from None
+                raise PartnerNotFound(f"no partner {partner_id}") from None
             raise
         return profile_from_item(resp["Attributes"])
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from sesguard.aws.clients import Clients
-from sesguard.aws.store import PartnerStore
+from sesguard.aws.store import PartnerNotFound, PartnerStore
 from sesguard.cli.parser import (
     Parser,
     Subparsers,
@@ -176,9 +176,7 @@ async def cmd_partners_show(args: argparse.Namespace, settings: Settings, client
     store = PartnerStore.from_settings(clients.dynamodb, settings)
     report = await operations.partner_report(store, settings, args.partner_id)
     if report is None:
-        raise operations.NoSuchPartner(
-            f"no partner {args.partner_id} (and no traffic under that id)"
-        )
+        raise PartnerNotFound(f"no partner {args.partner_id} (and no traffic under that id)")
     if args.json:
         print_json(report)
     else:

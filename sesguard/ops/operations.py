@@ -37,19 +37,11 @@ from sesguard.core.partners import (
 )
 from sesguard.domain.reactions import standard_reactions
 from sesguard.domain.transitions import Transitions
-
-# `as` re-exports: the console catches operations.Refused and operations.Failed, the same
-# classes (sesguard.errors defines them once; the console may import them from there).
-from sesguard.errors import Failed as Failed  # noqa: PLC0414 (a re-export)
-from sesguard.errors import Refused as Refused  # noqa: PLC0414 (a re-export)
+from sesguard.errors import Refused
 from sesguard.ops.report import partner_json
 from sesguard.settings import Settings
 
 DEFAULT_PAUSE_REASON = "paused by operator"
-
-
-class NoSuchPartner(Refused):
-    """The partner named does not exist (console HTTP 404)."""
 
 
 # ---- input checks: each refusal names what is wrong, before any AWS call ---------------
@@ -226,18 +218,24 @@ class HeldResult:
 
     def lines(self) -> list[str]:
         if self.action is HeldAction.REPLAY:
-            return [f"replayed {self.replayed} held jobs"]
+            return [f"replayed {_jobs(self.replayed, 'held job')}"]
         if self.action is HeldAction.DISCARD:
-            out = [f"discarded {self.discarded} held jobs"]
+            out = [f"discarded {_jobs(self.discarded, 'held job')}"]
             if self.replayed:
-                out.append(f"replayed {self.replayed} jobs held after the resume")
+                out.append(f"replayed {_jobs(self.replayed, 'job')} held after the resume")
             return out
         if self.remaining:
+            verb = "remains" if self.remaining == 1 else "remain"
             return [
-                f"{self.remaining} jobs remain held: run `sesguard partners resume "
+                f"{_jobs(self.remaining, 'job')} {verb} held: run `sesguard partners resume "
                 f"{self.partner_id} --replay` to send them or --discard to drop them"
             ]
         return []
+
+
+def _jobs(n: int, noun: str) -> str:
+    """'1 held job', '3 held jobs'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 @dataclass(frozen=True)
@@ -309,12 +307,12 @@ async def set_partner(
     store = PartnerStore.from_settings(clients.dynamodb, settings)
     if changes["tenant_name"]:
         if await store.get_profile(pid) is None:
-            raise NoSuchPartner(f"no partner {pid}: add it first")
+            raise PartnerNotFound(f"no partner {pid}: add it first")
         await _ensure_tenant(clients, settings, pid, changes["tenant_name"])
     try:
         profile = await transitions(clients, settings, store).change(pid, **changes)
     except PartnerNotFound:
-        raise NoSuchPartner(f"no partner {pid}: add it first") from None
+        raise PartnerNotFound(f"no partner {pid}: add it first") from None
     return UpdateResult(pid, profile)
 
 
@@ -332,7 +330,7 @@ async def pause(
     text = check_reason(reason)
     store = PartnerStore.from_settings(clients.dynamodb, settings)
     if await store.get_profile(pid) is None:
-        raise NoSuchPartner(f"no partner {pid}")
+        raise PartnerNotFound(f"no partner {pid}")
     outcome = await transitions(clients, settings, store).pause(
         pid, text, PausedBy.OPERATOR, notify=notify
     )
@@ -346,7 +344,7 @@ async def resume(clients: Clients, settings: Settings, partner_id: object) -> Re
     try:
         resumed = await transitions(clients, settings, store).resume(pid)
     except PartnerNotFound:
-        raise NoSuchPartner(f"no partner {pid}") from None
+        raise PartnerNotFound(f"no partner {pid}") from None
     warnings = tuple(resumed.warnings) if resumed else ()
     return ResumeResult(pid, resumed is not None, warnings)
 

@@ -376,3 +376,16 @@ def test_bad_list_settings_name_the_variable(moto_endpoint) -> None:
         2,
         "SESGUARD_BUCKET_RETENTION_DAYS (14) must cover the longest of SESGUARD_WINDOW_HOURS",
     )
+
+
+def test_held_job_lines_count_in_words() -> None:
+    """ "1 held job", never "1 held jobs" (the CLI and the console print these lines)."""
+    from sesguard.ops.operations import HeldAction, HeldResult
+
+    assert HeldResult("a", HeldAction.REPLAY, replayed=1).lines() == ["replayed 1 held job"]
+    assert HeldResult("a", HeldAction.DISCARD, replayed=1, discarded=2).lines() == [
+        "discarded 2 held jobs",
+        "replayed 1 job held after the resume",
+    ]
+    (kept,) = HeldResult("a", HeldAction.KEEP, remaining=1).lines()
+    assert kept.startswith("1 job remains held")

@@ -134,6 +134,7 @@ async def test_partners_lists_every_partner_of_the_index_with_levels(
 
     warner = rows["warner"]
     assert (warner["status"], warner["level"], warner["verdict"]) == ("active", "warn", "warn")
+    assert warner["verdict_level"] == "warn"
     day = warner["windows"][0]
     assert (day["hours"], day["sent"], day["judged_sends"], day["hard_bounces"]) == (
         24,
@@ -152,6 +153,9 @@ async def test_partners_lists_every_partner_of_the_index_with_levels(
     stopped = rows["stopped"]
     assert (stopped["status"], stopped["level"], stopped["held_jobs"]) == ("paused", "paused", 2)
     assert stopped["paused_reason"] == "list audit" and stopped["paused_by"] == "operator"
+    # Paused by the operator, while the policy has nothing against it: the row is paused,
+    # the policy's own verdict stays ok (the partner page shows both, each in its colour).
+    assert (stopped["verdict"], stopped["verdict_level"]) == ("ok", "ok")
     assert stopped["windows"][0]["bounce_level"] == "none"
     assert (rows["ghost"]["status"], rows["ghost"]["registered"]) == ("unregistered", False)
     assert rows["ghost"]["sent_total"] == 4
@@ -207,7 +211,7 @@ async def test_partner_detail_chart_series_for_known_buckets(api, clients, setti
 
     # The verdict in words: the text `partners show` prints, from the same report.
     partner = detail["partner"]
-    assert partner["verdict"] == "pause" and partner["level"] == "over"
+    assert partner["verdict"] == "pause" and partner["level"] == partner["verdict_level"] == "over"
     assert partner["verdict_reason"].startswith("bounce rate 7.86% exceeds limit 5.00%")
     assert detail["text"] == cli("partners", "show", "acme").out.rstrip("\n")
     assert detail["events"] == []

@@ -25,8 +25,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sesguard.aws.clients import Clients, not_implemented_message
 from sesguard.aws.errors import answer_text
 from sesguard.aws.lifecycle import partner_history
-from sesguard.aws.store import PartnerStore, StoreError
+from sesguard.aws.store import PartnerNotFound, PartnerStore
 from sesguard.core.partners import hours_back, utcnow
+from sesguard.errors import Failed, Refused
 from sesguard.logging import get_logger
 from sesguard.ops import operations
 from sesguard.ops.console import views
@@ -58,11 +59,11 @@ def _answers(handler: Handler) -> Handler:
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
-        except operations.NoSuchPartner as exc:
+        except PartnerNotFound as exc:
             return error(404, str(exc))
-        except operations.Refused as exc:
+        except Refused as exc:
             return error(400, str(exc))
-        except (operations.Failed, StoreError) as exc:
+        except Failed as exc:
             return error(502, str(exc))
         except ClientError as exc:
             message = not_implemented_message(exc)
@@ -84,12 +85,12 @@ async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
-        raise operations.Refused("the request body must be a JSON object") from None
+        raise Refused("the request body must be a JSON object") from None
     if not isinstance(body, dict):
-        raise operations.Refused("the request body must be a JSON object")
+        raise Refused("the request body must be a JSON object")
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise operations.Refused(f"unknown field {unknown[0]!r}")
+        raise Refused(f"unknown field {unknown[0]!r}")
     return body
 
 
@@ -113,7 +114,7 @@ async def show_partner(request: web.Request) -> web.StreamResponse:
     clients, settings = request.app[CLIENTS], request.app[SETTINGS]
     snapshot = await operations.partner_snapshot(_chart_store(clients, settings), settings, pid)
     if snapshot is None:
-        raise operations.NoSuchPartner(f"no partner {pid} (and no traffic under that id)")
+        raise PartnerNotFound(f"no partner {pid} (and no traffic under that id)")
     report, now, buckets = snapshot.report, snapshot.now, snapshot.state.buckets
     since = hours_back(now, CHART_HOURS)
     events = await partner_history(clients.dynamodb, settings.table, pid, since)
@@ -148,7 +149,7 @@ async def pause_partner(request: web.Request) -> web.StreamResponse:
     body = await _body(request, {"reason", "notify"})
     notify = body.get("notify", True)
     if not isinstance(notify, bool):
-        raise operations.Refused("notify must be true or false")
+        raise Refused("notify must be true or false")
     result = await operations.pause(
         request.app[CLIENTS],
         request.app[SETTINGS],

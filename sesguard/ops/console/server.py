@@ -43,6 +43,7 @@ from aiohttp import web
 
 from sesguard.aws.clients import Clients
 from sesguard.aws.store import PartnerStore
+from sesguard.errors import Failed, Refused
 from sesguard.logging import get_logger
 from sesguard.ops import operations
 from sesguard.ops.console import api
@@ -155,7 +156,7 @@ class Pages:
     async def partner(self, request: web.Request) -> web.StreamResponse:
         try:
             operations.check_id(request.match_info["partner_id"], reserved_ok=True)
-        except operations.Refused:
+        except Refused:
             raise web.HTTPNotFound(text="no such page: not a partner id") from None
         return self.page("partner.html")
 
@@ -226,7 +227,7 @@ async def serve(
     try:
         console = await start(clients, settings, port)
     except OSError as exc:
-        raise operations.Failed(
+        raise Failed(
             f"cannot listen on {LOOPBACK}:{port}: {exc.strerror} (choose another --port)"
         ) from None
     stop = asyncio.Event()

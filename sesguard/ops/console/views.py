@@ -49,11 +49,16 @@ def cell_levels(report: Mapping[str, Any]) -> dict[tuple[int, str], str]:
     return out
 
 
+def verdict_level(report: Mapping[str, Any]) -> str:
+    """What the policy says now, paused or not: over, warn or ok."""
+    return {"pause": "over", "warn": "warn"}.get(report["verdict"], "ok")
+
+
 def row_level(report: Mapping[str, Any]) -> str:
     """The row's colour: paused, else what the policy says now (over, warn, ok)."""
     if report["status"] == "paused":
         return "paused"
-    return {"pause": "over", "warn": "warn"}.get(report["verdict"], "ok")
+    return verdict_level(report)
 
 
 def partner_row(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -65,6 +70,7 @@ def partner_row(report: Mapping[str, Any]) -> dict[str, Any]:
         "status": report["status"],
         "level": row_level(report),
         "verdict": report["verdict"],
+        "verdict_level": verdict_level(report),
         "verdict_reason": report["verdict_reason"],
         "paused_reason": report["paused_reason"],
         "paused_by": report["paused_by"],

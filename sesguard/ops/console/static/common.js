@@ -30,7 +30,11 @@ const sesguard = (() => {
     } catch (err) {
       throw new Error(`HTTP ${response.status}`);
     }
-    if (!response.ok) throw new Error(data && data.error ? data.error : `HTTP ${response.status}`);
+    if (!response.ok) {
+      const err = new Error(data && data.error ? data.error : `HTTP ${response.status}`);
+      err.status = response.status; // 404: no such partner
+      throw err;
+    }
     return data;
   }
 
@@ -46,6 +50,22 @@ const sesguard = (() => {
     }
     for (const child of children) if (child) node.append(child);
     return node;
+  }
+
+  // The word for a count: word(1, "complaint") -> "complaint", word(2, "complaint") ->
+  // "complaints", word(2, "stays", "stay") -> "stay". count(n, ...) puts the number first:
+  // count(1, "complaint") -> "1 complaint". Every count with a noun goes through these.
+  function word(n, singular, plural) {
+    return n === 1 ? singular : plural || `${singular}s`;
+  }
+
+  function count(n, singular, plural) {
+    return `${n} ${word(n, singular, plural)}`;
+  }
+
+  // A partner's status as both pages show it: who paused it, when it is paused.
+  function statusText(p) {
+    return p.status === "paused" && p.paused_by ? `paused (${p.paused_by})` : p.status;
   }
 
   function pct(rate, digits) {
@@ -69,5 +89,5 @@ const sesguard = (() => {
     if (node) node.textContent = `updated ${new Date(iso).toISOString().slice(11, 19)} UTC`;
   }
 
-  return { api, el, pct, span, showError, stamp };
+  return { api, el, word, count, statusText, pct, span, showError, stamp };
 })();

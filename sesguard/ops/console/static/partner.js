@@ -1,9 +1,10 @@
 // The partner page: hourly charts over 7 days with limit and warn lines and pause /
-// resume markers, the verdict in words, and the actions (each confirmed first).
+// resume markers, the verdict in words, and the actions (each confirmed first). An id
+// the API does not know (404) gets "no such partner" and nothing else.
 "use strict";
 
 (() => {
-  const { api, el, pct, span, showError, stamp } = sesguard;
+  const { api, el, word, count, statusText, pct, span, showError, stamp } = sesguard;
   const REFRESH_MS = 30000;
   const partnerId = decodeURIComponent(location.pathname.split("/")[2] || "");
   const COLORS = {
@@ -167,25 +168,81 @@
     return [el("dt", { text: term }), el("dd", { text: value })];
   }
 
+  // The page's head and its two parts: the partner's detail, or "no such partner".
+  function showPart(found) {
+    document.getElementById("detail").hidden = !found;
+    document.getElementById("missing").hidden = found;
+  }
+
+  function showMissing() {
+    document.title = `sesguard · ${partnerId}: no such partner`;
+    document.getElementById("pid").textContent = partnerId;
+    const badge = document.getElementById("status");
+    badge.textContent = "no such partner";
+    badge.className = "badge status-missing";
+    badge.hidden = false;
+    document.getElementById("missing-text").textContent =
+      `There is no partner ${partnerId}: none is registered under that id, and no mail was counted under it.`;
+    showPart(false);
+  }
+
+  // What is true of the partner, each in its own colour: paused (and by whom), the
+  // policy's verdict on its rates now (paused or not), or that it has no profile.
+  function verdictLines(p) {
+    const lines = [];
+    if (p.status === "paused") {
+      const by = { operator: "by the operator", policy: "by the policy" }[p.paused_by] || "";
+      lines.push(
+        el(
+          "p",
+          { class: "verdict level-paused", "data-kind": "paused" },
+          el("strong", { text: by ? `Paused ${by}` : "Paused" }),
+          p.paused_reason ? el("span", { class: "reason", text: `: ${p.paused_reason}` }) : null,
+        ),
+      );
+    }
+    if (!p.registered) {
+      lines.push(
+        el(
+          "p",
+          { class: "verdict level-low", "data-kind": "unregistered" },
+          el("strong", { text: "Not registered" }),
+          el("span", { text: ": mail was counted under this id, but it has no profile (no contact, no limits of its own), so there is nothing to act on here. Add it with " }),
+          el("code", { text: "sesguard partners add" }),
+          el("span", { text: "." }),
+        ),
+      );
+    }
+    lines.push(
+      el(
+        "p",
+        { class: `verdict level-${p.verdict_level}`, "data-kind": "policy" },
+        el("strong", { text: `policy verdict now: ${p.verdict}` }),
+        p.verdict_reason ? el("span", { text: `: ${p.verdict_reason}` }) : null,
+      ),
+    );
+    return lines;
+  }
+
   function render(detail) {
     const p = detail.partner;
     document.title = `sesguard · ${p.partner_id}`;
     document.getElementById("pid").textContent = p.partner_id;
     const badge = document.getElementById("status");
-    badge.textContent = p.status;
+    badge.textContent = statusText(p);
     badge.className = `badge status-${p.status}`;
-    const verdict = document.getElementById("verdict");
-    verdict.textContent = `verdict: ${p.verdict}${p.verdict_reason ? `: ${p.verdict_reason}` : ""}`;
-    verdict.className = `verdict level-${p.level}`;
+    badge.hidden = false;
+    showPart(true);
+    document.getElementById("verdict").replaceChildren(...verdictLines(p));
 
     const lim = p.limits;
     const facts = [
       ...fact("contact", p.contact_email || "–"),
-      ...fact("limits", `bounce ${pct(lim.bounce_rate)}, complaint ${pct(lim.complaint_rate, 3)}, min volume ${lim.min_volume}, warn at ${lim.warn_ratio} × limit`),
+      ...fact("limits", `bounce ${pct(lim.bounce_rate)}, complaint ${pct(lim.complaint_rate, 3)}, min volume ${count(lim.min_volume, "judged send")}, warn at ${percent(lim.warn_ratio)}% of a limit`),
       ...fact("held jobs", String(p.held_jobs)),
     ];
     for (const w of p.windows) {
-      facts.push(...fact(`last ${span(w.hours)}`, `${w.sent} sent, ${w.judged_sends} judged, ${w.hard_bounces} hard bounces (${pct(w.bounce_rate)}), ${w.complaints} complaints (${pct(w.complaint_rate, 3)})`));
+      facts.push(...fact(`last ${span(w.hours)}`, `${w.sent} sent, ${w.judged_sends} judged, ${count(w.hard_bounces, "hard bounce")} (${pct(w.bounce_rate)}), ${count(w.complaints, "complaint")} (${pct(w.complaint_rate, 3)})`));
     }
     if (p.status === "paused") {
       facts.push(...fact("paused", `${when(p.paused_at)} by ${p.paused_by || "?"}: ${p.paused_reason || ""}`));
@@ -227,10 +284,66 @@
       resume.querySelector(`input[value="${paused ? "keep" : "replay"}"]`).checked = true;
       shownStatus = p.status;
     }
-    for (const name of ["bounce_limit", "complaint_limit", "min_volume", "warn_ratio"]) {
-      const key = { bounce_limit: "bounce_rate", complaint_limit: "complaint_rate" }[name] || name;
-      document.getElementById(name).placeholder = String(p.limits[key]);
+    showLimits(p.limits, false);
+  }
+
+  // ---- the limits form: the current limits as the fields' values, in percent (the API
+  // speaks fractions, as the command line does: 0.05 = 5%)
+
+  const LIMITS = [
+    { name: "bounce_limit", key: "bounce_rate", label: "bounce limit", percent: true, max: 100 },
+    { name: "complaint_limit", key: "complaint_rate", label: "complaint limit", percent: true, max: 100 },
+    { name: "min_volume", key: "min_volume", label: "min volume", percent: false },
+    { name: "warn_ratio", key: "warn_ratio", label: "warn level", percent: true, max: 100, below: true },
+  ];
+
+  // 0.05 -> "5", 0.001 -> "0.1" (12 significant digits: no 0.07 * 100 = 7.000000000000001)
+  function percent(fraction) {
+    return String(Number((fraction * 100).toPrecision(12)));
+  }
+
+  // "5" -> "0.05", sent as text like the command line's options (the API checks it again)
+  function fraction(percentValue) {
+    return String(Number((percentValue / 100).toPrecision(12)));
+  }
+
+  // Each field shows its current value unless the operator is editing it (then the page's
+  // refresh leaves it alone); `force` (after an action) shows the current values again.
+  function showLimits(limits, force) {
+    for (const f of LIMITS) {
+      const input = document.getElementById(f.name);
+      const now = f.percent ? percent(limits[f.key]) : String(limits[f.key]);
+      if (force || !input.dataset.current || input.value === input.dataset.current) input.value = now;
+      input.dataset.current = now;
     }
+  }
+
+  // The fields the operator changed: {body, changes} or {error}.
+  function changedLimits() {
+    const body = {};
+    const changes = [];
+    for (const f of LIMITS) {
+      const input = document.getElementById(f.name);
+      const text = input.value.trim().replace(/\s*%$/, "");
+      const unit = f.percent ? "%" : "";
+      if (!text) return { error: `${f.label}: give a value (it is ${input.dataset.current}${unit} now)` };
+      if (text === input.dataset.current) continue;
+      if (!f.percent) {
+        body[f.name] = text; // the API refuses anything but a whole number, in the CLI's words
+        changes.push(`${f.label}: ${input.dataset.current} → ${text}`);
+        continue;
+      }
+      const value = Number(text);
+      if (!/^\d*\.?\d+$|^\d+\.$/.test(text) || !(value > 0 && (f.below ? value < f.max : value <= f.max))) {
+        const range = f.below ? `above 0 and below ${f.max}` : `above 0, at most ${f.max}`;
+        return { error: `${f.label}: ${text} is not a percentage ${range} (5 = 5%)` };
+      }
+      if (value === Number(input.dataset.current)) continue;
+      body[f.name] = fraction(value);
+      const of = f.name === "warn_ratio" ? " of the limit" : "";
+      changes.push(`${f.label}: ${input.dataset.current}% → ${value}%${of}`);
+    }
+    return { body, changes };
   }
 
   // A modal question; resolves true only on "Confirm".
@@ -250,22 +363,27 @@
     });
   }
 
+  // The outcome of an action, above the forms (a live region: screen readers say it).
+  function showResult(text, isError) {
+    const result = document.getElementById("result");
+    result.hidden = false;
+    result.className = isError ? "result error" : "result";
+    result.textContent = text;
+    result.scrollIntoView({ block: "nearest" });
+  }
+
   async function act(question, okLabel, path, body) {
     if (!(await confirmAction(question, okLabel))) return false;
     let ok = false;
-    const result = document.getElementById("result");
     const buttons = document.querySelectorAll("#actions button");
     buttons.forEach((b) => (b.disabled = true));
-    result.hidden = false;
-    result.className = "result";
-    result.textContent = "working…";
+    showResult("working…", false);
     try {
       const answer = await api(`/api/partners/${encodeURIComponent(partnerId)}/${path}`, body);
-      result.textContent = answer.lines.join("\n") || "done";
+      showResult(answer.lines.join("\n") || "done", false);
       ok = true;
     } catch (err) {
-      result.className = "result error";
-      result.textContent = err.message;
+      showResult(err.message, true);
     } finally {
       buttons.forEach((b) => (b.disabled = false));
     }
@@ -288,10 +406,11 @@
     const held = document.querySelector('#resume-form input[name="held"]:checked').value;
     const n = current ? current.partner.held_jobs : 0;
     const paused = current && current.partner.status === "paused";
+    const jobs = count(n, "held job");
     const what = {
-      keep: `${n} held jobs stay held.`,
-      replay: `${n} held jobs are sent, in the order they were held (this takes a few seconds).`,
-      discard: `${n} held jobs are deleted and never sent (this takes a few seconds).`,
+      keep: `${jobs} ${word(n, "stays", "stay")} held.`,
+      replay: `${jobs} ${word(n, "is", "are")} sent, in the order they were held (this takes a few seconds).`,
+      discard: `${jobs} ${word(n, "is", "are")} deleted and never sent (this takes a few seconds).`,
     }[held];
     const question = paused ? `Resume partner ${partnerId}? ${what}` : `Partner ${partnerId}: ${what}`;
     act(question, paused ? "Resume" : "Release", "resume", { held });
@@ -299,24 +418,13 @@
 
   document.getElementById("limits-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    const body = {};
-    const changes = [];
-    for (const name of ["bounce_limit", "complaint_limit", "min_volume", "warn_ratio"]) {
-      const value = document.getElementById(name).value.trim();
-      if (value) {
-        body[name] = value;
-        changes.push(`${name.replace("_", " ")}: ${document.getElementById(name).placeholder} → ${value}`);
-      }
-    }
-    if (!changes.length) {
-      const result = document.getElementById("result");
-      result.hidden = false;
-      result.className = "result error";
-      result.textContent = "nothing to change: fill in at least one field";
+    const { body, changes, error } = changedLimits();
+    if (error || !changes.length) {
+      showResult(error || "nothing to change: change at least one field", true);
       return;
     }
     act(`Set limits of partner ${partnerId}?\n\n${changes.join("\n")}`, "Set limits", "limits", body).then((ok) => {
-      if (ok) for (const name of Object.keys(body)) document.getElementById(name).value = "";
+      if (ok && current) showLimits(current.partner.limits, true);
     });
   });
 
@@ -328,7 +436,14 @@
       render(current);
       document.body.dataset.loaded = "true";
     } catch (err) {
-      showError(`Could not load partner ${partnerId}: ${err.message}`);
+      if (err.status !== 404) {
+        showError(`Could not load partner ${partnerId}: ${err.message}`);
+        return;
+      }
+      current = null;
+      showError("");
+      showMissing();
+      document.body.dataset.loaded = "true";
     }
   }
 

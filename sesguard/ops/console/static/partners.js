@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { api, el, pct, span, showError, stamp } = sesguard;
+  const { api, el, count, statusText, pct, span, showError, stamp } = sesguard;
   const REFRESH_MS = 10000;
   const state = { rows: [], windows: [], sortKey: "level", sortDesc: true, filter: "" };
   const LEVEL_ORDER = { paused: 3, over: 2, warn: 1, ok: 0 };
@@ -46,10 +46,10 @@
     const w = row.windows[i];
     const limit = row.limits[`${metric}_rate`];
     const level = w ? w[`${metric}_level`] : "none";
-    const count = w ? w[metric === "bounce" ? "hard_bounces" : "complaints"] : 0;
+    const n = w ? w[metric === "bounce" ? "hard_bounces" : "complaints"] : 0;
     const judged = w ? w.judged_sends : 0;
-    let title = `${count} of ${judged} judged sends; limit ${pct(limit)}, warn from ${pct(limit * row.limits.warn_ratio)}`;
-    if (level === "low") title += `; not judged yet: fewer than ${row.limits.min_volume} judged sends`;
+    let title = `${n} of ${count(judged, "judged send")}; limit ${pct(limit)}, warn from ${pct(limit * row.limits.warn_ratio)}`;
+    if (level === "low") title += `; not judged yet: fewer than ${count(row.limits.min_volume, "judged send")}`;
     return el(
       "td",
       { class: `num cell-${level}`, title },
@@ -83,7 +83,7 @@
           "tr",
           { class: `level-${r.level}`, "data-partner": r.partner_id },
           el("td", {}, el("a", { href: `/partners/${encodeURIComponent(r.partner_id)}`, text: r.partner_id })),
-          el("td", {}, el("span", { class: `badge status-${r.status}`, text: r.status, title: r.paused_reason || undefined })),
+          el("td", {}, el("span", { class: `badge status-${r.status}`, text: statusText(r), title: r.paused_reason || undefined })),
           el("td", { class: `verdict-cell level-${r.level}`, text: verdictWord(r), title: r.verdict_reason || undefined }),
           ...cols.slice(3).map((c) => (c.cell ? c.cell(r) : el("td", { class: "num", text: c.value(r) }))),
         ),
@@ -91,7 +91,7 @@
     );
     document.getElementById("empty").hidden = rows.length > 0;
     const paused = state.rows.filter((r) => r.status === "paused").length;
-    document.getElementById("counts").textContent = `${state.rows.length} partners, ${paused} paused`;
+    document.getElementById("counts").textContent = `${count(state.rows.length, "partner")}, ${paused} paused`;
   }
 
   function verdictWord(r) {
