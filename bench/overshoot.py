@@ -153,6 +153,8 @@ async def one_run(
     await sender.run()
     worker.stop()
     await worker_task
+    # Count what is left, so the next run's worker starts with an empty events queue.
+    await WorkerService(clients, settings).run(drain=True)
     evidence = evidence_index(sends.recipients, limits)
     if evidence is None:
         raise SystemExit(f"{partner}: never crossed its limit; raise --jobs")
