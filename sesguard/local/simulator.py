@@ -457,10 +457,10 @@ class EventPublisher:
             clients.firehose, settings.firehose_stream, await clients.account_id(), aws.region()
         )
 
-    async def after_send(
+    def records_for(
         self, send_params: Mapping[str, Any], message_id: str, now: datetime | None = None
-    ) -> int:
-        records = simulate_events(
+    ) -> list[dict[str, Any]]:
+        return simulate_events(
             send_params,
             message_id,
             now or datetime.now(UTC),
@@ -469,11 +469,61 @@ class EventPublisher:
             caller_identity=self.caller_identity,
             source_ip=self.source_ip,
         )
+
+    async def after_send(
+        self, send_params: Mapping[str, Any], message_id: str, now: datetime | None = None
+    ) -> int:
+        records = self.records_for(send_params, message_id, now)
         if not records:
             return 0
         published = await publish(self.firehose, self.stream, records)
         self.records_published += published
         return published
+
+
+GATHER_SECONDS = 0.2
+
+
+class Gathering:
+    """Gathers the records of the sends made within `linger` seconds into one PutRecordBatch,
+    as Firehose gathers records into one object. The stand-in's Firehose writes an object
+    per call: one per mail would cost the local stack's one moto process an S3 PUT, a
+    notification and a counting transaction per mail, and the worker would fall behind."""
+
+    def __init__(self, publisher: EventPublisher, linger: float = GATHER_SECONDS) -> None:
+        self.publisher = publisher
+        self.linger = linger
+        self._waiting: list[tuple[list[dict[str, Any]], asyncio.Future[int]]] = []
+        self._flush: asyncio.Task[None] | None = None
+
+    async def __call__(self, send_params: Mapping[str, Any], message_id: str) -> int:
+        records = self.publisher.records_for(send_params, message_id)
+        if not records:
+            return 0
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int] = loop.create_future()
+        self._waiting.append((records, done))
+        if self._flush is None:
+            self._flush = loop.create_task(self._after_linger(), name="simulated-events")
+        return await done
+
+    async def _after_linger(self) -> None:
+        await asyncio.sleep(self.linger)
+        waiting, self._waiting, self._flush = self._waiting, [], None
+        p = self.publisher
+        try:
+            published = await publish(
+                p.firehose, p.stream, [r for records, _ in waiting for r in records]
+            )
+        except Exception as exc:
+            for _, done in waiting:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        p.records_published += published
+        for records, done in waiting:
+            if not done.done():
+                done.set_result(len(records))
 
 
 async def simulated_events(
@@ -483,7 +533,7 @@ async def simulated_events(
     the wiring above the services injects it (sender.handler.AfterSend)."""
     publisher = await EventPublisher.create(clients, settings)
     log.warning("simulating_ses_events", stream=settings.firehose_stream)
-    return publisher.after_send
+    return Gathering(publisher)
 
 
 def after_send_for(

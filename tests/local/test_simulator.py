@@ -9,6 +9,7 @@ Firehose API that refuses records, since moto never does.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import gzip
 from collections import Counter
@@ -26,6 +27,7 @@ from sesguard.local.simulator import (
     MAX_BATCH_RECORDS,
     MAX_RECORD_BYTES,
     EventPublisher,
+    Gathering,
     PublishError,
     SimulatedOutcome,
     SimulationError,
@@ -529,3 +531,33 @@ async def test_publish_to_a_missing_stream_raises(clients) -> None:
 
     with pytest.raises(ClientError):
         await publish(clients.firehose, "no-such-stream", simulate(params(f"success@{SIM}")))
+
+
+async def test_sends_within_the_linger_share_one_object(clients, settings) -> None:
+    """The local stack's Firehose writes one object per call: the gathering hook makes one
+    call for the sends of one linger, as Firehose's buffer makes one object of them."""
+    await bootstrap(clients, settings, [])
+    gathering = Gathering(await EventPublisher.create(clients, settings), linger=0.05)
+    counts = await asyncio.gather(
+        gathering(params(f"success@{SIM}"), "m-1"),
+        gathering(params(f"bounce@{SIM}", f"complaint@{SIM}"), "m-2"),
+        gathering(params("x@isv.example.com", ConfigurationSetName=None), "m-3"),  # none
+    )
+    assert counts == [2, 4, 0]
+    assert await gathering(params(f"bounce@{SIM}"), "m-4") == 2  # the next linger
+    objects = await _objects(clients, settings.bucket_name(await clients.account_id()))
+    assert sorted(len(parse_object(b)) for b in objects.values()) == [2, 6]
+    assert gathering.publisher.records_published == 8
+
+
+async def test_a_failed_gathered_publish_reaches_every_waiting_send() -> None:
+    firehose: Any = RefusingFirehose([{0, 1}] * 5)
+    publisher = EventPublisher(firehose, "s", "123456789012", "us-east-1")
+    gathering = Gathering(publisher, linger=0.01)
+    results = await asyncio.gather(
+        gathering(params(f"success@{SIM}"), "m-1"),
+        gathering(params(f"success@{SIM}"), "m-2"),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, PublishError) for r in results)
+    assert publisher.records_published == 0
