@@ -25,9 +25,11 @@ from sesguard.core.partners import (
     Profile,
     Rearm,
     Status,
+    Throttle,
     check_partner_id,
     hour_floor,
     hours_back,
+    utc_day,
     utcnow,
     warn_mark,
 )
@@ -79,6 +81,8 @@ def profile_to_item(p: Profile) -> dict[str, Any]:
             "paused_by": p.paused_by.value if p.paused_by else None,
             "resumed_at": _iso(p.resumed_at),
             "tenant_name": p.tenant_name,
+            "max_rate": p.throttle.max_rate,
+            "daily_quota": p.throttle.daily_quota,
             t.KIND_ATTRIBUTE: t.PARTNER_KIND,
             "created_at": _iso(p.created_at),
             "updated_at": _iso(p.updated_at),
@@ -110,6 +114,10 @@ def profile_from_item(item: dict[str, Any]) -> Profile:
         resumed_at=_dt(d.get("resumed_at")),
         rearm=rearm,
         tenant_name=d.get("tenant_name"),
+        throttle=Throttle(
+            max_rate=float(d["max_rate"]) if d.get("max_rate") is not None else None,
+            daily_quota=int(d["daily_quota"]) if d.get("daily_quota") is not None else None,
+        ),
         created_at=_dt(d.get("created_at")),
         updated_at=_dt(d.get("updated_at")),
         warned={
@@ -210,6 +218,7 @@ class PartnerStore:
         profile = None
         totals = Counters()
         buckets: dict[datetime, Counters] = {}
+        quota_used: dict[str, int] = {}
         for item in items:
             sk = item["sk"]["S"]
             if sk == t.PROFILE:
@@ -218,7 +227,9 @@ class PartnerStore:
                 totals = Counters.from_mapping(t.from_item(item))
             elif sk.startswith("B#"):
                 buckets[t.parse_bucket_sk(sk)] = Counters.from_mapping(t.from_item(item))
-        return PartnerState(partner_id, profile, totals, buckets)
+            elif sk.startswith("Q#"):
+                quota_used[sk.removeprefix("Q#")] = int(item.get("used", {}).get("N", 0))
+        return PartnerState(partner_id, profile, totals, buckets, quota_used)
 
     async def get_profile(self, partner_id: str) -> Profile | None:
         resp = await self.call(
@@ -255,6 +266,47 @@ class PartnerStore:
                 ":at": {"S": _iso(now or utcnow()) or ""},
             },
         )
+
+    async def take_quota(
+        self, partner_id: str, quota: int, n: int = 1, now: datetime | None = None
+    ) -> bool:
+        """Count `n` sends against the partner's quota for today (UTC), only if that keeps
+        the day's count at or below `quota`: one conditional ADD, so however many sender
+        tasks take at once, the day never counts more than the quota. False: no room."""
+        now = now or utcnow()
+        try:
+            await self.call(
+                "update_item",
+                TableName=self.table,
+                Key=t.key(t.partner_pk(partner_id), t.quota_sk(utc_day(now))),
+                UpdateExpression="ADD used :n SET expires_at = if_not_exists(expires_at, :exp)",
+                ConditionExpression="attribute_not_exists(used) OR used <= :room",
+                ExpressionAttributeValues={
+                    ":n": {"N": str(n)},
+                    ":room": {"N": str(quota - n)},
+                    ":exp": {"N": str(int((now + timedelta(days=2)).timestamp()))},
+                },
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    async def give_back_quota(self, partner_id: str, day: str, n: int = 1) -> None:
+        """Return sends taken for `day` that were never made (SES refused them)."""
+        try:
+            await self.call(
+                "update_item",
+                TableName=self.table,
+                Key=t.key(t.partner_pk(partner_id), t.quota_sk(day)),
+                UpdateExpression="ADD used :minus",
+                ConditionExpression="used >= :n",
+                ExpressionAttributeValues={":minus": {"N": str(-n)}, ":n": {"N": str(n)}},
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise  # else: nothing taken that day (expired, or never): nothing to return
 
     async def probe(self) -> None:
         """One cheap read (the profile of `_unattributed`, which never exists): how the

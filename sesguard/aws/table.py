@@ -49,6 +49,12 @@ def partner_pk(partner_id: str) -> str:
     return f"{PARTNER_PREFIX}{partner_id}"
 
 
+def quota_sk(day: str) -> str:
+    """The partner's count of sends against its daily quota on one UTC day (`utc_day`).
+    Under the partner's own key, after PROFILE: the gate's one Query reads it too."""
+    return f"Q#{day}"
+
+
 def bucket_sk(hour: datetime) -> str:
     return "B#" + hour_floor(hour).strftime("%Y-%m-%dT%H")
 

@@ -133,6 +133,23 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
+@dataclass(frozen=True)
+class Throttle:
+    """An operator's caps on a partner's volume, across all sender tasks together: sends
+    per second, and sends per UTC day (the quota resets at 00:00 UTC). None: no cap."""
+
+    max_rate: float | None = None
+    daily_quota: int | None = None
+
+    def as_json(self) -> dict[str, float | int | None]:
+        return {"max_rate": self.max_rate, "daily_quota": self.daily_quota}
+
+
+def utc_day(ts: datetime) -> str:
+    """The UTC day a send counts toward in a daily quota: `YYYY-MM-DD`."""
+    return (ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)).strftime("%Y-%m-%d")
+
+
 @dataclass
 class Counters:
     """Per-recipient counts of SES events (one hour bucket, a window, or all time)."""
@@ -205,6 +222,7 @@ class Profile:
     tenant_name: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    throttle: Throttle = field(default_factory=Throttle)
     # Warn levels crossed and not cleared yet: warn_mark -> when (ISO); see
     # sesguard.domain.transitions.Transitions.note_warnings.
     warned: Mapping[str, str] = field(default_factory=dict, hash=False)
@@ -222,6 +240,8 @@ class PartnerState:
     profile: Profile | None
     totals: Counters
     buckets: dict[datetime, Counters]  # hour start (UTC) -> counts
+    # Sends counted against the daily quota, per UTC day (`utc_day`), as read.
+    quota_used: dict[str, int] = field(default_factory=dict)
 
     @property
     def registered(self) -> bool:

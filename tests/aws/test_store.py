@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sesguard.aws.store import PartnerExists, PartnerNotFound, PartnerStore, StoreError
-from sesguard.core.partners import Counters, Limits, PausedBy, Profile, Status
+from sesguard.core.partners import Counters, Limits, PausedBy, Profile, Status, Throttle
 from tests.conftest import sent_emails
 from tests.domain.support import pause_partner
 
@@ -113,3 +113,20 @@ async def test_twenty_concurrent_pauses_one_winner_one_notice(
     assert notices[0]["source"] == "guard@isv.example.com"
     profile = await store.require_profile("acme")
     assert profile.status is Status.PAUSED and profile.paused_by is PausedBy.POLICY
+
+
+async def test_a_daily_quota_is_never_passed_however_many_take_at_once(store) -> None:
+    """20 takes race for a quota of 7: exactly 7 win, and the gate's Query reads the count."""
+    await store.create(Profile("q", "ops@q.example.org", Limits(), throttle=Throttle(None, 7)))
+    now = datetime(2026, 12, 6, 23, 59, tzinfo=UTC)
+    won = await asyncio.gather(*(store.take_quota("q", 7, now=now) for _ in range(20)))
+    assert sum(won) == 7
+    state = await store.get_state("q", now)
+    assert state.quota_used == {"2026-12-06": 7}
+    assert state.profile is not None and state.profile.throttle == Throttle(None, 7)
+    await store.give_back_quota("q", "2026-12-06", 2)
+    assert await store.take_quota("q", 7, n=2, now=now)
+    assert not await store.take_quota("q", 7, now=now)
+    tomorrow = datetime(2026, 12, 7, 0, 0, tzinfo=UTC)  # the quota resets at 00:00 UTC
+    assert await store.take_quota("q", 7, now=tomorrow)
+    await store.give_back_quota("q", "2026-12-01")  # nothing taken that day: no error
