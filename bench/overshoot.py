@@ -15,7 +15,7 @@ been counted, cross the limit (at least min-volume judged sends, bounce rate abo
 `sends_after_evidence` is what SES accepted after it. The target (issue 19) is at most
 rate x 1 s + 1. Two variants run interleaved on the same data (ours, baseline, ours, ...):
 
-  ours      the status epoch polled every SESGUARD_STATUS_POLL_SECONDS (0.5 s)
+  ours      the status epoch polled every SESGUARD_STATUS_POLL_SECONDS (0.25 s)
   baseline  the same sender with the epoch never polled during the run: a pause reaches
             it only through the gate cache's TTL (SESGUARD_GATE_CACHE_SECONDS, 5 s), as
             before issue 19
@@ -80,7 +80,7 @@ class Sends:
         def answered(http_response: Any, context: dict[str, Any], **_: Any) -> None:
             if http_response.status_code < 300 and "bench_to" in context:
                 self.recipients.append(context["bench_to"])
-                self.at.append(time.monotonic())
+                self.at.append(time.time())
 
         def counted(model: Any, **_: Any) -> None:
             self.dynamodb[model.name] += 1
@@ -130,7 +130,7 @@ def settings_for(variant: str, rate: float) -> Settings:
         sender_tasks=1,
         concurrency=16,
         gate_cache_seconds=5.0,
-        status_poll_seconds=0.5 if variant == "ours" else 60.0,
+        status_poll_seconds=0.25 if variant == "ours" else 60.0,
         visibility_timeout=30,
     )
 
@@ -162,6 +162,8 @@ async def one_run(
     if not profile.paused:
         raise SystemExit(f"{partner}: not paused after {len(sends.recipients)} sends")
     after = len(sends.recipients) - evidence
+    assert profile.paused_at is not None
+    paused_at = profile.paused_at.timestamp()
     reads = sum(n for op, n in sends.dynamodb.items() if op in ("Query", "GetItem"))
     return {
         "variant": variant,
@@ -170,6 +172,9 @@ async def one_run(
         "evidence_at_send": evidence,
         "sends_after_evidence": after,
         "seconds_after_evidence": round(sends.at[-1] - sends.at[evidence - 1], 2),
+        # where the time goes: evidence -> the pause written -> the last send
+        "pause_written_after_s": round(paused_at - sends.at[evidence - 1], 2),
+        "last_send_after_pause_s": round(sends.at[-1] - paused_at, 2),
         "dynamodb_reads": reads,
     }
 

@@ -4,7 +4,7 @@ The judgement costs one Query (profile, totals, hourly buckets); the gate caches
 partner for `settings.gate_cache_seconds`, so at steady state it costs one read per
 partner per TTL instead of one per job. Concurrent jobs of a partner whose entry is
 missing share one read (single flight). A pause, resume or limits change written
-anywhere bumps the status epoch (sesguard.domain.reactions.StatusEpochReaction), which
+anywhere bumps the status epoch (sesguard.domain.transitions), which
 `follow` polls: when it moves, every cached judgement is dropped, so a pause lands here
 within a poll, not a TTL. The TTL is the backstop when the epoch cannot be read.
 """

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     concurrency: int = Field(32, ge=1, le=512)
     gate_cache_seconds: float = Field(5.0, ge=0, le=300)
     # How often each sender task reads the status epoch (a pause lands within about this).
-    status_poll_seconds: float = Field(0.5, gt=0, le=60)
+    status_poll_seconds: float = Field(0.25, gt=0, le=60)
     max_send_rate: float | None = Field(None, gt=0, description="SES sends/s; default: account")
     sender_tasks: int = Field(
         1, ge=1, description="divides the send rate when the sender leases cannot be read"

@@ -79,7 +79,7 @@ SAFE_DEFAULTS = {
     "max_object_bytes": "1 GiB, 8 times Firehose's largest buffer (docs/design.md)",
     "dlq_settle_seconds": "read by the operator CLI (sesguard dlq redrive) only",
     "firehose_buffer_seconds": "read by bootstrap only; the stack has FirehoseBufferSeconds",
-    "status_poll_seconds": "0.5 s: a pause reaches every sender task that fast",
+    "status_poll_seconds": "0.25 s: a pause reaches every sender task that fast",
 }
 
 

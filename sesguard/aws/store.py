@@ -242,7 +242,7 @@ class PartnerStore:
 
     async def status_epoch(self) -> int:
         """The status epoch (0 before the first change): one consistent GetItem that
-        every sender task makes about twice a second, so a pause reaches them at once
+        every sender task makes four times a second, so a pause reaches them at once
         instead of after their cached judgements expire (sender/gate.py)."""
         resp = await self.call(
             "get_item",

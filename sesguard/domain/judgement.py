@@ -109,7 +109,7 @@ class PartnerJudge:
     ) -> PartnerJudge:
         """The judge as the services run it, with the standard reactions (without a
         publisher the worker's sweep publishes the events)."""
-        reactions = standard_reactions(store, sesv2, settings, publisher)
+        reactions = standard_reactions(sesv2, settings, publisher)
         return cls(store, Transitions(store, reactions), settings.window_hours, now)
 
     async def judge(self, partner_id: str, now: datetime | None = None) -> Judgement:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sesguard.aws.lifecycle import Publisher
-from sesguard.aws.store import PartnerStore
 from sesguard.aws.tenants import mirror_status
 from sesguard.core.partners import InvalidContact
 from sesguard.domain.notice import compose_pause_notice, send_notice
@@ -22,20 +21,6 @@ if TYPE_CHECKING:
     from types_aiobotocore_sesv2 import SESV2Client
 
 log = get_logger(__name__)
-
-
-@dataclass
-class StatusEpochReaction:
-    """Bumps the status epoch after a pause, resume or limits change, so every sender task
-    drops its cached judgements within a poll (about half a second) instead of its cache
-    time. First in the list: a slow notice must not delay a pause reaching the senders."""
-
-    store: PartnerStore
-    name: str = "status_epoch"
-
-    async def __call__(self, transition: Transition) -> None:
-        if transition.kind is not Kind.WARNED:
-            await self.store.bump_status_epoch(transition.partner_id, transition.at)
 
 
 @dataclass
@@ -115,12 +100,11 @@ class NoticeReaction:
 
 
 def standard_reactions(
-    store: PartnerStore, sesv2: SESV2Client, settings: Settings, publisher: Publisher | None
+    sesv2: SESV2Client, settings: Settings, publisher: Publisher | None
 ) -> list[Reaction]:
-    """The reactions, in order: the senders' status epoch, the event (without a publisher
-    the worker's sweep publishes it), the SES tenant when SESGUARD_USE_TENANTS is on, and
-    the notice."""
-    reactions: list[Reaction] = [StatusEpochReaction(store)]
+    """The reactions, in order: the event (without a publisher the worker's sweep
+    publishes it), the SES tenant when SESGUARD_USE_TENANTS is on, and the notice."""
+    reactions: list[Reaction] = []
     if publisher is not None:
         reactions.append(LifecycleReaction(publisher))
     if settings.use_tenants:

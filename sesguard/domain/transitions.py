@@ -1,9 +1,10 @@
 """A partner's status transitions, each written once and then handed to its reactions.
 
 Every transition is a conditional write (sesguard.aws.store) that records its lifecycle
-event in the same transaction; only the writer that wins it runs the reactions
-(sesguard.domain.reactions), so a partner gets one notice and one event per transition
-however many tasks race. A reaction that fails is logged and never undoes the transition.
+event in the same transaction; only the writer that wins it signals the sender tasks (the
+status epoch) and runs the reactions (sesguard.domain.reactions), so a partner gets one
+notice and one event per transition however many tasks race. A reaction that fails is
+logged and never undoes the transition.
 See docs/design.md, "The partner judgement".
 """
 
@@ -90,6 +91,7 @@ class Transitions:
             log.debug("pause_lost_race", partner_id=partner_id)
             return PauseOutcome(False)
         log.warning("partner_paused", partner_id=partner_id, reason=reason, by=by.value)
+        await self._signal(partner_id, now)
         profile = await self.store.require_profile(partner_id)
         change = Transition(
             Kind.PAUSED, partner_id, event, now, profile, reason, by, finding, notify
@@ -105,6 +107,7 @@ class Transitions:
         if not await self.store.resume(partner_id, now, event=event):
             return None
         log.info("partner_resumed", partner_id=partner_id)
+        await self._signal(partner_id, now)
         profile = await self.store.get_profile(partner_id)
         change = Transition(Kind.RESUMED, partner_id, event, now, profile)
         await self._react(change)
@@ -120,6 +123,7 @@ class Transitions:
                 limits=event.detail["limits"],
                 previous=event.detail["previous_limits"],
             )
+            await self._signal(partner_id, event.occurred_at)
             await self._react(Transition(Kind.LIMITS_CHANGED, partner_id, event, utcnow(), profile))
         return profile
 
@@ -161,6 +165,16 @@ class Transitions:
             if mark not in reached and await self.store.clear_warning(pid, mark, seen):
                 log.info("partner_warning_cleared", partner_id=pid, level=mark)
         return announced
+
+    async def _signal(self, partner_id: str, now: datetime) -> None:
+        """Bump the status epoch that every sender task polls, before anything slow (the
+        profile read, the reactions): a pause must reach the senders first. A failure
+        leaves the senders' cache time as the bound (docs/design.md, "A pause lands
+        within a second")."""
+        try:
+            await self.store.bump_status_epoch(partner_id, now)
+        except Exception as exc:
+            log.error("status_epoch_not_bumped", partner_id=partner_id, error=repr(exc))
 
     async def _react(self, transition: Transition) -> None:
         for reaction in self.reactions:

@@ -409,4 +409,4 @@ def transitions(clients: Clients, settings: Settings, store: PartnerStore) -> Tr
     """An operator's transitions run the same reactions as the services' (the notice,
     the lifecycle event, the SES tenant mirror)."""
     publisher = Publisher.from_clients(clients, settings)
-    return Transitions(store, standard_reactions(store, clients.sesv2, settings, publisher))
+    return Transitions(store, standard_reactions(clients.sesv2, settings, publisher))

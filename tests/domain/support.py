@@ -28,7 +28,7 @@ def transitions(
     publisher: Publisher | None = None,
 ) -> Transitions:
     settings = load_settings(notify_from=notify_from, use_tenants=mirror_tenant)
-    return Transitions(store, standard_reactions(store, sesv2, settings, publisher))
+    return Transitions(store, standard_reactions(sesv2, settings, publisher))
 
 
 async def pause_partner(
