@@ -206,8 +206,13 @@ class Stack:
         }
 
     def shell_env(self) -> dict[str, str]:
-        """A user's shell: our venv's commands first (sesguard), then the system's."""
-        return {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(self.tmp), "LANG": "C.UTF-8"}
+        """A user's shell: our venv's commands first (sesguard), then the system's. The
+        test's PYTHONPATH goes along: a git worktree that shares another checkout's venv
+        runs its own sesguard, not the one the venv was installed from."""
+        env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(self.tmp), "LANG": "C.UTF-8"}
+        if os.environ.get("PYTHONPATH"):
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        return env
 
     @property
     def moto_endpoint(self) -> str:
@@ -446,6 +451,55 @@ bucket = f"sesguard-ses-events-{account}"
 keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
 heads = [s3.get_object(Bucket=bucket, Key=k)["Body"].read(1).decode("latin-1") for k in keys]
 print(json.dumps(heads))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_localstack_standard_queue_takes_message_group_ids(stack: Stack) -> None:
+    """Every send job carries MessageGroupId = its partner id (the send queue is an SQS fair
+    queue: a standard queue whose messages name their tenant). LocalStack's standard queue
+    takes it from sesguard's Enqueuer (SendMessageBatch) and from SendMessage, and hands
+    it back on receive; a message without one is still fine beside them."""
+    result = stack.run([sys.executable, "-c", _GROUP_IDS], stack.service_env("worker"))
+    assert result.returncode == 0, result.stdout + result.stderr + stack.logs()
+    assert json.loads(result.stdout) == {
+        "acme-1": "acme",
+        "zeta-1": "zeta",
+        "single": "solo",
+        "plain": None,
+    }
+
+
+_GROUP_IDS = """
+import asyncio, json
+from sesguard.aws.clients import open_clients
+from sesguard.aws.enqueue import Enqueuer
+
+JOB = {"from": "news@isv.example.com", "to": ["a@example.org"], "subject": "s", "text": "t"}
+
+async def main():
+    async with open_clients() as c:
+        url = (await c.sqs.create_queue(QueueName="fair-check"))["QueueUrl"]
+        attrs = (await c.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]))
+        assert "FifoQueue" not in attrs["Attributes"], attrs  # a standard queue
+        await Enqueuer(c.sqs, url).send(
+            [{**JOB, "partner_id": p, "job_id": f"{p}-1"} for p in ("acme", "zeta")]
+        )
+        await c.sqs.send_message(QueueUrl=url, MessageBody='{"job_id": "single"}',
+                                 MessageGroupId="solo")
+        await c.sqs.send_message(QueueUrl=url, MessageBody='{"job_id": "plain"}')
+        out = {}
+        while len(out) < 4:
+            resp = await c.sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                MessageSystemAttributeNames=["All"],
+            )
+            for m in resp.get("Messages", []):
+                out[json.loads(m["Body"])["job_id"]] = m["Attributes"].get("MessageGroupId")
+                await c.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        print(json.dumps(out))
+
+asyncio.run(main())
 """
 
 

@@ -185,6 +185,17 @@ def test_max_receive_count_mapping_is_the_codes_formula(
             assert count == max_receive_count(s), (tolerance, queue)
 
 
+def test_the_send_queue_is_standard_so_it_works_as_a_fair_queue(r: Any) -> None:
+    """An SQS fair queue is a standard queue whose messages carry MessageGroupId (every
+    send job does: its partner id); nothing FIFO may creep in, which would make the group
+    an ordering lock instead (one job per partner at a time)."""
+    fifo_only = {"FifoQueue", "ContentBasedDeduplication", "DeduplicationScope"}
+    for name in ("SendQueue", "SendDeadLetterQueue"):
+        props = r.props(name)
+        assert not (fifo_only | {"FifoThroughputLimit"}) & set(props), name
+        assert not r.get_att(name, "QueueName").endswith(".fifo"), name
+
+
 def test_both_services_get_the_same_environment(r: Any) -> None:
     sender = cfn.container_environment(r, "SenderTaskDefinition")
     worker = cfn.container_environment(r, "WorkerTaskDefinition")

@@ -18,6 +18,7 @@ from sesguard.core.jobs import MAX_SQS_MESSAGE_BYTES
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 SQS_BATCH = 10  # entries per SQS *Batch call, and messages per ReceiveMessage
 BATCH_WRITE_ITEMS = 25  # items per DynamoDB BatchWriteItem
@@ -68,20 +69,31 @@ async def send_batch(
     queue_url: str,
     bodies: Sequence[str],
     *,
+    group_ids: Sequence[str | None] | None = None,
     attempts: int = 8,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> list[EntryFailure | None]:
     """One SendMessageBatch (<= 10 bodies, <= 256 KiB in total, as `batches` groups
     them), retrying the entries SQS failed on its side; for each body, None if SQS
     accepted it, else why not. An entry SQS refuses as the sender's fault is not retried,
-    and the batch stops there (the caller reports it)."""
+    and the batch stops there (the caller reports it).
+
+    `group_ids` (one per body, None for none) become each message's MessageGroupId: send
+    jobs carry their partner id, so the send queue works as an SQS fair queue (one tenant's backlog
+    does not hold up the others' messages; docs/operating.md, "Send jobs")."""
+    if group_ids is not None and len(group_ids) != len(bodies):
+        raise ValueError("send_batch: one group id per body")
     results: list[EntryFailure | None] = [NOT_SENT] * len(bodies)
     pending = {str(i): body for i, body in enumerate(bodies)}
     for attempt in range(attempts):
-        resp = await sqs.send_message_batch(
-            QueueUrl=queue_url,
-            Entries=[{"Id": i, "MessageBody": body} for i, body in pending.items()],
-        )
+        entries: list[SendMessageBatchRequestEntryTypeDef] = []
+        for i, body in pending.items():
+            entry: SendMessageBatchRequestEntryTypeDef = {"Id": i, "MessageBody": body}
+            group = group_ids[int(i)] if group_ids is not None else None
+            if group is not None:
+                entry["MessageGroupId"] = group
+            entries.append(entry)
+        resp = await sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
         for ok in resp.get("Successful", []):
             pending.pop(ok["Id"], None)
             results[int(ok["Id"])] = None

@@ -27,23 +27,28 @@ class EnqueueError(Failed):
         self.failed_job_ids = failed_job_ids
 
 
-def job_batches(bodies: Iterable[tuple[str, bytes]]) -> Iterator[list[tuple[str, bytes]]]:
-    """(job_id, body) pairs in SQS batches; a body over 256 KiB is a JobError."""
+def job_batches(jobs: Iterable[SendJob]) -> Iterator[list[tuple[SendJob, bytes]]]:
+    """Jobs with their bodies in SQS batches; a body over 256 KiB is a JobError."""
 
-    def checked() -> Iterator[tuple[str, bytes]]:
-        for job_id, body in bodies:
+    def checked() -> Iterator[tuple[SendJob, bytes]]:
+        for job in jobs:
+            body = job.to_json()
             if len(body) > MAX_SQS_MESSAGE_BYTES:
                 raise JobError(
-                    f"job {job_id} is {len(body)} bytes; SQS allows {MAX_SQS_MESSAGE_BYTES}"
+                    f"job {job.job_id} is {len(body)} bytes; SQS allows {MAX_SQS_MESSAGE_BYTES}"
                 )
-            yield job_id, body
+            yield job, body
 
     return batches(checked(), lambda pair: len(pair[1]))
 
 
 @dataclass
 class Enqueuer:
-    """Send jobs to the send queue: `await Enqueuer(sqs, url).send(jobs)`."""
+    """Send jobs to the send queue: `await Enqueuer(sqs, url).send(jobs)`.
+
+    Every message carries `MessageGroupId` = the job's partner id, so the send queue
+    works as an SQS fair queue: a partner with a backlog does not make the others' jobs
+    wait (docs/operating.md, "Send jobs")."""
 
     sqs: SQSClient
     queue_url: str
@@ -57,16 +62,20 @@ class Enqueuer:
     async def send(self, jobs: Iterable[SendJob | dict[str, Any]]) -> list[str]:
         parsed = [j if isinstance(j, SendJob) else parse_job(j) for j in jobs]
         ids: list[str] = []
-        for batch in job_batches((j.job_id, j.to_json()) for j in parsed):
+        for batch in job_batches(parsed):
             await self._send_batch(batch)
-            ids.extend(job_id for job_id, _ in batch)
+            ids.extend(job.job_id for job, _ in batch)
         return ids
 
-    async def _send_batch(self, batch: list[tuple[str, bytes]]) -> None:
+    async def _send_batch(self, batch: list[tuple[SendJob, bytes]]) -> None:
         failures = await send_batch(
-            self.sqs, self.queue_url, [body.decode() for _, body in batch], attempts=self.attempts
+            self.sqs,
+            self.queue_url,
+            [body.decode() for _, body in batch],
+            group_ids=[job.partner_id for job, _ in batch],
+            attempts=self.attempts,
         )
-        failed = [(job_id, f) for (job_id, _), f in zip(batch, failures, strict=True) if f]
+        failed = [(job.job_id, f) for (job, _), f in zip(batch, failures, strict=True) if f]
         hard = [(job_id, f) for job_id, f in failed if f.sender_fault]
         if hard:
             ids = [job_id for job_id, _ in hard]

@@ -213,6 +213,7 @@ class HeldJobs:
             self.sqs,
             queue_url,
             [job.body for job in batch],
+            group_ids=[job.partner_id for job in batch],  # the send queue is a fair queue
             attempts=_WRITE_RETRIES,
             sleep=self.sleep,
         )

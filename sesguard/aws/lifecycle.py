@@ -24,7 +24,7 @@ import orjson
 from sesguard.aws import table as t
 from sesguard.aws.batching import batches
 from sesguard.core.backoff import backoff_delay
-from sesguard.core.partners import Limits, PausedBy, Status, utcnow
+from sesguard.core.partners import Limits, PausedBy, Status, Throttle, utcnow
 from sesguard.core.policy import Finding
 from sesguard.errors import Refused
 from sesguard.logging import get_logger
@@ -170,16 +170,25 @@ def held_released(kind: DetailType, partner_id: str, count: int, at: datetime) -
 
 
 def limits_changed(
-    partner_id: str, before: Limits, after: Limits, status: Status, at: datetime
+    partner_id: str,
+    before: Limits,
+    after: Limits,
+    status: Status,
+    at: datetime,
+    *,
+    previous_throttle: Throttle | None = None,
+    throttle: Throttle | None = None,
 ) -> LifecycleEvent:
+    """`limits` and `previous_limits` carry the throttle too: `max_rate` and
+    `daily_quota`, null when there is no cap."""
     return _event(
         DetailType.LIMITS_CHANGED,
         partner_id,
         PausedBy.OPERATOR,
         at,
         status=status.value,
-        limits=after.as_json(),
-        previous_limits=before.as_json(),
+        limits={**after.as_json(), **(throttle or Throttle()).as_json()},
+        previous_limits={**before.as_json(), **(previous_throttle or Throttle()).as_json()},
     )
 
 

@@ -130,7 +130,21 @@ def profile_from_item(item: dict[str, Any]) -> Profile:
 
 # Profile attributes that are a partner's limits (a change of one is an event).
 LIMIT_ATTRIBUTES = ("bounce_limit", "complaint_limit", "min_volume", "warn_ratio")
+# The throttle's attributes: a change of one is a limits change too (the same event, and
+# the status epoch the event bumps is how every sender task learns the new caps).
+THROTTLE_ATTRIBUTES = ("max_rate", "daily_quota")
 _METRICS = ("bounce_rate", "complaint_rate")
+
+
+class _NoCap:
+    """The value of a throttle attribute (max_rate, daily_quota) that removes the cap."""
+
+    def __repr__(self) -> str:
+        return "NO_CAP"
+
+
+# `change(pid, max_rate=NO_CAP)` removes the attribute: the partner has no rate cap.
+NO_CAP: Any = _NoCap()
 
 
 def _limits_with(limits: Limits, fields: dict[str, Any]) -> Limits:
@@ -140,6 +154,32 @@ def _limits_with(limits: Limits, fields: dict[str, Any]) -> Limits:
         min_volume=int(fields.get("min_volume", limits.min_volume)),
         warn_ratio=float(fields.get("warn_ratio", limits.warn_ratio)),
     )
+
+
+def _throttle_with(throttle: Throttle, fields: dict[str, Any]) -> Throttle:
+    def value(name: str, current: float | None) -> float | None:
+        given = fields.get(name, current)
+        return None if given is NO_CAP else given
+
+    rate = value("max_rate", throttle.max_rate)
+    quota = value("daily_quota", throttle.daily_quota)
+    return Throttle(
+        max_rate=None if rate is None else float(rate),
+        daily_quota=None if quota is None else int(quota),
+    )
+
+
+def _set_and_remove(fields: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """An UpdateExpression that SETs `fields` and REMOVEs those given as NO_CAP, with its
+    names and values."""
+    sets = {k: v for k, v in fields.items() if v is not NO_CAP}
+    removes = [k for k, v in fields.items() if v is NO_CAP]
+    expr = "SET " + ", ".join(f"#{k} = :{k}" for k in sets)
+    if removes:
+        expr += " REMOVE " + ", ".join(f"#{k}" for k in removes)
+    names = {f"#{k}": k for k in fields}
+    values = {f":{k}": t.to_attr(v) for k, v in sets.items()}
+    return expr, names, values
 
 
 def counter_update(
@@ -373,24 +413,32 @@ class PartnerStore:
         return profile
 
     async def change(self, partner_id: str, **fields: Any) -> tuple[Profile, LifecycleEvent | None]:
-        """`update`, returning also the Partner Limits Changed event when the limits changed.
+        """`update`, returning also the Partner Limits Changed event when the limits (or
+        the throttle: max_rate, daily_quota; NO_CAP removes one) changed.
 
         The limits before and after are exact: the update is conditional on the profile's
         `updated_at` as read, in one transaction with the event, and retried if another
         write came between."""
         fields = {k: v for k, v in fields.items() if v is not None}
-        if not set(LIMIT_ATTRIBUTES) & set(fields):
+        if not set(LIMIT_ATTRIBUTES + THROTTLE_ATTRIBUTES) & set(fields):
             return await self._update(partner_id, fields), None
         for _attempt in range(_CHANGE_ATTEMPTS):
             before = await self.require_profile(partner_id)
             after = _limits_with(before.limits, fields)
-            if after == before.limits:
+            throttle = _throttle_with(before.throttle, fields)
+            if after == before.limits and throttle == before.throttle:
                 return await self._update(partner_id, fields), None
             now = utcnow()
-            event = lifecycle.limits_changed(partner_id, before.limits, after, before.status, now)
-            values = {**fields, "updated_at": _iso(now)}
-            names = {f"#{k}": k for k in values}
-            expr_values = {f":{k}": t.to_attr(v) for k, v in values.items()}
+            event = lifecycle.limits_changed(
+                partner_id,
+                before.limits,
+                after,
+                before.status,
+                now,
+                previous_throttle=before.throttle,
+                throttle=throttle,
+            )
+            expr, names, expr_values = _set_and_remove({**fields, "updated_at": _iso(now)})
             if before.updated_at is None:
                 condition = "attribute_exists(pk) AND attribute_not_exists(updated_at)"
             else:
@@ -400,7 +448,7 @@ class PartnerStore:
                 "Update": {
                     "TableName": self.table,
                     "Key": t.key(t.partner_pk(partner_id), t.PROFILE),
-                    "UpdateExpression": "SET " + ", ".join(f"#{k} = :{k}" for k in values),
+                    "UpdateExpression": expr,
                     "ConditionExpression": condition,
                     "ExpressionAttributeNames": names,
                     "ExpressionAttributeValues": expr_values,
@@ -411,15 +459,13 @@ class PartnerStore:
         raise StoreError(f"partner {partner_id} kept changing while its limits were set; retry")
 
     async def _update(self, partner_id: str, fields: dict[str, Any]) -> Profile:
-        fields = {**fields, "updated_at": _iso(utcnow())}
-        names = {f"#{k}": k for k in fields}
-        values = {f":{k}": t.to_attr(v) for k, v in fields.items()}
+        expr, names, values = _set_and_remove({**fields, "updated_at": _iso(utcnow())})
         try:
             resp = await self.call(
                 "update_item",
                 TableName=self.table,
                 Key=t.key(t.partner_pk(partner_id), t.PROFILE),
-                UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields),
+                UpdateExpression=expr,
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,

@@ -92,5 +92,7 @@ def _summary(event: LifecycleEvent) -> str:
     if "count" in d:
         parts.append(f"{d['count']} jobs")
     if "limits" in d:
-        parts.append(" ".join(f"{k}={v:g}" for k, v in d["limits"].items()))
+        parts.append(
+            " ".join(f"{k}={'none' if v is None else f'{v:g}'}" for k, v in d["limits"].items())
+        )
     return "  ".join(parts)

@@ -86,6 +86,16 @@ def warn_arg(value: str) -> float:
     return float(_arg_type(operations.check_warn_ratio, value))
 
 
+def max_rate_arg(value: str) -> Any:
+    """Sends per second (operations.check_max_rate), or `none`: no cap."""
+    return _arg_type(operations.check_max_rate, value)
+
+
+def daily_quota_arg(value: str) -> Any:
+    """Sends per UTC day (operations.check_daily_quota), or `none`: no quota."""
+    return _arg_type(operations.check_daily_quota, value)
+
+
 def reason_arg(value: str) -> str:
     """Refused rather than cut: the operator sees what the partner will read."""
     return str(_arg_type(operations.check_reason, value))

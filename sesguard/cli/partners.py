@@ -12,7 +12,9 @@ from sesguard.aws.store import PartnerNotFound, PartnerStore
 from sesguard.cli.parser import (
     Parser,
     Subparsers,
+    daily_quota_arg,
     email_arg,
+    max_rate_arg,
     partner_id_arg,
     print_json,
     rate_arg,
@@ -22,7 +24,14 @@ from sesguard.cli.parser import (
     warn_arg,
 )
 from sesguard.core.exitcodes import ExitCode
-from sesguard.core.partners import MAX_MIN_VOLUME, MAX_REASON_CHARS, MIN_RATE
+from sesguard.core.partners import (
+    MAX_DAILY_QUOTA,
+    MAX_MAX_RATE,
+    MAX_MIN_VOLUME,
+    MAX_REASON_CHARS,
+    MIN_MAX_RATE,
+    MIN_RATE,
+)
 from sesguard.ops import operations
 from sesguard.settings import Settings
 
@@ -38,7 +47,7 @@ def register(sub: Subparsers) -> None:
     _limit_options(a)
     a.set_defaults(handler=cmd_partners_add)
 
-    s = parts.add_parser("set", help="change a partner's contact or limits")
+    s = parts.add_parser("set", help="change a partner's contact, limits or throttle")
     s.add_argument("partner_id", type=partner_id_arg, metavar="ID")
     s.add_argument("--contact", type=email_arg, metavar="EMAIL")
     _limit_options(s)
@@ -97,6 +106,21 @@ def _limit_options(sp: argparse.ArgumentParser) -> None:
         help="warn at this fraction of a limit (default 0.5)",
     )
     sp.add_argument(
+        "--max-rate",
+        type=max_rate_arg,
+        metavar="R|none",
+        help=(
+            f"most sends per second, all sender tasks together ({MIN_MAX_RATE:g} to"
+            f" {MAX_MAX_RATE:g}); none: no cap"
+        ),
+    )
+    sp.add_argument(
+        "--daily-quota",
+        type=daily_quota_arg,
+        metavar="N|none",
+        help=f"most sends per UTC day (0 to {MAX_DAILY_QUOTA}); none: no quota",
+    )
+    sp.add_argument(
         "--tenant",
         type=partner_id_arg,
         metavar="NAME",
@@ -115,6 +139,8 @@ async def cmd_partners_add(args: argparse.Namespace, settings: Settings, clients
         min_volume=args.min_volume,
         warn_ratio=args.warn_ratio,
         tenant=args.tenant,
+        max_rate=args.max_rate,
+        daily_quota=args.daily_quota,
     )
     _print_lines(result.lines())
     return ExitCode.OK
@@ -131,6 +157,8 @@ async def cmd_partners_set(args: argparse.Namespace, settings: Settings, clients
         min_volume=args.min_volume,
         warn_ratio=args.warn_ratio,
         tenant=args.tenant,
+        max_rate=args.max_rate,
+        daily_quota=args.daily_quota,
     )
     _print_lines(result.lines())
     return ExitCode.OK

@@ -84,6 +84,12 @@ def check_contact(value: str) -> str:
 MAX_MIN_VOLUME = 1_000_000_000  # sends in a window; far above any SES account's quota
 MIN_RATE = 1 / MAX_MIN_VOLUME  # below this, any single event in any window crosses it
 MAX_REASON_CHARS = 1000  # a pause reason, as stored (paused_reason) and sent (notice)
+# A partner's throttle (Throttle): a rate cap from one send per 1000 s (3.6 an hour) to
+# 10,000 sends/s (beyond any SES account's rate: higher is no cap), a daily quota from 0
+# (no sends until it is raised) to MAX_DAILY_QUOTA.
+MIN_MAX_RATE = 0.001
+MAX_MAX_RATE = 10_000.0
+MAX_DAILY_QUOTA = 1_000_000_000
 
 
 def pause_reason(text: str) -> str:

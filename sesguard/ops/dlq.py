@@ -556,8 +556,9 @@ class Redrive:
         return True
 
     async def _requeue(self, items: list[tuple[DlqMessage, RedriveOutcome]]) -> None:
-        """Put jobs back on the send queue (<= 10 and <= 256 KiB per call); an entry SQS
-        did not take is marked failed and stays in the DLQ."""
+        """Put jobs back on the send queue (<= 10 and <= 256 KiB per call), each with its
+        partner id as MessageGroupId (the send queue is a fair queue); an entry SQS did
+        not take is marked failed and stays in the DLQ."""
         bodies: list[tuple[RedriveOutcome, str]] = []
         for m, o in items:
             assert o.job_id is not None
@@ -567,7 +568,12 @@ class Redrive:
                 continue
             bodies.append((o, body))
         for batch in batches(bodies, lambda ob: len(ob[1].encode())):
-            errors = await send_batch(self.sqs, self.queue_url, [b for _, b in batch])
+            errors = await send_batch(
+                self.sqs,
+                self.queue_url,
+                [b for _, b in batch],
+                group_ids=[o.partner_id for o, _ in batch],
+            )
             for (o, _), error in zip(batch, errors, strict=True):
                 if error:
                     o.failed, o.why = True, f"could not be re-enqueued: {error}"

@@ -22,15 +22,19 @@ from sesguard.aws import table as t
 from sesguard.aws.clients import Clients
 from sesguard.aws.held import HeldJobs, count_held, discard_held, replay_held
 from sesguard.aws.lifecycle import Publisher
-from sesguard.aws.store import PartnerExists, PartnerNotFound, PartnerStore
+from sesguard.aws.store import NO_CAP, PartnerExists, PartnerNotFound, PartnerStore
 from sesguard.core.partners import (
+    MAX_DAILY_QUOTA,
+    MAX_MAX_RATE,
     MAX_MIN_VOLUME,
     MAX_REASON_CHARS,
+    MIN_MAX_RATE,
     MIN_RATE,
     Limits,
     PartnerState,
     PausedBy,
     Profile,
+    Throttle,
     check_contact,
     check_partner_id,
     utcnow,
@@ -85,6 +89,52 @@ def check_volume(value: object) -> int:
         raise Refused(f"not a whole number: {value!r}") from None
     if not 1 <= n <= MAX_MIN_VOLUME:
         raise Refused(f"{n} is outside [1, {MAX_MIN_VOLUME}]")
+    return n
+
+
+NO_CAP_WORD = "none"  # `--max-rate none`, `--daily-quota none`: remove the cap
+
+
+def _no_cap(value: object) -> bool:
+    return value is NO_CAP or (isinstance(value, str) and value.strip().lower() == NO_CAP_WORD)
+
+
+def check_max_rate(value: object) -> Any:
+    """A partner's rate cap in sends per second, from MIN_MAX_RATE to MAX_MAX_RATE with at
+    most 38 significant digits; `none` (or NO_CAP) removes the cap and gives NO_CAP."""
+    if _no_cap(value):
+        return NO_CAP
+    text = _number_text(value)
+    try:
+        exact = Decimal(text)
+    except (DecimalException, ValueError):
+        raise Refused(f"a max rate is a number of sends/s or none, not {value!r}") from None
+    if not exact.is_finite() or t.significant_digits(exact) > t.DYNAMODB_DIGITS:
+        raise Refused(f"a max rate is a number of sends/s or none, not {text!r}")
+    rate = float(exact)
+    if not MIN_MAX_RATE <= rate <= MAX_MAX_RATE:
+        raise Refused(
+            f"a max rate of {text} is outside [{MIN_MAX_RATE:g}, {MAX_MAX_RATE:g}] sends/s"
+            " (none: no cap)"
+        )
+    return rate
+
+
+def check_daily_quota(value: object) -> Any:
+    """A partner's daily quota: a whole number of sends per UTC day from 0 to
+    MAX_DAILY_QUOTA; `none` (or NO_CAP) removes the quota and gives NO_CAP."""
+    if _no_cap(value):
+        return NO_CAP
+    text = _number_text(value)
+    if len(text) > 40:  # int() of a huge string is slow, and echoing it helps nobody
+        raise Refused(
+            f"a daily quota is a whole number of sends per UTC day, 0 to {MAX_DAILY_QUOTA}"
+        )
+    if not text.isdigit() or not text.isascii():
+        raise Refused(f"a daily quota is a whole number of sends per UTC day or none, not {text!r}")
+    n = int(text)
+    if n > MAX_DAILY_QUOTA:
+        raise Refused(f"a daily quota of {n} is outside [0, {MAX_DAILY_QUOTA}] (none: no cap)")
     return n
 
 
@@ -259,8 +309,11 @@ async def add_partner(
     min_volume: object = None,
     warn_ratio: object = None,
     tenant: object = None,
+    max_rate: object = None,
+    daily_quota: object = None,
 ) -> UpdateResult:
-    """Register a partner; limits not given are the SESGUARD_DEFAULT_* ones."""
+    """Register a partner; limits not given are the SESGUARD_DEFAULT_* ones, a throttle
+    not given (or `none`) is no cap."""
     pid = check_id(partner_id)
     defaults = default_limits(settings)
     limits = Limits(
@@ -269,8 +322,9 @@ async def add_partner(
         min_volume=_opt(check_volume, min_volume) or defaults.min_volume,
         warn_ratio=_opt(check_warn_ratio, warn_ratio) or defaults.warn_ratio,
     )
+    throttle = Throttle(_cap(check_max_rate, max_rate), _cap(check_daily_quota, daily_quota))
     tenant_name = _opt(check_id, tenant)
-    profile = Profile(pid, check_email(contact), limits, tenant_name=tenant_name)
+    profile = Profile(pid, check_email(contact), limits, tenant_name=tenant_name, throttle=throttle)
     if tenant_name:
         await _ensure_tenant(clients, settings, pid, tenant_name)
     try:
@@ -291,8 +345,13 @@ async def set_partner(
     min_volume: object = None,
     warn_ratio: object = None,
     tenant: object = None,
+    max_rate: object = None,
+    daily_quota: object = None,
 ) -> UpdateResult:
-    """Change a partner's contact, limits or tenant; what is not given stays."""
+    """Change a partner's contact, limits, throttle or tenant; what is not given (None)
+    stays. `max_rate` / `daily_quota` "none" (or NO_CAP) removes that cap. A change of
+    the limits or the throttle is a Partner Limits Changed transition: every sender task
+    learns it within SESGUARD_STATUS_POLL_SECONDS."""
     pid = check_id(partner_id)
     changes = {
         "contact_email": _opt(check_email, contact),
@@ -300,6 +359,8 @@ async def set_partner(
         "complaint_limit": _opt(check_rate, complaint_limit),
         "min_volume": _opt(check_volume, min_volume),
         "warn_ratio": _opt(check_warn_ratio, warn_ratio),
+        "max_rate": _opt(check_max_rate, max_rate),
+        "daily_quota": _opt(check_daily_quota, daily_quota),
         "tenant_name": _opt(check_id, tenant),
     }
     if all(v is None for v in changes.values()):
@@ -384,6 +445,12 @@ def held_action(value: object) -> HeldAction:
 
 def _opt(check: Any, value: object) -> Any:
     return None if value is None else check(value)
+
+
+def _cap(check: Any, value: object) -> Any:
+    """A throttle value for a new profile: None for not given or no cap."""
+    checked = _opt(check, value)
+    return None if checked is NO_CAP else checked
 
 
 async def _ensure_tenant(clients: Clients, settings: Settings, partner_id: str, name: str) -> None:

@@ -25,7 +25,7 @@ from sesguard.aws.held import HeldJobs, discard_held, replay_held
 from sesguard.aws.lifecycle import DetailType, LifecycleEvent, Publisher, partner_history
 from sesguard.aws.store import PartnerStore
 from sesguard.core.jobs import parse_job
-from sesguard.core.partners import Counters, Limits, PausedBy, Profile, Status, utcnow
+from sesguard.core.partners import Counters, Limits, PausedBy, Profile, Status, Throttle, utcnow
 from sesguard.core.policy import evaluate
 from tests.conftest import drain_queue, sent_emails
 from tests.domain.support import (
@@ -467,8 +467,14 @@ async def test_resume_replay_discard_and_limits_each_publish_once_with_counts_an
     assert by_kind["Held Jobs Discarded"]["count"] == 2
     assert "status" not in by_kind["Held Jobs Discarded"]
     limits = by_kind["Partner Limits Changed"]
-    assert limits["previous_limits"] == Limits().as_json()
-    assert limits["limits"] == {**Limits().as_json(), "bounce_rate": 0.02, "min_volume": 50}
+    no_caps = {"max_rate": None, "daily_quota": None}  # the throttle: no cap
+    assert limits["previous_limits"] == {**Limits().as_json(), **no_caps}
+    assert limits["limits"] == {
+        **Limits().as_json(),
+        "bounce_rate": 0.02,
+        "min_volume": 50,
+        **no_caps,
+    }
     assert limits["status"] == "active"
     assert {d["actor"] for _, d in got} == {"operator"}
     assert by_kind["Partner Resumed"]["status"] == "active"
@@ -526,7 +532,13 @@ def _maximal_events() -> dict[DetailType, LifecycleEvent]:
         DetailType.REPLAYED: lifecycle.held_released(DetailType.REPLAYED, "acme", 3, now),
         DetailType.DISCARDED: lifecycle.held_released(DetailType.DISCARDED, "acme", 2, now),
         DetailType.LIMITS_CHANGED: lifecycle.limits_changed(
-            "acme", Limits(), Limits(bounce_rate=0.02), Status.PAUSED, now
+            "acme",
+            Limits(),
+            Limits(bounce_rate=0.02),
+            Status.PAUSED,
+            now,
+            previous_throttle=Throttle(None, 500),
+            throttle=Throttle(2.5, None),
         ),
     }
 
@@ -604,6 +616,7 @@ async def test_cli_commands_publish_and_events_history_reads_them_back(
     text = cli("events", "history", "acme", "--hours", "1")
     lines = text.out.strip().splitlines()
     assert len(lines) == 4 and "Partner Paused" in lines[1] and "checking" in lines[1]
+    assert "bounce_rate=0.02" in lines[0] and "max_rate=none daily_quota=none" in lines[0]
     assert "2 jobs" in lines[3]
     one_line_error(cli("events", "history", "_unattributed"), 2, "reserved")
     one_line_error(cli("events", "history", "acme", "--hours", "0"), 2, "--hours")

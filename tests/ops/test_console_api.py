@@ -362,6 +362,14 @@ async def test_actions_do_what_the_cli_does(api, clients, settings, moto_endpoin
         ("acme/limits", {"min_volume": "2.5"}, 400, "not a whole number"),
         ("acme/limits", {"warn_ratio": 1}, 400, "warn ratio must be below 1"),
         ("acme/limits", {"bounce_limit": "0." + "1" * 39}, 400, "39 significant digits"),
+        ("acme/limits", {"max_rate": "0"}, 400, "a max rate of 0 is outside [0.001, 10000]"),
+        ("acme/limits", {"max_rate": -1}, 400, "outside [0.001, 10000] sends/s"),
+        ("acme/limits", {"max_rate": "fast"}, 400, "a max rate is a number of sends/s or none"),
+        ("acme/limits", {"max_rate": False}, 400, "not a number"),
+        ("acme/limits", {"daily_quota": "2.5"}, 400, "a daily quota is a whole number"),
+        ("acme/limits", {"daily_quota": 2.5}, 400, "a daily quota is a whole number"),
+        ("acme/limits", {"daily_quota": -1}, 400, "a daily quota is a whole number"),
+        ("acme/limits", {"daily_quota": 10**10}, 400, "outside [0, 1000000000]"),
     ],
 )
 async def test_bad_actions_are_refused_with_the_clis_words(
@@ -370,7 +378,33 @@ async def test_bad_actions_are_refused_with_the_clis_words(
     await add(clients, settings, "acme")
     got, data = await api.post(f"/api/partners/{path}", body)
     assert got == status and needle in data["error"], data
-    assert (await _show(clients, settings, "acme"))["status"] == "active"
+    shown = await _show(clients, settings, "acme")
+    assert shown["status"] == "active"
+    assert (shown["throttle"]["max_rate"], shown["throttle"]["daily_quota"]) == (None, None)
+
+
+async def test_the_throttle_through_the_api_is_the_clis(api, clients, settings) -> None:
+    """The limits form's two throttle fields: numbers as text (or JSON numbers), "none"
+    to remove a cap; the answer and the partner's row carry the caps with their use."""
+    await add(clients, settings, "web")
+    assert cli("partners", "add", "term", "--contact", "ops@term.example.com").code == 0
+    status, data = await api.post(
+        "/api/partners/web/limits", {"max_rate": "2.5", "daily_quota": 300}
+    )
+    assert status == 200 and data["lines"] == ["updated partner web"], data
+    assert data["throttle"] == {"max_rate": 2.5, "daily_quota": 300}
+    term = cli("partners", "set", "term", "--max-rate", "2.5", "--daily-quota", "300")
+    assert term.out.replace("term", "web") == "\n".join(data["lines"]) + "\n"
+    assert await _twins(clients, settings)
+
+    row = (await api.get("/api/partners/web"))["partner"]
+    assert row["throttle"]["max_rate"] == 2.5 and row["throttle"]["quota_used"] == 0
+    listed = {p["partner_id"]: p for p in (await api.get("/api/partners"))["partners"]}
+    assert listed["web"]["throttle"]["daily_quota"] == 300
+    assert "daily quota  0 of 300 today (UTC)" in (await api.get("/api/partners/web"))["text"]
+
+    status, data = await api.post("/api/partners/web/limits", {"max_rate": "none"})
+    assert status == 200 and data["throttle"] == {"max_rate": None, "daily_quota": 300}
 
 
 async def test_a_body_that_is_not_json_is_refused(api, clients, settings) -> None:

@@ -145,6 +145,9 @@ async def test_console_in_chromium(moto_endpoint, clients, settings) -> None:
     await operations.pause(clients, settings, "florist", "list audit", notify=False)
     await hold(clients, settings, "florist", 1)
     await store.add_counts("stray", utcnow(), Counters(sent=2))
+    # bakery has a throttle, 120 of its 500 sends of today taken.
+    await operations.set_partner(clients, settings, "bakery", max_rate="5", daily_quota="500")
+    assert await store.take_quota("bakery", 500, n=120)
 
     quick = settings.model_copy(update={"gate_cache_seconds": 0})
     console = await server.start(clients, quick, port=0)
@@ -190,6 +193,12 @@ async def test_console_in_chromium(moto_endpoint, clients, settings) -> None:
             await expect(florist_bounce).to_have_attribute(
                 "title", re.compile(r"^1 of 1 judged send; .*fewer than 200 judged sends$")
             )
+            # The throttle columns: this hour's sends/s and today's sends, against the caps.
+            bakery_cells = page.locator('tr[data-partner="bakery"] td')
+            await expect(bakery_cells.last).to_have_text("120 / 500")
+            await expect(bakery_cells.nth(-2)).to_have_text(re.compile(r"^[0-9.]+ / 5$"))
+            gadgets_cells = page.locator('tr[data-partner="gadgets"] td')
+            await expect(gadgets_cells.last).to_have_text("0 / \u2013")  # no quota
             await page.screenshot(path=ARTIFACTS / "partners.png", full_page=True)
 
             await page.select_option("#status-filter", "paused")
@@ -299,11 +308,25 @@ async def test_console_in_chromium(moto_endpoint, clients, settings) -> None:
                 ("complaint_limit", "0.1"),
                 ("min_volume", "40"),
                 ("warn_ratio", "50"),
+                ("max_rate", "5"),
+                ("daily_quota", "500"),
             ):
                 await expect(page.locator(f"#{field}")).to_have_value(value)
             units = await page.locator("#limits-form .unit").all_text_contents()
-            assert units == ["%", "%", "judged sends", "% of the limit"]
+            assert units == [
+                "%",
+                "%",
+                "judged sends",
+                "% of the limit",
+                "sends/s",
+                "sends per UTC day",
+            ]
             await expect(page.locator("#facts")).to_contain_text("warn at 50% of a limit")
+            await expect(page.locator("#facts")).to_contain_text("120 of 500 today (UTC)")
+            await expect(page.locator("#facts")).to_contain_text(
+                re.compile(r"5 sends/s \(sending [0-9.]+/s this hour, [0-9.]+/s last hour\)")
+            )
+            await page.screenshot(path=ARTIFACTS / "partner-bakery-throttle.png", full_page=True)
             await page.fill("#pause-reason", EVIL_REASON)
             await page.click("#pause-button")
             dialog = page.locator("#confirm")
@@ -399,6 +422,49 @@ async def test_console_in_chromium(moto_endpoint, clients, settings) -> None:
             for field, value in (("bounce_limit", "4"), ("min_volume", "80"), ("warn_ratio", "60")):
                 await expect(page.locator(f"#{field}")).to_have_value(value)
             await expect(page.locator("#facts")).to_contain_text("bounce 4.00%")
+            # The throttle: empty fields are no cap; a value the API refuses says why in
+            # the CLI's words; emptying a field removes the cap.
+            for field in ("max_rate", "daily_quota"):
+                await expect(page.locator(f"#{field}")).to_have_value("")
+                await expect(page.locator(f"#{field}")).to_have_attribute("placeholder", "no cap")
+            await expect(page.locator("#facts")).to_contain_text("daily quota")
+            await page.fill("#max_rate", "0")
+            await page.click("#limits-button")
+            await page.click("#confirm-ok")
+            await expect(page.locator("#result")).to_have_text(
+                "a max rate of 0 is outside [0.001, 10000] sends/s (none: no cap)"
+            )
+            # Chromium logs the API's 400 as an error: this one was asked for.
+            for _ in range(50):
+                asked = [e for e in errors if "status of 400" in e and "newsletter/limits" in e]
+                if asked:
+                    break
+                await asyncio.sleep(0.1)
+            assert len(asked) == 1, errors
+            errors.remove(asked[0])
+            await page.fill("#max_rate", "2.5")
+            await page.fill("#daily_quota", "1000")
+            await page.click("#limits-button")
+            await expect(page.locator("#confirm-text")).to_have_text(
+                "Set limits of partner newsletter?\n\nmax rate: no cap → 2.5 sends/s\n"
+                "daily quota: no cap → 1000 sends per UTC day"
+            )
+            await page.click("#confirm-ok")
+            await expect(page.locator("#result")).to_have_text("updated partner newsletter")
+            throttle = (await _status(clients, settings, "newsletter"))["throttle"]
+            assert (throttle["max_rate"], throttle["daily_quota"]) == (2.5, 1000)
+            await expect(page.locator("#max_rate")).to_have_value("2.5")
+            await expect(page.locator("#facts")).to_contain_text("0 of 1000 today (UTC)")
+            await page.fill("#max_rate", "")
+            await page.click("#limits-button")
+            await expect(page.locator("#confirm-text")).to_have_text(
+                "Set limits of partner newsletter?\n\nmax rate: 2.5 sends/s → no cap"
+            )
+            await page.click("#confirm-ok")
+            await expect(page.locator("#result")).to_have_text("updated partner newsletter")
+            throttle = (await _status(clients, settings, "newsletter"))["throttle"]
+            assert (throttle["max_rate"], throttle["daily_quota"]) == (None, 1000)
+            await expect(page.locator("#max_rate")).to_have_value("")
             await page.screenshot(path=ARTIFACTS / "partner-newsletter.png", full_page=True)
             assert errors == []  # no script error, no CSP violation on the console's pages
 

@@ -7,7 +7,8 @@ sesguard.ops.operations (the CLI's code), views from sesguard.ops.console.views.
     POST /api/partners/{id}/pause        {"reason": str, "notify": bool}
     POST /api/partners/{id}/resume       {"held": "keep" | "replay" | "discard"}
     POST /api/partners/{id}/limits       {"bounce_limit", "complaint_limit", "min_volume",
-                                          "warn_ratio"}: each optional, as the CLI's options
+                                          "warn_ratio", "max_rate", "daily_quota"}: each
+                                          optional, as the CLI's options ("none": no cap)
 
 Errors are {"error": one line}: 400 bad input, 404 no such partner, 502 AWS failed. The
 guard in sesguard.ops.console.server has checked the token and origin before any handler runs.
@@ -190,7 +191,14 @@ async def resume_partner(request: web.Request) -> web.StreamResponse:
     )
 
 
-LIMIT_FIELDS = ("bounce_limit", "complaint_limit", "min_volume", "warn_ratio")
+LIMIT_FIELDS = (
+    "bounce_limit",
+    "complaint_limit",
+    "min_volume",
+    "warn_ratio",
+    "max_rate",
+    "daily_quota",
+)
 
 
 @_answers
@@ -203,8 +211,10 @@ async def set_limits(request: web.Request) -> web.StreamResponse:
         pid,
         **{name: body.get(name) for name in LIMIT_FIELDS},
     )
-    log.warning("console_set_limits", partner_id=pid, limits=result.profile.limits.as_json())
-    return json_response({"lines": result.lines(), "limits": result.profile.limits.as_json()})
+    limits = result.profile.limits.as_json()
+    throttle = result.profile.throttle.as_json()
+    log.warning("console_set_limits", partner_id=pid, limits=limits, throttle=throttle)
+    return json_response({"lines": result.lines(), "limits": limits, "throttle": throttle})
 
 
 def add_routes(app: web.Application) -> None:

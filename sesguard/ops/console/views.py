@@ -80,6 +80,7 @@ def partner_row(report: Mapping[str, Any]) -> dict[str, Any]:
         "held_jobs": report["held_jobs"],
         "sent_total": report["totals"]["sent"],
         "limits": dict(report["limits"]),
+        "throttle": dict(report["throttle"]),
         "windows": [
             {
                 **w,

@@ -73,9 +73,10 @@ const sesguard = (() => {
     return `${(rate * 100).toFixed(digits === undefined ? 2 : digits)}%`;
   }
 
-  // 24 -> "24 h", 168 -> "7 d" (the windows' names, as the CLI spells them)
+  // 24 -> "24 h", 168 -> "7 d" (the windows' names, as the CLI spells them; a no-break
+  // space, so a column heading wraps before the number, never inside "24 h")
   function span(hours) {
-    return hours % 24 === 0 && hours > 24 ? `${hours / 24} d` : `${hours} h`;
+    return hours % 24 === 0 && hours > 24 ? `${hours / 24}\u00a0d` : `${hours}\u00a0h`;
   }
 
   function showError(message) {

@@ -239,6 +239,8 @@
     const facts = [
       ...fact("contact", p.contact_email || "–"),
       ...fact("limits", `bounce ${pct(lim.bounce_rate)}, complaint ${pct(lim.complaint_rate, 3)}, min volume ${count(lim.min_volume, "judged send")}, warn at ${percent(lim.warn_ratio)}% of a limit`),
+      ...fact("max rate", rateUse(p.throttle)),
+      ...fact("daily quota", quotaUse(p.throttle)),
       ...fact("held jobs", String(p.held_jobs)),
     ];
     for (const w of p.windows) {
@@ -268,6 +270,18 @@
     drawCharts(detail);
   }
 
+  // The throttle with its use, in the words of `sesguard partners show`: the rates are
+  // counted from SES's Send events (they lag by the Firehose buffer), today's sends by the
+  // senders against the quota.
+  function rateUse(th) {
+    const cap = th.max_rate === null ? "no cap" : `${th.max_rate} sends/s`;
+    return `${cap} (sending ${th.rate_this_hour}/s this hour, ${th.rate_last_hour}/s last hour)`;
+  }
+
+  function quotaUse(th) {
+    return th.daily_quota === null ? "no cap" : `${th.quota_used} of ${th.daily_quota} today (UTC)`;
+  }
+
   function renderActions(p) {
     document.getElementById("actions").hidden = !p.registered;
     const paused = p.status === "paused";
@@ -284,17 +298,21 @@
       resume.querySelector(`input[value="${paused ? "keep" : "replay"}"]`).checked = true;
       shownStatus = p.status;
     }
-    showLimits(p.limits, false);
+    showLimits(p, false);
   }
 
   // ---- the limits form: the current limits as the fields' values, in percent (the API
   // speaks fractions, as the command line does: 0.05 = 5%)
 
+  // `cap`: a throttle field (from the partner's `throttle`), empty for no cap, sent as
+  // typed ("none" when emptied); the API checks it, in the CLI's words.
   const LIMITS = [
     { name: "bounce_limit", key: "bounce_rate", label: "bounce limit", percent: true, max: 100 },
     { name: "complaint_limit", key: "complaint_rate", label: "complaint limit", percent: true, max: 100 },
     { name: "min_volume", key: "min_volume", label: "min volume", percent: false },
     { name: "warn_ratio", key: "warn_ratio", label: "warn level", percent: true, max: 100, below: true },
+    { name: "max_rate", key: "max_rate", label: "max rate", cap: true, unit: " sends/s" },
+    { name: "daily_quota", key: "daily_quota", label: "daily quota", cap: true, unit: " sends per UTC day" },
   ];
 
   // 0.05 -> "5", 0.001 -> "0.1" (12 significant digits: no 0.07 * 100 = 7.000000000000001)
@@ -309,11 +327,13 @@
 
   // Each field shows its current value unless the operator is editing it (then the page's
   // refresh leaves it alone); `force` (after an action) shows the current values again.
-  function showLimits(limits, force) {
+  function showLimits(p, force) {
     for (const f of LIMITS) {
       const input = document.getElementById(f.name);
-      const now = f.percent ? percent(limits[f.key]) : String(limits[f.key]);
-      if (force || !input.dataset.current || input.value === input.dataset.current) input.value = now;
+      const value = f.cap ? p.throttle[f.key] : p.limits[f.key];
+      const now = f.cap && value === null ? "" : f.percent ? percent(value) : String(value);
+      // ("current" may be "": no cap; only a field never filled counts as new)
+      if (force || !("current" in input.dataset) || input.value === input.dataset.current) input.value = now;
       input.dataset.current = now;
     }
   }
@@ -325,6 +345,14 @@
     for (const f of LIMITS) {
       const input = document.getElementById(f.name);
       const text = input.value.trim().replace(/\s*%$/, "");
+      if (f.cap) {
+        if (text === input.dataset.current) continue;
+        if (text && input.dataset.current && Number(text) === Number(input.dataset.current)) continue;
+        const was = input.dataset.current ? `${input.dataset.current}${f.unit}` : "no cap";
+        body[f.name] = text || "none";
+        changes.push(`${f.label}: ${was} → ${text ? `${text}${f.unit}` : "no cap"}`);
+        continue;
+      }
       const unit = f.percent ? "%" : "";
       if (!text) return { error: `${f.label}: give a value (it is ${input.dataset.current}${unit} now)` };
       if (text === input.dataset.current) continue;
@@ -424,7 +452,7 @@
       return;
     }
     act(`Set limits of partner ${partnerId}?\n\n${changes.join("\n")}`, "Set limits", "limits", body).then((ok) => {
-      if (ok && current) showLimits(current.partner.limits, true);
+      if (ok && current) showLimits(current.partner, true);
     });
   });
 

@@ -34,7 +34,32 @@
       });
     }
     cols.push({ key: "held_jobs", label: "Held jobs", num: true, value: (r) => r.held_jobs });
+    cols.push({
+      key: "rate",
+      label: "Sends/s",
+      num: true,
+      value: (r) => r.throttle.rate_this_hour,
+      cell: (r) => capCell(r.throttle.rate_this_hour, r.throttle.max_rate, `sends/s this hour (${r.throttle.rate_last_hour}/s last hour), from SES's Send events`),
+    });
+    cols.push({
+      key: "quota",
+      label: "Today (UTC)",
+      num: true,
+      value: (r) => r.throttle.quota_used,
+      cell: (r) => capCell(r.throttle.quota_used, r.throttle.daily_quota, "sends today (UTC) against the daily quota"),
+    });
     return cols;
+  }
+
+  // "0.4 / 5": the use and the cap ("–": no cap).
+  function capCell(used, cap, what) {
+    const title = `${used} ${what}; ${cap === null ? "no cap" : `cap ${cap}`}`;
+    return el(
+      "td",
+      { class: "num", title },
+      el("span", { class: "rate", text: String(used) }),
+      el("span", { class: "limit", text: ` / ${cap === null ? "–" : cap}` }),
+    );
   }
 
   function rateOf(row, i, metric) {
