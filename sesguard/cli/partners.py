@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from sesguard.aws.clients import Clients
 from sesguard.aws.store import PartnerNotFound, PartnerStore
@@ -128,19 +129,25 @@ def _limit_options(sp: argparse.ArgumentParser) -> None:
     )
 
 
+PROFILE_OPTIONS = (
+    "bounce_limit",
+    "complaint_limit",
+    "min_volume",
+    "warn_ratio",
+    "tenant",
+    "max_rate",
+    "daily_quota",
+)
+
+
+def _profile_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options `partners add` and `partners set` share (None: not given)."""
+    return {name: getattr(args, name) for name in PROFILE_OPTIONS}
+
+
 async def cmd_partners_add(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
     result = await operations.add_partner(
-        clients,
-        settings,
-        args.partner_id,
-        args.contact,
-        bounce_limit=args.bounce_limit,
-        complaint_limit=args.complaint_limit,
-        min_volume=args.min_volume,
-        warn_ratio=args.warn_ratio,
-        tenant=args.tenant,
-        max_rate=args.max_rate,
-        daily_quota=args.daily_quota,
+        clients, settings, args.partner_id, args.contact, **_profile_options(args)
     )
     _print_lines(result.lines())
     return ExitCode.OK
@@ -148,17 +155,7 @@ async def cmd_partners_add(args: argparse.Namespace, settings: Settings, clients
 
 async def cmd_partners_set(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
     result = await operations.set_partner(
-        clients,
-        settings,
-        args.partner_id,
-        contact=args.contact,
-        bounce_limit=args.bounce_limit,
-        complaint_limit=args.complaint_limit,
-        min_volume=args.min_volume,
-        warn_ratio=args.warn_ratio,
-        tenant=args.tenant,
-        max_rate=args.max_rate,
-        daily_quota=args.daily_quota,
+        clients, settings, args.partner_id, contact=args.contact, **_profile_options(args)
     )
     _print_lines(result.lines())
     return ExitCode.OK
