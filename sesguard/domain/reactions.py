@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 
+# Transitions that change nothing the sender's gate caches: no epoch bump for them.
+QUIET_KINDS = frozenset({Kind.WARNED, Kind.QUOTA_REACHED, Kind.QUOTA_RELEASED})
+
+
 @dataclass
 class StatusEpochReaction:
     """Bumps the status epoch after a pause, resume or limits change, so every sender task
@@ -34,7 +38,7 @@ class StatusEpochReaction:
     name: str = "status_epoch"
 
     async def __call__(self, transition: Transition) -> None:
-        if transition.kind is not Kind.WARNED:
+        if transition.kind not in QUIET_KINDS:
             await self.store.bump_status_epoch(transition.partner_id, transition.at)
 
 

@@ -528,6 +528,10 @@ def _maximal_events() -> dict[DetailType, LifecycleEvent]:
         DetailType.LIMITS_CHANGED: lifecycle.limits_changed(
             "acme", Limits(), Limits(bounce_rate=0.02), Status.PAUSED, now
         ),
+        DetailType.QUOTA_REACHED: lifecycle.quota_reached("acme", "2026-12-06", 500, now),
+        DetailType.QUOTA_RELEASED: lifecycle.quota_released(
+            "acme", "2026-12-06", 1000, "quota raised", now
+        ),
     }
 
 
