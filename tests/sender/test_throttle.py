@@ -222,6 +222,30 @@ async def test_a_raised_quota_releases_the_partner_the_same_day(env: Env) -> Non
     )
 
 
+async def test_a_send_ses_refused_gives_its_quota_back(env: Env) -> None:
+    """A rejected job (dead-lettered) and a duplicate (already sent) never count against
+    the day: after them and two sends, the day counts 2 of its 3."""
+    await env.store.create(
+        Profile("giving", "ops@giving.example.org", Limits(), throttle=Throttle(daily_quota=3))
+    )
+    day = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    # moto rejects a From identity that is not verified, like SES (MessageRejected)
+    rejected = env.job(0, partner="giving", **{"from": "someone@unverified.example.net"})
+    await env.enqueue(rejected)
+    await env.drain(now=lambda: day)
+    await env.enqueue(env.job(1, partner="giving"), env.job(2, partner="giving"))
+    await env.drain(now=lambda: day)
+    await env.enqueue(env.job(1, partner="giving"))  # the same job id again: a duplicate
+    await env.drain(now=lambda: day)
+    assert sorted(env.ses.subjects()) == ["subject job-1", "subject job-2"]
+    dead = [body["job_id"] for body, _ in await env.dead_letters() if isinstance(body, dict)]
+    assert dead == ["job-0"]
+    item = await env.clients.dynamodb.get_item(
+        TableName=env.settings.table, Key={"pk": {"S": "P#giving"}, "sk": {"S": "Q#2026-12-06"}}
+    )
+    assert item["Item"]["used"]["N"] == "2"
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 100.0
