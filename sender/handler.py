@@ -8,7 +8,8 @@ never the body); this table is their reference:
   held           partner paused: stored in sesguard.aws.held, Done
   duplicate      its job_id was already sent (its record, or SES's Send event): Done
   dead_lettered  malformed, unknown partner, rejected by SES, or possibly sent
-  deferred       another delivery of the job_id holds a live claim: Defer
+  deferred       another delivery of the job_id holds a live claim, or the partner's
+                 throttle has no room for a while (field `throttle`: rate or quota): Defer
   retried        DynamoDB/SES/network trouble, or throttling that did not clear: Retry
   returned       the service stopped taking work before the send: GiveBack
 
@@ -31,6 +32,7 @@ from sender.gate import Gate
 from sender.intake import Attempt, JobOutcome, Phase, ids_for_log, job_from_message
 from sender.records import ClaimState, JobRecords
 from sender.ses import Failure, classify_failure, send_params
+from sender.throttle import Throttles
 from sesguard.aws.clients import Clients
 from sesguard.aws.deadletter import REJECTED, UNKNOWN_PARTNER, possibly_sent_reason
 from sesguard.aws.errors import describe, error_code
@@ -83,6 +85,7 @@ class SendHandler:
         metrics: ServiceMetrics,
         clock: Clock,
         after_send: AfterSend | None = None,
+        throttles: Throttles | None = None,
         throttle_attempts: int = 6,
         backoff_base: float = 0.1,
     ) -> None:
@@ -97,6 +100,7 @@ class SendHandler:
         # SES paused the whole account (sender.account.AccountWatch.trip, set by wiring)
         self.on_account_paused: Callable[[str], None] = lambda _why: None
         self.after_send = after_send
+        self.throttles = throttles  # per-partner rate caps and daily quotas (sender.throttle)
         self.throttle_attempts = throttle_attempts
         self.backoff_base = backoff_base
         self._claims: dict[str, asyncio.Future[None]] = {}  # job_id -> its delivery's end
@@ -120,6 +124,8 @@ class SendHandler:
                 # certainly never saw; a claim whose send may be on the wire stays.
                 if attempt.phase is Phase.CLAIMED:
                     await self._release(attempt)
+                elif attempt.phase is Phase.NEW:
+                    await self._give_back(attempt)
                 raise
 
     async def close(self) -> None:
@@ -138,6 +144,10 @@ class SendHandler:
             return DeadLetter(UNKNOWN_PARTNER)
         if not judgement.admits:
             return await self._hold(d, job, judgement)
+        if self.throttles is not None:  # the partner's rate cap: wait here, or Defer
+            deferred = await self.throttles.rate(d, job.partner_id, judgement.profile)
+            if deferred is not None:
+                return deferred
 
         # One delivery per job_id at a time in this task: a second one (the same job_id
         # twice in a batch) waits for the first instead of finding its claim "sending".
@@ -177,6 +187,14 @@ class SendHandler:
             return Retry(f"gate: {describe(exc)}")
         if not judgement.admits:
             return await self._hold(d, job, judgement)
+        if self.throttles is not None:  # the partner's daily quota, right before the claim
+            try:
+                taken = await self.throttles.take_quota(d, job.partner_id, judgement.profile)
+            except INFRA_ERRORS as exc:
+                return Retry(f"quota: {describe(exc)}")
+            if isinstance(taken, Defer):
+                return taken
+            a.quota_day = taken
         token = uuid.uuid4().hex
         try:
             # Not cut off at the stop: a claim written but not known here would stay
@@ -184,7 +202,10 @@ class SendHandler:
             with d.uninterruptible():
                 claim = await self.records.claim(job, token)
         except INFRA_ERRORS as exc:
+            await self._give_back(a)  # no send was made
             return Retry(f"claim: {describe(exc)}")
+        if claim.state is not ClaimState.CLAIMED:
+            await self._give_back(a)  # this delivery sends nothing
         if claim.state is ClaimState.SENT:
             if claim.confirmed_by_ses:
                 d.fields["confirmed_by"] = "ses"
@@ -279,6 +300,7 @@ class SendHandler:
     async def _release(self, a: Attempt) -> None:
         """Delete our claim: SES certainly does not have this job."""
         if a.job is None or a.token is None:
+            await self._give_back(a)
             return
         job_id, token = a.job.job_id, a.token
         a.token, a.phase = None, Phase.NEW
@@ -289,3 +311,11 @@ class SendHandler:
             # The claim stays: a later delivery waits for its time, then dead-letters it
             # as "possibly sent". Safe (never twice), just not automatic.
             log.error("claim_release_failed", error=error_code(exc))
+        await self._give_back(a)
+
+    async def _give_back(self, a: Attempt) -> None:
+        """Return the daily-quota send this attempt took: SES certainly never got it."""
+        if self.throttles is None or a.job is None or a.quota_day is None:
+            return
+        day, a.quota_day = a.quota_day, None
+        await self.throttles.give_back(a.job.partner_id, day)

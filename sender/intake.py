@@ -38,6 +38,7 @@ class Attempt:
     job: SendJob | None = None
     token: str | None = None
     phase: Phase = Phase.NEW
+    quota_day: str | None = None  # a send taken from the partner's daily quota for that day
 
 
 def job_from_message(body: str, message_id: str) -> SendJob:

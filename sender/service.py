@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sender.account import PROBE_SECONDS, AccountWatch
@@ -19,12 +21,14 @@ from sender.gate import Gate
 from sender.handler import INFRA_ERRORS, AfterSendFactory, SendHandler
 from sender.rate import resolve_send_rate
 from sender.records import JobRecords
+from sender.throttle import Throttles
 from sesguard.aws.clients import Clients
 from sesguard.aws.errors import describe
 from sesguard.aws.held import HeldJobs
 from sesguard.aws.lifecycle import Publisher
 from sesguard.aws.store import PartnerStore
 from sesguard.core.exitcodes import ExitCode
+from sesguard.core.partners import utcnow
 from sesguard.domain.judgement import PartnerJudge
 from sesguard.logging import get_logger
 from sesguard.runtime import (
@@ -63,6 +67,7 @@ class SenderService:
         stall_seconds: float = 600.0,
         breaker_threshold: int = 5,
         after_send: AfterSendFactory | None = None,
+        now: Callable[[], datetime] = utcnow,
     ) -> None:
         self.clients = clients
         self.settings = settings
@@ -79,7 +84,11 @@ class SenderService:
         self.breaker_threshold = breaker_threshold
         self.store = PartnerStore.from_settings(clients.dynamodb, settings)
         judge = PartnerJudge.standard(
-            self.store, clients.sesv2, settings, Publisher.from_clients(clients, settings)
+            self.store, clients.sesv2, settings, Publisher.from_clients(clients, settings), now
+        )
+        # Per-partner rate caps and daily quotas; its share follows the account rate's.
+        self.throttles = Throttles(
+            self.store, judge.transitions, 1 / settings.sender_tasks, self.clock, now
         )
         self.gate = Gate(judge, settings.gate_cache_seconds, clock=self.clock.monotonic)
         # Local wiring only (the demo, SESGUARD_SIMULATE_EVENTS): builds the hook that runs
@@ -134,6 +143,7 @@ class SenderService:
             metrics=self.metrics,
             clock=self.clock,
             after_send=after_send,
+            throttles=self.throttles,
             throttle_attempts=self.throttle_attempts,
             backoff_base=self.backoff_base,
         )
@@ -214,6 +224,9 @@ class SenderService:
             self.bucket = TokenBucket(rate, clock=self.clock)
             self.bucket.drain()
             share.subscribe(self.bucket.set_rate)
+            # A partner's cap is split the way the account rate is: this task's fraction.
+            self.throttles.set_fraction(rate / account_rate)
+            share.subscribe(lambda r: self.throttles.set_fraction(r / account_rate))
             log.info(
                 "send_rate",
                 account_rate=account_rate,
@@ -241,4 +254,9 @@ class SenderService:
         if self.gate.pauses > self._pauses_reported:
             self.metrics.add("partners_paused", self.gate.pauses - self._pauses_reported)
             self._pauses_reported = self.gate.pauses
-        return {"gate_reads": self.gate.reads, "partners_paused": self.gate.pauses}
+        return {
+            "gate_reads": self.gate.reads,
+            "partners_paused": self.gate.pauses,
+            "jobs_deferred_rate": self.throttles.deferred.rate,
+            "jobs_deferred_quota": self.throttles.deferred.quota,
+        }

@@ -1,6 +1,6 @@
 """Partner lifecycle events: what happened to a partner, on EventBridge and in its history.
 
-Six kinds (`DetailType`), schemas in `sesguard/aws/lifecycle_schemas/`; written with the
+Eight kinds (`DetailType`), schemas in `sesguard/aws/lifecycle_schemas/`; written with the
 transition through an outbox, published by `Publisher` and its sweep. What a consumer
 sees: docs/operating.md, "Partner lifecycle events (EventBridge)"; why once per
 transition: docs/design.md, "Lifecycle events once per transition".
@@ -58,6 +58,8 @@ class DetailType(StrEnum):
     REPLAYED = "Held Jobs Replayed"
     DISCARDED = "Held Jobs Discarded"
     LIMITS_CHANGED = "Partner Limits Changed"
+    QUOTA_REACHED = "Partner Quota Reached"
+    QUOTA_RELEASED = "Partner Quota Released"
 
     @property
     def slug(self) -> str:
@@ -160,6 +162,42 @@ def paused(
 
 def resumed(partner_id: str, at: datetime) -> LifecycleEvent:
     return _event(DetailType.RESUMED, partner_id, PausedBy.OPERATOR, at, status=Status.ACTIVE.value)
+
+
+def quota_reached(partner_id: str, day: str, daily_quota: int, at: datetime) -> LifecycleEvent:
+    """The partner's sends today (UTC `day`) reached its daily quota: its jobs wait for the
+    next UTC day (or a higher quota)."""
+    return _event(
+        DetailType.QUOTA_REACHED,
+        partner_id,
+        PausedBy.POLICY,
+        at,
+        day=day,
+        daily_quota=daily_quota,
+        resumes_at=stamp(next_utc_midnight(at)),
+    )
+
+
+def quota_released(
+    partner_id: str, day: str, daily_quota: int | None, reason: str, at: datetime
+) -> LifecycleEvent:
+    """The partner may send again after reaching its quota: a new UTC `day`, or an operator
+    raised (or removed: no `daily_quota`) the quota."""
+    return _event(
+        DetailType.QUOTA_RELEASED,
+        partner_id,
+        PausedBy.POLICY,
+        at,
+        day=day,
+        daily_quota=daily_quota,
+        reason=reason,
+    )
+
+
+def next_utc_midnight(at: datetime) -> datetime:
+    """00:00 UTC after `at`: when a day's quota opens again."""
+    at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+    return datetime(at.year, at.month, at.day, tzinfo=UTC) + timedelta(days=1)
 
 
 def held_released(kind: DetailType, partner_id: str, count: int, at: datetime) -> LifecycleEvent:

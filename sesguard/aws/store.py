@@ -589,6 +589,53 @@ class PartnerStore:
             raise
         return True
 
+    async def try_quota_reached(self, partner_id: str, mark: str, event: LifecycleEvent) -> bool:
+        """Mark the daily quota reached (`mark`: "<day>/<quota>") with its Partner Quota
+        Reached event, in one conditional transaction: True only for the one writer that
+        found the mark different, however many sender tasks found the day full."""
+        update = {
+            "Update": {
+                "TableName": self.table,
+                "Key": t.key(t.partner_pk(partner_id), t.PROFILE),
+                "UpdateExpression": "SET #q = :mark",
+                "ConditionExpression": (
+                    "attribute_exists(pk) AND (attribute_not_exists(#q) OR #q <> :mark)"
+                ),
+                "ExpressionAttributeNames": {"#q": t.QUOTA_REACHED},
+                "ExpressionAttributeValues": {":mark": {"S": mark}},
+            }
+        }
+        return await self._transact(update, event)
+
+    async def try_quota_released(
+        self,
+        partner_id: str,
+        event: LifecycleEvent,
+        *,
+        before_day: str | None = None,
+        mark: str | None = None,
+    ) -> bool:
+        """Remove the quota-reached mark with its Partner Quota Released event, in one
+        conditional transaction: the mark of a day before `before_day` (a new UTC day), or
+        exactly `mark` (the quota was raised). True only for the one writer that removed it."""
+        if (before_day is None) == (mark is None):
+            raise ValueError("give before_day or mark")
+        if before_day is not None:
+            condition, value = "attribute_exists(#q) AND #q < :v", before_day
+        else:
+            condition, value = "#q = :v", str(mark)
+        update = {
+            "Update": {
+                "TableName": self.table,
+                "Key": t.key(t.partner_pk(partner_id), t.PROFILE),
+                "UpdateExpression": "REMOVE #q",
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": {"#q": t.QUOTA_REACHED},
+                "ExpressionAttributeValues": {":v": {"S": value}},
+            }
+        }
+        return await self._transact(update, event)
+
     async def _transact(self, update: dict[str, Any], event: LifecycleEvent) -> bool:
         """One conditional Update and the event it causes (history + outbox items), in one
         TransactWriteItems: False, with nothing written, when the Update's condition

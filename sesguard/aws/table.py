@@ -37,6 +37,9 @@ PREFIXES = (PARTNER_PREFIX, HELD_PREFIX, JOB_PREFIX, OBJECT_PREFIX, LEASE_PREFIX
 # Profile attributes `warned:<metric>:<window hours>` = when that warn level was crossed
 # (sesguard.domain.transitions.Transitions.note_warnings): one per crossing, removed when it clears.
 WARNED_PREFIX = "warned:"
+# Profile attribute `quota_reached` = "<UTC day>/<daily quota>" while a reached daily quota
+# was not released yet (sender/throttle.py): set and removed with their lifecycle events.
+QUOTA_REACHED = "quota_reached"
 
 
 def pk_prefix(pk: str) -> str:

@@ -26,11 +26,18 @@ from sesguard.logging import get_logger
 log = get_logger(__name__)
 
 
+def quota_mark(day: str, quota: int) -> str:
+    """The value of the profile's `quota_reached` mark: "<UTC day>/<daily quota>"."""
+    return f"{day}/{quota}"
+
+
 class Kind(StrEnum):
     PAUSED = "paused"
     RESUMED = "resumed"
     WARNED = "warned"
     LIMITS_CHANGED = "limits_changed"
+    QUOTA_REACHED = "quota_reached"
+    QUOTA_RELEASED = "quota_released"
 
 
 @dataclass
@@ -175,6 +182,43 @@ class Transitions:
             await self.store.bump_status_epoch(partner_id, now)
         except Exception as exc:
             log.error("status_epoch_not_bumped", partner_id=partner_id, error=repr(exc))
+
+    async def note_quota(
+        self,
+        partner_id: str,
+        day: str,
+        quota: int | None,
+        reached: bool,
+        now: datetime | None = None,
+        *,
+        raised_from: int | None = None,
+    ) -> bool:
+        """Partner Quota Reached / Released once per crossing, across all sender tasks.
+
+        Reached: the conditional mark `quota_reached = "<day>/<quota>"` on the profile
+        (PartnerStore.try_quota_reached), which one task wins. Released: the mark removed
+        conditionally, either any mark of a day before `day` (the first send of a new UTC
+        day) or exactly `"<day>/<raised_from>"` (the quota was raised from that, or removed:
+        `quota` None). Returns whether this call won (and ran the reactions)."""
+        now = now or utcnow()
+        if reached:
+            assert quota is not None
+            event = lifecycle.quota_reached(partner_id, day, quota, now)
+            won = await self.store.try_quota_reached(partner_id, quota_mark(day, quota), event)
+            kind = Kind.QUOTA_REACHED
+        elif raised_from is None:
+            event = lifecycle.quota_released(partner_id, day, quota, "new UTC day", now)
+            won = await self.store.try_quota_released(partner_id, event, before_day=day)
+            kind = Kind.QUOTA_RELEASED
+        else:
+            event = lifecycle.quota_released(partner_id, day, quota, "quota raised", now)
+            mark = quota_mark(day, raised_from)
+            won = await self.store.try_quota_released(partner_id, event, mark=mark)
+            kind = Kind.QUOTA_RELEASED
+        if won:
+            log.info(f"partner_{kind.value}", partner_id=partner_id, day=day, daily_quota=quota)
+            await self._react(Transition(kind, partner_id, event, now))
+        return won
 
     async def _react(self, transition: Transition) -> None:
         for reaction in self.reactions:

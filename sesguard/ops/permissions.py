@@ -115,10 +115,18 @@ OPERATOR_TENANTS: Grants = {
 GRANTS: Mapping[str, Grants] = {"sender": SENDER, "worker": WORKER}
 
 # The lifecycle events each task role may publish (the template's events:detail-type
-# condition): the sender's gate pauses and warns; the worker does too, and its outbox
+# condition): the sender's gate pauses and warns, its throttle reaches and releases daily
+# quotas; the worker does too, and its outbox
 # sweep republishes whatever an operator's command (or a sender) left unpublished.
 PUBLISHED: Mapping[str, frozenset[str]] = {
-    "sender": frozenset({DetailType.PAUSED.value, DetailType.WARNED.value}),
+    "sender": frozenset(
+        {
+            DetailType.PAUSED.value,
+            DetailType.WARNED.value,
+            DetailType.QUOTA_REACHED.value,  # a partner's daily quota (sender/throttle.py)
+            DetailType.QUOTA_RELEASED.value,
+        }
+    ),
     "worker": frozenset(kind.value for kind in DetailType),
 }
 

@@ -456,7 +456,8 @@ class Consumer:
         return settled
 
     def _past_tolerance(self, d: Delivery) -> bool:
-        return self.config.retry.past_tolerance(d.first_received_at, d.receive_count, self.wall())
+        first = None if d.patient else d.first_received_at  # deferred time is no failure
+        return self.config.retry.past_tolerance(first, d.receive_count, self.wall())
 
     def _record(self, d: Delivery, fate: Fate, seconds: int | None) -> None:
         outcome = str(d.outcome or DEFAULT_OUTCOME[type(fate)])  # plain str: a log key

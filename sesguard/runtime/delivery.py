@@ -55,6 +55,10 @@ class Delivery:
     clock: Callable[[], float]
     fields: dict[str, Any] = field(default_factory=dict)
     outcome: str | None = None
+    # Set by a handler whose messages may have been deferred on purpose (Defer) before: the
+    # outage tolerance is then judged by receive count, not by the time since the first
+    # receive, which includes the deferred time (docs/design.md, "Throttles").
+    patient: bool = False
     stage: Stage = Stage.HANDLING
     extended_at: float = 0.0
     last_progress: float = 0.0

@@ -540,6 +540,10 @@ def _maximal_events() -> dict[DetailType, LifecycleEvent]:
             previous_throttle=Throttle(None, 500),
             throttle=Throttle(2.5, None),
         ),
+        DetailType.QUOTA_REACHED: lifecycle.quota_reached("acme", "2026-12-06", 500, now),
+        DetailType.QUOTA_RELEASED: lifecycle.quota_released(
+            "acme", "2026-12-06", 1000, "quota raised", now
+        ),
     }
 
 

@@ -288,6 +288,31 @@ async def test_within_the_tolerance_nothing_is_dead_lettered(queue: Queue) -> No
     assert await queue.dead_letters() == {}
 
 
+async def test_time_deferred_on_purpose_is_no_failure_for_a_patient_delivery(
+    clients: Any, tmp_path: Path
+) -> None:
+    """A message deferred (a partner's throttle) past the tolerance, then failing once: a
+    handler that marks its delivery `patient` gets it judged by receive count, so it is
+    retried, not dead-lettered because its first receive is long ago."""
+    q = await make_queue(clients, tmp_path, outage_tolerance_seconds=1)
+    seen: Counter[str] = Counter()
+
+    async def handler(d: Delivery) -> Fate:
+        seen[d.body] += 1
+        d.patient = d.body == "patient"
+        if seen[d.body] == 1:
+            return Defer(2, "throttled")
+        if seen[d.body] == 2:
+            return Retry("dynamodb: InternalServerError", after=0)
+        return Done()
+
+    await q.put("patient", "impatient")
+    assert await asyncio.wait_for(q.consumer(handler).run(), 60) is StopCause.DRAINED
+    dead = await q.dead_letters()
+    assert list(dead) == ["impatient"]  # 2 s since its first receive: past the 1 s tolerance
+    assert seen == {"patient": 3, "impatient": 2}
+
+
 # ---- breakers --------------------------------------------------------------------------
 
 
