@@ -2,8 +2,9 @@
 
     python bench/overshoot.py [--rate 20] [--runs 3] [--jobs 400] [--min-volume 100]
 
-Standalone: starts its own moto server (sesguard.local.localaws, a child process), creates
-the resources, and per run registers a fresh partner (bounce limit 5%, judged from
+Standalone: each run starts its own moto server (sesguard.local.localaws, a child process;
+moto's transactions copy every table, so a table grown by earlier runs would slow the
+next), creates the resources, registers a partner (bounce limit 5%, judged from
 --min-volume sends) and enqueues --jobs jobs for it, every 4th to the mailbox simulator's
 bounce address (25% hard bounces). The real sender (account rate --rate, one task) and the
 real worker run in this process; the sender's after-send hook publishes the events SES
@@ -179,18 +180,18 @@ async def one_run(
     }
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    settings = settings_for("ours", args.rate)
-    rows: list[dict[str, Any]] = []
+async def fresh_run(variant: str, run: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One run on a stand-in of its own: moto's TransactWriteItems copies every table, so
+    on a table grown by earlier runs the worker's counting would slow down run by run."""
+    settings = settings_for(variant, args.rate)
     async with open_clients(settings.concurrency) as clients:
         await bootstrap(clients, settings, [DOMAIN])
         sends = Sends()
         sends.attach(clients)
-        for run in range(args.runs):
-            for variant in VARIANTS:  # interleaved: the machine's load hits both alike
-                row = await one_run(clients, sends, variant, run, args)
-                print(orjson.dumps(row).decode(), file=sys.stderr)
-                rows.append(row)
+        return await one_run(clients, sends, variant, run, args)
+
+
+def summarise(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     bound = args.rate * 1 + 1
     summary: dict[str, Any] = {"benchmark": "overshoot", "rate": args.rate, "runs": args.runs}
     for variant in VARIANTS:
@@ -218,9 +219,14 @@ def main() -> int:
     parser.add_argument("--min-volume", type=int, default=100)
     args = parser.parse_args()
     configure_logging("json", "WARNING")
-    with local_aws_process():
-        summary = asyncio.run(main_async(args))
-    print(orjson.dumps(summary).decode())
+    rows = []
+    for run in range(args.runs):
+        for variant in VARIANTS:  # interleaved: the machine's load hits both alike
+            with local_aws_process():
+                row = asyncio.run(fresh_run(variant, run, args))
+            print(orjson.dumps(row).decode(), file=sys.stderr)
+            rows.append(row)
+    print(orjson.dumps(summarise(rows, args)).decode())
     return 0
 
 
