@@ -3,9 +3,11 @@ sender reading past one partner's backlog to a quiet partner's job on the stand-
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from sender.fairshare import HOLD_SECONDS, FairPlan
+from sender.fairshare import HOLD_SECONDS, FairPlan, FairTokens
 from sesguard.core.partners import Limits, Profile
 from sesguard.runtime.ratelimit import TokenBucket
 from sesguard.runtime.retry import FAIR_DEFERS
@@ -158,6 +160,59 @@ def test_the_deferred_time_stays_within_the_budget() -> None:
     assert plan.admit("big", 20.0, 0.0, receives=1, budget=3.0) == 3.0
     assert plan.admit("big", 20.0, 0.0, receives=1, budget=0.5) is None  # too little: keep
     assert FairPlan(hands=32, room=10).admit("big", 20.0, 0.0, 1, BUDGET) is None  # none waits
+
+
+# ---- the tokens handed out (FairTokens, a fake clock) -----------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def test_waiters_get_their_tokens_in_the_plans_order() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(10.0, clock=clock)
+    bucket.drain()
+    tokens = FairTokens(bucket, FairPlan(hands=32, room=10), clock)
+    order: list[str] = []
+
+    async def one(partner: str) -> None:
+        await tokens.acquire(partner)
+        order.append(partner)
+
+    waiters = [asyncio.create_task(one("big")) for _ in range(4)]
+    await asyncio.sleep(0)
+    waiters.append(asyncio.create_task(one("quiet")))
+    await asyncio.gather(*waiters)
+    assert order == ["big", "quiet", "big", "big", "big"]
+    assert clock.now == pytest.approx(0.5)  # one token each 0.1 s: the rate, no more
+    assert tokens.plan.waiting == {}
+    await tokens.close()
+
+
+async def test_a_cancelled_waiter_leaves_the_line_and_the_others_are_served() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(10.0, clock=clock)
+    bucket.drain()
+    tokens = FairTokens(bucket, FairPlan(hands=32, room=10), clock)
+    gone = asyncio.create_task(tokens.acquire("a"))
+    stays = asyncio.create_task(tokens.acquire("b"))
+    await asyncio.sleep(0)
+    assert tokens.plan.waiting == {"a": 1, "b": 1}
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    await stays
+    assert tokens.plan.waiting == {}
+    await tokens.close()
 
 
 # ---- the sender on the stand-in -------------------------------------------------------
