@@ -231,5 +231,15 @@ def test_queue_scans_read_the_clock_once_and_agree_with_moto(
         monkeypatch.setattr(utils, "unix_time_millis", counted)
         assert len(queue.messages) == 7
         assert reads == 1  # not two per message
+
+        # found by receipt handle, current or old, as moto's list of all of them would
+        (original,) = [m for m in queue._messages if m.body == "m1"]
+        first = original.receipt_handle
+        original.mark_received(visibility_timeout=30)  # what a second receive does
+        assert original.receipt_handle != first
+        for handle in (first, original.receipt_handle):
+            assert original.had_receipt_handle(handle)
+            assert handle in original.all_receipt_handles
+        assert not original.had_receipt_handle("not-a-handle")
     finally:
         backend.delete_queue("one-clock")
