@@ -33,6 +33,7 @@ bench: $(VENV)/.dev    ## benchmarks: ratios against naive baselines, measured i
 	$(BIN)/python bench/worker_lag.py
 	$(BIN)/python bench/recovery.py
 	$(BIN)/python bench/overshoot.py
+	$(BIN)/python bench/fairness.py
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -8,8 +8,9 @@ never the body); this table is their reference:
   held           partner paused: stored in sesguard.aws.held, Done
   duplicate      its job_id was already sent (its record, or SES's Send event): Done
   dead_lettered  malformed, unknown partner, rejected by SES, or possibly sent
-  deferred       another delivery of the job_id holds a live claim, or the partner's
-                 throttle has no room for a while (field `throttle`: rate or quota): Defer
+  deferred       another delivery of the job_id holds a live claim, the partner's
+                 throttle has no room for a while (field `throttle`: rate or quota), or
+                 it has its fair share of the rate waiting in this task already: Defer
   retried        DynamoDB/SES/network trouble, or throttling that did not clear: Retry
   returned       the service stopped taking work before the send: GiveBack
 
@@ -19,6 +20,7 @@ Why a job is sent at most once: docs/design.md, "A job id is sent at most once".
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -28,6 +30,7 @@ import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 from structlog.contextvars import bound_contextvars
 
+from sender.fairshare import FairTokens
 from sender.gate import Gate
 from sender.intake import Attempt, JobOutcome, Phase, ids_for_log, job_from_message
 from sender.records import ClaimState, JobRecords
@@ -88,6 +91,7 @@ class SendHandler:
         throttles: Throttles | None = None,
         throttle_attempts: int = 6,
         backoff_base: float = 0.1,
+        fair: FairTokens | None = None,
     ) -> None:
         self.clients = clients
         self.settings = settings
@@ -103,6 +107,9 @@ class SendHandler:
         self.throttles = throttles  # per-partner rate caps and daily quotas (sender.throttle)
         self.throttle_attempts = throttle_attempts
         self.backoff_base = backoff_base
+        # The account-rate tokens shared fairly among partners (sender.fairshare); None:
+        # first come, first served (the baseline of bench/fairness.py).
+        self.fair = fair
         self._claims: dict[str, asyncio.Future[None]] = {}  # job_id -> its delivery's end
         self._sent_here: OrderedDict[str, str] = OrderedDict()  # job_id -> SES MessageId
         self._simulations: set[asyncio.Task[None]] = set()
@@ -178,7 +185,8 @@ class SendHandler:
     ) -> Fate:
         # The rate token comes before the claim, so a claim's age is the time of one send
         # (plus throttling backoff), not the time spent queueing for the account's rate.
-        await self._token(d)
+        if (turn := await self._token(d, job, first=True)) is not None:
+            return turn
         # Asked again after the wait for a token (a cache hit unless the status epoch
         # moved meanwhile): a partner paused while its jobs waited sends nothing more.
         try:
@@ -225,7 +233,7 @@ class SendHandler:
             if d.aborting:  # stopping, or intake suspended: give back (the claim is released)
                 raise Aborted
             if attempt:  # the first attempt's token was taken before the claim
-                await self._token(d)
+                await self._token(d, job)
             a.phase = Phase.SENDING
             try:
                 with d.uninterruptible():
@@ -290,12 +298,33 @@ class SendHandler:
 
     # ---- helpers ---------------------------------------------------------------------
 
-    async def _token(self, d: Delivery) -> None:
-        """One send's worth of the account rate; raises Aborted when the runtime aborts."""
+    async def _token(self, d: Delivery, job: SendJob, *, first: bool = False) -> Defer | None:
+        """One send's worth of the account rate; raises Aborted when the runtime aborts.
+
+        With fair share, the tokens go round the partners waiting in this task, and a
+        job's `first` token may instead be a Defer: its partner already has its share
+        waiting here, so the job goes back until about its turn and leaves the hand free
+        (docs/design.md, "Fair share of the account rate")."""
         if d.aborting:
             raise Aborted
-        if not self.bucket.try_acquire():
-            await d.abortable(self.bucket.acquire())
+        if self.fair is None:
+            if not self.bucket.try_acquire():
+                await d.abortable(self.bucket.acquire())
+            return None
+        if first:
+            seconds = self.fair.admit(job.partner_id, d.receive_count, self._defer_budget(d))
+            if seconds is not None:
+                return Defer(seconds, f"fair share: partner's turn in {seconds:.0f}s")
+        await d.abortable(self.fair.acquire(job.partner_id))
+        return None
+
+    def _defer_budget(self, d: Delivery) -> float:
+        """Seconds this job may still spend deferred for its turn: a quarter of the outage
+        tolerance from its first receive, so a later outage keeps most of its tolerance."""
+        spent = 0.0
+        if d.first_received_at is not None:
+            spent = max(0.0, time.time() - d.first_received_at)
+        return self.settings.outage_tolerance_seconds / 4 - spent
 
     async def _release(self, a: Attempt) -> None:
         """Delete our claim: SES certainly does not have this job."""

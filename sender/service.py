@@ -17,11 +17,13 @@ from datetime import datetime
 from typing import Any
 
 from sender.account import PROBE_SECONDS, AccountWatch
+from sender.fairshare import FairPlan, FairTokens
 from sender.gate import Gate
 from sender.handler import INFRA_ERRORS, AfterSendFactory, SendHandler
 from sender.rate import resolve_send_rate
 from sender.records import JobRecords
 from sender.throttle import Throttles
+from sesguard.aws.batching import SQS_BATCH
 from sesguard.aws.clients import Clients
 from sesguard.aws.errors import describe
 from sesguard.aws.held import HeldJobs
@@ -68,6 +70,7 @@ class SenderService:
         breaker_threshold: int = 5,
         after_send: AfterSendFactory | None = None,
         now: Callable[[], datetime] = utcnow,
+        fair_share: bool = True,
     ) -> None:
         self.clients = clients
         self.settings = settings
@@ -94,6 +97,10 @@ class SenderService:
         # Local wiring only (the demo, SESGUARD_SIMULATE_EVENTS): builds the hook that runs
         # after every accepted send (sender.handler.AfterSend).
         self.after_send = after_send
+        # Tokens shared fairly among partners (sender.fairshare); off: first come, first
+        # served, the baseline bench/fairness.py compares with.
+        self.fair_share = fair_share
+        self.fair: FairTokens | None = None
         self.held = HeldJobs.from_clients(clients, settings)
         self.records = JobRecords(
             clients.dynamodb,
@@ -133,6 +140,10 @@ class SenderService:
                 hint="run `sesguard bootstrap` and check AWS credentials/endpoint",
             )
             return ExitCode.FAILED
+        if self.fair_share:
+            room = min(SQS_BATCH, self.settings.concurrency)
+            plan = FairPlan(hands=self.settings.concurrency, room=room)
+            self.fair = FairTokens(bucket, plan, self.clock)
         handler = SendHandler(
             self.clients,
             self.settings,
@@ -146,6 +157,7 @@ class SenderService:
             throttles=self.throttles,
             throttle_attempts=self.throttle_attempts,
             backoff_base=self.backoff_base,
+            fair=self.fair,
         )
         consumer = self.consumer = Consumer(
             self.clients.sqs,
@@ -196,6 +208,8 @@ class SenderService:
                 await follow
             await account.close()
             await handler.close()
+            if self.fair is not None:
+                await self.fair.close()
             if self.share is not None:  # after the last send: the others take the share
                 await self.share.stop()
         if cause is StopCause.ENDED and account.ended_run:
@@ -254,9 +268,12 @@ class SenderService:
         if self.gate.pauses > self._pauses_reported:
             self.metrics.add("partners_paused", self.gate.pauses - self._pauses_reported)
             self._pauses_reported = self.gate.pauses
-        return {
+        counters: dict[str, Any] = {
             "gate_reads": self.gate.reads,
             "partners_paused": self.gate.pauses,
             "jobs_deferred_rate": self.throttles.deferred.rate,
             "jobs_deferred_quota": self.throttles.deferred.quota,
         }
+        if self.fair is not None:
+            counters["fair_deferred"] = self.fair.deferred
+        return counters

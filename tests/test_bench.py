@@ -119,3 +119,18 @@ def test_overshoot_bench_runs_both_variants_and_reports_its_target() -> None:
         assert row["evidence_at_send"] >= 40
         assert row["sent"] == row["evidence_at_send"] + row["sends_after_evidence"]
     assert set(r["target"]) == {"value", "target", "met"}
+
+
+def test_fairness_bench_runs_both_variants_and_reports_its_targets() -> None:
+    r = run_bench("bench/fairness.py", "--quick", "--jobs", "100", "--seconds", "4", timeout=240)
+    assert r["benchmark"] == "fairness" and r["big_jobs"] == 100
+    assert {row["variant"] for row in r["_rows"]} == {"ours", "baseline"}
+    for row in r["_rows"]:
+        assert row["quiet_jobs"] >= 2  # both quiet partners enqueued
+        assert row["sent"] > 0
+    assert r["baseline_deferred"] == 0  # the baseline never defers
+    assert "baseline_over_ours_quiet_p95" in r
+    assert set(r["targets"]) == {"quiet_p95_dwell_s", "rate_used"}
+    for target in r["targets"].values():
+        assert set(target) == {"value", "target", "met"}
+    assert isinstance(r["targets_met"], bool)

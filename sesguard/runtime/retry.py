@@ -15,6 +15,9 @@ from sesguard.core.backoff import spaced_delay, spaced_floor
 from sesguard.settings import Settings
 
 RECEIVE_SLACK = 3  # receives without a backoff: SIGTERM give-backs, crashes, account pauses
+# Receives the sender's fair share may spend deferring a job to its turn (sender.fairshare):
+# counted apart, so deferring never uses up the slack nor reaches the redrive.
+FAIR_DEFERS = 2
 MAX_VISIBILITY = 43200  # SQS's limit, seconds
 SQS_MAX_RECEIVE_COUNT = 1000  # SQS's limit for a redrive policy
 
@@ -69,5 +72,5 @@ class RetryPolicy:
 
 def max_receive_count(settings: Settings) -> int:
     """The queues' redrive maxReceiveCount for these settings (see the module docstring)."""
-    derived = RetryPolicy.from_settings(settings).receives_to_cover + RECEIVE_SLACK
+    derived = RetryPolicy.from_settings(settings).receives_to_cover + RECEIVE_SLACK + FAIR_DEFERS
     return min(SQS_MAX_RECEIVE_COUNT, max(settings.dlq_max_receives, derived))

@@ -190,3 +190,56 @@ def test_child_stand_in_serves_sent_messages() -> None:
         assert msg["destinations"]["ToAddresses"] == ["ana@example.org"]
         assert msg["subject"] == "s"
     assert os.environ.get("AWS_ENDPOINT_URL") == before
+
+
+# ---- one clock reading per queue scan (sesguard.local.localaws._one_clock_sqs) ------------
+
+
+def test_queue_scans_read_the_clock_once_and_agree_with_moto(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Queue.messages and the Approximate* counts give what moto's own per-message
+    `visible` and `delayed` give, with one clock reading per call instead of two per
+    message (the cost that grew with the queue's depth)."""
+    localaws._speed_up_moto()
+    backend = sqs_backends[ACCOUNT][REGION]
+    backend.create_queue("one-clock")
+    try:
+        for i in range(12):
+            backend.send_message("one-clock", f"m{i}", delay_seconds=30 if i % 4 == 0 else None)
+        received = backend.receive_message("one-clock", 2, 0, 30)  # two in flight
+        queue = backend.get_queue("one-clock")
+        visible = [m for m in queue._messages if m.visible and not m.delayed]  # moto's own
+        assert queue.messages == visible
+        assert [m.body for m in visible] == [f"m{i}" for i in range(12) if i % 4 and i > 2]
+        assert received and all(m.body in ("m1", "m2") for m in received)
+        counts = queue.attributes
+        assert counts["ApproximateNumberOfMessages"] == len(visible) == 7
+        assert counts["ApproximateNumberOfMessagesDelayed"] == 3
+        assert counts["ApproximateNumberOfMessagesNotVisible"] == 2
+
+        from moto.core import utils
+
+        reads = 0
+        clock = utils.unix_time_millis
+
+        def counted() -> float:
+            nonlocal reads
+            reads += 1
+            return clock()
+
+        monkeypatch.setattr(utils, "unix_time_millis", counted)
+        assert len(queue.messages) == 7
+        assert reads == 1  # not two per message
+
+        # found by receipt handle, current or old, as moto's list of all of them would
+        (original,) = [m for m in queue._messages if m.body == "m1"]
+        first = original.receipt_handle
+        original.mark_received(visibility_timeout=30)  # what a second receive does
+        assert original.receipt_handle != first
+        for handle in (first, original.receipt_handle):
+            assert original.had_receipt_handle(handle)
+            assert handle in original.all_receipt_handles
+        assert not original.had_receipt_handle("not-a-handle")
+    finally:
+        backend.delete_queue("one-clock")

@@ -17,7 +17,7 @@ from sesguard.aws.errors import Health, judge_answer, judge_exception
 from sesguard.core.backoff import spaced_delay, spaced_floor
 from sesguard.runtime.breaker import Breaker, BreakerState, Change
 from sesguard.runtime.lag import LoopLag
-from sesguard.runtime.retry import RECEIVE_SLACK, RetryPolicy, max_receive_count
+from sesguard.runtime.retry import FAIR_DEFERS, RECEIVE_SLACK, RetryPolicy, max_receive_count
 from sesguard.settings import load_settings
 from tests.conftest import client_error
 
@@ -163,10 +163,12 @@ def test_receives_to_cover_is_the_least_that_spans_the_tolerance(tolerance: floa
 def test_max_receive_count_follows_the_tolerance_with_a_floor() -> None:
     default = load_settings()
     assert default.outage_tolerance_seconds == 900
-    derived = RetryPolicy.for_tolerance(900).receives_to_cover + RECEIVE_SLACK
-    assert max_receive_count(default) == derived == 19
+    derived = RetryPolicy.for_tolerance(900).receives_to_cover + RECEIVE_SLACK + FAIR_DEFERS
+    assert max_receive_count(default) == derived == 21
     assert max_receive_count(load_settings(outage_tolerance_seconds=3600)) > derived
-    assert max_receive_count(load_settings(outage_tolerance_seconds=0)) == 5  # the floor
+    # one receive, the slack and the fair-share defers: 6, above the floor of 5
+    assert max_receive_count(load_settings(outage_tolerance_seconds=0)) == 6
+    assert max_receive_count(load_settings(outage_tolerance_seconds=0, dlq_max_receives=8)) == 8
     assert max_receive_count(load_settings(dlq_max_receives=50)) == 50
     assert max_receive_count(load_settings(outage_tolerance_seconds=86400)) <= 1000
 
