@@ -24,7 +24,7 @@ from sesguard.aws.store import PartnerStore
 from sesguard.core.partners import Profile, utc_day, utcnow
 from sesguard.logging import get_logger
 from sesguard.runtime import Defer, Delivery
-from sesguard.runtime.ratelimit import Clock
+from sesguard.runtime.ratelimit import Clock, TokenBucket
 from sesguard.runtime.retry import MAX_VISIBILITY
 
 if TYPE_CHECKING:  # the domain's transitions are handed in (only the domain writes them)
@@ -34,12 +34,12 @@ log = get_logger(__name__)
 
 RATE_WAIT_SECONDS = 1.0  # a first delivery waits in the task this long at most; longer: Defer
 BURST_SECONDS = 0.5  # a task saves up half a second of its partner rate (at least one send)
-_EPSILON = 1e-9
 
 
-class PartnerRate:
-    """One partner's cap in this task: `rate` sends/s, at most `burst` saved up, starting
-    empty; plus `horizon`, the last slot promised to a job deferred by this task.
+class PartnerRate(TokenBucket):
+    """One partner's cap in this task: a token bucket of `rate` sends/s that saves up at
+    most half a second of it and starts empty, plus `horizon`, the last slot promised to
+    a job deferred by this task.
 
     The bucket alone decides when a send may go (`acquire`); the horizon only spaces the
     deferred jobs' return times `1 / rate` apart, so they come back about when the bucket
@@ -47,37 +47,16 @@ class PartnerRate:
     """
 
     def __init__(self, rate: float, clock: Clock) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        self.clock = clock
-        self.rate = float(rate)
-        self.burst = burst_for(self.rate)
-        self._tokens = 0.0  # a newcomer never spends a burst saved before it was counted
-        self._stamp = clock.monotonic()
-        self._lock = asyncio.Lock()
+        super().__init__(rate, clock=clock, burst_seconds=BURST_SECONDS)
+        self.drain()  # a newcomer never spends a burst saved before it was counted
         self._waiters = 0
         self.horizon = 0.0
-
-    def _refill(self) -> float:
-        now = self.clock.monotonic()
-        self._tokens = min(self.burst, self._tokens + max(0.0, now - self._stamp) * self.rate)
-        self._stamp = now
-        return now
-
-    def set_rate(self, rate: float) -> None:
-        """Tokens earned so far count at the old rate; the burst follows the new one."""
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        self._refill()
-        self.rate = float(rate)
-        self.burst = burst_for(self.rate)
-        self._tokens = max(0.0, min(self.burst, self._tokens))
 
     def wait(self) -> float:
         """Seconds until a new job's turn: after the jobs waiting here for a token, and
         after the slots promised to jobs deferred here."""
-        now = self._refill()
-        in_task = max(0.0, (self._waiters + 1 - self._tokens) / self.rate)
+        in_task = max(0.0, (self._waiters + 1 - self.tokens) / self.rate)
+        now = self.clock.monotonic()
         promised = self.horizon - now + 1 / self.rate if self.horizon > now else 0.0
         return max(in_task, promised)
 
@@ -96,22 +75,6 @@ class PartnerRate:
             yield
         finally:
             self._waiters -= 1
-
-    async def acquire(self) -> None:
-        """Wait for a token (in arrival order), then take it."""
-        async with self._lock:
-            while True:
-                self._refill()
-                if self._tokens >= 1 - _EPSILON:
-                    self._tokens -= 1
-                    return
-                await self.clock.sleep(max(_EPSILON, (1 - self._tokens) / self.rate))
-
-
-def burst_for(rate: float) -> float:
-    """Half a second of the rate, at least one send: the tasks together save up at most
-    half a second of the partner's cap, 10% of a 5 s window."""
-    return max(1.0, rate * BURST_SECONDS)
 
 
 # SQS counts its 12 h visibility limit from the receive, not from the change: a Defer keeps

@@ -39,17 +39,25 @@ THROTTLE_EVENT_SECONDS = 1.0  # throttles this close to a halving are the same e
 class TokenBucket:
     """`rate` tokens per second, at most `burst` saved up; `acquire()` waits for one.
 
-    Without an explicit `burst` the bucket saves up one second of its rate (at least one
-    token), and `set_rate` keeps it so; an explicit `burst` is a fixed number of tokens.
+    Without an explicit `burst` the bucket saves up `burst_seconds` of its rate (one
+    second by default, at least one token), and `set_rate` keeps it so; an explicit
+    `burst` is a fixed number of tokens.
     Waiters are served in arrival order (one lock), so a steady stream of jobs cannot
     starve an early one. The bucket starts full: a task that was idle may send a burst.
     """
 
-    def __init__(self, rate: float, burst: float | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        clock: Clock | None = None,
+        burst_seconds: float = 1.0,
+    ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = float(rate)
-        self.burst = float(burst) if burst is not None else max(1.0, self.rate)
+        self._burst_seconds = burst_seconds
+        self.burst = float(burst) if burst is not None else max(1.0, self.rate * burst_seconds)
         if self.burst < 1:
             raise ValueError("burst must allow at least one token")
         self._burst_follows_rate = burst is None
@@ -113,7 +121,7 @@ class TokenBucket:
         self._refill()
         self.rate = float(rate)
         if self._burst_follows_rate:
-            self.burst = max(1.0, self.rate)
+            self.burst = max(1.0, self.rate * self._burst_seconds)
         self._tokens = max(0.0, min(self.burst, self._tokens))
 
     def drain(self) -> None:

@@ -11,10 +11,11 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sender.throttle import PartnerRate, burst_for
+from sender.throttle import PartnerRate
 from sesguard.aws import lifecycle
 from sesguard.aws.lifecycle import DetailType, partner_history
 from sesguard.core.partners import Limits, Profile, Throttle
+from sesguard.runtime.ratelimit import SystemClock
 from tests.conftest import wait_until
 from tests.sender.support import Env, sender_settings
 
@@ -103,7 +104,7 @@ async def test_two_tasks_keep_a_partners_rate_under_its_cap_and_defer_once(env: 
     assert len(times.at) == jobs
     # The tasks together save up at most half a second of the cap (each task's burst is
     # half a second of its share, at least one send): every 5 s window stays within +10%.
-    bursts = 2 * burst_for(rate / 2)
+    bursts = 2 * PartnerRate(rate / 2, SystemClock()).burst
     assert most_in_window(times.at, 5.0) <= 1.1 * rate * 5 + 1
     assert most_in_window(times.at, 5.0) <= rate * 5 + bursts + 1
     assert most_in_window(times.at, 1.0) <= rate * 1 + bursts + 1
