@@ -8,8 +8,9 @@ next), creates the resources, registers a partner (bounce limit 5%, judged from
 --min-volume sends) and enqueues --jobs jobs for it, every 4th to the mailbox simulator's
 bounce address (25% hard bounces). The real sender (account rate --rate, one task) and the
 real worker run in this process; the sender's after-send hook publishes the events SES
-would at once (sesguard.local.simulator), through Firehose, S3 and the events queue, so
-the only delays are sesguard's own.
+would (sesguard.local.simulator, gathered per 0.2 s as Firehose gathers records: one
+object per mail would saturate the stand-in), through Firehose, S3 and the events queue,
+so the other delays are sesguard's own.
 
 The *evidence* is the first accepted send at which the partner's sends so far, had they
 been counted, cross the limit (at least min-volume judged sends, bounce rate above 5%).
@@ -52,7 +53,7 @@ from sesguard.aws.store import PartnerStore
 from sesguard.core.partners import Limits, Profile
 from sesguard.core.policy import Level, Window, judge
 from sesguard.local.localaws import local_aws_process
-from sesguard.local.simulator import simulated_events
+from sesguard.local.simulator import gathered_events
 from sesguard.logging import configure_logging
 from sesguard.ops.bootstrap import bootstrap
 from sesguard.settings import Settings, load_settings
@@ -150,7 +151,7 @@ async def one_run(
     sends.reset()
     worker = WorkerService(clients, settings)
     worker_task = asyncio.create_task(worker.run())
-    sender = SenderService(clients, settings, drain=True, after_send=simulated_events)
+    sender = SenderService(clients, settings, drain=True, after_send=gathered_events)
     await sender.run()
     worker.stop()
     await worker_task
