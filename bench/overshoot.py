@@ -130,7 +130,6 @@ def settings_for(variant: str, rate: float) -> Settings:
         simulate_events=True,  # the worker counts simulator mail like real mail
         max_send_rate=rate,
         sender_tasks=1,
-        concurrency=16,
         gate_cache_seconds=5.0,
         status_poll_seconds=0.25 if variant == "ours" else 60.0,
         visibility_timeout=30,
@@ -174,6 +173,10 @@ async def one_run(
         "evidence_at_send": evidence,
         "sends_after_evidence": after,
         "seconds_after_evidence": round(sends.at[-1] - sends.at[evidence - 1], 2),
+        # the rate the partner really sent at up to its evidence (the bound assumes --rate)
+        "rate_to_evidence": round(
+            (evidence - 1) / max(sends.at[evidence - 1] - sends.at[0], 1e-9), 1
+        ),
         # where the time goes: evidence -> the pause written -> the last send
         "pause_written_after_s": round(paused_at - sends.at[evidence - 1], 2),
         "last_send_after_pause_s": round(sends.at[-1] - paused_at, 2),
