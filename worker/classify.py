@@ -194,9 +194,14 @@ def classify(record: dict[str, Any]) -> Delta | Ignored | WrongPipeline:
         if type(detail) is not dict:
             raise NotAnEvent("Complaint without complaint object")
         recipients = _recipients(detail, "complainedRecipients", "complaint")
-        # OnAccountSuppressionList: SES accepted the message but never sent it.
-        suppressed = detail.get("complaintSubType") == _SUPPRESSED_SUBTYPE
-        counter = "suppressed" if suppressed else "complaints"
+        # OnAccountSuppressionList: SES accepted the message but never sent it, to each
+        # of these recipients (per recipient, as the sends it offsets). Otherwise one
+        # feedback report is one complaint, however many recipients SES lists as the
+        # ones who might have complained.
+        if detail.get("complaintSubType") == _SUPPRESSED_SUBTYPE:
+            counter = "suppressed"
+        else:
+            counter, per_message = "complaints", True
     elif kind in _IGNORED:
         return Ignored(kind)
     else:

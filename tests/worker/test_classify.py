@@ -53,7 +53,6 @@ def test_every_counter_is_covered_by_the_samples() -> None:
     [
         ("Send", "sent"),
         ("Delivery", "delivered"),
-        ("Complaint", "complaints"),
         ("Reject", "rejects"),
         ("DeliveryDelay", "delivery_delays"),
     ],
@@ -61,6 +60,27 @@ def test_every_counter_is_covered_by_the_samples() -> None:
 def test_multi_recipient_events_count_per_recipient(kind: str, counter: str) -> None:
     delta = classify(event(kind, "p1", T, recipients=3))
     assert delta == Delta("p1", H1, counter, 3, None)
+
+
+def test_a_complaint_report_is_one_complaint_whatever_its_recipients() -> None:
+    """complainedRecipients names who *might* have complained: one report, one complaint."""
+    assert classify(event("Complaint", "p1", T, recipients=3)) == Delta(
+        "p1", H1, "complaints", 1, None
+    )
+    sim = event("Complaint", "p1", T, recipients=2)
+    sim["complaint"]["complainedRecipients"] = [
+        {"emailAddress": "complaint@simulator.amazonses.com"},
+        {"emailAddress": "r1@customer.example.org"},
+    ]
+    assert classify(sim) == Delta("p1", H1, "complaints", 1, None, 0)
+    sim["complaint"]["complainedRecipients"].pop()
+    assert classify(sim) == Delta("p1", H1, "complaints", 1, None, 1)
+
+
+def test_a_suppressed_complaint_counts_per_recipient_as_the_sends_it_offsets() -> None:
+    rec = event("Complaint", "p1", T, recipients=3)
+    rec["complaint"]["complaintSubType"] = "OnAccountSuppressionList"
+    assert classify(rec) == Delta("p1", H1, "suppressed", 3, None)
 
 
 @pytest.mark.parametrize(
