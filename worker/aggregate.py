@@ -14,7 +14,15 @@ from datetime import datetime
 from typing import Any
 
 from sesguard.core.partners import COUNTERS, SIMULATOR_PREFIX, Counters
-from worker.classify import Ignored, NotAnEvent, SentJob, WrongPipeline, classify, sent_job
+from worker.classify import (
+    MISSPELLED_PREFIX,
+    Ignored,
+    NotAnEvent,
+    SentJob,
+    WrongPipeline,
+    classify,
+    sent_job,
+)
 from worker.reader import MALFORMED_KEPT, Malformed, RecordStream
 
 CellKey = tuple[str, datetime]  # (partner_id, hour)
@@ -38,6 +46,12 @@ class ObjectStats:
     @property
     def ignored_count(self) -> int:
         return sum(self.ignored.values())
+
+    @property
+    def misspelled(self) -> dict[str, int]:
+        """Ignored records by eventType spelling SES never writes (`bounce`, `BOUNCE`)."""
+        n = len(MISSPELLED_PREFIX)
+        return {k[n:]: v for k, v in self.ignored.items() if k.startswith(MISSPELLED_PREFIX)}
 
 
 class Aggregator:

@@ -69,6 +69,13 @@ _SIMPLE: dict[str, tuple[str | None, str, str | None]] = {
     "RenderingFailure": ("failure", "rendering_failures", ""),
 }
 _IGNORED = frozenset({"Subscription"})
+# An eventType SES never writes but a known one in another case or spacing ("bounce",
+# "BOUNCE", "Delivery_Delay"): ignored like any unknown type, and counted apart so the
+# worker warns (a producer that rewrites records loses events it meant to publish).
+MISSPELLED_PREFIX = "misspelled:"
+_KNOWN_FOLDED = {
+    k.replace(" ", "").casefold() for k in (*_SIMPLE, "Bounce", "Complaint", *_IGNORED)
+}
 _SUPPRESSED_SUBTYPE = "OnAccountSuppressionList"
 _SOFT_BOUNCES = frozenset({"Transient", "Undetermined"})
 
@@ -143,6 +150,10 @@ def _hour(detail: Any, mail: dict[str, Any]) -> datetime:
         raise NotAnEvent("no usable timestamp") from None
 
 
+def _fold(kind: str) -> str:
+    return kind.replace(" ", "").replace("_", "").replace("-", "").casefold()
+
+
 def _wrong_pipeline(record: dict[str, Any]) -> WrongPipeline | None:
     if type(record.get("notificationType")) is str:
         return WrongPipeline("notification")
@@ -204,6 +215,8 @@ def classify(record: dict[str, Any]) -> Delta | Ignored | WrongPipeline:
             counter, per_message = "complaints", True
     elif kind in _IGNORED:
         return Ignored(kind)
+    elif _fold(kind) in _KNOWN_FOLDED:
+        return Ignored(f"{MISSPELLED_PREFIX}{kind[:40]}")
     else:
         return Ignored(f"unknown:{kind[:40]}")
 

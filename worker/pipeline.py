@@ -169,6 +169,15 @@ def _log_result(r: ObjectResult) -> None:
             hint="SES identity notifications (SNS) reached the events bucket; publish"
             " events through the configuration set's Firehose destination instead",
         )
+    misspelled = stats.misspelled
+    if misspelled:  # once per object, with a count per spelling
+        log.warning(
+            "event_type_misspelled",
+            records=sum(misspelled.values()),
+            spellings=dict(sorted(misspelled.items())[:20]),
+            problem="records whose eventType SES never writes (another case or spacing of"
+            " a known type): not counted",
+        )
     unregistered = sorted(p for p, o in r.outcomes.items() if o is Enforcement.UNREGISTERED)
     if unregistered:
         log.info("unregistered_partners", partners=unregistered[:100])

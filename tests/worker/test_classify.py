@@ -118,6 +118,15 @@ def test_subscription_unknown_types_and_bounce_types_are_ignored() -> None:
 
 
 @pytest.mark.parametrize(
+    "kind", ["bounce", "BOUNCE", "complaint", "delivery_delay", "RENDERING FAILURE"]
+)
+def test_spellings_ses_never_writes_are_ignored_as_misspelled(kind: str) -> None:
+    rec = event("Bounce", "p1", T)
+    rec["eventType"] = kind
+    assert classify(rec) == Ignored(f"misspelled:{kind}")
+
+
+@pytest.mark.parametrize(
     ("tags", "problem"),
     [
         ({}, "missing"),
