@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from sesguard.core.identities import NO_IDENTITIES, Identities, is_verified
 from sesguard.core.jobs import JOB_TAG, PARTNER_TAG, job_id_from_tag
 from sesguard.core.mailbox import is_simulator_address
 from sesguard.core.partners import PARTNER_ID_RE, RESERVED_PREFIX, UNATTRIBUTED, hour_floor
@@ -22,7 +23,8 @@ class NotAnEvent(Refused):
 
 class Delta(NamedTuple):
     """What one event adds: `amount` to `counter` of (partner_id, hour), `simulator` of
-    which are mailbox-simulator recipients."""
+    which are mailbox-simulator recipients and `verified` (hard bounces only) recipients
+    at identities verified in the account."""
 
     partner_id: str
     hour: datetime
@@ -30,6 +32,7 @@ class Delta(NamedTuple):
     amount: int
     tag_problem: str | None  # "missing" or "invalid" when counted under UNATTRIBUTED
     simulator: int = 0
+    verified: int = 0  # hard bounces to verified identities (not simulator ones)
 
 
 class SentJob(NamedTuple):
@@ -162,8 +165,21 @@ def _wrong_pipeline(record: dict[str, Any]) -> WrongPipeline | None:
     return None
 
 
-def classify(record: dict[str, Any]) -> Delta | Ignored | WrongPipeline:
-    """Classify one record (see module docstring); raises NotAnEvent for non-events."""
+def _verified(recipients: list[Any], identities: Identities) -> int:
+    """How many bounced recipients (not simulator ones) are verified identities."""
+    n = 0
+    for r in recipients:
+        addr = r.get("emailAddress") if type(r) is dict else r
+        if is_verified(addr, identities) and not is_simulator_address(addr):
+            n += 1
+    return n
+
+
+def classify(
+    record: dict[str, Any], identities: Identities = NO_IDENTITIES
+) -> Delta | Ignored | WrongPipeline:
+    """Classify one record (see module docstring); raises NotAnEvent for non-events.
+    `identities`: the account's verified identities (hard bounces to them count apart)."""
     kind = record.get("eventType")
     if kind is None:
         wrong = _wrong_pipeline(record)
@@ -225,8 +241,9 @@ def classify(record: dict[str, Any]) -> Delta | Ignored | WrongPipeline:
         amount, simulator = 1, int(0 < simulator == len(recipients))
     else:
         amount = len(recipients)
+    verified = _verified(recipients, identities) if counter == "hard_bounces" else 0
     partner_id, problem = partner_of(mail)
-    return Delta(partner_id, _hour(detail, mail), counter, amount, problem, simulator)
+    return Delta(partner_id, _hour(detail, mail), counter, amount, problem, simulator, verified)
 
 
 def _first(value: Any) -> Any:

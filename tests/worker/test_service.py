@@ -156,6 +156,25 @@ async def test_event_types_ses_never_writes_are_warned_and_measured(
     assert sum(m.get("events_ignored", 0) for m in emf) == 4
 
 
+async def test_hard_bounces_to_verified_identities_stay_out_of_the_rate(env: Env) -> None:
+    """The issue's case: 20 sends to the bootstrapped (verified) identity's domain with 10
+    permanent bounces left the partner active at SES but paused it here."""
+    await env.store.create(
+        Profile("acme", "ops@acme.example.com", Limits(bounce_rate=0.05, min_volume=10))
+    )
+    records = [event("Send", "acme", NOW) for _ in range(20)]
+    for i, rec in enumerate(records):
+        rec["mail"]["destination"] = [f"user{i}@isv.example.com"]
+    for i in range(10):
+        rec = event("Bounce", "acme", NOW)
+        rec["bounce"]["bouncedRecipients"] = [{"emailAddress": f"user{i}@ISV.example.com"}]
+        records.append(rec)
+    await env.put(firehose_key(1, gz=False), encode(records))
+    await env.drain()
+    assert await env.totals("acme") == {"sent": 20, "verified_hard_bounces": 10}
+    assert (await env.store.require_profile("acme")).status is Status.ACTIVE
+
+
 async def test_multi_recipient_untagged_and_invalid_tags(env: Env) -> None:
     records = [
         event("Send", "multi", NOW, recipients=5),
