@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     simulate_events: bool = False
     # Mailbox-simulator mail counts toward the rates only when asked (SES leaves it out).
     count_simulator_mail: bool = False
+    # The worker lists the account's verified identities this often: hard bounces to them
+    # stay out of the bounce rate, as at SES (docs/semantics.md).
+    identities_refresh_seconds: float = Field(600.0, ge=10, le=86400)
     firehose_role_arn: str | None = None
     ses_firehose_role_arn: str | None = None
 

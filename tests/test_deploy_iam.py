@@ -341,7 +341,7 @@ def _requests(
             ok = cs == s.configuration_set
             symbols.add("configuration_set" if ok else f"?configuration set {cs}")
             arns.append(f"arn:aws:ses:{region}:{account}:configuration-set/{cs}")
-    elif service == "sesv2" and op == "GetAccount":
+    elif service == "sesv2" and op in ("GetAccount", "ListEmailIdentities"):
         symbols.add("*")
         arns.append("*")
     elif service == "events" and op == "PutEvents":

@@ -70,6 +70,7 @@ SAFE_DEFAULTS = {
     "bucket_retention_days": "TTL of hourly buckets; must only exceed the longest window",
     "gate_cache_seconds": "a few seconds of pause propagation, by design",
     "count_simulator_mail": "false, as SES: simulator mail stays out of the rates",
+    "identities_refresh_seconds": "10 minutes: a newly verified identity counts apart soon enough",
     "job_record_days": "once-per-job records outlive SQS retention (14 days)",
     "heartbeat_file": "container-local path shared by the service and `sesguard health`",
     "tenant_identity": "read by the operator CLI (partners add/set --tenant) only",

@@ -13,8 +13,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sesguard.core.partners import COUNTERS, SIMULATOR_PREFIX, Counters
-from worker.classify import Ignored, NotAnEvent, SentJob, WrongPipeline, classify, sent_job
+from sesguard.core.identities import NO_IDENTITIES, Identities
+from sesguard.core.partners import COUNTERS, SIMULATOR_PREFIX, VERIFIED_HARD_BOUNCES, Counters
+from worker.classify import (
+    MISSPELLED_PREFIX,
+    Ignored,
+    NotAnEvent,
+    SentJob,
+    WrongPipeline,
+    classify,
+    sent_job,
+)
 from worker.reader import MALFORMED_KEPT, Malformed, RecordStream
 
 CellKey = tuple[str, datetime]  # (partner_id, hour)
@@ -32,6 +41,7 @@ class ObjectStats:
     # SNS identity notifications: records of the wrong pipeline, in no partner's counters
     wrong_pipeline: int = 0
     simulator: int = 0  # simulator recipients counted apart, out of the rates
+    verified: int = 0  # hard bounces to verified identities counted apart, out of the rate
     malformed: list[Malformed] = field(default_factory=list)  # the first MALFORMED_KEPT
     malformed_count: int = 0  # all of them
 
@@ -39,13 +49,22 @@ class ObjectStats:
     def ignored_count(self) -> int:
         return sum(self.ignored.values())
 
+    @property
+    def misspelled(self) -> dict[str, int]:
+        """Ignored records by eventType spelling SES never writes (`bounce`, `BOUNCE`)."""
+        n = len(MISSPELLED_PREFIX)
+        return {k[n:]: v for k, v in self.ignored.items() if k.startswith(MISSPELLED_PREFIX)}
+
 
 class Aggregator:
     """Feed records (or raw bytes through `feed_bytes`, or in bounded steps through
     `feed_steps`); read `counts()` and `stats`."""
 
-    def __init__(self, count_simulator: bool = False) -> None:
+    def __init__(
+        self, count_simulator: bool = False, identities: Identities = NO_IDENTITIES
+    ) -> None:
         self.count_simulator = count_simulator
+        self.identities = identities  # verified in the account (worker/identities.py)
         self.stats = ObjectStats()
         self._cells: dict[CellKey, dict[str, int]] = {}
         self.sends: list[SentJob] = []  # jobs SES says it accepted (Send events)
@@ -56,7 +75,7 @@ class Aggregator:
         stats = self.stats
         stats.records += 1
         try:
-            result = classify(record)
+            result = classify(record, self.identities)
         except NotAnEvent as exc:
             stats.malformed_count += 1
             if len(stats.malformed) < MALFORMED_KEPT:
@@ -68,7 +87,7 @@ class Aggregator:
         if isinstance(result, WrongPipeline):
             stats.wrong_pipeline += 1
             return
-        partner_id, hour, counter, amount, problem, simulator = result
+        partner_id, hour, counter, amount, problem, simulator, verified = result
         stats.events += 1
         if counter == "sent" and (job := sent_job(record)) is not None:
             self.sends.append(job)
@@ -89,6 +108,10 @@ class Aggregator:
             twin = _SIMULATOR_TWIN[counter]
             cell[twin] = cell.get(twin, 0) + simulator
             amount -= simulator
+        if verified:  # hard bounces SES leaves out of the bounce rate
+            stats.verified += verified
+            cell[VERIFIED_HARD_BOUNCES] = cell.get(VERIFIED_HARD_BOUNCES, 0) + verified
+            amount -= verified
         if amount:
             cell[counter] = cell.get(counter, 0) + amount
 
@@ -138,10 +161,13 @@ class Aggregator:
 
 
 def aggregate_bytes(
-    data: bytes, chunk_size: int = 1 << 20, count_simulator: bool = False
+    data: bytes,
+    chunk_size: int = 1 << 20,
+    count_simulator: bool = False,
+    identities: Identities = NO_IDENTITIES,
 ) -> Aggregator:
     """Whole bytes -> finished Aggregator (tests, backfill tools, the benchmark)."""
-    agg = Aggregator(count_simulator)
+    agg = Aggregator(count_simulator, identities)
     for i in range(0, len(data), chunk_size):
         agg.feed_bytes(data[i : i + chunk_size])
     agg.finish_bytes()

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from sesguard.core.identities import NO_IDENTITIES, Identities, is_verified
 from sesguard.core.jobs import JOB_TAG, PARTNER_TAG, job_id_from_tag
 from sesguard.core.mailbox import is_simulator_address
 from sesguard.core.partners import PARTNER_ID_RE, RESERVED_PREFIX, UNATTRIBUTED, hour_floor
@@ -22,7 +23,8 @@ class NotAnEvent(Refused):
 
 class Delta(NamedTuple):
     """What one event adds: `amount` to `counter` of (partner_id, hour), `simulator` of
-    which are mailbox-simulator recipients."""
+    which are mailbox-simulator recipients and `verified` (hard bounces only) recipients
+    at identities verified in the account."""
 
     partner_id: str
     hour: datetime
@@ -30,6 +32,7 @@ class Delta(NamedTuple):
     amount: int
     tag_problem: str | None  # "missing" or "invalid" when counted under UNATTRIBUTED
     simulator: int = 0
+    verified: int = 0  # hard bounces to verified identities (not simulator ones)
 
 
 class SentJob(NamedTuple):
@@ -69,6 +72,13 @@ _SIMPLE: dict[str, tuple[str | None, str, str | None]] = {
     "RenderingFailure": ("failure", "rendering_failures", ""),
 }
 _IGNORED = frozenset({"Subscription"})
+# An eventType SES never writes but a known one in another case or spacing ("bounce",
+# "BOUNCE", "Delivery_Delay"): ignored like any unknown type, and counted apart so the
+# worker warns (a producer that rewrites records loses events it meant to publish).
+MISSPELLED_PREFIX = "misspelled:"
+_KNOWN_FOLDED = {
+    k.replace(" ", "").casefold() for k in (*_SIMPLE, "Bounce", "Complaint", *_IGNORED)
+}
 _SUPPRESSED_SUBTYPE = "OnAccountSuppressionList"
 _SOFT_BOUNCES = frozenset({"Transient", "Undetermined"})
 
@@ -143,6 +153,10 @@ def _hour(detail: Any, mail: dict[str, Any]) -> datetime:
         raise NotAnEvent("no usable timestamp") from None
 
 
+def _fold(kind: str) -> str:
+    return kind.replace(" ", "").replace("_", "").replace("-", "").casefold()
+
+
 def _wrong_pipeline(record: dict[str, Any]) -> WrongPipeline | None:
     if type(record.get("notificationType")) is str:
         return WrongPipeline("notification")
@@ -151,8 +165,21 @@ def _wrong_pipeline(record: dict[str, Any]) -> WrongPipeline | None:
     return None
 
 
-def classify(record: dict[str, Any]) -> Delta | Ignored | WrongPipeline:
-    """Classify one record (see module docstring); raises NotAnEvent for non-events."""
+def _verified(recipients: list[Any], identities: Identities) -> int:
+    """How many bounced recipients (not simulator ones) are verified identities."""
+    n = 0
+    for r in recipients:
+        addr = r.get("emailAddress") if type(r) is dict else r
+        if is_verified(addr, identities) and not is_simulator_address(addr):
+            n += 1
+    return n
+
+
+def classify(
+    record: dict[str, Any], identities: Identities = NO_IDENTITIES
+) -> Delta | Ignored | WrongPipeline:
+    """Classify one record (see module docstring); raises NotAnEvent for non-events.
+    `identities`: the account's verified identities (hard bounces to them count apart)."""
     kind = record.get("eventType")
     if kind is None:
         wrong = _wrong_pipeline(record)
@@ -194,11 +221,18 @@ def classify(record: dict[str, Any]) -> Delta | Ignored | WrongPipeline:
         if type(detail) is not dict:
             raise NotAnEvent("Complaint without complaint object")
         recipients = _recipients(detail, "complainedRecipients", "complaint")
-        # OnAccountSuppressionList: SES accepted the message but never sent it.
-        suppressed = detail.get("complaintSubType") == _SUPPRESSED_SUBTYPE
-        counter = "suppressed" if suppressed else "complaints"
+        # OnAccountSuppressionList: SES accepted the message but never sent it, to each
+        # of these recipients (per recipient, as the sends it offsets). Otherwise one
+        # feedback report is one complaint, however many recipients SES lists as the
+        # ones who might have complained.
+        if detail.get("complaintSubType") == _SUPPRESSED_SUBTYPE:
+            counter = "suppressed"
+        else:
+            counter, per_message = "complaints", True
     elif kind in _IGNORED:
         return Ignored(kind)
+    elif _fold(kind) in _KNOWN_FOLDED:
+        return Ignored(f"{MISSPELLED_PREFIX}{kind[:40]}")
     else:
         return Ignored(f"unknown:{kind[:40]}")
 
@@ -207,8 +241,9 @@ def classify(record: dict[str, Any]) -> Delta | Ignored | WrongPipeline:
         amount, simulator = 1, int(0 < simulator == len(recipients))
     else:
         amount = len(recipients)
+    verified = _verified(recipients, identities) if counter == "hard_bounces" else 0
     partner_id, problem = partner_of(mail)
-    return Delta(partner_id, _hour(detail, mail), counter, amount, problem, simulator)
+    return Delta(partner_id, _hour(detail, mail), counter, amount, problem, simulator, verified)
 
 
 def _first(value: Any) -> Any:

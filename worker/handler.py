@@ -144,6 +144,8 @@ class EventsHandler:
         metrics.add("events_counted", r.stats.events)
         if r.stats.ignored_count:
             metrics.add("events_ignored", r.stats.ignored_count)
+        if misspelled := r.stats.misspelled:
+            metrics.add("events_misspelled", sum(misspelled.values()))
         if r.stats.malformed_count:
             metrics.add("malformed_records", r.stats.malformed_count)
         if r.stats.wrong_pipeline:

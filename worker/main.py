@@ -19,6 +19,7 @@ from sesguard.runtime.signals import service_signals, stop_budget
 from sesguard.settings import Settings
 from worker.backfill import backfill
 from worker.enforce import Enforcer
+from worker.identities import IdentityCache
 from worker.pipeline import Processor
 from worker.service import WorkerService
 
@@ -90,6 +91,7 @@ async def _backfill(args: argparse.Namespace, settings: Settings, clients: Clien
         Enforcer(judge),
         max_object_bytes=settings.max_object_bytes,
         count_simulator=settings.counts_simulator_mail,
+        identities=IdentityCache.for_sesv2(clients.sesv2, settings.identities_refresh_seconds),
     )
     report = await backfill(
         processor, clients.s3, bucket, prefix, since=args.since, concurrency=settings.concurrency

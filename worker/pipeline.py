@@ -19,6 +19,7 @@ from structlog.contextvars import bound_contextvars
 
 from sesguard.aws.errors import error_code
 from sesguard.aws.store import PartnerStore
+from sesguard.core.identities import NO_IDENTITIES
 from sesguard.core.partners import utcnow
 from sesguard.domain.judgement import Enforcement
 from sesguard.errors import Refused
@@ -28,6 +29,7 @@ from worker.aggregate import Aggregator, ObjectStats
 from worker.apply import ApplyResult, apply_object
 from worker.confirm import Confirmations, confirm_sends
 from worker.enforce import Enforcer
+from worker.identities import IdentityCache
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -79,6 +81,8 @@ class Processor:
     on_step: Callable[[Aggregator], None] | None = None
     # Mailbox-simulator mail counted like real mail (Settings.counts_simulator_mail).
     count_simulator: bool = False
+    # The account's verified identities: hard bounces to them count apart (worker/identities.py).
+    identities: IdentityCache | None = None
     _turn: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False, compare=False)
 
     async def process(self, bucket: str, key: str, now: datetime | None = None) -> ObjectResult:
@@ -88,7 +92,8 @@ class Processor:
             return await self._process(bucket, key, now)
 
     async def _process(self, bucket: str, key: str, now: datetime | None) -> ObjectResult:
-        agg = Aggregator(self.count_simulator)
+        identities = NO_IDENTITIES if self.identities is None else await self.identities.current()
+        agg = Aggregator(self.count_simulator, identities)
         try:
             resp = await self.s3.get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
@@ -168,6 +173,15 @@ def _log_result(r: ObjectResult) -> None:
             problem=WRONG_PIPELINE,
             hint="SES identity notifications (SNS) reached the events bucket; publish"
             " events through the configuration set's Firehose destination instead",
+        )
+    misspelled = stats.misspelled
+    if misspelled:  # once per object, with a count per spelling
+        log.warning(
+            "event_type_misspelled",
+            records=sum(misspelled.values()),
+            spellings=dict(sorted(misspelled.items())[:20]),
+            problem="records whose eventType SES never writes (another case or spacing of"
+            " a known type): not counted",
         )
     unregistered = sorted(p for p, o in r.outcomes.items() if o is Enforcement.UNREGISTERED)
     if unregistered:

@@ -31,6 +31,7 @@ from sesguard.runtime.metrics import ServiceMetrics
 from sesguard.settings import Settings
 from worker.enforce import Enforcer
 from worker.handler import EventsHandler, WorkerTally
+from worker.identities import IdentityCache
 from worker.pipeline import Processor
 
 log = get_logger(__name__)
@@ -74,6 +75,9 @@ class WorkerService:
                 ),
                 max_object_bytes=settings.max_object_bytes,
                 count_simulator=settings.counts_simulator_mail,
+                identities=IdentityCache.for_sesv2(
+                    clients.sesv2, settings.identities_refresh_seconds
+                ),
                 # every parsing step is progress: a long object keeps the heartbeat fresh
                 on_step=lambda _agg: report_progress(),
             )

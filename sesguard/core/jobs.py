@@ -7,6 +7,7 @@ docs/design.md, "The job tag".
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from email.headerregistry import AddressHeader, HeaderRegistry
@@ -210,6 +211,23 @@ def describe_validation_error(exc: ValidationError) -> JobError:
     return JobError(f"{loc}: {msg}" if loc else msg, loc)
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise JobError(f"{key}: duplicate key (another reader may take the other value)", key)
+        seen.add(key)
+    return dict(pairs)
+
+
+def _refuse_duplicate_keys(raw: bytes | str) -> None:
+    """JobError naming the first key an object repeats. orjson (like json.loads) keeps the
+    last value, another reader of the same message may take the first: a job must mean
+    one thing to all. The JSON Schema cannot say this, so the parser does (a second,
+    stdlib parse: jobs are small, and orjson has already judged it valid JSON)."""
+    json.loads(raw, object_pairs_hook=_no_duplicates)
+
+
 def parse_job(raw: bytes | str | dict[str, Any]) -> SendJob:
     """Bytes, text or a dict -> SendJob, or JobError with one clear reason."""
     if isinstance(raw, dict):
@@ -219,6 +237,7 @@ def parse_job(raw: bytes | str | dict[str, Any]) -> SendJob:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise JobError(f"not JSON: {exc}") from None
+        _refuse_duplicate_keys(raw)
     if not isinstance(data, dict):
         raise JobError("a send job must be a JSON object")
     try:

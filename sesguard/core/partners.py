@@ -37,7 +37,10 @@ COUNTERS: tuple[str, ...] = (
 # (docs/semantics.md, "Mailbox-simulator mail"): `simulator_sent`, `simulator_hard_bounces`, ...
 SIMULATOR_PREFIX = "simulator_"
 SIMULATOR_COUNTERS: tuple[str, ...] = tuple(SIMULATOR_PREFIX + name for name in COUNTERS)
-ALL_COUNTERS: tuple[str, ...] = COUNTERS + SIMULATOR_COUNTERS
+# Hard bounces to an address or domain verified in the account, kept out of the bounce
+# rate as SES keeps them (docs/semantics.md, "Bounces to verified identities").
+VERIFIED_HARD_BOUNCES = "verified_hard_bounces"
+ALL_COUNTERS: tuple[str, ...] = COUNTERS + SIMULATOR_COUNTERS + (VERIFIED_HARD_BOUNCES,)
 
 
 class InvalidPartnerId(Refused):
@@ -182,6 +185,7 @@ class Counters:
     simulator_opens: int = 0
     simulator_clicks: int = 0
     simulator_rendering_failures: int = 0
+    verified_hard_bounces: int = 0
 
     def add(self, other: Counters) -> None:
         for name in ALL_COUNTERS:

@@ -91,6 +91,8 @@ WORKER: Grants = {
     "dynamodb:DeleteItem": items(t.EVENT_PREFIX),  # the outbox item of a published event
     "dynamodb:BatchGetItem": items(t.JOB_PREFIX),  # job records named by Send events
     "ses:SendEmail": frozenset({"identities"}),  # pause notices (no configuration set)
+    # the account's verified identities: hard bounces to them stay out of the bounce rate
+    "ses:ListEmailIdentities": frozenset({"*"}),
     "events:PutEvents": frozenset({"event_bus"}),  # lifecycle events; the outbox sweep
 }
 

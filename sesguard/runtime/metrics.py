@@ -31,6 +31,7 @@ UNITS: dict[str, str] = {
     "jobs_retried": "Count",  # sender: returned to the queue (throttling, errors)
     "events_counted": "Count",  # worker: SES event records applied to counters
     "events_ignored": "Count",  # worker: Subscription and unknown event types
+    "events_misspelled": "Count",  # worker: eventType spellings SES never writes (bounce)
     "malformed_records": "Count",  # worker: records skipped inside an object
     "wrong_pipeline_records": "Count",  # worker: SNS identity notifications, never counted
     "objects_processed": "Count",  # worker: S3 objects applied (exactly once)

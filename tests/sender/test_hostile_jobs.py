@@ -105,6 +105,26 @@ def test_each_hostile_job_is_refused_naming_its_field(name: str) -> None:
     assert fragment in str(info.value), str(info.value)
 
 
+@pytest.mark.parametrize("key", ["partner_id", "to", "tags.x"])
+def test_a_duplicate_key_is_refused_naming_it(key: str) -> None:
+    """orjson keeps the last value, another reader the first: the job must mean one thing."""
+    body = orjson.dumps({**GOOD, "tags": {"x": "1"}}).decode()
+    if key == "partner_id":
+        body = '{"partner_id": "_unattributed", ' + body[1:]
+    elif key == "to":
+        body = '{"to": ["other@example.org"], ' + body[1:]
+    else:
+        body = body.replace('{"x":"1"}', '{"x":"1","x":"2"}')
+        key = "x"
+    with pytest.raises(JobError) as info:
+        parse_job(body)
+    assert info.value.field == key
+    assert str(info.value).startswith(f"{key}: duplicate key"), str(info.value)
+    with pytest.raises(JobError, match="duplicate key"):
+        parse_job(body.encode())
+    assert parse_job(orjson.dumps({**GOOD, "tags": {"x": "1"}}))  # once each is fine
+
+
 @pytest.mark.parametrize("extra", STILL_FINE, ids=range(len(STILL_FINE)))
 def test_ordinary_jobs_stay_valid(extra: dict[str, Any]) -> None:
     assert parse_job({**GOOD, **extra})

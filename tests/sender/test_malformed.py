@@ -46,6 +46,10 @@ async def test_each_malformed_kind_is_dead_lettered_with_its_reason(env: Env) ->
             orjson.dumps(env.job("m9", partner="ghost")).decode(),
             "unknown partner",
         ),
+        "duplicate key": (
+            '{"partner_id": "_unattributed", ' + orjson.dumps(env.job("m10")).decode()[1:],
+            "partner_id: duplicate key",
+        ),
         "oversize": (oversize_body(env), "bytes; SQS allows"),
     }
     good = [env.job("ok-1"), env.job("ok-2")]

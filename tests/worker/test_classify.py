@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from sesguard.core.identities import identity_set
 from sesguard.core.partners import ALL_COUNTERS, COUNTERS, UNATTRIBUTED, Counters
+from sesguard.core.policy import compute_windows
 from tests.fixtures.ses_events import (
     EXPECTED_ACME,
     EXPECTED_UNATTRIBUTED,
@@ -20,7 +22,7 @@ from tests.fixtures.ses_events import (
     sample_bytes,
     sample_records,
 )
-from worker.aggregate import aggregate_bytes
+from worker.aggregate import Aggregator, aggregate_bytes
 from worker.classify import Delta, Ignored, NotAnEvent, classify, event_hour
 from worker.reader import MALFORMED_KEPT
 
@@ -53,7 +55,6 @@ def test_every_counter_is_covered_by_the_samples() -> None:
     [
         ("Send", "sent"),
         ("Delivery", "delivered"),
-        ("Complaint", "complaints"),
         ("Reject", "rejects"),
         ("DeliveryDelay", "delivery_delays"),
     ],
@@ -61,6 +62,27 @@ def test_every_counter_is_covered_by_the_samples() -> None:
 def test_multi_recipient_events_count_per_recipient(kind: str, counter: str) -> None:
     delta = classify(event(kind, "p1", T, recipients=3))
     assert delta == Delta("p1", H1, counter, 3, None)
+
+
+def test_a_complaint_report_is_one_complaint_whatever_its_recipients() -> None:
+    """complainedRecipients names who *might* have complained: one report, one complaint."""
+    assert classify(event("Complaint", "p1", T, recipients=3)) == Delta(
+        "p1", H1, "complaints", 1, None
+    )
+    sim = event("Complaint", "p1", T, recipients=2)
+    sim["complaint"]["complainedRecipients"] = [
+        {"emailAddress": "complaint@simulator.amazonses.com"},
+        {"emailAddress": "r1@customer.example.org"},
+    ]
+    assert classify(sim) == Delta("p1", H1, "complaints", 1, None, 0)
+    sim["complaint"]["complainedRecipients"].pop()
+    assert classify(sim) == Delta("p1", H1, "complaints", 1, None, 1)
+
+
+def test_a_suppressed_complaint_counts_per_recipient_as_the_sends_it_offsets() -> None:
+    rec = event("Complaint", "p1", T, recipients=3)
+    rec["complaint"]["complaintSubType"] = "OnAccountSuppressionList"
+    assert classify(rec) == Delta("p1", H1, "suppressed", 3, None)
 
 
 @pytest.mark.parametrize(
@@ -95,6 +117,15 @@ def test_subscription_unknown_types_and_bounce_types_are_ignored() -> None:
     assert classify(rec) == Ignored("unknown:Teleport")
     bounce = event("Bounce", "p1", T, bounce_type="Sideways")
     assert classify(bounce) == Ignored("Bounce/Sideways")
+
+
+@pytest.mark.parametrize(
+    "kind", ["bounce", "BOUNCE", "complaint", "delivery_delay", "RENDERING FAILURE"]
+)
+def test_spellings_ses_never_writes_are_ignored_as_misspelled(kind: str) -> None:
+    rec = event("Bounce", "p1", T)
+    rec["eventType"] = kind
+    assert classify(rec) == Ignored(f"misspelled:{kind}")
 
 
 @pytest.mark.parametrize(
@@ -212,7 +243,57 @@ def test_a_per_message_event_is_simulator_mail_only_when_every_recipient_is() ->
 
 def test_counters_hold_every_named_counter_in_report_order() -> None:
     assert tuple(f.name for f in fields(Counters)) == ALL_COUNTERS
-    assert COUNTERS + tuple(f"simulator_{c}" for c in COUNTERS) == ALL_COUNTERS
+    simulator = tuple(f"simulator_{c}" for c in COUNTERS)
+    assert (*COUNTERS, *simulator, "verified_hard_bounces") == ALL_COUNTERS
+
+
+VERIFIED = identity_set(["isv.example.com", "Ops@Partner.Example.NET"])
+
+
+def test_hard_bounces_to_verified_identities_count_apart() -> None:
+    """SES's bounce rate counts only hard bounces to domains the account has not verified."""
+    rec = event("Bounce", "p1", T, recipients=2)
+    rec["bounce"]["bouncedRecipients"] = [
+        {"emailAddress": "gone@ISV.example.com"},  # a verified domain, any case
+        {"emailAddress": "ops@partner.example.net"},  # a verified address
+        {"emailAddress": "other@partner.example.net"},  # its domain is not verified
+        {"emailAddress": "x@sub.isv.example.com"},  # exact domain only
+        {"emailAddress": "bounce@simulator.amazonses.com"},  # simulator stays simulator
+    ]
+    assert classify(rec, VERIFIED) == Delta("p1", H1, "hard_bounces", 5, None, 1, 2)
+    assert classify(rec) == Delta("p1", H1, "hard_bounces", 5, None, 1, 0)
+    agg = Aggregator(identities=VERIFIED)
+    agg.add(0, rec)
+    [cell] = agg.counts().values()
+    assert cell.nonzero() == {
+        "hard_bounces": 2,
+        "simulator_hard_bounces": 1,
+        "verified_hard_bounces": 2,
+    }
+    assert agg.stats.verified == 2
+
+
+@pytest.mark.parametrize(
+    ("bounce_type", "subtype"),
+    [("Transient", "General"), ("Permanent", "OnAccountSuppressionList")],
+)
+def test_only_hard_bounces_are_counted_apart_for_verified_identities(
+    bounce_type: str, subtype: str
+) -> None:
+    rec = event("Bounce", "p1", T, bounce_type=bounce_type, bounce_subtype=subtype)
+    rec["bounce"]["bouncedRecipients"] = [{"emailAddress": "a@isv.example.com"}]
+    assert classify(rec, VERIFIED).verified == 0  # type: ignore[union-attr]
+    delivery = event("Delivery", "p1", T)
+    delivery["delivery"]["recipients"] = ["a@isv.example.com"]
+    assert classify(delivery, VERIFIED).verified == 0  # type: ignore[union-attr]
+
+
+def test_verified_hard_bounces_stay_out_of_the_bounce_rate() -> None:
+    """The issue's case: 20 sends to a verified domain, 10 hard bounces: no pause."""
+    now = datetime(2026, 11, 29, 10, 30, tzinfo=UTC)
+    hour = datetime(2026, 11, 29, 10, tzinfo=UTC)
+    [w] = compute_windows({hour: Counters(sent=20, verified_hard_bounces=10)}, now, [24])
+    assert w.bounce_rate == 0
 
 
 def test_malformed_findings_are_all_counted_and_the_first_thousand_kept() -> None:

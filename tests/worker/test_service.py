@@ -133,6 +133,48 @@ async def test_every_log_line_of_an_object_names_it(env: Env) -> None:
     assert not [e for e in lines if e["event"] == "worker_stopped" and "key" in e]  # unbound after
 
 
+async def test_event_types_ses_never_writes_are_warned_and_measured(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bounce`, `BOUNCE`: not counted (SES never writes them), but a warning line with
+    the count per spelling and the `events_misspelled` metric, not only an info line."""
+    records = []
+    for kind in ["bounce", "BOUNCE", "bounce", "Teleport"]:
+        rec = event("Bounce", "acme", NOW)
+        rec["eventType"] = kind
+        records.append(rec)
+    records.append(event("Bounce", "acme", NOW))
+    await env.put(firehose_key(1, gz=False), encode(records))
+    with json_logs() as lines:
+        await env.drain()
+    assert await env.totals("acme") == {"hard_bounces": 1}
+    [warning] = [e for e in lines if e["event"] == "event_type_misspelled"]
+    assert warning["level"] == "warning"
+    assert (warning["records"], warning["spellings"]) == (3, {"BOUNCE": 1, "bounce": 2})
+    emf = [orjson.loads(x) for x in capsys.readouterr().out.splitlines() if '"_aws"' in x]
+    assert sum(m.get("events_misspelled", 0) for m in emf) == 3
+    assert sum(m.get("events_ignored", 0) for m in emf) == 4
+
+
+async def test_hard_bounces_to_verified_identities_stay_out_of_the_rate(env: Env) -> None:
+    """The issue's case: 20 sends to the bootstrapped (verified) identity's domain with 10
+    permanent bounces left the partner active at SES but paused it here."""
+    await env.store.create(
+        Profile("acme", "ops@acme.example.com", Limits(bounce_rate=0.05, min_volume=10))
+    )
+    records = [event("Send", "acme", NOW) for _ in range(20)]
+    for i, rec in enumerate(records):
+        rec["mail"]["destination"] = [f"user{i}@isv.example.com"]
+    for i in range(10):
+        rec = event("Bounce", "acme", NOW)
+        rec["bounce"]["bouncedRecipients"] = [{"emailAddress": f"user{i}@ISV.example.com"}]
+        records.append(rec)
+    await env.put(firehose_key(1, gz=False), encode(records))
+    await env.drain()
+    assert await env.totals("acme") == {"sent": 20, "verified_hard_bounces": 10}
+    assert (await env.store.require_profile("acme")).status is Status.ACTIVE
+
+
 async def test_multi_recipient_untagged_and_invalid_tags(env: Env) -> None:
     records = [
         event("Send", "multi", NOW, recipients=5),
