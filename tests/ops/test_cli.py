@@ -73,7 +73,10 @@ async def test_partners_lifecycle(ready) -> None:
         "clicks",
         "rendering_failures",
     }
-    assert set(shown["totals"]) == rate_counters | {f"simulator_{c}" for c in rate_counters}
+    # Hard bounces to verified identities are counted apart, with no simulator twin.
+    assert set(shown["totals"]) == rate_counters | {f"simulator_{c}" for c in rate_counters} | {
+        "verified_hard_bounces"
+    }
     assert [w["hours"] for w in shown["windows"]] == [24, 168]
     assert set(shown["windows"][0]) >= {
         "hours",
