@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +24,6 @@ from sesguard.core.partners import Profile, utc_day, utcnow
 from sesguard.logging import get_logger
 from sesguard.runtime import Defer, Delivery
 from sesguard.runtime.ratelimit import Clock, TokenBucket
-from sesguard.runtime.retry import MAX_VISIBILITY
 
 if TYPE_CHECKING:  # the domain's transitions are handed in (only the domain writes them)
     from sesguard.domain.transitions import Transitions
@@ -75,18 +73,6 @@ class PartnerRate(TokenBucket):
             yield
         finally:
             self._waiters -= 1
-
-
-# SQS counts its 12 h visibility limit from the receive, not from the change: a Defer keeps
-# this much room for the time the message was already in hand (and the finisher's batch).
-DEFER_MARGIN_SECONDS = 60
-
-
-def defer_seconds(seconds: float, d: Delivery | None = None) -> int:
-    """Whole seconds for a Defer: at least 1, and within SQS's visibility limit (12 h from
-    the receive, so less the time the delivery has been in hand and a margin)."""
-    held = math.ceil(max(0.0, d.clock() - d.received_at)) if d is not None else 0
-    return max(1, min(MAX_VISIBILITY - DEFER_MARGIN_SECONDS - held, math.ceil(seconds)))
 
 
 @dataclass
@@ -157,7 +143,7 @@ class Throttles:
             return None
         bucket = self._bucket(partner_id, max_rate)
         if d.receive_count <= 1 and bucket.wait() > RATE_WAIT_SECONDS:
-            seconds = defer_seconds(bucket.reserve(), d)
+            seconds = max(1, d.visible_after(bucket.reserve()))
             self.deferred.rate += 1
             d.fields["throttle"] = "rate"
             return Defer(seconds, f"partner rate cap {max_rate:g}/s; again in {seconds}s")
@@ -216,7 +202,7 @@ class Throttles:
             log.warning("quota_give_back_failed", partner_id=partner_id, day=day, error=repr(exc))
 
     def _defer_quota(self, d: Delivery, partner_id: str, quota: int, now: datetime) -> Defer:
-        seconds = defer_seconds((next_utc_midnight(now) - now).total_seconds(), d)
+        seconds = max(1, d.visible_after((next_utc_midnight(now) - now).total_seconds()))
         self.deferred.quota += 1
         d.fields["throttle"] = "quota"
         return Defer(seconds, f"partner daily quota {quota} reached; again in {seconds}s")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -40,7 +39,7 @@ from sesguard.runtime.health import touch_heartbeat
 from sesguard.runtime.lag import LoopLag
 from sesguard.runtime.metrics import ServiceMetrics
 from sesguard.runtime.ratelimit import Clock, SystemClock
-from sesguard.runtime.retry import MAX_VISIBILITY, RetryPolicy
+from sesguard.runtime.retry import RetryPolicy
 from sesguard.runtime.sqs import change_visibility, queue_depth
 from sesguard.runtime.stacks import log_task_stacks
 from sesguard.settings import Settings
@@ -440,7 +439,7 @@ class Consumer:
             return 0
         else:
             return max(h.delay(d) for h in self._suspensions.values())
-        return min(MAX_VISIBILITY, max(0, math.ceil(wanted)))
+        return d.visible_after(wanted)
 
     def _settled_cb(self, d: Delivery, *, delete: bool) -> Callable[[bool], None]:
         def settled(ok: bool) -> None:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from sesguard.runtime.retry import MAX_VISIBILITY
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
@@ -36,6 +39,12 @@ class Stage(StrEnum):
     COMMITTING = "committing"  # done: commit and delete queued (visibility still renewed)
     RETURNING = "returning"  # a visibility change or DLQ copy queued
     SETTLED = "settled"  # SQS has been told
+
+
+# SQS counts its 12 h visibility limit from the receive, not from the change: a change
+# keeps this much room for the time the message was already in hand (and the finisher's
+# batch).
+VISIBILITY_MARGIN_SECONDS = 60
 
 
 def _epoch_ms(value: str | None) -> float | None:
@@ -65,6 +74,13 @@ class Delivery:
     task: asyncio.Task[None] | None = None
     _critical: int = 0
     _waiting: int = 0
+
+    def visible_after(self, seconds: float) -> int:
+        """Whole seconds for a visibility change of this message: at least 0, and within
+        SQS's limit of 12 h from the receive (less the time in hand and a margin)."""
+        held = math.ceil(max(0.0, self.clock() - self.received_at))
+        room = MAX_VISIBILITY - VISIBILITY_MARGIN_SECONDS - held
+        return max(0, min(room, math.ceil(seconds)))
 
     @classmethod
     def from_sqs(

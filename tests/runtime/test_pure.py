@@ -196,3 +196,19 @@ def test_loop_lag_keeps_the_worst_per_interval() -> None:
         lag.record(value)
     assert lag.take_worst() == 0.25
     assert lag.take_worst() == 0.0  # the next interval starts over
+
+
+def test_a_visibility_change_stays_within_12_h_of_the_receive() -> None:
+    """SQS counts its 12 h limit from the receive: the time in hand is taken off (with a
+    minute's margin), for every fate that asks for a visibility change."""
+    import asyncio
+
+    from sesguard.runtime.delivery import Delivery
+
+    now = [1000.0]
+    d = Delivery("m", "r", "{}", 1, None, None, 1000.0, asyncio.Event(), lambda: now[0])
+    assert d.visible_after(30.2) == 31
+    assert d.visible_after(86_400) == 43_200 - 60
+    now[0] += 600.5  # ten minutes in hand
+    assert d.visible_after(86_400) == 43_200 - 60 - 601
+    assert d.visible_after(-5) == 0
