@@ -97,7 +97,8 @@ class Gate:
         return judgement
 
     def _note_level(self, judgement: Judgement) -> None:
-        """Log a partner's policy level when it changes (not on every read)."""
+        """Log a partner's warn level when it is reached (not on every read); a breach is
+        the judgement's own `policy_breach` line."""
         verdict, partner_id = judgement.verdict, judgement.partner_id
         if verdict is None:
             return
@@ -106,5 +107,3 @@ class Gate:
             self._levels[partner_id] = level
             if level is Level.WARN:
                 log.warning("partner_near_limit", partner_id=partner_id, reason=verdict.reason)
-            elif level is Level.PAUSE:
-                log.warning("partner_over_limit", partner_id=partner_id, reason=verdict.reason)
