@@ -1,33 +1,54 @@
-"""Fold an object's events into per-(partner, hour) counters before any write (pure).
+"""Group an object's events by partner and minute, each under its key, before any write (pure).
 
-Also its statistics (`ObjectStats`) and the jobs its Send events name (`sends`, for
-worker/confirm.py). Whether simulator mail counts like real mail is decided here, at
-counting time: docs/semantics.md, "Mailbox-simulator mail".
+The groups (`Minute`) are what worker/apply.py writes, each event once (a key met twice
+in one object is a repeat and is dropped here); `counts()` folds them into per-(partner,
+hour) counters. Also the object's statistics (`ObjectStats`). Whether simulator mail
+counts like real mail is decided here, at counting time: docs/semantics.md,
+"Mailbox-simulator mail".
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sesguard.core.identities import NO_IDENTITIES, Identities
 from sesguard.core.partners import COUNTERS, SIMULATOR_PREFIX, VERIFIED_HARD_BOUNCES, Counters
-from worker.classify import (
-    MISSPELLED_PREFIX,
-    Ignored,
-    NotAnEvent,
-    SentJob,
-    WrongPipeline,
-    classify,
-    sent_job,
-)
+from worker.classify import MISSPELLED_PREFIX, Ignored, NotAnEvent, WrongPipeline, classify
 from worker.reader import MALFORMED_KEPT, Malformed, RecordStream
 
 CellKey = tuple[str, datetime]  # (partner_id, hour)
+MinuteKey = tuple[str, str]  # (partner_id, "YYYY-MM-DDTHH:MM")
 _SIMULATOR_TWIN = {name: SIMULATOR_PREFIX + name for name in COUNTERS}
+
+
+# What one event adds: (hour, ((counter name, n), ...)) to the partner's counters.
+Counted = tuple[datetime, tuple[tuple[str, int], ...]]
+
+
+@dataclass
+class Minute:
+    """One partner's events of one minute (their own time) in one object, by key; and the
+    jobs its Send events name (job id -> the Send event's key)."""
+
+    partner_id: str
+    minute: str
+    events: dict[bytes, Counted] = field(default_factory=dict)
+    jobs: dict[str, bytes] = field(default_factory=dict)
+
+
+def fold(minutes: Iterable[Minute]) -> dict[CellKey, Counters]:
+    """Per-(partner, hour) counters of the events of `minutes` (non-empty ones only)."""
+    cells: dict[CellKey, dict[str, int]] = {}
+    for m in minutes:
+        for hour, amounts in m.events.values():
+            cell = cells.setdefault((m.partner_id, hour), {})
+            for name, n in amounts:
+                cell[name] = cell.get(name, 0) + n
+    return {key: Counters(**cell) for key, cell in cells.items() if any(cell.values())}
 
 
 @dataclass
@@ -44,6 +65,7 @@ class ObjectStats:
     verified: int = 0  # hard bounces to verified identities counted apart, out of the rate
     malformed: list[Malformed] = field(default_factory=list)  # the first MALFORMED_KEPT
     malformed_count: int = 0  # all of them
+    duplicates: int = 0  # events seen before, in this object or counted from another one
 
     @property
     def ignored_count(self) -> int:
@@ -66,8 +88,9 @@ class Aggregator:
         self.count_simulator = count_simulator
         self.identities = identities  # verified in the account (worker/identities.py)
         self.stats = ObjectStats()
-        self._cells: dict[CellKey, dict[str, int]] = {}
-        self.sends: list[SentJob] = []  # jobs SES says it accepted (Send events)
+        self._minutes: dict[MinuteKey, Minute] = {}  # not yet taken (`take`)
+        self.pending = 0  # events in them
+        self._partners: set[str] = set()
         self._stream = RecordStream()
         self._finished = False
 
@@ -87,33 +110,41 @@ class Aggregator:
         if isinstance(result, WrongPipeline):
             stats.wrong_pipeline += 1
             return
-        partner_id, hour, counter, amount, problem, simulator, verified = result
         stats.events += 1
-        if counter == "sent" and (job := sent_job(record)) is not None:
-            self.sends.append(job)
-        if problem is not None:
-            if problem == "missing":
+        partner_id = result.partner_id
+        if result.tag_problem is not None:
+            if result.tag_problem == "missing":
                 stats.untagged += 1
             else:
                 stats.invalid_tags += 1
+        amount = result.amount
         if not amount:
             return
-        stats.recipients += amount
-        key = (partner_id, hour)
-        cell = self._cells.get(key)
-        if cell is None:
-            cell = self._cells[key] = {}
+        mkey = (partner_id, result.minute)
+        minute = self._minutes.get(mkey)
+        if minute is None:
+            minute = self._minutes[mkey] = Minute(partner_id, result.minute)
+            self._partners.add(partner_id)
+        if result.key in minute.events:  # the same event twice in this object
+            stats.duplicates += 1
+            return
+        counter, simulator, verified = result.counter, result.simulator, result.verified
+        amounts: list[tuple[str, int]] = []
         if simulator and not self.count_simulator:
             stats.simulator += simulator
-            twin = _SIMULATOR_TWIN[counter]
-            cell[twin] = cell.get(twin, 0) + simulator
+            amounts.append((_SIMULATOR_TWIN[counter], simulator))
             amount -= simulator
         if verified:  # hard bounces SES leaves out of the bounce rate
             stats.verified += verified
-            cell[VERIFIED_HARD_BOUNCES] = cell.get(VERIFIED_HARD_BOUNCES, 0) + verified
+            amounts.append((VERIFIED_HARD_BOUNCES, verified))
             amount -= verified
         if amount:
-            cell[counter] = cell.get(counter, 0) + amount
+            amounts.append((counter, amount))
+        stats.recipients += result.amount
+        minute.events[result.key] = (result.hour, tuple(amounts))
+        if result.job is not None:
+            minute.jobs.setdefault(result.job, result.key)
+        self.pending += 1
 
     def feed_bytes(self, data: bytes) -> None:
         """Parse a chunk of the object's bytes (gzip or plain) and fold its records in."""
@@ -152,12 +183,22 @@ class Aggregator:
         """Bytes after decompression so far (the object's own bytes if it is plain)."""
         return self._stream.bytes_decoded
 
+    def take(self) -> list[Minute]:
+        """The events grouped so far, handed over to be written (worker/apply.py): what an
+        object holds in memory is bounded by how often it is taken, not by its size."""
+        out = list(self._minutes.values())
+        self._minutes = {}
+        self.pending = 0
+        return out
+
     def counts(self) -> dict[CellKey, Counters]:
-        """Non-empty counters per (partner, hour)."""
-        return {key: Counters(**cell) for key, cell in self._cells.items() if any(cell.values())}
+        """Non-empty counters per (partner, hour) of the events not taken yet (all of them
+        for `aggregate_bytes`)."""
+        return fold(self._minutes.values())
 
     def partners(self) -> set[str]:
-        return {pid for pid, _ in self._cells}
+        """Every partner with an event in the object, taken or not."""
+        return set(self._partners)
 
 
 def aggregate_bytes(

@@ -1,7 +1,8 @@
 """One SES event record -> which partner, which hour, which counter, how much (pure).
 
 Applies the counting rules of docs/semantics.md (the single statement of them) to one
-record; `sent_job` reads the job a Send event names (docs/design.md, "The job tag").
+record, and names the event (worker/eventkey.py) and, for a Send, the job its tag names
+(docs/design.md, "The job tag").
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from sesguard.aws.seen import MINUTE_FORMAT
 from sesguard.core.identities import NO_IDENTITIES, Identities, is_verified
 from sesguard.core.jobs import JOB_TAG, PARTNER_TAG, job_id_from_tag
 from sesguard.core.mailbox import is_simulator_address
 from sesguard.core.partners import PARTNER_ID_RE, RESERVED_PREFIX, UNATTRIBUTED, hour_floor
 from sesguard.errors import Refused
+from worker.eventkey import content_message_id, event_key
 
 
 class NotAnEvent(Refused):
@@ -33,16 +36,9 @@ class Delta(NamedTuple):
     tag_problem: str | None  # "missing" or "invalid" when counted under UNATTRIBUTED
     simulator: int = 0
     verified: int = 0  # hard bounces to verified identities (not simulator ones)
-
-
-class SentJob(NamedTuple):
-    """What a Send event says about the job it was sent for: SES accepted message
-    `message_id` for job `job_id` of `partner_id` at `timestamp` (SES's own time)."""
-
-    job_id: str
-    partner_id: str
-    message_id: str
-    timestamp: str
+    minute: str = ""  # "YYYY-MM-DDTHH:MM" (UTC) of the event's own time: where its key lives
+    key: bytes = b""  # the event's key (worker/eventkey.py): a repeat has the same one
+    job: str | None = None  # Send events: the job the tag names (docs/design.md, "The job tag")
 
 
 class Ignored(NamedTuple):
@@ -89,21 +85,28 @@ def _utc_hour(prefix: str) -> datetime:
     return datetime.strptime(prefix, "%Y-%m-%dT%H").replace(tzinfo=UTC)
 
 
-def event_hour(ts: Any) -> datetime:
-    """Hour bucket of an SES timestamp ('2026-11-29T01:02:03.000Z'); ValueError if unusable."""
+def event_time(ts: Any) -> tuple[datetime, str]:
+    """(hour bucket, "YYYY-MM-DDTHH:MM") of an SES timestamp ('2026-11-29T01:02:03.000Z'),
+    both UTC; ValueError if unusable."""
     if type(ts) is not str:
         raise ValueError("timestamp is not a string")
     if (
         len(ts) >= 20
         and ts[10] == "T"
         and ts[13] == ":"
+        and ts[16] == ":"
         and (ts[-1] == "Z" or ts.endswith("+00:00"))
     ):
-        return _utc_hour(ts[:13])  # SES always writes UTC: skip the full parse
+        return _utc_hour(ts[:13]), ts[:16]  # SES always writes UTC: skip the full parse
     parsed = datetime.fromisoformat(ts)
     if parsed.tzinfo is None:
         raise ValueError("timestamp has no time zone")
-    return hour_floor(parsed)
+    return hour_floor(parsed), parsed.astimezone(UTC).strftime(MINUTE_FORMAT)
+
+
+def event_hour(ts: Any) -> datetime:
+    """Hour bucket of an SES timestamp; ValueError if unusable."""
+    return event_time(ts)[0]
 
 
 def partner_of(mail: dict[str, Any]) -> tuple[str, str | None]:
@@ -140,14 +143,14 @@ def _simulated(recipients: list[Any]) -> int:
     return n
 
 
-def _hour(detail: Any, mail: dict[str, Any]) -> datetime:
+def _when(detail: Any, mail: dict[str, Any]) -> tuple[datetime, str]:
     ts = detail.get("timestamp") if type(detail) is dict else None
     try:
-        return event_hour(ts if ts is not None else mail.get("timestamp"))
+        return event_time(ts if ts is not None else mail.get("timestamp"))
     except ValueError:
         if ts is not None:  # a bad event timestamp: fall back to the mail's time
             try:
-                return event_hour(mail.get("timestamp"))
+                return event_time(mail.get("timestamp"))
             except ValueError:
                 pass
         raise NotAnEvent("no usable timestamp") from None
@@ -243,7 +246,13 @@ def classify(
         amount = len(recipients)
     verified = _verified(recipients, identities) if counter == "hard_bounces" else 0
     partner_id, problem = partner_of(mail)
-    return Delta(partner_id, _hour(detail, mail), counter, amount, problem, simulator, verified)
+    hour, minute = _when(detail, mail)
+    message_id = mail.get("messageId")
+    if type(message_id) is not str or not message_id:
+        message_id = content_message_id(record)
+    key = event_key(kind, message_id, detail, recipients)
+    job = sent_job_id(mail) if counter == "sent" and problem is None else None
+    return Delta(partner_id, hour, counter, amount, problem, simulator, verified, minute, key, job)
 
 
 def _first(value: Any) -> Any:
@@ -253,24 +262,7 @@ def _first(value: Any) -> Any:
     return value
 
 
-def sent_job(record: dict[str, Any]) -> SentJob | None:
-    """The job a Send event confirms, or None: not a Send, no job tag, or a tag, message
-    id or partner sesguard would not have written (nothing is concluded from those)."""
-    mail = record.get("mail")
-    if record.get("eventType") != "Send" or type(mail) is not dict:
-        return None
+def sent_job_id(mail: dict[str, Any]) -> str | None:
+    """The job id the job tag names, if sesguard could have written it."""
     tags = mail.get("tags")
-    if type(tags) is not dict:
-        return None
-    job_id = job_id_from_tag(_first(tags.get(JOB_TAG)))
-    partner_id, problem = partner_of(mail)
-    message_id, timestamp = mail.get("messageId"), mail.get("timestamp")
-    if (
-        job_id is None
-        or problem is not None
-        or type(message_id) is not str
-        or not message_id
-        or type(timestamp) is not str
-    ):
-        return None
-    return SentJob(job_id, partner_id, message_id[:256], timestamp[:64])
+    return job_id_from_tag(_first(tags.get(JOB_TAG))) if type(tags) is dict else None

@@ -38,7 +38,6 @@ class WorkerTally:
     ignored: Counter[str] = field(default_factory=Counter)
     untagged: int = 0
     wrong_pipeline: int = 0  # SNS identity notifications: never counted (see classify)
-    jobs_confirmed_by_ses: int = 0  # stale claims SES's Send events turned "sent"
     chunks_applied: int = 0
     chunks_already_counted: int = 0
     partners_paused: int = 0
@@ -57,7 +56,6 @@ class WorkerTally:
         self.wrong_pipeline += r.stats.wrong_pipeline
         self.chunks_applied += r.applied.applied
         self.chunks_already_counted += r.applied.already
-        self.jobs_confirmed_by_ses += r.confirmations.confirmed
 
     def settled(self, fate: Fate) -> None:
         """What the runtime did with a message."""
@@ -150,8 +148,6 @@ class EventsHandler:
             metrics.add("malformed_records", r.stats.malformed_count)
         if r.stats.wrong_pipeline:
             metrics.add("wrong_pipeline_records", r.stats.wrong_pipeline)
-        if r.confirmations.confirmed:
-            metrics.add("jobs_confirmed_by_ses", r.confirmations.confirmed)
         paused = sum(1 for o in r.outcomes.values() if o is Enforcement.PAUSED)
         if paused:
             metrics.add("partners_paused", paused)

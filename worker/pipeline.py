@@ -27,7 +27,6 @@ from sesguard.logging import get_logger
 from sesguard.settings import DEFAULT_MAX_OBJECT_BYTES
 from worker.aggregate import Aggregator, ObjectStats
 from worker.apply import ApplyResult, apply_object
-from worker.confirm import Confirmations, confirm_sends
 from worker.enforce import Enforcer
 from worker.identities import IdentityCache
 
@@ -60,7 +59,6 @@ class ObjectResult:
     outcomes: dict[str, Enforcement] = field(default_factory=dict)
     lag_seconds: float | None = None
     bytes_read: int = 0
-    confirmations: Confirmations = field(default_factory=Confirmations)
 
     @property
     def partners(self) -> list[str]:
@@ -112,7 +110,6 @@ class Processor:
 
         counts = agg.counts()
         applied = await apply_object(self.store, bucket, key, counts, etag=etag)
-        confirmations = await confirm_sends(self.store.dynamodb, self.store.table, agg.sends)
         outcomes = await self.enforcer.check_all(agg.partners(), now)
         done = utcnow()
         result = ObjectResult(
@@ -123,7 +120,6 @@ class Processor:
             outcomes=outcomes,
             lag_seconds=round((done - modified).total_seconds(), 3) if modified else None,
             bytes_read=agg.bytes_in,
-            confirmations=confirmations,
         )
         _log_result(result)
         return result
@@ -204,5 +200,4 @@ def _log_result(r: ObjectResult) -> None:
         chunks_applied=r.applied.applied,
         chunks_already_counted=r.applied.already,
         lag_seconds=r.lag_seconds,
-        send_confirmations=r.confirmations.as_log(),
     )

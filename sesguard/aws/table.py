@@ -32,7 +32,7 @@ JOB_PREFIX = "J#"
 OBJECT_PREFIX = "O#"
 LEASE_PREFIX = "L#"
 EVENT_PREFIX = "E#"
-MESSAGE_PREFIX = "M#"
+SEEN_PREFIX = "D#"  # the events counted per partner and minute (sesguard/aws/seen.py)
 PREFIXES = (
     PARTNER_PREFIX,
     HELD_PREFIX,
@@ -40,7 +40,7 @@ PREFIXES = (
     OBJECT_PREFIX,
     LEASE_PREFIX,
     EVENT_PREFIX,
-    MESSAGE_PREFIX,
+    SEEN_PREFIX,
 )
 
 # Profile attributes `warned:<metric>:<window hours>` = when that warn level was crossed
@@ -98,33 +98,6 @@ STATUS_PK, STATUS_SK = f"{PARTNER_PREFIX}_status", "EPOCH"
 JOB_SK = "JOB"
 JOB_SENDING, JOB_SENT = "sending", "sent"
 CONFIRMED_BY_SES = "ses"  # `confirmed_by` of a record SES's Send event marked sent
-
-# SES's word on one message: the worker's item of the events it counted for that message
-# (their keys, so a record seen again is not counted again) with the message's partner_id,
-# message_id and mail_at (SES's mail.timestamp). Under the job's own partition when the
-# message carries the job tag (`J#<job_id>` / `M#<message id>`): any such item of the same
-# partner is SES saying it accepted the job's message, and one Query on `J#<job_id>` reads
-# the record and that evidence together. A message without a job tag has its own
-# partition (`M#<message id>` / `M`). docs/design.md, "Every event is counted exactly once".
-MESSAGE_SK_PREFIX = "M#"
-MESSAGE_SK = "M"
-
-
-def message_key(message_id: str, job_id: str | None) -> tuple[str, str]:
-    """(pk, sk) of the item that holds the counted events of SES message `message_id`."""
-    if job_id is not None:
-        return job_pk(job_id), MESSAGE_SK_PREFIX + message_id
-    return MESSAGE_PREFIX + message_id, MESSAGE_SK
-
-
-def ses_evidence(items: list[dict[str, Any]], partner_id: str) -> dict[str, Any] | None:
-    """The first message item among a job's items (plain dicts, `from_item`) that is the
-    same partner's: SES accepted the job's message. None: SES has said nothing (yet)."""
-    for item in items:
-        sk = str(item.get("sk", ""))
-        if sk.startswith(MESSAGE_SK_PREFIX) and item.get("partner_id") == partner_id:
-            return item
-    return None
 
 
 def event_pk(partner_id: str) -> str:

@@ -1,0 +1,54 @@
+"""What makes two SES records the same event (pure): a 12-byte key per event.
+
+SES and Firehose deliver at least once, so one event can arrive twice, in one object or in
+two. The key is built from what SES itself names the event by, so a repeat has the same
+key and a distinct event another: docs/design.md, "Every event is counted exactly once"
+(the fields per event type are listed there).
+"""
+
+from __future__ import annotations
+
+from hashlib import blake2b
+from typing import Any
+
+import orjson
+
+from sesguard.aws.seen import KEY_BYTES
+
+_SEP = "\x1f"
+# Detail fields that tell two events of one message and type apart (besides recipients):
+# an open or click at another time, on another link, from another address is another.
+_DETAIL_FIELDS = ("timestamp", "link", "ipAddress", "userAgent")
+_ONE_PER_MESSAGE = frozenset({"Send", "Reject", "Rendering Failure", "RenderingFailure"})
+
+
+def _address(entry: Any) -> str:
+    return str(entry.get("emailAddress") if type(entry) is dict else entry)
+
+
+def event_key(kind: str, message_id: str, detail: Any, recipients: list[Any]) -> bytes:
+    """The key of one event of message `message_id` (its `mail.messageId`).
+
+    A bounce or complaint is named by SES's own `feedbackId`; a Send, Reject or Rendering
+    Failure (one per message) by type and message; any other event also by its own
+    timestamp and recipients (and link, address and user agent for opens and clicks)."""
+    parts = [kind, message_id]
+    if kind not in _ONE_PER_MESSAGE:
+        feedback = detail.get("feedbackId") if type(detail) is dict else None
+        if type(feedback) is str and feedback:
+            parts.append(feedback)
+        else:
+            if type(detail) is dict:
+                for name in _DETAIL_FIELDS:
+                    value = detail.get(name)
+                    if value is not None:
+                        parts.append(f"{name}={value}")
+            parts.extend(_address(r) for r in recipients)
+    return blake2b(_SEP.join(parts).encode(), digest_size=KEY_BYTES).digest()
+
+
+def content_message_id(record: dict[str, Any]) -> str:
+    """A stand-in message id for a record without `mail.messageId` (SES always writes
+    one): its whole content, so only an identical record is the same event."""
+    digest = blake2b(orjson.dumps(record, option=orjson.OPT_SORT_KEYS), digest_size=16)
+    return "content:" + digest.hexdigest()
