@@ -309,7 +309,7 @@ async def run_worker(clients: Any, settings: Any, data: DataSet) -> dict[str, An
         "wall_seconds": wall,
         "events": sum(r.stats.events for r in results),
         "paused": sum(1 for r in results for o in r.outcomes.values() if o.value == "paused"),
-        "chunks": sum(r.applied.chunks for r in results),
+        "chunks": sum(r.applied.transactions for r in results),
     }
 
 
@@ -384,16 +384,13 @@ async def write_job_records(clients: Any, table: str, jobs: list[tuple[str, str]
     return [job_id for job_id, _ in stale]
 
 
-async def confirmed_jobs(clients: Any, table: str, job_ids: list[str]) -> int:
-    from sesguard.aws import table as t
+async def confirmed_jobs(clients: Any, table: str, jobs: list[tuple[str, str]], start: Any) -> int:
+    """How many of `jobs` (job id, partner) SES's Send events are recorded for."""
+    from sesguard.aws.seen import ses_accepted
 
     n = 0
-    for job_id in job_ids:
-        resp = await clients.dynamodb.get_item(
-            TableName=table, Key=t.key(t.job_pk(job_id), t.JOB_SK), ConsistentRead=True
-        )
-        item = t.from_item(resp.get("Item", {}))
-        n += item.get("state") == "sent" and item.get("confirmed_by") == "ses"
+    for job_id, pid in jobs:
+        n += await ses_accepted(clients.dynamodb, table, pid, job_id, start, 600)
     return n
 
 
@@ -450,7 +447,10 @@ async def end_to_end(data: DataSet, naive_sample: int) -> dict[str, Any]:
                 if got != data.per_partner_sent[pid]:
                     raise SystemExit(f"{pid}: counted {got}, expected {data.per_partner_sent[pid]}")
             # Exactness check: every stale claim named by a Send event is confirmed.
-            confirmed = await confirmed_jobs(clients, settings.table, stale)
+            by_job = dict(data.jobs)
+            start = datetime.now(UTC) - timedelta(minutes=len(data.objects) + 2)
+            named = [(job_id, by_job[job_id]) for job_id in stale]
+            confirmed = await confirmed_jobs(clients, settings.table, named, start)
             if confirmed != len(stale):
                 raise SystemExit(f"{confirmed} of {len(stale)} stale claims confirmed")
             return {"naive": naive, "worker": worker}

@@ -33,6 +33,7 @@ import sesguard.aws.clients
 from sesguard.aws import table as t
 from sesguard.aws.held import count_held
 from sesguard.aws.lifecycle import SOURCE, DetailType
+from sesguard.aws.seen import ses_accepted
 from sesguard.aws.store import PartnerStore
 from sesguard.core.jobs import JOB_TAG, job_tag_value
 from sesguard.core.partners import Limits, Profile, Status
@@ -438,7 +439,7 @@ async def test_services_use_exactly_what_their_roles_grant(
     # 2. SES events land in S3: `dirty` bounces 5 of 10 (paused by the worker); `lowered`
     #    1 of 10, under its limit of 50%. Plus a message that is not an S3 notification.
     #    The Send events of `good-1` (recorded "sent") and of `lost-1` (a claim its dead
-    #    sender left "sending") name their jobs: read, and the stale claim confirmed.
+    #    sender left "sending") name their jobs: recorded with the counted events.
     now = datetime.now(UTC)
     await clients.dynamodb.put_item(
         TableName=settings.table,
@@ -487,10 +488,9 @@ async def test_services_use_exactly_what_their_roles_grant(
     assert await _run(worker.main, ["--drain"], settings) == 0
     dirty = await store.require_profile("dirty")
     assert dirty.status is Status.PAUSED, "the worker should have paused `dirty`"
-    lost = await clients.dynamodb.get_item(
-        TableName=settings.table, Key=t.key(t.job_pk("lost-1"), t.JOB_SK), ConsistentRead=True
-    )
-    assert lost["Item"]["confirmed_by"]["S"] == "ses", "the worker should have confirmed lost-1"
+    assert await ses_accepted(
+        clients.dynamodb, settings.table, "good", "lost-1", now, settings.visibility_timeout
+    ), "the worker should have recorded SES's word on lost-1"
 
     # 3. An operator lowers `lowered`'s limit: the sender's gate pauses it; both jobs held.
     await store.update("lowered", bounce_limit=0.05)

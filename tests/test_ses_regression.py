@@ -143,7 +143,7 @@ def find(event_type: str, **detail: Any) -> dict[str, Any]:
 def test_complaint_on_account_suppression_list_counts_as_suppressed() -> None:
     """Item 2: SES accepted the message and never sent it: not a complaint."""
     rec = find("Complaint", complaintSubType="OnAccountSuppressionList")
-    assert classify(rec) == Delta("shop", H10, "suppressed", 1, None, 0)
+    assert classify(rec)[:6] == Delta("shop", H10, "suppressed", 1, None, 0)[:6]
     with_report = find("Complaint", complaintFeedbackType="abuse")
     assert classify(with_report).counter == "complaints"  # type: ignore[union-attr]
     without = next(
@@ -160,7 +160,7 @@ def test_simulator_recipients_are_split_from_real_ones_per_recipient() -> None:
     """Item 3: M11 goes to one real and two simulator recipients."""
     send = next(r for r in records() if r.get("eventType") == "Send" and len(
         [a for a in r["mail"]["destination"] if a.endswith(SIM)]) == 2)  # fmt: skip
-    assert classify(send) == Delta("mixed", H10, "sent", 3, None, 2)
+    assert classify(send)[:6] == Delta("mixed", H10, "sent", 3, None, 2)[:6]
     agg = aggregate_bytes(orjson.dumps(send))
     assert per_cell(agg) == {("mixed", H10): {"sent": 1, "simulator_sent": 2}}
     counted = aggregate_bytes(orjson.dumps(send), count_simulator=True)
@@ -260,15 +260,15 @@ async def test_end_to_end_through_the_worker(clients: Any, settings: Any) -> Non
     with capture_logs() as logs:
         assert await WorkerService(clients, settings).run(drain=True) == 0
 
-    two = {k: 2 * v for k, v in {**SHOP_H10, **SHOP_H11}.items()}
-    two["delivered"] = 2 * (SHOP_H10["delivered"] + SHOP_H11["delivered"])
+    # The same records in two objects (Firehose delivers at least once): counted once.
+    once = {**SHOP_H10, **SHOP_H11}
+    once["delivered"] = SHOP_H10["delivered"] + SHOP_H11["delivered"]
     shop = await store.get_state("shop")
-    assert shop.totals.nonzero() == two
-    mixed = (await store.get_state("mixed")).totals.nonzero()
-    assert mixed == {k: 2 * v for k, v in MIXED_H10.items()}
-    assert (await store.get_state(UNATTRIBUTED)).totals.nonzero() == {
-        k: 2 * v for k, v in UNATTRIBUTED_H10.items()
-    }
+    assert shop.totals.nonzero() == once
+    assert (await store.get_state("mixed")).totals.nonzero() == MIXED_H10
+    assert (await store.get_state(UNATTRIBUTED)).totals.nonzero() == UNATTRIBUTED_H10
+    processed = [e for e in logs if e["event"] == "object_processed"]
+    assert sorted(e["duplicates"] for e in processed) == [0, processed[0]["events"]]
 
     # The wrong pipeline: loud, once per object (not once per record), and counted.
     wrong = [e for e in logs if e["event"] == "wrong_pipeline"]
@@ -281,22 +281,22 @@ async def test_end_to_end_through_the_worker(clients: Any, settings: Any) -> Non
     assert [e["simulator_recipients"] for e in processed] == [SIMULATOR_APART] * 2
 
     # Item 1 where the operator sees it: both numbers, and the rate SES would compute.
-    # 2 objects: 36 sent - 4 suppressed = 32 judged; 6 hard bounces -> 18.75%.
+    # Counted once: 18 sent - 2 suppressed = 16 judged; 3 hard bounces -> 18.75%.
     profile = shop.profile
     assert profile is not None and profile.paused
     assert "bounce rate 18.75%" in (profile.paused_reason or "")
-    assert "(32 sent, not counting 4 suppressed)" in (profile.paused_reason or "")
+    assert "(16 sent, not counting 2 suppressed)" in (profile.paused_reason or "")
     report = partner_json(shop, 0, utcnow(), settings.window_hours, Limits())
     week = report["windows"][-1]
-    assert (week["sent"], week["suppressed"], week["judged_sends"]) == (36, 4, 32)
-    assert week["bounce_rate"] == pytest.approx(6 / 32)
+    assert (week["sent"], week["suppressed"], week["judged_sends"]) == (18, 2, 16)
+    assert week["bounce_rate"] == pytest.approx(3 / 16)
     text = partner_text(report)
     assert "SUPPRESSED" in text and "JUDGED SENDS" in text
     assert "simulator_sent" not in text  # shop has no simulator mail
     mixed_text = partner_text(
         partner_json(await store.get_state("mixed"), 0, utcnow(), settings.window_hours, Limits())
     )
-    assert re.search(r"^simulator_sent +8$", mixed_text, re.M), mixed_text
+    assert re.search(r"^simulator_sent +4$", mixed_text, re.M), mixed_text
 
 
 async def test_end_to_end_simulator_mail_counted_when_asked(clients: Any, settings: Any) -> None:

@@ -1,17 +1,19 @@
-"""Apply an object's counters exactly once: counters and "processed" marker in one
-DynamoDB transaction per chunk (`plan_chunks` is pure).
+"""Count an object's events once each: per partner-minute, the keys of the events not
+counted before and the counters they add, in one DynamoDB transaction.
 
-Why it holds: docs/design.md, "Every event is counted exactly once". Log lines name the
-object through structlog's context (worker.pipeline binds its bucket and key), not through
-arguments repeated in each call.
+`plan_chunks` and `new_events` are pure; `apply_minutes` reads what each partner-minute
+already holds (sesguard/aws/seen.py) and writes the rest. Why it is exact under
+redelivery, repeats, concurrent workers and SIGKILL: docs/design.md, "Every event is
+counted exactly once". Log lines name the object through structlog's context
+(worker.pipeline binds its bucket and key).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,17 +21,21 @@ from botocore.exceptions import ClientError
 
 from sesguard.aws import table as t
 from sesguard.aws.errors import error_code
+from sesguard.aws.seen import VERSION_SK, Seen, job_key, part_sk, read_seen, seen_pk
 from sesguard.aws.store import PartnerStore
 from sesguard.core.backoff import spaced_delay
 from sesguard.core.partners import Counters, utcnow
 from sesguard.errors import Failed
 from sesguard.logging import get_logger
+from worker.aggregate import CellKey, Counted, Minute, fold
 
 log = get_logger(__name__)
 
 MAX_TRANSACT_ITEMS = 100  # AWS limit; moto does not enforce it, so we do
-# Markers must outlive every redelivery (SQS keeps messages 14 days, DLQ redrives later).
-MARKER_TTL_DAYS = 400
+# Keys per part item: 12 bytes each, plus as many job keys at most: 480 KB would break the
+# 400 KB item limit, 15,000 of each (360 KB) keeps under it with room for the attributes.
+PART_KEYS = 15_000
+PARALLEL_READS = 8  # partner-minute Queries in flight per object
 _RETRY_REASONS = frozenset(
     {
         "TransactionConflict",
@@ -56,102 +62,153 @@ class ApplyError(Failed):
     """The transaction failed for a reason retrying here will not fix."""
 
 
-Cell = tuple[str, datetime, Counters]
+@dataclass
+class Unit:
+    """One partner-minute to write: what its partition held when read (`parts`) and the
+    events of this object it did not hold (`new`), with the jobs their Sends name."""
 
-
-@dataclass(frozen=True)
-class Chunk:
-    index: int
-    cells: tuple[Cell, ...]
+    minute: Minute
+    parts: int
+    new: dict[bytes, Counted]
+    jobs: list[bytes]  # job keys (sesguard.aws.seen.job_key) of the new Send events
 
     @property
-    def partners(self) -> list[str]:
-        return sorted({pid for pid, _, _ in self.cells})
+    def pk(self) -> str:
+        return seen_pk(self.minute.partner_id, self.minute.minute)
+
+    @property
+    def part_count(self) -> int:
+        return -(-len(self.new) // PART_KEYS)
+
+    def cell(self) -> CellKey | None:
+        """Every event of a minute falls in that minute's hour: one counter bucket."""
+        for hour, _ in self.new.values():
+            return (self.minute.partner_id, hour)
+        return None
+
+
+def new_events(minute: Minute, seen: Seen) -> tuple[Unit, list[str]]:
+    """What of `minute` the partition does not hold yet (pure), and the jobs whose Send
+    event is new though the partition already names the job: sent twice, which the claim
+    exists to prevent (logged as an error by the caller)."""
+    new = {k: v for k, v in minute.events.items() if k not in seen.keys}
+    jobs: list[bytes] = []
+    twice: list[str] = []
+    for job_id, send_key in minute.jobs.items():
+        if send_key in new:
+            jk = job_key(job_id)
+            if jk in seen.jobs:
+                twice.append(job_id)
+            jobs.append(jk)
+    return Unit(minute, seen.parts, new, jobs), twice
+
+
+def unit_items(unit: Unit) -> int:
+    """Transaction items of a unit besides its counters: the version and its parts."""
+    return 1 + unit.part_count
+
+
+def plan_chunks(units: Sequence[Unit], max_items: int = MAX_TRANSACT_ITEMS) -> list[list[Unit]]:
+    """Units packed into transactions of at most `max_items` items: per unit its version
+    and part items, per (partner, hour) one bucket ADD and per partner one TOTALS ADD
+    (DynamoDB forbids two operations on one item in a transaction). Sorted by partner and
+    minute so a partner's units share those counters (pure)."""
+    chunks: list[list[Unit]] = []
+    chunk: list[Unit] = []
+    cells: set[CellKey] = set()
+    partners: set[str] = set()
+    used = 0
+    for unit in sorted(units, key=lambda u: (u.minute.partner_id, u.minute.minute)):
+        if not unit.new:
+            continue
+        cell = unit.cell()
+        pid = unit.minute.partner_id
+        cost = unit_items(unit) + (cell not in cells) + (pid not in partners)
+        if cost > max_items:
+            raise ApplyError(f"one partner-minute needs {cost} transaction items")
+        if used + cost > max_items:
+            chunks.append(chunk)
+            chunk, cells, partners, used = [], set(), set(), 0
+            cost = unit_items(unit) + 2
+        chunk.append(unit)
+        if cell is not None:
+            cells.add(cell)
+        partners.add(pid)
+        used += cost
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 @dataclass
 class ApplyResult:
-    chunks: int = 0
-    applied: int = 0  # chunks written by this call
-    already: int = 0  # chunks found counted before (redelivery, another worker)
+    transactions: int = 0  # committed by this object
+    handed: int = 0  # events handed over to be written
+    counted: int = 0  # of them, added to the counters by this object
+    reads: int = 0  # items read to learn what was counted
     retries: int = 0
+    jobs_sent_twice: list[str] = field(default_factory=list)
 
     @property
-    def all_already(self) -> bool:
-        return self.chunks > 0 and self.applied == 0
-
-
-def plan_chunks(
-    counts: Mapping[tuple[str, datetime], Counters], max_items: int = MAX_TRANSACT_ITEMS
-) -> list[Chunk]:
-    """Deterministic chunks: cells sorted by (partner, hour), filled greedily so that
-    marker + bucket items + one TOTALS item per partner stay within `max_items`."""
-    if max_items < 3:
-        raise ValueError("a chunk needs room for a marker, a bucket and a totals item")
-    budget = max_items - 1  # the marker
-    chunks: list[Chunk] = []
-    cells: list[Cell] = []
-    used = 0
-    last_pid: str | None = None
-    for (pid, hour), c in sorted(counts.items(), key=lambda kv: kv[0]):
-        if not c:
-            continue
-        cost = 1 if pid == last_pid else 2
-        if used + cost > budget:
-            chunks.append(Chunk(len(chunks), tuple(cells)))
-            cells, used, last_pid = [], 0, None
-            cost = 2
-        cells.append((pid, hour, c))
-        used += cost
-        last_pid = pid
-    if cells:
-        chunks.append(Chunk(len(chunks), tuple(cells)))
-    return chunks
-
-
-def marker_sk(index: int) -> str:
-    return f"{index:05d}"
+    def duplicates(self) -> int:
+        """Events found counted before: by another object, or by an earlier try of this one."""
+        return self.handed - self.counted
 
 
 def transaction_items(
-    store: PartnerStore,
-    bucket: str,
-    key: str,
-    chunk: Chunk,
-    total_chunks: int,
-    etag: str | None,
-    now: datetime,
+    store: PartnerStore, chunk: Sequence[Unit], object_url: str, now: datetime
 ) -> list[dict[str, Any]]:
-    """Marker Put first (its cancellation reason tells "already counted"), then counters."""
-    marker = t.to_item(
-        {
-            "pk": t.object_pk(bucket, key),
-            "sk": marker_sk(chunk.index),
-            "chunks": total_chunks,
-            "cells": len(chunk.cells),
-            "etag": etag,
-            "processed_at": now.isoformat(),
-            t.TTL_ATTRIBUTE: int((now + timedelta(days=MARKER_TTL_DAYS)).timestamp()),
+    """Per unit: its version moved from what was read to that plus its parts (the
+    condition that makes the read still true at commit), its part items; then the
+    counters its new events add."""
+    expires = {"N": str(int((now + timedelta(days=store.retention_days)).timestamp()))}
+    items: list[dict[str, Any]] = []
+    for unit in chunk:
+        pk = unit.pk
+        parts = unit.part_count
+        update: dict[str, Any] = {
+            "TableName": store.table,
+            "Key": t.key(pk, VERSION_SK),
+            "UpdateExpression": "SET parts = :new, expires_at = :exp",
+            "ExpressionAttributeValues": {":new": {"N": str(unit.parts + parts)}, ":exp": expires},
         }
-    )
-    items: list[dict[str, Any]] = [
-        {
-            "Put": {
-                "TableName": store.table,
-                "Item": marker,
-                "ConditionExpression": "attribute_not_exists(pk)",
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        if unit.parts:
+            update["ConditionExpression"] = "parts = :old"
+            update["ExpressionAttributeValues"][":old"] = {"N": str(unit.parts)}
+        else:
+            update["ConditionExpression"] = "attribute_not_exists(pk)"
+        items.append({"Update": update})
+        keys = list(unit.new)
+        for i in range(parts):
+            part_keys = keys[i * PART_KEYS : (i + 1) * PART_KEYS]
+            part_jobs = unit.jobs[i * PART_KEYS : (i + 1) * PART_KEYS]
+            item: dict[str, Any] = {
+                "pk": {"S": pk},
+                "sk": {"S": part_sk(unit.parts + i + 1)},
+                "keys": {"B": b"".join(part_keys)},
+                "events": {"N": str(len(part_keys))},
+                "object": {"S": object_url[:1024]},
+                "written_at": {"S": now.isoformat()},
+                t.TTL_ATTRIBUTE: expires,
             }
-        }
-    ]
+            if part_jobs:
+                item["jobs"] = {"B": b"".join(part_jobs)}
+            items.append(
+                {
+                    "Put": {
+                        "TableName": store.table,
+                        "Item": item,
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
+            )
+    cells = fold(Minute(u.minute.partner_id, u.minute.minute, u.new) for u in chunk if u.new)
     totals: dict[str, Counters] = {}
-    for pid, hour, c in chunk.cells:
-        if c:
-            items.append(store.bucket_update(pid, hour, c))
-        totals.setdefault(pid, Counters()).add(c)  # one totals item per partner per chunk
+    for (pid, hour), c in sorted(cells.items()):
+        items.append(store.bucket_update(pid, hour, c))
+        totals.setdefault(pid, Counters()).add(c)
     for pid, c in totals.items():
-        if c:
-            items.append(store.totals_update(pid, c))
+        items.append(store.totals_update(pid, c))
     if len(items) > MAX_TRANSACT_ITEMS:
         raise AssertionError(f"chunk of {len(items)} items")  # plan_chunks guarantees it
     return items
@@ -167,87 +224,101 @@ def cancellation_reasons(exc: ClientError) -> list[str]:
     return [r.strip() for r in m.group(1).split(",")] if m else []
 
 
-async def apply_object(
-    store: PartnerStore,
-    bucket: str,
-    key: str,
-    counts: Mapping[tuple[str, datetime], Counters],
-    etag: str | None = None,
-    now: datetime | None = None,
-    max_attempts: int = 8,
-    max_items: int = MAX_TRANSACT_ITEMS,
-) -> ApplyResult:
-    """Write every chunk of `counts` once; safe to call again for the same object."""
-    now = now or utcnow()
-    chunks = plan_chunks(counts, max_items)
-    result = ApplyResult(chunks=len(chunks))
-    for chunk in chunks:
-        items = transaction_items(store, bucket, key, chunk, len(chunks), etag, now)
-        applied, retries = await _write(store, items, bucket, key, chunk, etag, max_attempts)
-        result.retries += retries
-        if applied:
-            result.applied += 1
-        else:
-            result.already += 1
-    return result
+@dataclass
+class Applier:
+    """Writes the partner-minutes of one object (`apply`), as often as it is handed some."""
 
+    store: PartnerStore
+    object_url: str
+    max_attempts: int = 8
+    max_items: int = MAX_TRANSACT_ITEMS
+    result: ApplyResult = field(default_factory=ApplyResult)
 
-async def _write(
-    store: PartnerStore,
-    items: list[dict[str, Any]],
-    bucket: str,
-    key: str,
-    chunk: Chunk,
-    etag: str | None,
-    max_attempts: int,
-) -> tuple[bool, int]:
-    """(True if written, False if counted before; retries used)."""
-    for attempt in range(max_attempts):
-        try:
-            await store.call("transact_write_items", TransactItems=items)
-        except ClientError as exc:
-            code = error_code(exc)
-            if code == "TransactionCanceledException":
-                reasons = cancellation_reasons(exc)
-                if reasons and reasons[0] == "ConditionalCheckFailed":
-                    _check_same_object(exc, bucket, key, chunk, etag)
-                    return False, attempt
-                if not any(r in _RETRY_REASONS for r in reasons):
-                    raise ApplyError(f"transaction cancelled: {reasons or code}") from exc
-            elif code not in _RETRY_ERRORS and not _server_error(exc):
-                raise
-            if attempt + 1 == max_attempts:
-                raise ApplyError(
-                    f"transaction still failing after {max_attempts} attempts: {code}"
-                ) from exc
-            delay = spaced_delay(attempt, base=0.05, cap=2.0)
-            log.info("transaction_retry", chunk=chunk.index, code=code, delay=delay)
-            await asyncio.sleep(delay)
-            continue
-        return True, attempt
-    raise ApplyError("unreachable")  # pragma: no cover
+    async def apply(self, minutes: Sequence[Minute], now: datetime | None = None) -> None:
+        now = now or utcnow()
+        self.result.handed += sum(len(m.events) for m in minutes)
+        units = await self._read(minutes)
+        for chunk in plan_chunks(units, self.max_items):
+            await self._write(chunk, now)
+
+    async def _read(self, minutes: Sequence[Minute]) -> list[Unit]:
+        """What each partition holds now: every event it names is counted already."""
+        limit = asyncio.Semaphore(PARALLEL_READS)
+
+        async def one(minute: Minute) -> Unit:
+            async with limit:
+                return await self._unit(minute)
+
+        return list(await asyncio.gather(*(one(m) for m in minutes)))
+
+    async def _unit(self, minute: Minute) -> Unit:
+        seen, read = await read_seen(
+            self.store.dynamodb, self.store.table, seen_pk(minute.partner_id, minute.minute)
+        )
+        self.result.reads += read
+        unit, twice = new_events(minute, seen)
+        for job_id in twice:
+            log.error("job_sent_twice", alert=True, job_id=job_id, partner_id=minute.partner_id)
+        self.result.jobs_sent_twice += twice
+        return unit
+
+    async def _write(self, chunk: list[Unit], now: datetime) -> None:
+        for attempt in range(self.max_attempts):
+            items = transaction_items(self.store, chunk, self.object_url, now)
+            try:
+                await self.store.call("transact_write_items", TransactItems=items)
+            except ClientError as exc:
+                code = error_code(exc)
+                if code == "TransactionCanceledException":
+                    reasons = cancellation_reasons(exc)
+                    stale = self._stale(chunk, reasons)
+                    if stale:
+                        # Another worker counted in these partitions since they were read
+                        # (or an earlier try of ours committed before its answer was lost):
+                        # read again; what they now hold is not counted twice.
+                        chunk = await self._reread(chunk, stale)
+                        if not chunk:
+                            return
+                        continue
+                    if not any(r in _RETRY_REASONS for r in reasons):
+                        raise ApplyError(f"transaction cancelled: {reasons or code}") from exc
+                elif code not in _RETRY_ERRORS and not _server_error(exc):
+                    raise
+                if attempt + 1 == self.max_attempts:
+                    raise ApplyError(
+                        f"transaction still failing after {self.max_attempts} attempts: {code}"
+                    ) from exc
+                delay = spaced_delay(attempt, base=0.05, cap=2.0)
+                log.info("transaction_retry", code=code, delay=delay)
+                self.result.retries += 1
+                await asyncio.sleep(delay)
+                continue
+            self.result.transactions += 1
+            self.result.counted += sum(len(u.new) for u in chunk)
+            return
+        raise ApplyError(f"transaction still conflicting after {self.max_attempts} attempts")
+
+    @staticmethod
+    def _stale(chunk: list[Unit], reasons: list[str]) -> list[int]:
+        """Indexes (in `chunk`) of the units whose version or part condition failed."""
+        stale: list[int] = []
+        pos = 0
+        for i, unit in enumerate(chunk):
+            n = unit_items(unit)
+            if "ConditionalCheckFailed" in reasons[pos : pos + n]:
+                stale.append(i)
+            pos += n
+        return stale
+
+    async def _reread(self, chunk: list[Unit], stale: list[int]) -> list[Unit]:
+        fresh = await self._read([chunk[i].minute for i in stale])
+        for i, unit in zip(stale, fresh, strict=True):
+            chunk[i] = unit
+        return [u for u in chunk if u.new]
 
 
 def _server_error(exc: ClientError) -> bool:
-    """A 5xx: the outcome is unknown, and retrying is safe because of the marker."""
+    """A 5xx: the outcome is unknown, and retrying is safe: a committed try moved the
+    versions, so the retry reads again and finds its own events counted."""
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return isinstance(status, int) and status >= 500
-
-
-def _check_same_object(
-    exc: ClientError, bucket: str, key: str, chunk: Chunk, etag: str | None
-) -> None:
-    """A marker with another ETag means the key was overwritten after it was counted:
-    the new content is not counted again (keys from Firehose are unique; say so loudly)."""
-    reasons: Any = exc.response.get("CancellationReasons") or []
-    old: Any = reasons[0].get("Item") if reasons and isinstance(reasons[0], dict) else None
-    old_etag = old.get("etag", {}).get("S") if isinstance(old, dict) else None
-    if etag and old_etag and old_etag != etag:
-        log.error(
-            "object_overwritten_after_counting",
-            chunk=chunk.index,
-            counted_etag=old_etag,
-            etag=etag,
-        )
-    else:
-        log.info("chunk_already_counted", chunk=chunk.index)

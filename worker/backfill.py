@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 
 from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
-from worker.apply import MARKER_TTL_DAYS
-from worker.pipeline import ObjectMissing, Processor
+from worker.pipeline import MARKER_TTL_DAYS, ObjectMissing, Processor
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -37,15 +36,17 @@ class BackfillReport:
     failed: int = 0
     events: int = 0
     malformed: int = 0
-    chunks_applied: int = 0
-    chunks_already_counted: int = 0
+    counted: int = 0  # events added to the counters
+    duplicates: int = 0  # events found counted before
+    counted_before: int = 0  # objects whose marker said they were counted
 
     def line(self) -> str:
         return (
             f"backfill: {self.processed} objects processed ({self.listed} listed,"
             f" {self.before_since} before --since, {self.too_old} too old, {self.missing} gone,"
             f" {self.failed} failed); {self.events} events, {self.malformed} malformed;"
-            f" {self.chunks_applied} chunks applied, {self.chunks_already_counted} already counted"
+            f" {self.counted} counted, {self.duplicates} counted before;"
+            f" {self.counted_before} objects counted before"
         )
 
 
@@ -85,8 +86,9 @@ async def backfill(
             report.processed += 1
             report.events += result.stats.events
             report.malformed += result.stats.malformed_count
-            report.chunks_applied += result.applied.applied
-            report.chunks_already_counted += result.applied.already
+            report.counted += result.applied.counted
+            report.duplicates += result.stats.duplicates + result.applied.duplicates
+            report.counted_before += result.counted_before
 
     workers = [asyncio.create_task(work()) for _ in range(max(1, concurrency))]
     try:

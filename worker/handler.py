@@ -38,8 +38,10 @@ class WorkerTally:
     ignored: Counter[str] = field(default_factory=Counter)
     untagged: int = 0
     wrong_pipeline: int = 0  # SNS identity notifications: never counted (see classify)
-    chunks_applied: int = 0
-    chunks_already_counted: int = 0
+    events_counted: int = 0  # added to the counters (events less duplicates)
+    duplicates: int = 0  # events seen before: in the same object, or counted from another
+    objects_counted_before: int = 0  # redelivered: their marker said so, not read again
+    transactions: int = 0
     partners_paused: int = 0
     dead_lettered: int = 0
     failures: int = 0
@@ -54,8 +56,10 @@ class WorkerTally:
         self.ignored.update(r.stats.ignored)
         self.untagged += r.stats.untagged
         self.wrong_pipeline += r.stats.wrong_pipeline
-        self.chunks_applied += r.applied.applied
-        self.chunks_already_counted += r.applied.already
+        self.events_counted += r.applied.counted
+        self.duplicates += r.stats.duplicates + r.applied.duplicates
+        self.objects_counted_before += r.counted_before
+        self.transactions += r.applied.transactions
 
     def settled(self, fate: Fate) -> None:
         """What the runtime did with a message."""
@@ -139,7 +143,9 @@ class EventsHandler:
         self.tally.add(r)
         metrics = self.metrics
         metrics.add("objects_processed")
-        metrics.add("events_counted", r.stats.events)
+        metrics.add("events_counted", r.applied.counted)
+        if duplicates := r.stats.duplicates + r.applied.duplicates:
+            metrics.add("events_duplicate", duplicates)
         if r.stats.ignored_count:
             metrics.add("events_ignored", r.stats.ignored_count)
         if misspelled := r.stats.misspelled:

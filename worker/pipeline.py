@@ -1,4 +1,4 @@
-"""One S3 object end to end: stream it, count it, apply it exactly once, confirm, judge.
+"""One S3 object end to end: stream it, count each event once, judge the partners.
 
 `Processor` is shared by the queue consumer and backfill, and runs one bounded step per
 event-loop turn across all its objects. See docs/design.md,
@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 from structlog.contextvars import bound_contextvars
 
+from sesguard.aws import table as t
 from sesguard.aws.errors import error_code
 from sesguard.aws.store import PartnerStore
 from sesguard.core.identities import NO_IDENTITIES
@@ -26,7 +27,7 @@ from sesguard.errors import Refused
 from sesguard.logging import get_logger
 from sesguard.settings import DEFAULT_MAX_OBJECT_BYTES
 from worker.aggregate import Aggregator, ObjectStats
-from worker.apply import ApplyResult, apply_object
+from worker.apply import Applier, ApplyResult
 from worker.enforce import Enforcer
 from worker.identities import IdentityCache
 
@@ -36,6 +37,12 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 READ_CHUNK = 1 << 20
+# Events held before they are written: what an object holds in memory is bounded by this,
+# not by the object's size (docs/design.md, "Every event is counted exactly once").
+FLUSH_EVENTS = 20_000
+OBJECT_SK = "OBJECT"  # the object's "counted" marker, under O#<bucket>/<key>
+# Markers must outlive every redelivery (SQS keeps messages 14 days, DLQ redrives later).
+MARKER_TTL_DAYS = 400
 MALFORMED_LOG_LIMIT = 20  # per object; the count is always logged in full
 WRONG_PIPELINE = "not event-publishing records: the bucket is fed by the wrong pipeline"
 _MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
@@ -59,6 +66,7 @@ class ObjectResult:
     outcomes: dict[str, Enforcement] = field(default_factory=dict)
     lag_seconds: float | None = None
     bytes_read: int = 0
+    counted_before: bool = False  # its marker said so: not read again
 
     @property
     def partners(self) -> list[str]:
@@ -81,6 +89,7 @@ class Processor:
     count_simulator: bool = False
     # The account's verified identities: hard bounces to them count apart (worker/identities.py).
     identities: IdentityCache | None = None
+    flush_events: int = FLUSH_EVENTS
     _turn: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False, compare=False)
 
     async def process(self, bucket: str, key: str, now: datetime | None = None) -> ObjectResult:
@@ -103,29 +112,78 @@ class Processor:
         where = f"s3://{bucket}/{key}"
         size: int | None = resp.get("ContentLength")
         body = resp["Body"]
+        applier = Applier(self.store, where)
         async with body:  # releases the connection even if parsing fails
+            if await self._counted_before(bucket, key, etag):
+                return _log_result(
+                    ObjectResult(bucket, key, agg.stats, applier.result, counted_before=True)
+                )
             while chunk := await body.read(self.read_chunk):
-                await self._parse(agg.feed_steps(chunk), agg, where, size)
-        await self._parse(agg.finish_steps(), agg, where, size)
-
-        counts = agg.counts()
-        applied = await apply_object(self.store, bucket, key, counts, etag=etag)
+                await self._parse(agg.feed_steps(chunk), agg, where, size, applier)
+        await self._parse(agg.finish_steps(), agg, where, size, applier)
+        await applier.apply(agg.take())
+        await self._mark_counted(bucket, key, etag)
         outcomes = await self.enforcer.check_all(agg.partners(), now)
         done = utcnow()
-        result = ObjectResult(
-            bucket=bucket,
-            key=key,
-            stats=agg.stats,
-            applied=applied,
-            outcomes=outcomes,
-            lag_seconds=round((done - modified).total_seconds(), 3) if modified else None,
-            bytes_read=agg.bytes_in,
+        return _log_result(
+            ObjectResult(
+                bucket=bucket,
+                key=key,
+                stats=agg.stats,
+                applied=applier.result,
+                outcomes=outcomes,
+                lag_seconds=round((done - modified).total_seconds(), 3) if modified else None,
+                bytes_read=agg.bytes_in,
+            )
         )
-        _log_result(result)
-        return result
+
+    async def _counted_before(self, bucket: str, key: str, etag: str | None) -> bool:
+        """Whether this object's marker says it was counted (a redelivered notification:
+        one read instead of the object). An older sesguard marked each chunk
+        ("00000", ...): any marker counts. A marker with another ETag means the key was
+        overwritten after counting: the new content is read, and only events not counted
+        before are counted."""
+        resp = await self.store.call(
+            "query",
+            TableName=self.store.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": t.object_pk(bucket, key)}},
+            ConsistentRead=True,
+            Limit=1,
+        )
+        items = resp.get("Items", [])
+        if not items:
+            return False
+        counted_etag = items[0].get("etag", {}).get("S")
+        if etag and counted_etag and counted_etag != etag:
+            log.error("object_overwritten_after_counting", counted_etag=counted_etag, etag=etag)
+            return False
+        return True
+
+    async def _mark_counted(self, bucket: str, key: str, etag: str | None) -> None:
+        """After every event is written: a redelivery that finds this reads nothing."""
+        now = utcnow()
+        await self.store.call(
+            "put_item",
+            TableName=self.store.table,
+            Item=t.to_item(
+                {
+                    "pk": t.object_pk(bucket, key),
+                    "sk": OBJECT_SK,
+                    "etag": etag,
+                    "processed_at": now.isoformat(),
+                    t.TTL_ATTRIBUTE: int((now + timedelta(days=MARKER_TTL_DAYS)).timestamp()),
+                }
+            ),
+        )
 
     async def _parse(
-        self, steps: Iterator[None], agg: Aggregator, where: str, size: int | None
+        self,
+        steps: Iterator[None],
+        agg: Aggregator,
+        where: str,
+        size: int | None,
+        applier: Applier,
     ) -> None:
         """Run parsing steps, one per event-loop turn for all of this Processor's objects.
 
@@ -148,12 +206,17 @@ class Processor:
                         f" {agg.bytes_in} of its {size} bytes"
                     )
                 await asyncio.sleep(0)  # after the last step too: the next chunk's is next
+            if agg.pending >= self.flush_events:
+                await applier.apply(agg.take())
             if not more:
                 return
 
 
-def _log_result(r: ObjectResult) -> None:
+def _log_result(r: ObjectResult) -> ObjectResult:
     """Called inside `process`: the object's bucket and key come from the log context."""
+    if r.counted_before:
+        log.info("object_counted_before")
+        return r
     stats = r.stats
     for m in stats.malformed[:MALFORMED_LOG_LIMIT]:
         log.warning(
@@ -196,8 +259,9 @@ def _log_result(r: ObjectResult) -> None:
         simulator_recipients=stats.simulator,
         partners_touched=len(r.outcomes),
         partners=r.partners[:100],
-        chunks=r.applied.chunks,
-        chunks_applied=r.applied.applied,
-        chunks_already_counted=r.applied.already,
+        duplicates=stats.duplicates + r.applied.duplicates,
+        transactions=r.applied.transactions,
+        seen_items_read=r.applied.reads,
         lag_seconds=r.lag_seconds,
     )
+    return r

@@ -79,17 +79,16 @@ WORKER: Grants = {
     # and without it S3 answers 403 instead of 404 for a missing object, which the
     # worker must tell apart from a real denial.
     "s3:ListBucket": frozenset({"events_bucket"}),
-    # policy evaluation after each apply; the lifecycle outbox sweep
-    "dynamodb:Query": items(t.PARTNER_PREFIX, t.EVENT_PREFIX),
+    # policy evaluation after each object; the lifecycle outbox sweep; what a
+    # partner-minute has counted; an object's "counted" marker
+    "dynamodb:Query": items(t.PARTNER_PREFIX, t.EVENT_PREFIX, t.SEEN_PREFIX, t.OBJECT_PREFIX),
     "dynamodb:GetItem": items(t.PARTNER_PREFIX),  # the profile, after winning a pause
-    # counters (in transactions), pause, warn marks; a stale job claim SES's Send event
-    # confirms
-    "dynamodb:UpdateItem": items(t.PARTNER_PREFIX, t.JOB_PREFIX),
-    # conditional "processed" markers (same); lifecycle events (history + outbox, in the
-    # transaction of a pause or warn mark)
-    "dynamodb:PutItem": items(t.OBJECT_PREFIX, t.EVENT_PREFIX),
+    # counters and partner-minute versions (in transactions), pause, warn marks
+    "dynamodb:UpdateItem": items(t.PARTNER_PREFIX, t.SEEN_PREFIX),
+    # "counted" markers; the keys of counted events (in the counters' transactions);
+    # lifecycle events (history + outbox, in the transaction of a pause or warn mark)
+    "dynamodb:PutItem": items(t.OBJECT_PREFIX, t.SEEN_PREFIX, t.EVENT_PREFIX),
     "dynamodb:DeleteItem": items(t.EVENT_PREFIX),  # the outbox item of a published event
-    "dynamodb:BatchGetItem": items(t.JOB_PREFIX),  # job records named by Send events
     "ses:SendEmail": frozenset({"identities"}),  # pause notices (no configuration set)
     # the account's verified identities: hard bounces to them stay out of the bounce rate
     "ses:ListEmailIdentities": frozenset({"*"}),

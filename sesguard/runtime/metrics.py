@@ -35,7 +35,7 @@ UNITS: dict[str, str] = {
     "malformed_records": "Count",  # worker: records skipped inside an object
     "wrong_pipeline_records": "Count",  # worker: SNS identity notifications, never counted
     "objects_processed": "Count",  # worker: S3 objects applied (exactly once)
-    "jobs_confirmed_by_ses": "Count",  # worker: stale claims a Send event marked sent
+    "events_duplicate": "Count",  # worker: SES records seen before (counted once)
     "partners_paused": "Count",  # sender/worker: pause transitions this task won
     "event_lag_seconds": "Seconds",  # worker: now minus the S3 object's time
     "event_loop_lag_seconds": "Seconds",  # both: worst event-loop lag in the interval

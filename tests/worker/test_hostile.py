@@ -15,6 +15,7 @@ import gzip
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
 
@@ -28,7 +29,7 @@ from sesguard.ops.bootstrap import ensure_table
 from sesguard.settings import load_settings
 from tests.domain.support import enforcer_for
 from tests.fixtures.hostile import BOMBS, RECORDS, records_object, whitespace_bomb
-from tests.fixtures.ses_events import EXPECTED_ACME, NDJSON
+from tests.fixtures.ses_events import EXPECTED_ACME, NDJSON, encode, event
 from worker import main as worker_main
 from worker.aggregate import Aggregator
 from worker.pipeline import READ_CHUNK, ObjectResult, ObjectTooLarge, Processor
@@ -136,7 +137,7 @@ async def test_a_gzip_bomb_never_holds_the_event_loop(env: Env, kind: str) -> No
     result, watch = await watched(env.processor(), kind)
     check_responsive(watch, decoded)
     stats = result.stats
-    assert stats.events == 0 and result.applied.chunks == 0
+    assert stats.events == 0 and result.applied.transactions == 0
     if kind == "empty-records":  # 5 records per 13 bytes, each one malformed, 1000 kept
         assert stats.records == stats.malformed_count == decoded // 13 * 5
         assert len(stats.malformed) == 1000
@@ -151,9 +152,21 @@ async def test_a_large_object_of_real_records_never_holds_the_event_loop(env: En
     check_responsive(watch, len(data))
     copies = len(data) // len(RECORDS)
     assert result.stats.records == copies * 12 and result.stats.malformed_count == 0
-    assert (await env.store.get_state("acme")).totals.nonzero() == {
-        k: v * copies for k, v in EXPECTED_ACME.items()
-    }
+    # The same 12 records over and over: each counted once, every repeat recognised,
+    # in memory or (once a batch was written) in the table.
+    assert (await env.store.get_state("acme")).totals.nonzero() == EXPECTED_ACME
+    assert result.applied.counted == 12
+    assert result.stats.duplicates + result.applied.duplicates == (copies - 1) * 12
+
+
+async def test_an_object_is_written_in_batches_and_counted_exactly(env: Env) -> None:
+    """What an object holds in memory is bounded by the batch (`flush_events`), not by
+    its size: 300 distinct events in batches of 50, each counted once."""
+    records = [event("Send", f"p{i % 7}", datetime.now(UTC)) for i in range(300)]
+    await env.put("batched", encode(records))
+    result = await env.processor(flush_events=50).process(BUCKET, "batched")
+    assert result.applied.counted == 300 and result.applied.transactions > 1
+    assert sum([(await env.store.get_state(f"p{i}")).totals.sent for i in range(7)]) == 300
 
 
 async def test_concurrent_objects_take_one_step_per_loop_turn_between_them(env: Env) -> None:
@@ -276,8 +289,9 @@ async def test_an_object_exactly_at_the_cap_is_counted(env: Env) -> None:
     result = await processor.process(BUCKET, "exact")
     assert result.stats.events == 12
     assert (await env.store.get_state("acme")).totals.nonzero() == EXPECTED_ACME
+    await env.put("over", NDJSON)
     with pytest.raises(ObjectTooLarge):
-        await env.processor(max_object_bytes=len(NDJSON) - 1).process(BUCKET, "exact")
+        await env.processor(max_object_bytes=len(NDJSON) - 1).process(BUCKET, "over")
 
 
 async def test_a_cancelled_object_stops_at_once_and_counts_nothing(env: Env) -> None:
@@ -304,7 +318,7 @@ async def test_a_cancelled_object_stops_at_once_and_counts_nothing(env: Env) -> 
     assert steps <= 4
     assert await markers(env, "stopped") == 0
     result = await processor.process(BUCKET, "stopped")  # the redelivery
-    assert result.applied.applied == result.applied.chunks == 1
+    assert result.applied.counted == 12 and await markers(env, "stopped") == 1
 
 
 async def test_backfill_gives_up_an_object_over_the_setting(

@@ -94,14 +94,15 @@ def firehose_key(n: int, gz: bool = True) -> str:
 
 
 async def test_every_format_counts_exactly_and_the_test_event_is_skipped(env: Env) -> None:
+    """The same 12 records in four objects (one per format): read 48 times, counted once."""
     for i, fmt in enumerate(sorted(FORMATS)):
         await env.put(firehose_key(i, gz="gzip" in fmt), sample_bytes(fmt))
     service = await env.drain()
-    assert {k: v // 4 for k, v in (await env.totals("acme")).items()} == EXPECTED_ACME
-    assert await env.totals("acme") == {k: 4 * v for k, v in EXPECTED_ACME.items()}
-    assert await env.totals(UNATTRIBUTED) == {"sent": 4}
+    assert await env.totals("acme") == EXPECTED_ACME
+    assert await env.totals(UNATTRIBUTED) == {"sent": 1}
     m = service.tally
     assert (m.objects, m.test_events, m.events, m.malformed, m.dead_lettered) == (4, 1, 48, 0, 0)
+    assert (m.events_counted, m.duplicates) == (12, 36)
     assert m.untagged == 4
     assert await env.depth(env.queue_url) == 0
     assert await env.depth(env.dlq_url) == 0
@@ -209,7 +210,8 @@ async def test_same_notification_twice_counts_once(env: Env) -> None:
         )
     service = await env.drain()
     assert service.tally.objects == 2
-    assert service.tally.chunks_already_counted == 2 and service.tally.chunks_applied == 0
+    assert service.tally.objects_counted_before == 2  # its marker: the object is not read
+    assert service.tally.events_counted == 0
     assert await env.totals("acme") == EXPECTED_ACME
 
 
@@ -228,9 +230,10 @@ async def test_two_workers_on_one_object_count_it_once(env: Env) -> None:
     codes = await asyncio.gather(a.run(drain=True), b.run(drain=True))
     assert codes == [0, 0]
     assert a.tally.objects + b.tally.objects == 2
-    applied = a.tally.chunks_applied + b.tally.chunks_applied
-    already = a.tally.chunks_already_counted + b.tally.chunks_already_counted
-    assert (applied, already) == (2, 2)
+    assert a.tally.events_counted + b.tally.events_counted == 60
+    # The second either found the first's marker or raced it and found its events counted.
+    before = a.tally.objects_counted_before + b.tally.objects_counted_before
+    assert (before, a.tally.duplicates + b.tally.duplicates) in ((1, 0), (0, 60))
     for i in (0, 31, 59):
         assert await env.totals(f"p{i:02d}") == {"sent": 2}
 
@@ -429,8 +432,8 @@ async def test_backfill_counts_existing_objects_once(
     env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:
     old = NOW - timedelta(days=1)
-    await env.put(f"{old:%Y/%m/%d/%H}/a.gz", sample_bytes("gzip-newline"))
-    await env.put(f"{NOW:%Y/%m/%d/%H}/b", sample_bytes("plain-concatenated"))
+    await env.put(f"{old:%Y/%m/%d/%H}/a.gz", sample_bytes("gzip-newline", 1))
+    await env.put(f"{NOW:%Y/%m/%d/%H}/b", sample_bytes("plain-concatenated", 2))
     await env.put(f"other/{NOW:%Y/%m/%d/%H}/c", sample_bytes("plain-concatenated"))
     # The queue lost its notifications (the recovery case): purge it.
     await env.clients.sqs.purge_queue(QueueUrl=env.queue_url)
@@ -442,7 +445,7 @@ async def test_backfill_counts_existing_objects_once(
     assert "2 objects processed" in capsys.readouterr().out
     # Again, and overlapping with the service: nothing is counted twice.
     assert await worker_main.run(args, env.settings) == 0
-    assert "0 chunks applied, 2 already counted" in capsys.readouterr().out
+    assert "0 counted, 0 counted before; 2 objects counted before" in capsys.readouterr().out
     args = parser.parse_args(
         ["backfill", "--prefix", "", "--since", (NOW + timedelta(hours=1)).isoformat()]
     )
@@ -570,7 +573,7 @@ async def test_s3_outage_holds_the_worker_and_every_object_is_counted_once_after
     from tests.fault_hooks import Fault, inject
 
     for i in range(6):
-        await env.put(firehose_key(i, gz=False), sample_bytes("plain-newline"))
+        await env.put(firehose_key(i, gz=False), sample_bytes("plain-newline", i + 1))
     outage = Fault(status=503, code="ServiceUnavailable")
     with inject(env.clients.s3, "*", outage):
         service = WorkerService(
