@@ -25,7 +25,7 @@ from sesguard.core.jobs import (
     parse_job,
 )
 from sesguard.local.simulator import simulate_events
-from sesguard.ops.dlq import Context, Facts, Remedy, body_with_job_id, decide
+from sesguard.ops.dlq import Context, Facts, Remedy, Verdict, body_with_job_id, decide, settle
 from tests.fixtures.ses_events import event
 from worker.aggregate import Aggregator
 from worker.classify import SentJob, sent_job
@@ -279,9 +279,32 @@ def test_a_job_ses_confirmed_is_dropped_never_resent() -> None:
 
 def test_a_possibly_sent_job_waits_for_the_settle_time_from_its_claim() -> None:
     d = decide(facts(claim(minutes_ago=14)), CTX)
-    assert d.remedy is Remedy.KEEP and "waiting for SES's Send event until" in d.why
+    assert d.remedy is Remedy.KEEP and "waiting for SES's word on it until" in d.why
     ready = (NOW + timedelta(minutes=1)).isoformat()
     assert ready in d.why
+
+
+def test_a_possibly_sent_job_ses_has_word_of_is_dropped_whatever_its_age() -> None:
+    """SES's word (the worker's item of its message, same partner) settles it: sent."""
+    word = {"sk": "M#0100-abc", "partner_id": "acme", "message_id": "0100-abc", "mail_at": "t"}
+    for minutes in (1, 60):
+        d = decide(facts(claim(minutes, partner_id="acme"), evidence=word), CTX)
+        assert d.remedy is Remedy.DROP and "confirmed by SES" in d.why and "0100-abc" in d.why
+    held = Context(NOW, SETTLE, 14, "3 S3 notifications wait in sesguard-ses-events")
+    assert decide(facts(claim(60), evidence=word), held).remedy is Remedy.DROP
+
+
+def test_the_settle_rule_the_sender_and_the_redrive_share() -> None:
+    rec = claim(minutes_ago=20)
+    word = {"message_id": "0100-abc", "mail_at": "2026-11-29T11:00:00Z"}
+    assert settle(rec, word, NOW, SETTLE, "pending").verdict is Verdict.SENT
+    young = settle(claim(minutes_ago=5), None, NOW, SETTLE, None)
+    assert young.verdict is Verdict.WAIT and young.ready_at == NOW + timedelta(minutes=10)
+    held = settle(rec, None, NOW, SETTLE, "3 S3 notifications wait")
+    assert (held.verdict, held.why) == (Verdict.HOLD, "3 S3 notifications wait")
+    go = settle(rec, None, NOW, SETTLE, None)
+    assert (go.verdict, go.token) == (Verdict.RESEND, "tok-1")
+    assert settle({"state": "sending"}, None, NOW, SETTLE, None).verdict is Verdict.MANUAL
 
 
 def test_a_possibly_sent_job_with_no_send_event_after_the_settle_time_is_unclaimed() -> None:

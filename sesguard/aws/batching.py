@@ -190,3 +190,44 @@ async def read_job_records(
     chunks = [unique[i : i + BATCH_GET_KEYS] for i in range(0, len(unique), BATCH_GET_KEYS)]
     await asyncio.gather(*(one(c) for c in chunks))
     return found
+
+
+JOB_QUERIES_AT_ONCE = 10  # a DLQ page: one Query per job, all at once
+
+
+async def read_job_partitions(
+    dynamodb: DynamoDBClient,
+    table: str,
+    job_ids: Sequence[str],
+    *,
+    parallel: int = JOB_QUERIES_AT_ONCE,
+) -> dict[str, list[dict[str, Any]]]:
+    """Every item under each job's partition (`J#<job_id>`: its record and SES's message
+    items, sesguard.aws.table `message_key`), by job id, one consistent Query per job.
+
+    Why a Query and not BatchGetItem: SES's word on a job lives under sort keys only the
+    worker knows (the message ids), so one Query reads the record and the evidence
+    together. It costs the read units of the same items fetched one by one; consistent,
+    because a reader deciding whether to send must see a write made a moment ago."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(job_id: str) -> None:
+        items: list[dict[str, Any]] = []
+        request: dict[str, Any] = {
+            "TableName": table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": t.job_pk(job_id)}},
+            "ConsistentRead": True,
+        }
+        async with gate:
+            while True:
+                resp = await dynamodb.query(**request)
+                items += [t.from_item(i) for i in resp.get("Items", [])]
+                if "LastEvaluatedKey" not in resp:
+                    break
+                request["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        found[job_id] = items
+
+    await asyncio.gather(*(one(j) for j in dict.fromkeys(job_ids)))
+    return found

@@ -93,8 +93,8 @@ SENDER_LEASES_PK = f"{LEASE_PREFIX}sender"
 # sender task (a reserved partner id, so it is never a partner; it has no `kind`).
 STATUS_PK, STATUS_SK = f"{PARTNER_PREFIX}_status", "EPOCH"
 
-# The once-per-job record (sender/records.py writes it, worker/confirm.py confirms it,
-# sesguard/ops/dlq.py reads it to decide what a redrive may send).
+# The once-per-job record (sender/records.py writes it, and turns a stale claim "sent" on
+# SES's word; sesguard/ops/dlq.py reads it to decide what a redrive may send).
 JOB_SK = "JOB"
 JOB_SENDING, JOB_SENT = "sending", "sent"
 CONFIRMED_BY_SES = "ses"  # `confirmed_by` of a record SES's Send event marked sent
@@ -125,6 +125,11 @@ def ses_evidence(items: list[dict[str, Any]], partner_id: str) -> dict[str, Any]
         if sk.startswith(MESSAGE_SK_PREFIX) and item.get("partner_id") == partner_id:
             return item
     return None
+
+
+def job_record(items: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The once-per-job record among a job's items (plain dicts, `from_item`), if any."""
+    return next((item for item in items if item.get("sk") == JOB_SK), None)
 
 
 def event_pk(partner_id: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from sender.service import SenderService
+from sesguard.aws import table as t
 from sesguard.aws.store import PartnerStore
 from sesguard.runtime.ratelimit import TokenBucket
 from sesguard.settings import Settings, load_settings
@@ -129,6 +130,35 @@ class Env:
                 body = raw
             out.append((body, reason))
         return out
+
+
+async def ses_word(
+    clients: Any,
+    settings: Settings,
+    job_id: str,
+    partner_id: str,
+    message_id: str,
+    mail_at: str = "2026-11-29T11:00:00.000Z",
+) -> None:
+    """SES's word that it accepted job `job_id`'s message: the item the worker writes, in
+    its counters' transaction, for each SES message whose events it counts (issue 20:
+    `sesguard.aws.table.message_key`, with partner_id, message_id, mail_at and the keys
+    `e_*` of the events counted). Until the worker writes it, the tests that need SES's
+    word write it here, and only here: switch this one helper to the real worker."""
+    pk, sk = t.message_key(message_id, job_id)
+    await clients.dynamodb.put_item(
+        TableName=settings.table,
+        Item=t.to_item(
+            {
+                "pk": pk,
+                "sk": sk,
+                "partner_id": partner_id,
+                "message_id": message_id,
+                "mail_at": mail_at,
+                "e_send": 1,
+            }
+        ),
+    )
 
 
 def sender_settings(**overrides: Any) -> Settings:
