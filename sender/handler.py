@@ -6,11 +6,14 @@ never the body); this table is their reference:
 
   sent           SES accepted it: Done, its "sent" record the commit
   held           partner paused: stored in sesguard.aws.held, Done
-  duplicate      its job_id was already sent (its record, or SES's Send event): Done
-  dead_lettered  malformed, unknown partner, rejected by SES, or possibly sent
-  deferred       another delivery of the job_id holds a live claim, the partner's
-                 throttle has no room for a while (field `throttle`: rate or quota), or
-                 it has its fair share of the rate waiting in this task already: Defer
+  duplicate      its job_id was already sent (its record, or SES's word on a stale
+                 claim: field `confirmed_by`): Done
+  dead_lettered  malformed, unknown partner, rejected by SES, or possibly sent and not
+                 settled within the queue's receives (sender.settle)
+  deferred       another delivery of the job_id holds a live claim, a stale claim waits
+                 for SES's word (sender.settle), the partner's throttle has no room for a
+                 while (field `throttle`: rate or quota), or it has its fair share of the
+                 rate waiting in this task already: Defer
   retried        DynamoDB/SES/network trouble, or throttling that did not clear: Retry
   returned       the service stopped taking work before the send: GiveBack
 
@@ -32,12 +35,22 @@ from structlog.contextvars import bound_contextvars
 
 from sender.fairshare import FairTokens
 from sender.gate import Gate
-from sender.intake import Attempt, JobOutcome, Phase, ids_for_log, job_from_message
+from sender.intake import (
+    Attempt,
+    JobOutcome,
+    Phase,
+    claimed_elsewhere,
+    duplicate,
+    ids_for_log,
+    job_from_message,
+)
 from sender.records import ClaimState, JobRecords
 from sender.ses import Failure, classify_failure, send_params
+from sender.settle import Settler
 from sender.throttle import Throttles
+from sesguard.aws import table as t
 from sesguard.aws.clients import Clients
-from sesguard.aws.deadletter import REJECTED, UNKNOWN_PARTNER, possibly_sent_reason
+from sesguard.aws.deadletter import REJECTED, UNKNOWN_PARTNER
 from sesguard.aws.errors import describe, error_code
 from sesguard.aws.held import HeldJobs
 from sesguard.aws.store import StoreError
@@ -84,6 +97,7 @@ class SendHandler:
         gate: Gate,
         held: HeldJobs,
         records: JobRecords,
+        settler: Settler,
         bucket: TokenBucket,
         metrics: ServiceMetrics,
         clock: Clock,
@@ -98,6 +112,7 @@ class SendHandler:
         self.gate = gate
         self.held = held
         self.records = records
+        self.settler = settler  # a stale claim met: settled here (sender.settle)
         self.bucket = bucket
         self.metrics = metrics
         self.clock = clock
@@ -161,7 +176,7 @@ class SendHandler:
         while (local := self._claims.get(job.job_id)) is not None:
             await d.abortable(asyncio.shield(local))
         if job.job_id in self._sent_here:  # its "sent" record may still be in the finisher
-            return self._duplicate(d, self._sent_here[job.job_id])
+            return duplicate(d, self._sent_here[job.job_id])
         done = asyncio.get_running_loop().create_future()
         self._claims[job.job_id] = done
         try:
@@ -212,17 +227,23 @@ class SendHandler:
         except INFRA_ERRORS as exc:
             await self._give_back(a)  # no send was made
             return Retry(f"claim: {describe(exc)}")
-        if claim.state is not ClaimState.CLAIMED:
-            await self._give_back(a)  # this delivery sends nothing
-        if claim.state is ClaimState.SENT:
-            if claim.confirmed_by_ses:
-                d.fields["confirmed_by"] = "ses"
-            return self._duplicate(d, claim.message_id)
-        if claim.state is ClaimState.IN_PROGRESS:
-            seconds = max(1, int(claim.retry_after + 0.999))
-            return Defer(seconds, f"job_id claimed by another delivery; again in {seconds}s")
         if claim.state is ClaimState.POSSIBLY_SENT:
-            return DeadLetter(possibly_sent_reason(claim.claimed_at))
+            # Settled from SES's word; None: the stale claim is ours now (with `token`).
+            try:
+                with d.uninterruptible():  # a take-over written must be known here
+                    settled = await self.settler(d, job, token)
+            except INFRA_ERRORS as exc:
+                settled = Retry(f"settle: {describe(exc)}")
+            if settled is not None:
+                await self._give_back(a)  # this delivery sends nothing
+                return settled
+        elif claim.state is not ClaimState.CLAIMED:
+            await self._give_back(a)  # this delivery sends nothing
+            if claim.state is ClaimState.SENT:
+                if claim.confirmed_by_ses:
+                    d.fields["confirmed_by"] = t.CONFIRMED_BY_SES
+                return duplicate(d, claim.message_id)
+            return claimed_elsewhere(claim.retry_after)
         a.token, a.phase = token, Phase.CLAIMED
         return await self._send(d, a, job, send_params(job, self.settings, profile))
 
@@ -273,12 +294,6 @@ class SendHandler:
             if self.after_send is not None:
                 self._after_send(params, message_id)
             return Done(commit=self.records.sent_item(job, a.token, message_id))
-
-    def _duplicate(self, d: Delivery, message_id: str | None) -> Fate:
-        d.outcome = JobOutcome.DUPLICATE
-        if message_id:
-            d.fields["ses_message_id"] = message_id
-        return Done()
 
     def _after_send(self, params: dict[str, Any], message_id: str) -> None:
         """Run the after-send hook in the background: the job is done whatever happens
@@ -337,8 +352,8 @@ class SendHandler:
             # shielded: a cancelled handler still completes the release
             await asyncio.shield(self.records.release(job_id, token))
         except INFRA_ERRORS as exc:
-            # The claim stays: a later delivery waits for its time, then dead-letters it
-            # as "possibly sent". Safe (never twice), just not automatic.
+            # The claim stays: a later delivery finds it stale and settles it from SES's
+            # word (sender.settle): safe (never twice), only later.
             log.error("claim_release_failed", error=error_code(exc))
         await self._give_back(a)
 

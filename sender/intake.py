@@ -10,8 +10,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from sesguard.core.jobs import SendJob, ids_for_log, parse_job
+from sesguard.runtime import Defer, Delivery, Done
 
-__all__ = ["Attempt", "JobOutcome", "Phase", "ids_for_log", "job_from_message"]
+__all__ = [
+    "Attempt",
+    "JobOutcome",
+    "Phase",
+    "claimed_elsewhere",
+    "duplicate",
+    "ids_for_log",
+    "job_from_message",
+]
 
 
 class JobOutcome(StrEnum):
@@ -48,3 +57,17 @@ def job_from_message(body: str, message_id: str) -> SendJob:
     if "job_id" not in job.model_fields_set:
         job = job.model_copy(update={"job_id": message_id})
     return job
+
+
+def duplicate(d: Delivery, message_id: str | None) -> Done:
+    """The job was sent already: this delivery finishes with nothing sent."""
+    d.outcome = JobOutcome.DUPLICATE
+    if message_id:
+        d.fields["ses_message_id"] = message_id
+    return Done()
+
+
+def claimed_elsewhere(retry_after: float) -> Defer:
+    """Another delivery holds a live claim: look again once it may have finished."""
+    seconds = max(1, int(retry_after + 0.999))
+    return Defer(seconds, f"job_id claimed by another delivery; again in {seconds}s")

@@ -2,8 +2,10 @@
 
 Item `J#<job_id>` / `JOB` (docs/table.md). A delivery whose claim wins sends; one that finds
 "sent" is a duplicate; one that finds a claim younger than `claim_seconds` waits for it; an
-older claim SES has not confirmed is possibly sent, never sent blindly. Why: docs/design.md,
-"A job id is sent at most once" and "Possibly sent".
+older claim is possibly sent, never sent blindly: sender/settle.py reads the record and SES's
+word on it (`ses_word`) and turns the claim "sent" on that word (`confirm`), or takes it
+over once the settle time has passed without it (`take_over`). Why: docs/design.md, "A job
+id is sent at most once" and "Possibly sent".
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from botocore.exceptions import ClientError
 from sesguard.aws import table as t
 from sesguard.aws.batching import BatchWrite
 from sesguard.aws.errors import describe, error_code
+from sesguard.aws.seen import ses_word
 from sesguard.core.jobs import SendJob
 from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
@@ -35,7 +38,7 @@ class ClaimState(StrEnum):
     CLAIMED = "claimed"  # this delivery owns the job: send it
     SENT = "sent"  # already sent: a duplicate
     IN_PROGRESS = "in_progress"  # another delivery holds a live claim: look again later
-    POSSIBLY_SENT = "possibly_sent"  # a claim outlived claim_seconds, SES has not confirmed it
+    POSSIBLY_SENT = "possibly_sent"  # a "sending" claim outlived claim_seconds
 
 
 @dataclass(frozen=True)
@@ -43,15 +46,15 @@ class Claim:
     state: ClaimState
     retry_after: float = 0.0  # seconds, for IN_PROGRESS
     message_id: str | None = None  # SES MessageId of the earlier send, for SENT
-    confirmed_by_ses: bool = False  # SENT because SES's Send event said so (worker/confirm.py)
+    confirmed_by_ses: bool = False  # SENT on SES's word (a stale claim turned "sent": `confirm`)
     claimed_at: str | None = None  # of the stale claim, for POSSIBLY_SENT
 
 
 def judge_existing(record: dict[str, Any], now: datetime, claim_seconds: float) -> Claim:
     """What an existing record means for a new delivery of the same job_id (pure).
 
-    "sent" (by the sender's own record, or by SES's Send event, which the worker writes
-    into a stale claim) is a duplicate; a stale "sending" claim is possibly sent."""
+    "sent" (the sender's own record, or a stale claim turned "sent" on SES's word) is a
+    duplicate; a stale "sending" claim is possibly sent."""
     if record.get("state") == SENT:
         return Claim(
             ClaimState.SENT,
@@ -146,6 +149,81 @@ class JobRecords:
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
+
+    async def read(self, job_id: str) -> dict[str, Any] | None:
+        """The job's record, consistently (a claim written a moment ago must be seen)."""
+        resp = await self.dynamodb.get_item(
+            TableName=self.table, Key=t.key(t.job_pk(job_id), JOB_SK), ConsistentRead=True
+        )
+        item = resp.get("Item")
+        return None if item is None else t.from_item(item)
+
+    async def ses_word(self, record: dict[str, Any], partner_id: str) -> dict[str, str] | None:
+        """SES's word on the job of the stale claim `record` (sesguard.aws.seen)."""
+        return await ses_word(self.dynamodb, self.table, record, partner_id, self.claim_seconds)
+
+    async def confirm(self, job_id: str, token: str, evidence: dict[str, str]) -> bool:
+        """Turn a stale claim "sent" on SES's word (`evidence`: `ses_word`'s answer), only
+        if it is still "sending" with `token`: later deliveries then find a duplicate
+        without asking again. False: the record changed meanwhile (nothing written)."""
+        values = {
+            ":sending": SENDING,
+            ":token": token,
+            ":sent": SENT,
+            ":ses": t.CONFIRMED_BY_SES,
+            ":at": evidence["minute"],
+            ":now": utcnow().isoformat(),
+        }
+        update = "SET #s = :sent, confirmed_by = :ses, sent_minute = :at, confirmed_at = :now"
+        return await self._update(job_id, update, values) is None
+
+    async def take_over(
+        self, job: SendJob, old_token: str, token: str, now: datetime | None = None
+    ) -> Claim:
+        """Make a stale claim ours (a fresh token, claimed now) if it still has `old_token`:
+        of all deliveries that decided to re-send it, only one's write succeeds. The others
+        judge the record they find (a live claim: in progress; then "sent")."""
+        now = now or utcnow()
+        values = {
+            ":sending": SENDING,
+            ":token": old_token,
+            ":new": token,
+            ":at": now.astimezone(UTC).isoformat(),
+            ":exp": self._expires(now),
+        }
+        old = await self._update(
+            job.job_id, f"SET #tok = :new, claimed_at = :at, {t.TTL_ATTRIBUTE} = :exp", values
+        )
+        if old is None:
+            return Claim(ClaimState.CLAIMED)
+        if not old:  # removed meanwhile (a redrive): the next delivery claims it afresh
+            return Claim(ClaimState.IN_PROGRESS, retry_after=1.0)
+        existing = t.from_item(old)
+        if is_our_claim(existing, token):  # our write landed, its answer was lost
+            return Claim(ClaimState.CLAIMED)
+        return judge_existing(existing, now, self.claim_seconds)
+
+    async def _update(
+        self, job_id: str, update: str, values: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """A conditional UpdateItem of a "sending" record with token `:token`; None when
+        written, else the record found (ALL_OLD; {} when there is none)."""
+        try:
+            await self.dynamodb.update_item(
+                TableName=self.table,
+                Key=t.key(t.job_pk(job_id), JOB_SK),
+                UpdateExpression=update,
+                ConditionExpression="#s = :sending AND #tok = :token",
+                ExpressionAttributeNames={"#s": "state", "#tok": "token"},
+                ExpressionAttributeValues={k: t.to_attr(v) for k, v in values.items()},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            item: dict[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
+            return item
+        return None
 
     def sent_item(
         self, job: SendJob, token: str, message_id: str, now: datetime | None = None

@@ -22,6 +22,7 @@ from sender.gate import Gate
 from sender.handler import INFRA_ERRORS, AfterSendFactory, SendHandler
 from sender.rate import resolve_send_rate
 from sender.records import JobRecords
+from sender.settle import Settler
 from sender.throttle import Throttles
 from sesguard.aws.batching import SQS_BATCH
 from sesguard.aws.clients import Clients
@@ -33,6 +34,7 @@ from sesguard.core.exitcodes import ExitCode
 from sesguard.core.partners import utcnow
 from sesguard.domain.judgement import PartnerJudge
 from sesguard.logging import get_logger
+from sesguard.ops.dlq import EventsWatch
 from sesguard.runtime import (
     Consumer,
     ConsumerConfig,
@@ -108,6 +110,14 @@ class SenderService:
             settings.job_record_days,
             float(settings.visibility_timeout),
         )
+        # A delivery that meets a stale claim settles it (sender.settle); the events
+        # queues' answer is shared by the task's deliveries for a few seconds.
+        self.settler = Settler(
+            self.records,
+            EventsWatch(clients.sqs, settings, clock=self.clock.monotonic),
+            settings,
+            now,
+        )
         self.tally: Counter[str] = Counter()
         self.metrics = ServiceMetrics("sender")
         self.consumer: Consumer | None = None
@@ -150,6 +160,7 @@ class SenderService:
             gate=self.gate,
             held=self.held,
             records=self.records,
+            settler=self.settler,
             bucket=bucket,
             metrics=self.metrics,
             clock=self.clock,

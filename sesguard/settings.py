@@ -89,9 +89,10 @@ class Settings(BaseSettings):
         DEFAULT_MAX_OBJECT_BYTES, ge=1, description="decompressed bytes per event object"
     )
     job_record_days: int = Field(14, ge=1)
-    # `sesguard dlq redrive`: how long after its claim a "possibly sent" job must have
-    # gone without SES's Send event before it is re-sent (sesguard.ops.dlq). Well above
-    # Firehose's buffering (firehose_buffer_seconds, at most 900 s) plus the worker's lag.
+    # The sender and `sesguard dlq redrive`: how long after its claim a "possibly sent" job
+    # must have gone without a word from SES (its events) before it is re-sent
+    # (sesguard.ops.dlq `settle`). Well above Firehose's buffering (firehose_buffer_seconds,
+    # at most 900 s) plus the worker's lag.
     dlq_settle_seconds: float = Field(900.0, ge=0, le=86400)
     # How long Firehose gathers SES events before it writes an object (bootstrap's stream;
     # the stack's FirehoseBufferSeconds): what a pause waits for on AWS, see

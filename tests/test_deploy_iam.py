@@ -21,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
@@ -493,11 +493,32 @@ async def test_services_use_exactly_what_their_roles_grant(
     ), "the worker should have recorded SES's word on lost-1"
 
     # 3. An operator lowers `lowered`'s limit: the sender's gate pauses it; both jobs held.
+    #    And `lost-2`, claimed by a sender that died two hours ago, SES never told of it:
+    #    its partition read, the events queues asked (the events DLQ holds the worker's
+    #    bad notification: read, released), the stale claim taken over, the job sent.
     await store.update("lowered", bounce_limit=0.05)
-    for body in (_job("dirty-1", "dirty"), _job("lowered-1", "lowered")):
+    long_ago = datetime.now(UTC) - timedelta(hours=2)
+    await clients.dynamodb.put_item(
+        TableName=settings.table,
+        Item=t.to_item(
+            {
+                "pk": t.job_pk("lost-2"),
+                "sk": t.JOB_SK,
+                "state": "sending",
+                "token": "dead",
+                "partner_id": "good",
+                "claimed_at": long_ago.isoformat(),
+            }
+        ),
+    )
+    for body in (_job("dirty-1", "dirty"), _job("lowered-1", "lowered"), _job("lost-2", "good")):
         await clients.sqs.send_message(QueueUrl=send_url, MessageBody=body)
     assert await _run(sender.main, ["--drain"], settings) == 0
     assert (await store.require_profile("lowered")).status is Status.PAUSED
+    lost = await clients.dynamodb.get_item(
+        TableName=settings.table, Key=t.key(t.job_pk("lost-2"), t.JOB_SK), ConsistentRead=True
+    )
+    assert lost["Item"]["state"]["S"] == "sent", "the sender should have re-sent lost-2"
     assert (
         await count_held(store.dynamodb, store.table, "dirty") == 1
         and await count_held(store.dynamodb, store.table, "lowered") == 1

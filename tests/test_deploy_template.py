@@ -78,7 +78,7 @@ SAFE_DEFAULTS = {
     "sender_lease_seconds": "30 s: a crashed task's share of the send rate returns that fast",
     "dlq_max_receives": "a floor under the derived maxReceiveCount; the mapping uses the default",
     "max_object_bytes": "1 GiB, 8 times Firehose's largest buffer (docs/design.md)",
-    "dlq_settle_seconds": "read by the operator CLI (sesguard dlq redrive) only",
+    "dlq_settle_seconds": "15 min (sender, dlq redrive): well above Firehose's buffer and lag",
     "firehose_buffer_seconds": "read by bootstrap only; the stack has FirehoseBufferSeconds",
     "status_poll_seconds": "0.25 s: a pause reaches every sender task that fast",
 }

@@ -25,11 +25,10 @@ from sesguard.core.jobs import (
     parse_job,
 )
 from sesguard.local.simulator import simulate_events
-from sesguard.ops.dlq import Context, Facts, Remedy, body_with_job_id, decide
+from sesguard.ops.dlq import Context, Facts, Remedy, Verdict, body_with_job_id, decide, settle
 from tests.fixtures.ses_events import event
 from worker.aggregate import Aggregator
-from worker.classify import SentJob, sent_job
-from worker.confirm import RecordCheck, check_record, distinct_jobs
+from worker.classify import Delta, classify
 
 # SES's API reference: message tag values contain only A-Z a-z 0-9 _ - (at most 256).
 SES_STRICT_TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
@@ -143,10 +142,16 @@ def test_the_simulator_carries_the_job_tag_into_every_record() -> None:
     for r in records:
         assert r["mail"]["tags"][JOB_TAG] == [job_tag_value("o:1.2")]
     (send,) = [r for r in records if r["eventType"] == "Send"]
-    assert sent_job(send) == SentJob("o:1.2", "acme", "0100-abc", "2026-11-29T12:00:00.000Z")
+    assert sent_job(send) == "o:1.2"
 
 
 # ---- what a Send event confirms ----------------------------------------------------------
+
+
+def sent_job(record: dict[str, Any]) -> str | None:
+    """The job a record's Send event records as accepted by SES (None: none)."""
+    delta = classify(record)
+    return delta.job if isinstance(delta, Delta) else None
 
 
 def _send(job_tag: Any = "job-1", partner: str | None = "acme") -> dict[str, Any]:
@@ -157,8 +162,7 @@ def _send(job_tag: Any = "job-1", partner: str | None = "acme") -> dict[str, Any
 
 
 def test_a_send_event_names_its_job() -> None:
-    job = sent_job(_send("order_d1"))
-    assert job is not None and (job.job_id, job.partner_id) == ("order.1", "acme")
+    assert sent_job(_send("order_d1")) == "order.1"
 
 
 @pytest.mark.parametrize(
@@ -185,32 +189,9 @@ def test_the_aggregator_collects_the_sends_without_changing_the_counts() -> None
     ):
         for i, r in enumerate(records):
             agg.add(i, r)
-    assert [s.job_id for s in tagged.sends] == ["job-1", "job-2"] and plain.sends == []
     assert tagged.counts()[("acme", NOW.replace(minute=0))].sent == 2
-
-
-def test_the_worker_confirms_only_a_claim_of_the_same_partner() -> None:
-    send = SentJob("job-1", "acme", "m-1", "2026-11-29T12:00:00.000Z")
-    assert check_record(None, send) is RecordCheck.UNKNOWN
-    assert check_record({"state": "sent", "partner_id": "acme"}, send) is RecordCheck.ALREADY_SENT
-    assert check_record({"state": "sending", "partner_id": "acme"}, send) is RecordCheck.CONFIRM
-    assert (
-        check_record({"state": "sending", "partner_id": "other"}, send) is RecordCheck.OTHER_PARTNER
-    )
-
-
-def test_one_job_sent_under_two_message_ids_is_reported() -> None:
-    from structlog.testing import capture_logs
-
-    a = SentJob("job-1", "acme", "m-1", "t")
-    with capture_logs() as logs:
-        assert distinct_jobs([a, a, SentJob("job-2", "acme", "m-2", "t")]) == {
-            "job-1": a,
-            "job-2": SentJob("job-2", "acme", "m-2", "t"),
-        }
-        assert logs == []
-        distinct_jobs([a, SentJob("job-1", "acme", "m-9", "t")])
-    assert [e["event"] for e in logs] == ["job_sent_twice"]
+    assert [sorted(m.jobs) for m in tagged.take()] == [["job-1", "job-2"]]
+    assert [m.jobs for m in plain.take()] == [{}]
 
 
 # ---- the sender meeting a stale claim ----------------------------------------------------
@@ -279,9 +260,32 @@ def test_a_job_ses_confirmed_is_dropped_never_resent() -> None:
 
 def test_a_possibly_sent_job_waits_for_the_settle_time_from_its_claim() -> None:
     d = decide(facts(claim(minutes_ago=14)), CTX)
-    assert d.remedy is Remedy.KEEP and "waiting for SES's Send event until" in d.why
+    assert d.remedy is Remedy.KEEP and "waiting for SES's word on it until" in d.why
     ready = (NOW + timedelta(minutes=1)).isoformat()
     assert ready in d.why
+
+
+def test_a_possibly_sent_job_ses_has_word_of_is_dropped_whatever_its_age() -> None:
+    """SES's word (the worker's item of its message, same partner) settles it: sent."""
+    word = {"job_id": "job-1", "minute": "2026-11-29T11:59"}
+    for minutes in (1, 60):
+        d = decide(facts(claim(minutes, partner_id="acme"), evidence=word), CTX)
+        assert d.remedy is Remedy.DROP and "SES accepted its message" in d.why
+    held = Context(NOW, SETTLE, 14, "3 S3 notifications wait in sesguard-ses-events")
+    assert decide(facts(claim(60), evidence=word), held).remedy is Remedy.DROP
+
+
+def test_the_settle_rule_the_sender_and_the_redrive_share() -> None:
+    rec = claim(minutes_ago=20)
+    word = {"job_id": "job-1", "minute": "2026-11-29T11:00"}
+    assert settle(rec, word, NOW, SETTLE, "pending").verdict is Verdict.SENT
+    young = settle(claim(minutes_ago=5), None, NOW, SETTLE, None)
+    assert young.verdict is Verdict.WAIT and young.ready_at == NOW + timedelta(minutes=10)
+    held = settle(rec, None, NOW, SETTLE, "3 S3 notifications wait")
+    assert (held.verdict, held.why) == (Verdict.HOLD, "3 S3 notifications wait")
+    go = settle(rec, None, NOW, SETTLE, None)
+    assert (go.verdict, go.token) == (Verdict.RESEND, "tok-1")
+    assert settle({"state": "sending"}, None, NOW, SETTLE, None).verdict is Verdict.MANUAL
 
 
 def test_a_possibly_sent_job_with_no_send_event_after_the_settle_time_is_unclaimed() -> None:

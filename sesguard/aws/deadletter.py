@@ -32,14 +32,17 @@ UNKNOWN_PARTNER = "unknown partner"
 PAST_TOLERANCE = "failing for longer than the outage tolerance"
 
 
-def possibly_sent_reason(claimed_at: str | None) -> str:
-    """The reason of a possibly sent job (docs/design.md, "Possibly sent"): what it
-    means and the one safe way on (never "delete the record")."""
+def possibly_sent_reason(claimed_at: str | None, detail: str | None = None) -> str:
+    """The reason of a possibly sent job the sender could not settle itself
+    (docs/design.md, "Possibly sent"): what it means and the one safe way on (never
+    "delete the record")."""
     return (
         f"{POSSIBLY_SENT}: a delivery claimed this job_id at {claimed_at or 'an unknown time'}"
-        " and never finished, and SES has not confirmed a send (yet). Run `sesguard dlq"
-        " redrive`: it drops the job once SES's Send event confirms it, and re-sends it"
-        " only if none came within SESGUARD_DLQ_SETTLE_SECONDS of the claim"
+        " and never finished, and SES has not said it took the message (yet)"
+        + (f" ({detail})" if detail else "")
+        + ". Run `sesguard dlq redrive`: it drops the job once SES's events show it was"
+        " sent, and re-sends it only if none came within SESGUARD_DLQ_SETTLE_SECONDS of the"
+        " claim"
     )
 
 

@@ -115,13 +115,36 @@ async def ses_accepted(
     job_id: str,
     claimed_at: datetime,
     claim_seconds: float,
-) -> bool:
-    """Whether a counted Send event of this partner names the job: SES accepted its
-    message. Reads the partner's partitions of the minutes the send can have happened in
-    (a few Queries; asked only for a stale claim, never per event)."""
+) -> str | None:
+    """The minute in which a counted Send event of this partner names the job (SES
+    accepted its message then), or None. Reads the partner's partitions of the minutes the
+    send can have happened in: a few Queries, asked only for a stale claim, never per
+    event."""
     wanted = job_key(job_id)
     for minute in claim_minutes(claimed_at, claim_seconds):
         seen, _ = await read_seen(dynamodb, table, seen_pk(partner_id, minute))
         if wanted in seen.jobs:
-            return True
-    return False
+            return minute
+    return None
+
+
+async def ses_word(
+    dynamodb: DynamoDBClient,
+    table: str,
+    record: dict[str, Any],
+    partner_id: str,
+    claim_seconds: float,
+) -> dict[str, str] | None:
+    """SES's word on the job whose claim is `record` (a plain "sending" job record), for
+    `partner_id`: {"job_id", "minute"} (when SES's Send event says it accepted the
+    job's message), or None: SES has said nothing (yet), or the claim's time is unreadable
+    (nothing to look around)."""
+    job_id = str(record.get("pk", "")).removeprefix(t.JOB_PREFIX)
+    try:
+        claimed = datetime.fromisoformat(str(record.get("claimed_at")))
+    except ValueError:
+        return None
+    if claimed.tzinfo is None:
+        claimed = claimed.replace(tzinfo=UTC)
+    minute = await ses_accepted(dynamodb, table, partner_id, job_id, claimed, claim_seconds)
+    return None if minute is None else {"job_id": job_id, "minute": minute}

@@ -93,8 +93,8 @@ SENDER_LEASES_PK = f"{LEASE_PREFIX}sender"
 # sender task (a reserved partner id, so it is never a partner; it has no `kind`).
 STATUS_PK, STATUS_SK = f"{PARTNER_PREFIX}_status", "EPOCH"
 
-# The once-per-job record (sender/records.py writes it, worker/confirm.py confirms it,
-# sesguard/ops/dlq.py reads it to decide what a redrive may send).
+# The once-per-job record (sender/records.py writes it, and turns a stale claim "sent" on
+# SES's word; sesguard/ops/dlq.py reads it to decide what a redrive may send).
 JOB_SK = "JOB"
 JOB_SENDING, JOB_SENT = "sending", "sent"
 CONFIRMED_BY_SES = "ses"  # `confirmed_by` of a record SES's Send event marked sent

@@ -34,7 +34,7 @@ def register(sub: Subparsers) -> None:
         "redrive",
         help="re-enqueue the send DLQ's jobs that are safe to send (never one twice)",
         description=(
-            "Jobs SES confirms sent are dropped; possibly-sent jobs with no Send event"
+            "Jobs SES's events show sent are dropped; possibly-sent jobs SES said nothing of"
             " within SESGUARD_DLQ_SETTLE_SECONDS of their claim are re-enqueued after their"
             " stale claim is removed; jobs never sent are re-enqueued; malformed and"
             " rejected jobs stay. Each message leaves the DLQ only once its fate is done."

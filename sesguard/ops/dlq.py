@@ -1,5 +1,7 @@
 """`sesguard dlq`: read the dead-letter queues, and redrive the send DLQ without ever
-sending a job twice.
+sending a job twice; and the one rule that settles a "possibly sent" job (`settle`,
+`events_pending`), which the sender applies by itself (sender/settle.py) and the redrive
+applies to what is left in the DLQ.
 
 **Reading is non-destructive.** Messages are received with a short visibility timeout
 (LIST_VISIBILITY), read, and made visible again at once (ChangeMessageVisibility 0): nothing
@@ -7,16 +9,24 @@ is deleted, and if the command dies midway they come back by themselves when the
 ends. Nobody consumes a DLQ, so a message out of sight for that long harms nothing. A
 message seen twice in one run (its timeout ended while the run went on) is shown once.
 
-**Redrive decides each job from its record, not from the reason text** (`decide`, pure).
-The job's record (`J#<job_id>`, sender/records.py) is read with a consistent read:
-- "sent" (by the sender, or by SES's Send event: worker/confirm.py): the job was sent.
-  Its DLQ message is deleted and it is never re-sent ("already sent", counted).
-- "sending": possibly sent. SES's Send event turns the record "sent" once the worker
-  counts it; until SESGUARD_DLQ_SETTLE_SECONDS after the claim it stays in the DLQ.
-  After that, with no S3 notification still waiting to be counted (the events queue has
-  no backlog and its DLQ holds nothing countable: SES's Send event could be there), SES
-  did not send it: the claim is removed, conditionally (still "sending", same token, so
-  a confirmation or another claim that came meanwhile wins), and the job re-enqueued.
+**A stale claim is settled from SES's word** (`settle`, pure). The job's record is read
+consistently, and for a stale claim SES's word on it: whether a counted Send event of the
+claim's partner names the job, in the minutes around the claim (sesguard.aws.seen
+`ses_word`):
+- SES's word for the claim's partner: SES accepted the job's message. It is sent.
+- none yet, less than SESGUARD_DLQ_SETTLE_SECONDS after the claim: SES's word may come.
+- none after that, and no S3 notification still waiting to be counted (the events queue
+  has no backlog and its DLQ holds nothing countable: `events_pending`): SES never took
+  it. The claim is taken over or removed, conditionally (still "sending", same token, so
+  only one reader acts on it), and the job sent again.
+
+**Redrive decides each job from its record and SES's word, not from the reason text**
+(`decide`, pure):
+- "sent" (the sender's record, or a claim turned "sent" on SES's word): the job was sent.
+  Its DLQ message is deleted and it is never re-sent ("already sent", counted). So is a
+  "sending" claim with SES's word.
+- "sending" without it: `settle` says wait (it stays), or re-send: the claim is removed
+  and the job re-enqueued.
 - no record: never claimed, or the claim was released because SES certainly did not
   take it (an outage past the tolerance, throttling): re-enqueued. Unless it was
   rejected by SES, is for a partner that still does not exist, or was dead-lettered so
@@ -32,14 +42,16 @@ copy be sent, and the next redrive finds it "sent" and drops the DLQ copy). A jo
 re-enqueued keeps its job id: one that had none gets the id it was known by
 (`sesguard_message_id`, sesguard.aws.deadletter) written into the body.
 
-The one assumption: SES's Send event for a job reaches the worker within the settle time
-(Firehose buffers for 60 s as deployed; the worker's lag is `event_lag_seconds`). A Send
-event counted after its job was re-sent finds no claim to confirm, and the job goes out
-twice; keep the settle time well above both.
+The one assumption: SES's events for a job reach the worker within the settle time
+(Firehose buffers for 60 s as deployed; the worker's lag is `event_lag_seconds`). SES's
+word counted after its job was re-sent comes too late, and the job goes out twice; keep
+the settle time well above both.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +72,7 @@ from sesguard.aws.deadletter import (
     UNKNOWN_PARTNER,
 )
 from sesguard.aws.errors import error_code
+from sesguard.aws.seen import ses_word
 from sesguard.core.jobs import JOB_ID_RE, MAX_SQS_MESSAGE_BYTES, JobError, ids_for_log, parse_job
 from sesguard.core.partners import utcnow
 from sesguard.logging import get_logger
@@ -246,6 +259,79 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+# ---- settling a stale claim (pure): the one rule -----------------------------------------
+
+
+class Verdict(StrEnum):
+    """What SES's word, the claim's age and the events queues say of a stale claim."""
+
+    SENT = "sent"  # SES accepted the job's message: never send it again
+    WAIT = "wait"  # younger than the settle time: SES's word may still come
+    HOLD = "hold"  # SES's events are not all counted: its word may be among them
+    RESEND = "resend"  # SES said nothing within the settle time, nothing uncounted: not sent
+    MANUAL = "manual"  # a claim without a token cannot be taken over conditionally
+
+
+@dataclass(frozen=True)
+class Settlement:
+    verdict: Verdict
+    why: str
+    token: str | None = None  # the stale claim's: any write is conditional on it
+    ready_at: datetime | None = None  # WAIT: when the settle time has passed
+
+
+def _claimed_at(record: dict[str, Any]) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(str(record.get("claimed_at")))
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def claim_age(record: dict[str, Any], now: datetime) -> float | None:
+    """Seconds since the record's claim (None: unreadable)."""
+    claimed = _claimed_at(record)
+    return None if claimed is None else (now - claimed).total_seconds()
+
+
+def settle(
+    record: dict[str, Any],
+    evidence: dict[str, Any] | None,
+    now: datetime,
+    settle_seconds: float,
+    events_pending: str | None,
+) -> Settlement:
+    """The fate of a stale "sending" claim (see the module docstring): the one rule the
+    sender and the redrive apply. `evidence`: `sesguard.aws.seen.ses_word` for the
+    claim's partner. A claim whose time cannot be read counts as past the settle time
+    (as the sender judges it stale)."""
+    token = str(record["token"]) if record.get("token") else None
+    if evidence is not None:
+        return Settlement(
+            Verdict.SENT,
+            f"SES accepted its message: its Send event is counted (minute {evidence['minute']})",
+            token,
+        )
+    claimed = _claimed_at(record)
+    if claimed is not None:
+        ready = claimed + timedelta(seconds=settle_seconds)
+        if now < ready:
+            return Settlement(
+                Verdict.WAIT,
+                f"waiting for SES's word on it until {ready.isoformat()}"
+                " (SESGUARD_DLQ_SETTLE_SECONDS after the claim)",
+                token,
+                ready,
+            )
+    if events_pending:
+        return Settlement(Verdict.HOLD, events_pending, token)
+    if token is None:
+        return Settlement(Verdict.MANUAL, "its claim has no token; decide by hand")
+    return Settlement(
+        Verdict.RESEND, f"not sent: SES said nothing within {settle_seconds:g}s of the claim", token
+    )
+
+
 # ---- redrive decisions (pure) -------------------------------------------------------------
 
 
@@ -254,7 +340,7 @@ class Remedy(StrEnum):
     Action is another thing: what the gate does with a job)."""
 
     REQUEUE = "requeued"  # never sent: back on the send queue
-    UNCLAIM = "requeued_unclaimed"  # possibly sent, SES recorded no send: claim removed, back
+    UNCLAIM = "requeued_unclaimed"  # possibly sent, SES said nothing: claim removed, back
     DROP = "dropped_sent"  # already sent: deleted from the DLQ, never re-sent
     KEEP = "kept"  # stays in the DLQ
 
@@ -277,6 +363,7 @@ class Facts:
     record: dict[str, Any] | None  # the job's record (consistent read), None if none
     partner_known: bool  # the job's partner exists now
     age_seconds: float  # since it was dead-lettered
+    evidence: dict[str, Any] | None = None  # SES's word for the record's partner, if any
 
 
 @dataclass(frozen=True)
@@ -284,15 +371,7 @@ class Context:
     now: datetime
     settle_seconds: float
     record_days: int
-    events_pending: str | None  # why SES's Send events may not all be counted yet
-
-
-def _claimed_at(record: dict[str, Any]) -> datetime | None:
-    try:
-        at = datetime.fromisoformat(str(record.get("claimed_at")))
-    except ValueError:
-        return None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+    events_pending: str | None  # why SES's events may not all be counted yet
 
 
 def decide(f: Facts, c: Context) -> RedrivePlan:
@@ -309,25 +388,18 @@ def decide(f: Facts, c: Context) -> RedrivePlan:
             )
         if state != t.JOB_SENDING:
             return RedrivePlan(Remedy.KEEP, f"job record in an unknown state {state!r}")
-        claimed = _claimed_at(record)
-        if claimed is not None:
-            ready = claimed + timedelta(seconds=c.settle_seconds)
-            if c.now < ready:
-                return RedrivePlan(
-                    Remedy.KEEP,
-                    f"possibly sent: waiting for SES's Send event until {ready.isoformat()}"
-                    " (SESGUARD_DLQ_SETTLE_SECONDS after the claim); run the redrive again then",
-                )
-        if c.events_pending:
-            return RedrivePlan(Remedy.KEEP, f"possibly sent: {c.events_pending}")
-        token = record.get("token")
-        if not token:
-            return RedrivePlan(Remedy.KEEP, "possibly sent: its claim has no token; decide by hand")
-        return RedrivePlan(
-            Remedy.UNCLAIM,
-            f"not sent: no Send event from SES within {c.settle_seconds:g}s of the claim",
-            token=str(token),
-        )
+        s = settle(record, f.evidence, c.now, c.settle_seconds, c.events_pending)
+        if s.verdict is Verdict.SENT:
+            return RedrivePlan(Remedy.DROP, f"already sent (confirmed by SES): {s.why}")
+        if s.verdict is Verdict.RESEND:
+            return RedrivePlan(Remedy.UNCLAIM, s.why, token=s.token)
+        if s.verdict is Verdict.WAIT:
+            return RedrivePlan(Remedy.KEEP, f"possibly sent: {s.why}; run the redrive again then")
+        if s.verdict is Verdict.HOLD:
+            return RedrivePlan(
+                Remedy.KEEP, f"possibly sent: {s.why}; run the redrive again once they are counted"
+            )
+        return RedrivePlan(Remedy.KEEP, f"possibly sent: {s.why}")
     if f.age_seconds > c.record_days * 86400 - RECORD_MARGIN.total_seconds():
         return RedrivePlan(
             Remedy.KEEP,
@@ -484,7 +556,7 @@ class Redrive:
             self.events_pending,
         )
         jobs = {m.message_id: _job_of(m) for m in page}  # message id -> (job id, error)
-        # Consistent: a redrive must see a confirmation or a claim made a moment ago.
+        # Consistent: a redrive must see SES's word or a claim written a moment ago.
         records = await read_job_records(
             self.dynamodb, self.settings.table, [j for j, _ in jobs.values() if j], consistent=True
         )
@@ -495,12 +567,24 @@ class Redrive:
             if job_id is not None and job_id in self._requeued:
                 plan = RedrivePlan(Remedy.DROP, "a copy of it was re-enqueued in this run")
             else:
+                record = records.get(job_id) if job_id else None
+                claimant = str((record or {}).get("partner_id") or partner)
+                evidence = None
+                if record is not None and record.get("state") == t.JOB_SENDING:
+                    evidence = await ses_word(
+                        self.dynamodb,
+                        self.settings.table,
+                        record,
+                        claimant,
+                        self.settings.visibility_timeout,
+                    )
                 facts = Facts(
                     reason=m.reason,
                     job_error=error,
-                    record=records.get(job_id) if job_id else None,
+                    record=record,
                     partner_known=await self._partner_known(partner, m.reason),
                     age_seconds=m.age(now),
+                    evidence=evidence,
                 )
                 plan = decide(facts, ctx)
             outcome = RedriveOutcome(m.message_id, job_id, partner, m.reason, plan.remedy, plan.why)
@@ -535,8 +619,8 @@ class Redrive:
         return self._partners[partner_id]
 
     async def _unclaim(self, job_id: str, token: str) -> bool:
-        """Remove a stale claim SES never confirmed: only if still "sending" with the same
-        token (a Send event confirmed meanwhile, or a new claim, wins)."""
+        """Remove a stale claim SES said nothing of: only if still "sending" with the same
+        token (a sender that took it over or turned it "sent" meanwhile wins)."""
         try:
             await self.dynamodb.delete_item(
                 TableName=self.settings.table,
@@ -614,11 +698,14 @@ def _job_of(m: DlqMessage) -> tuple[str | None, str | None]:
 
 
 async def events_pending(sqs: SQSClient, settings: Settings) -> str | None:
-    """Why a Send event could still be on its way to the worker (None: nothing waits).
+    """Why SES's word on a job could still be on its way to the worker (None: nothing
+    waits): the other half of the rule `settle` applies.
 
     S3 notifications waiting in the events queue (the worker is behind), or countable
-    ones in its DLQ (an outage dead-lettered them), may hold the Send event of a job that
-    looks unsent; re-sending it then would send it twice."""
+    ones in its DLQ (an outage dead-lettered them), may hold SES's events of a job that
+    looks unsent; re-sending it then would send it twice. A DLQ message someone else has
+    in hand (a listing, another sender task asking the same) cannot be read, so it holds
+    the answer too: "nothing received" must mean nothing is there."""
     queue = settings.events_queue
     try:
         url = (await sqs.get_queue_url(QueueName=queue))["QueueUrl"]
@@ -627,23 +714,53 @@ async def events_pending(sqs: SQSClient, settings: Settings) -> str | None:
         if depth.visible or depth.delayed:
             return (
                 f"{depth.visible + depth.delayed} S3 notifications wait in {queue}: SES's"
-                " Send event may be among them; run the redrive again once the worker has"
-                " caught up"
+                " events may be among them"
+            )
+        in_dlq = await queue_depth(sqs, dlq)
+        if in_dlq.empty:
+            return None
+        if in_dlq.in_flight:
+            return (
+                f"{queue}-dlq is being read by someone else: whether it holds SES's events"
+                " cannot be told"
             )
         countable = 0
+        seen = 0
         taken: list[DlqMessage] = []
         try:
             async for page in read_pages(sqs, dlq, visibility=LIST_VISIBILITY, limit=1000):
                 taken += page
+                seen += len(page)
                 countable += sum(1 for m in page if not (m.reason or "").startswith(_UNCOUNTABLE))
         finally:
             await release(sqs, dlq, taken)
     except ClientError as exc:
-        return f"cannot tell whether every SES event is counted ({exc}); run again"
+        return f"cannot tell whether every SES event is counted ({exc})"
     if countable:
         return (
-            f"{countable} S3 notifications are in {queue}-dlq: SES's Send event may be"
-            " among them; fix their cause and move them back first (each object is counted"
-            " once however often)"
+            f"{countable} S3 notifications are in {queue}-dlq: SES's events may be among"
+            " them; fix their cause and move them back (each object is counted once however"
+            " often)"
         )
+    if seen < in_dlq.visible:
+        return f"{queue}-dlq holds messages that could not all be read"
     return None
+
+
+@dataclass
+class EventsWatch:
+    """`events_pending`'s answer, kept `ttl` seconds and asked by one caller at a time: a
+    burst of stale claims in one sender task reads the events queues once, not once each."""
+
+    sqs: SQSClient
+    settings: Settings
+    ttl: float = 10.0
+    clock: Callable[[], float] = time.monotonic
+    _answer: tuple[float, str | None] | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def pending(self) -> str | None:
+        async with self._lock:
+            if self._answer is None or self.clock() - self._answer[0] >= self.ttl:
+                self._answer = (self.clock(), await events_pending(self.sqs, self.settings))
+            return self._answer[1]

@@ -44,20 +44,25 @@ def items(*prefixes: str) -> frozenset[str]:
 _SES_SEND = frozenset({"identities", "configuration_set"})
 
 SENDER: Grants = {
-    "sqs:ReceiveMessage": frozenset({"send_queue"}),
+    # the events DLQ: read (and made visible again at once) to tell whether SES's events
+    # of a possibly sent job wait there uncounted (sesguard.ops.dlq.events_pending)
+    "sqs:ReceiveMessage": frozenset({"send_queue", "events_dlq"}),
     "sqs:DeleteMessage": frozenset({"send_queue"}),
-    "sqs:ChangeMessageVisibility": frozenset({"send_queue"}),
-    "sqs:GetQueueUrl": frozenset({"send_queue", "send_dlq"}),
-    "sqs:GetQueueAttributes": frozenset({"send_queue"}),  # --drain: is the queue empty?
+    "sqs:ChangeMessageVisibility": frozenset({"send_queue", "events_dlq"}),
+    "sqs:GetQueueUrl": frozenset({"send_queue", "send_dlq", "events_queue", "events_dlq"}),
+    # --drain: is the queue empty? possibly sent: do SES's events wait uncounted?
+    "sqs:GetQueueAttributes": frozenset({"send_queue", "events_queue", "events_dlq"}),
     "sqs:SendMessage": frozenset({"send_dlq"}),  # malformed/rejected jobs, with the reason
-    # gate: profile + totals + buckets; the sender tasks' leases (one partition)
-    "dynamodb:Query": items(t.PARTNER_PREFIX, t.LEASE_PREFIX),
+    # gate: profile + totals + buckets; the sender tasks' leases (one partition); SES's
+    # word on a possibly sent job (the partner's counted events around its claim)
+    "dynamodb:Query": items(t.PARTNER_PREFIX, t.LEASE_PREFIX, t.SEEN_PREFIX),
     # the profile after winning a pause; an existing job claim
     "dynamodb:GetItem": items(t.PARTNER_PREFIX, t.JOB_PREFIX),
     # job claims; held jobs; this task's lease; lifecycle events (history + outbox, in
     # the transaction of the gate's pause or warn mark)
     "dynamodb:PutItem": items(t.JOB_PREFIX, t.HELD_PREFIX, t.LEASE_PREFIX, t.EVENT_PREFIX),
-    "dynamodb:UpdateItem": items(t.PARTNER_PREFIX),  # the gate's pause, warn marks
+    # the gate's pause, warn marks; a stale claim turned "sent" on SES's word, or taken over
+    "dynamodb:UpdateItem": items(t.PARTNER_PREFIX, t.JOB_PREFIX),
     # releasing a claim SES never saw; this task's lease when it stops; the outbox item
     # of a published event
     "dynamodb:DeleteItem": items(t.JOB_PREFIX, t.LEASE_PREFIX, t.EVENT_PREFIX),

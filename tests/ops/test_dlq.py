@@ -1,11 +1,10 @@
-"""`sesguard dlq` and `sesguard dlq redrive` end to end on moto: the real sender puts jobs
-in the DLQ, the real worker confirms sends from Send events, the real CLI lists and
-redrives; nothing is ever sent twice and nothing is lost."""
+"""`sesguard dlq` and `sesguard dlq redrive` end to end on moto: jobs in the DLQ as the
+real sender puts them there, SES's word on a job as the worker writes it, the real CLI
+lists and redrives; nothing is ever sent twice and nothing is lost."""
 
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,13 +14,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 from sesguard.aws import table as t
-from sesguard.core.jobs import JOB_TAG, job_tag_value
+from sesguard.aws.deadletter import possibly_sent_reason, send_to_dlq
 from sesguard.core.partners import Limits, Profile
 from tests.conftest import cli
 from tests.fault_hooks import Fault, inject
-from tests.fixtures.ses_events import encode, event
 from tests.sender.conftest import env
-from tests.sender.support import DOMAIN, PARTNER, Env
+from tests.sender.support import DOMAIN, PARTNER, Env, ses_word
 from worker.service import WorkerService
 
 __all__ = ["env"]
@@ -46,22 +44,23 @@ async def stale_claim(e: Env, job_id: str, at: datetime = HOUR_AGO) -> None:
     )
 
 
+async def possibly_sent(e: Env, n: int, copies: int = 1, at: datetime = HOUR_AGO) -> None:
+    """A stale claim, and its job in the DLQ as the sender puts one there when it cannot
+    settle it within the queue's receives (sender/settle.py); `copies` > 1: as a kill
+    between the runtime's DLQ copy and its delete leaves it."""
+    await stale_claim(e, f"job-{n}", at)
+    for _ in range(copies):
+        body = orjson.dumps(e.job(n)).decode()
+        await send_to_dlq(
+            e.clients.sqs, e.dlq_url, body, possibly_sent_reason(at.isoformat()), f"sqs-{n}"
+        )
+
+
 async def job_record(e: Env, job_id: str) -> dict[str, Any] | None:
     resp = await e.clients.dynamodb.get_item(
         TableName=e.settings.table, Key=t.key(t.job_pk(job_id), t.JOB_SK), ConsistentRead=True
     )
     return t.from_item(resp["Item"]) if "Item" in resp else None
-
-
-async def ses_publishes_send_event(e: Env, job_id: str) -> None:
-    """SES's Send event for the job reaches the bucket; the worker counts it."""
-    rec = event("Send", PARTNER, datetime.now(UTC))
-    rec["mail"]["tags"][JOB_TAG] = [job_tag_value(job_id)]
-    rec["mail"]["messageId"] = f"0100-{job_id}"
-    bucket = e.settings.bucket_name(await e.clients.account_id())
-    key = f"{datetime.now(UTC):%Y/%m/%d/%H}/ses-{uuid.uuid4()}.gz"
-    await e.clients.s3.put_object(Bucket=bucket, Key=key, Body=encode([rec], gz=True))
-    assert await WorkerService(e.clients, e.settings).run(drain=True) == 0
 
 
 @pytest.fixture(autouse=True)
@@ -92,46 +91,61 @@ def sent_subjects(e: Env) -> Counter[str]:
 
 
 async def test_possibly_sent_then_confirmed_by_ses_is_dropped_never_resent(env: Env) -> None:
-    """The issue's case: a sender died after SES took the mail. The next delivery finds
-    the stale claim before SES's Send event is counted: dead-lettered as "possibly sent",
-    with a reason that points to the redrive (not to deleting the record). SES's event
-    then arrives; the redrive drops the job. (Before: the hint would have re-sent it.)"""
-    await stale_claim(env, "job-1")
-    await env.enqueue(env.job(1))
-    svc = await env.drain()
-    assert svc.tally["dead_lettered"] == 1 and env.ses.sent == []
+    """A sender died after SES took the mail, and its job reached the DLQ "possibly sent",
+    with a reason that points to the redrive (not to deleting the record). SES's word
+    then comes; the redrive drops the job, and a later delivery is a duplicate."""
+    await possibly_sent(env, 1)
     (entry,) = listing()
     assert (entry["job_id"], entry["partner_id"]) == ("job-1", PARTNER)
     assert entry["reason"].startswith("possibly sent: a delivery claimed this job_id at")
     assert "sesguard dlq redrive" in entry["reason"] and "delete" not in entry["reason"]
     assert 0 <= entry["age_seconds"] < 600
 
-    await ses_publishes_send_event(env, "job-1")
-    rec = await job_record(env, "job-1")
-    assert rec is not None and (rec["state"], rec["confirmed_by"]) == ("sent", "ses")
+    await ses_word(env.clients, env.settings, "job-1", PARTNER, "0100-job-1")
+    assert (await job_record(env, "job-1") or {})["state"] == "sending"
 
     report = redrive()
     assert report["summary"]["dropped_sent"] == 1 and report["summary"]["requeued"] == 0
     (msg,) = report["messages"]
-    assert msg["action"] == "dropped_sent" and "confirmed by SES" in msg["why"]
+    assert msg["action"] == "dropped_sent" and "SES accepted its message" in msg["why"]
     assert listing() == [] and await env.queue_depth() == (0, 0)
     await env.enqueue(env.job(1))  # and a later delivery of it is a duplicate
     again = await env.drain()
     assert again.tally["duplicate"] == 1 and env.ses.sent == []
 
 
+async def test_a_job_dead_lettered_twice_is_sent_once(env: Env) -> None:
+    """A kill between the runtime's DLQ copy and its delete leaves two copies: the
+    redrive re-enqueues one and drops the other; a third copy found later is dropped as
+    sent. With SES's word, every copy is dropped."""
+    await possibly_sent(env, 1, copies=2)
+    first = redrive()
+    assert sorted(m["action"] for m in first["messages"]) == ["dropped_sent", "requeued_unclaimed"]
+    await env.drain()
+    assert sent_subjects(env) == {"subject job-1": 1}
+    body = orjson.dumps(env.job(1)).decode()
+    await send_to_dlq(env.clients.sqs, env.dlq_url, body, possibly_sent_reason(None), "sqs-1")
+    (late,) = redrive()["messages"]
+    assert late["action"] == "dropped_sent" and late["why"].startswith("already sent")
+
+    await possibly_sent(env, 2, copies=2)
+    await ses_word(env.clients, env.settings, "job-2", PARTNER, "0100-job-2")
+    both = redrive()
+    assert [m["action"] for m in both["messages"]] == ["dropped_sent", "dropped_sent"]
+    await env.drain()
+    assert sent_subjects(env) == {"subject job-1": 1} and listing() == []
+
+
 async def test_possibly_sent_without_a_send_event_is_resent_once_after_the_settle_time(
     env: Env,
 ) -> None:
-    await stale_claim(env, "job-2")
-    await env.enqueue(env.job(2))
-    await env.drain()
+    await possibly_sent(env, 2)
     # Within the settle time (from the claim): it waits, nothing changes.
     early = redrive(SESGUARD_DLQ_SETTLE_SECONDS="7200")
     (msg,) = early["messages"]
-    assert msg["action"] == "kept" and "waiting for SES's Send event until" in msg["why"]
+    assert msg["action"] == "kept" and "waiting for SES's word on it until" in msg["why"]
     assert (await job_record(env, "job-2") or {})["state"] == "sending"
-    # After it, no Send event came: SES never took it. Claim removed, job re-enqueued.
+    # After it, SES said nothing: it never took it. Claim removed, job re-enqueued.
     late = redrive(SESGUARD_DLQ_SETTLE_SECONDS="1800")
     assert late["summary"]["requeued_unclaimed"] == 1
     assert await job_record(env, "job-2") is None
@@ -141,11 +155,9 @@ async def test_possibly_sent_without_a_send_event_is_resent_once_after_the_settl
 
 
 async def test_a_backlog_of_ses_events_holds_possibly_sent_jobs_back(env: Env) -> None:
-    """A Send event may wait, uncounted, in the events queue or its DLQ: re-sending then
+    """SES's events may wait, uncounted, in the events queue or its DLQ: re-sending then
     could send twice, so the job stays until they are counted."""
-    await stale_claim(env, "job-3")
-    await env.enqueue(env.job(3))
-    await env.drain()
+    await possibly_sent(env, 3)
     events_url = (await env.clients.sqs.get_queue_url(QueueName=env.settings.events_queue))[
         "QueueUrl"
     ]
@@ -252,9 +264,7 @@ async def test_each_kind_of_dead_letter_gets_its_safe_fate(env: Env) -> None:
 async def test_a_crash_mid_redrive_loses_nothing_and_sends_nothing_twice(env: Env) -> None:
     """SQS refuses the re-enqueue after the stale claim was removed: the job stays in the
     DLQ (exit 1); the next redrive finds no claim and re-enqueues it; it is sent once."""
-    await stale_claim(env, "job-7")
-    await env.enqueue(env.job(7))
-    await env.drain()
+    await possibly_sent(env, 7)
     r = cli("dlq", "redrive", AWS_ENDPOINT_URL_SQS="http://127.0.0.1:9")  # SQS unreachable
     assert r.code == 1 and "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1
     assert (await job_record(env, "job-7") or {}).get("state") == "sending"  # nothing done
@@ -278,8 +288,8 @@ async def test_a_crash_mid_redrive_loses_nothing_and_sends_nothing_twice(env: En
 
 
 async def test_listing_consumes_nothing_and_a_dry_run_changes_nothing(env: Env) -> None:
-    await stale_claim(env, "job-8")
-    await env.enqueue(env.job(8), env.job(9, partner="ghost"))
+    await possibly_sent(env, 8)
+    await env.enqueue(env.job(9, partner="ghost"))
     await env.drain()
     first, second = listing(), listing()
     assert [e["message_id"] for e in first] == [e["message_id"] for e in second]

@@ -8,12 +8,15 @@ import asyncio
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from sender.service import SenderService
+from sesguard.aws import table as t
 from sesguard.aws.store import PartnerStore
+from sesguard.core.jobs import JOB_TAG, job_tag_value
 from sesguard.runtime.ratelimit import TokenBucket
 from sesguard.settings import Settings, load_settings
 from tests.conftest import dead_letters_in, queue_counts
@@ -129,6 +132,35 @@ class Env:
                 body = raw
             out.append((body, reason))
         return out
+
+
+async def ses_word(
+    clients: Any,
+    settings: Settings,
+    job_id: str,
+    partner_id: str,
+    message_id: str,
+    mail_at: datetime | None = None,
+) -> None:
+    """SES's word that it accepted job `job_id`'s message: its Send event (tagged as the
+    sender tags it, at `mail_at`: by default when the job was claimed, as SES's own
+    timestamp would be) counted by the worker's own code."""
+    from tests.fixtures.ses_events import event
+    from worker.aggregate import Aggregator
+    from worker.apply import Applier
+
+    if mail_at is None:
+        resp = await clients.dynamodb.get_item(
+            TableName=settings.table, Key=t.key(t.job_pk(job_id), t.JOB_SK), ConsistentRead=True
+        )
+        claimed = resp.get("Item", {}).get("claimed_at", {}).get("S")
+        mail_at = datetime.fromisoformat(claimed) if claimed else datetime.now(UTC)
+    send = event("Send", partner_id, mail_at, message_id=message_id)
+    send["mail"]["tags"][JOB_TAG] = [job_tag_value(job_id)]
+    agg = Aggregator()
+    agg.add(0, send)
+    store = PartnerStore.from_settings(clients.dynamodb, settings)
+    await Applier(store, f"s3://test/{message_id}").apply(agg.take())
 
 
 def sender_settings(**overrides: Any) -> Settings:

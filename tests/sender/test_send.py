@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sender.records import JOB_SK
 from sesguard.aws import table as t
@@ -294,28 +294,6 @@ async def test_dynamodb_error_returns_the_job_and_the_service_keeps_running(env:
     assert svc.tally["retried"] == 2
     assert sorted(env.ses.subjects()) == ["subject job-1", "subject job-2", "subject job-3"]
     assert await env.dead_letters() == []
-
-
-async def test_stale_sending_claim_is_dead_lettered_as_possibly_sent(env: Env) -> None:
-    long_ago = datetime.now(UTC) - timedelta(hours=2)
-    await env.clients.dynamodb.put_item(
-        TableName=env.settings.table,
-        Item=t.to_item(
-            {
-                "pk": t.job_pk("job-1"),
-                "sk": JOB_SK,
-                "state": "sending",
-                "token": "crashed-task",
-                "claimed_at": long_ago.isoformat(),
-            }
-        ),
-    )
-    await env.enqueue(env.job(1), env.job(2))
-    await env.drain()
-    assert env.ses.subjects() == ["subject job-2"]
-    [(body, reason)] = await env.dead_letters()
-    assert isinstance(body, dict) and body["job_id"] == "job-1"
-    assert reason is not None and reason.startswith("possibly sent")
 
 
 async def test_run_entry_point_drains(env: Env, monkeypatch) -> None:
