@@ -1,11 +1,15 @@
 """Benchmark of the send service against a naive consumer, in one run.
 
     python bench/sender.py [--jobs 300] [--partners 5] [--concurrency 32] [--latency-ms 0,10]
+                           [--pairs 3]
 
 Standalone: starts its own moto server (sesguard.local.localaws, in a child process on a free
 port, so the server and the consumers do not share one interpreter lock), sets fake AWS
 credentials, creates the resources, registers the partners and verifies the sending
-domain. Then the same N jobs go through:
+domain. Then N jobs (new job ids each run) go through each consumer, in --pairs
+interleaved pairs per scenario (naive, ours, naive, ours, ...: bench/_pairs.py), so that
+the machine's load falls on both; a speedup is the median of the per-pair ratios, with
+their min..max:
 
   naive  a consumer written here: receive 1 message, read the partner (one Query),
          SendEmail, delete the message; one job at a time;
@@ -32,11 +36,12 @@ show that regime; the headline numbers are from the first scenario (default: no 
 latency). moto timings are not AWS timings.
 
 Prints a table and the targets, then as the last line one JSON object with speedup (ours
-/ naive jobs per second), sqs_calls_per_job, dynamodb_reads_per_job (gate),
-ses_calls_per_job, the CPU figures above, speedup_at_<L>ms_latency for each further
-scenario, and `targets`: for each target its measured value, goal and whether it is met
-(speedup_at_10ms_latency >= 5, speedup / speedup_ceiling >= 0.8, SQS calls per job <= 0.3,
-gate reads per job <= 0.1); `targets_met` is true when all are.
+/ naive jobs per second, the median of pairs; `speedup_spread`), sqs_calls_per_job,
+dynamodb_reads_per_job (gate), ses_calls_per_job, the CPU figures above,
+speedup_at_<L>ms_latency for each further scenario, and `targets`: for each target its
+measured value, goal and whether it is met (speedup_at_10ms_latency >= 5, speedup /
+speedup_ceiling >= 0.8, SQS calls per job <= 0.3, gate reads per job <= 0.1);
+`targets_met` is true when all are.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 # Settings before any import reads them; AWS endpoint and fake credentials come from
@@ -59,6 +65,7 @@ os.environ.update(SESGUARD_NOTIFY_FROM="guard@isv.example.com", SESGUARD_LOG_LEV
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
+from _pairs import DEFAULT_PAIRS, interleave_async, judge, show, spread
 
 from sender.service import SenderService
 from sender.ses import send_params
@@ -323,33 +330,54 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         dlq = (await clients.sqs.get_queue_url(QueueName=f"{settings.send_queue}-dlq"))["QueueUrl"]
         meter = Meter()
         meter.attach(clients)
-        scenarios = []
-        for run, latency_ms in enumerate(args.latency_ms):
-            jobs = make_jobs(args.jobs, partners, run)
-            rows = []
-            consumers: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-                ("naive", lambda: naive_consumer(clients, settings, store, meter)),
-                ("sesguard sender", lambda: ours(clients, settings, meter)),
-            ]
-            for name, consumer in consumers:
-                meter.reset(len(jobs), latency_ms / 1000)
-                t0 = time.perf_counter()
-                await asyncio.gather(feed(feeder, url, jobs, meter, args.depth), consumer())
-                total = time.perf_counter() - t0
-                meter.latency = 0.0
-                row = meter.summary(name, len(jobs), total)
-                row["latency_ms"] = latency_ms
-                if row["sent"] != len(jobs) or not (await queue_depth(clients.sqs, url)).empty:
-                    raise SystemExit(
-                        f"{name}: sent {row['sent']} of {len(jobs)} or queue not empty"
-                    )
-                rows.append(row)
-            scenarios.append(rows)
+
+        def naive() -> Awaitable[None]:
+            return naive_consumer(clients, settings, store, meter)
+
+        def mine() -> Awaitable[None]:
+            return ours(clients, settings, meter)
+
+        scenarios: list[list[tuple[dict[str, Any], dict[str, Any]]]] = []
+        runs = 0
+
+        async def consume(
+            name: str, consumer: Callable[[], Awaitable[None]], latency_ms: float
+        ) -> dict[str, Any]:
+            nonlocal runs
+            runs += 1  # its own job ids: once-per-job would skip jobs sent before
+            jobs = make_jobs(args.jobs, partners, runs)
+            meter.reset(len(jobs), latency_ms / 1000)
+            t0 = time.perf_counter()
+            await asyncio.gather(feed(feeder, url, jobs, meter, args.depth), consumer())
+            total = time.perf_counter() - t0
+            meter.latency = 0.0
+            row = meter.summary(name, len(jobs), total)
+            row["latency_ms"] = latency_ms
+            if row["sent"] != len(jobs) or not (await queue_depth(clients.sqs, url)).empty:
+                raise SystemExit(f"{name}: sent {row['sent']} of {len(jobs)} or queue not empty")
+            return row
+
+        for latency_ms in args.latency_ms:
+            pairs = await interleave_async(
+                lambda ms=latency_ms: consume("naive", naive, ms),
+                lambda ms=latency_ms: consume("sesguard sender", mine, ms),
+                args.pairs,
+            )
+            scenarios.append(pairs)
         if not (await queue_depth(clients.sqs, dlq)).empty:
             raise SystemExit("jobs ended up in the DLQ")
         floor = await floor_cpu_ms(clients, settings, store, meter.cpu, partners[0])
-    naive, mine = scenarios[0]
-    naive_ms = 1000 / naive["jobs_per_s"]
+    first = scenarios[0]
+    naive_rows = [n for n, _ in first]
+    mine_rows = [o for _, o in first]
+    speedups = spread([o["jobs_per_s"] / n["jobs_per_s"] for n, o in first])
+    ceilings = [_ceiling(1000 / n["jobs_per_s"], o) for n, o in first]
+    naive_ms = median(1000 / n["jobs_per_s"] for n in naive_rows)
+
+    def med(rows: list[dict[str, Any]], key: str, digits: int = 3) -> float | None:
+        values = [r[key] for r in rows if r[key] is not None]
+        return round(median(values), digits) if values else None
+
     summary: dict[str, Any] = {
         "benchmark": "sender",
         "backend": "moto server (HTTP, sesguard.local.localaws), separate process",
@@ -358,33 +386,40 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "queue_depth_max": args.depth,
         "latency_ms": args.latency_ms[0],
-        "naive_jobs_per_s": round(naive["jobs_per_s"], 1),
-        "ours_jobs_per_s": round(mine["jobs_per_s"], 1),
-        "speedup": round(mine["jobs_per_s"] / naive["jobs_per_s"], 2),
-        "sqs_calls_per_job": round(mine["sqs_calls_per_job"], 3),
-        "dynamodb_reads_per_job": round(mine["dynamodb_reads_per_job"], 3),
-        "dynamodb_writes_per_job": round(mine["dynamodb_writes_per_job"], 3),
-        "ses_calls_per_job": round(mine["ses_calls_per_job"], 3),
-        "naive_sqs_calls_per_job": round(naive["sqs_calls_per_job"], 3),
-        "naive_dynamodb_reads_per_job": round(naive["dynamodb_reads_per_job"], 3),
-        "naive_ses_calls_per_job": round(naive["ses_calls_per_job"], 3),
+        "pairs": args.pairs,
+        "naive_jobs_per_s": med(naive_rows, "jobs_per_s", 1),
+        "ours_jobs_per_s": med(mine_rows, "jobs_per_s", 1),
+        "speedup": speedups["median"],
+        "speedup_spread": speedups,
+        "sqs_calls_per_job": med(mine_rows, "sqs_calls_per_job"),
+        "dynamodb_reads_per_job": med(mine_rows, "dynamodb_reads_per_job"),
+        "dynamodb_writes_per_job": med(mine_rows, "dynamodb_writes_per_job"),
+        "ses_calls_per_job": med(mine_rows, "ses_calls_per_job"),
+        "naive_sqs_calls_per_job": med(naive_rows, "sqs_calls_per_job"),
+        "naive_dynamodb_reads_per_job": med(naive_rows, "dynamodb_reads_per_job"),
+        "naive_ses_calls_per_job": med(naive_rows, "ses_calls_per_job"),
         "cpus": os.cpu_count(),
         "naive_ms_per_job": round(naive_ms, 2),
-        "naive_moto_cpu_ms_per_job": _round(naive["moto_cpu_ms_per_job"]),
-        "naive_client_cpu_ms_per_job": round(naive["client_cpu_ms_per_job"], 2),
-        "ours_moto_cpu_ms_per_job": _round(mine["moto_cpu_ms_per_job"]),
-        "ours_client_cpu_ms_per_job": round(mine["client_cpu_ms_per_job"], 2),
-        "speedup_ceiling": _ceiling(naive_ms, mine),
+        "naive_moto_cpu_ms_per_job": med(naive_rows, "moto_cpu_ms_per_job", 2),
+        "naive_client_cpu_ms_per_job": med(naive_rows, "client_cpu_ms_per_job", 2),
+        "ours_moto_cpu_ms_per_job": med(mine_rows, "moto_cpu_ms_per_job", 2),
+        "ours_client_cpu_ms_per_job": med(mine_rows, "client_cpu_ms_per_job", 2),
+        "speedup_ceiling": (round(median(c for c in ceilings if c), 2) if all(ceilings) else None),
+        "speedup_over_ceiling": (
+            round(median(r / c for r, c in zip(speedups["ratios"], ceilings, strict=True) if c), 2)
+            if all(ceilings)
+            else None
+        ),
         "floor_moto_cpu_ms_per_job": _round(floor),
         "speedup_bound_any_consumer": round(naive_ms / floor, 2) if floor else None,
     }
-    for n, o in scenarios[1:]:
-        summary[f"speedup_at_{n['latency_ms']:g}ms_latency"] = round(
-            o["jobs_per_s"] / n["jobs_per_s"], 2
-        )
+    for pairs in scenarios[1:]:
+        at = spread([o["jobs_per_s"] / n["jobs_per_s"] for n, o in pairs])
+        summary[f"speedup_at_{pairs[0][0]['latency_ms']:g}ms_latency"] = at["median"]
+        summary[f"speedup_at_{pairs[0][0]['latency_ms']:g}ms_latency_spread"] = at
     summary["targets"] = targets(summary)
     summary["targets_met"] = all(t["met"] for t in summary["targets"].values())
-    summary["_rows"] = [row for rows in scenarios for row in rows]
+    summary["_rows"] = [row for pairs in scenarios for pair in pairs for row in pair]
     return summary
 
 
@@ -403,19 +438,7 @@ TARGETS = {
 def targets(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each target with its measured value and whether it is met (a value that could not
     be measured, such as the ceiling without /proc or no 10 ms scenario, is not met)."""
-    ceiling = summary.get("speedup_ceiling")
-    values = {
-        "speedup_at_10ms_latency": summary.get("speedup_at_10ms_latency"),
-        "speedup_over_ceiling": round(summary["speedup"] / ceiling, 2) if ceiling else None,
-        "sqs_calls_per_job": summary["sqs_calls_per_job"],
-        "dynamodb_reads_per_job": summary["dynamodb_reads_per_job"],
-    }
-    out = {}
-    for name, (op, goal) in TARGETS.items():
-        value = values[name]
-        met = value is not None and (value >= goal if op == ">=" else value <= goal)
-        out[name] = {"value": value, "target": f"{op} {goal:g}", "met": met}
-    return out
+    return judge(TARGETS, {name: summary.get(name) for name in TARGETS})
 
 
 def _round(value: float | None) -> float | None:
@@ -479,9 +502,11 @@ def print_table(summary: dict[str, Any]) -> None:
             f" {summary['naive_ms_per_job']} ms/job over moto's CPU for one SendEmail and one"
             f" conditional PutItem ({summary['floor_moto_cpu_ms_per_job']} ms)"
         )
+    print(f"speedup (median of pairs): {show(summary['speedup_spread'])}")
     for key, value in summary.items():
-        if key.startswith("speedup_at_"):
-            print(f"{key.replace('_', ' ')}: {value}x (every call of both consumers delayed)")
+        if key.startswith("speedup_at_") and key.endswith("_spread"):
+            name = key.removesuffix("_spread").replace("_", " ")
+            print(f"{name}: {show(value)} (every call of both consumers delayed)")
     print()
     print_targets(summary["targets"])
 
@@ -512,6 +537,12 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--depth", type=int, default=40, help="most jobs waiting in the queue")
     parser.add_argument(
+        "--pairs",
+        type=int,
+        default=DEFAULT_PAIRS,
+        help="interleaved pairs per scenario (default 3)",
+    )
+    parser.add_argument(
         "--latency-ms",
         type=lambda v: [float(x) for x in v.split(",")],
         default=[0.0, 10.0],
@@ -519,8 +550,8 @@ def main() -> int:
         " consumers, one scenario each; the first is the headline (default 0,10)",
     )
     args = parser.parse_args()
-    if args.jobs < 10 or args.partners < 1 or args.depth < 10:
-        parser.error("--jobs and --depth must be >= 10, --partners >= 1")
+    if args.jobs < 10 or args.partners < 1 or args.depth < 10 or args.pairs < 1:
+        parser.error("--jobs and --depth must be >= 10, --partners and --pairs >= 1")
     configure_logging("json", "WARNING", stream=sys.stderr)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     # sesguard's stand-in (moto with DynamoDB's isolation) in a child process, so the

@@ -29,8 +29,13 @@ def run_bench(*args: str, timeout: float = 120) -> dict[str, Any]:
 
 
 def test_sender_bench_runs_and_reports_its_bounds() -> None:
-    r = run_bench("bench/sender.py", "--jobs", "20", "--depth", "10", "--latency-ms", "0,5")
-    assert r["jobs"] == 20
+    r = run_bench(
+        "bench/sender.py", "--jobs", "20", "--depth", "10", "--latency-ms", "0,5", "--pairs", "2"
+    )
+    assert r["jobs"] == 20 and r["pairs"] == 2
+    spread = r["speedup_spread"]  # interleaved: one ratio per pair, the median reported
+    assert len(spread["ratios"]) == 2 and spread["min"] <= r["speedup"] <= spread["max"]
+    assert len(r["speedup_at_5ms_latency_spread"]["ratios"]) == 2
     for key in (
         "speedup",
         "sqs_calls_per_job",
@@ -58,20 +63,86 @@ def test_sender_bench_runs_and_reports_its_bounds() -> None:
         assert r["speedup_ceiling"] > 0 and r["speedup_bound_any_consumer"] > 0
 
 
-def test_worker_bench_runs() -> None:
+WORKER_TARGETS = {
+    "speedup",
+    "ddb_items_read_per_1k_events",
+    "ddb_writes_per_1k_events",
+    "parse_vs_orjson",
+}
+
+
+def test_worker_bench_runs_interleaved_and_reports_targets_and_cost() -> None:
     r = run_bench(
         "bench/worker.py",
-        "--events",
-        "2000",
-        "--partners",
-        "5",
-        "--objects",
-        "2",
-        "--naive-sample",
-        "200",
+        *("--events", "2000", "--partners", "5", "--objects", "2"),
+        *("--naive-sample", "200", "--pairs", "2"),
     )
-    for key in ("speedup", "ddb_writes_per_1k_events", "parse_vs_orjson"):
-        assert key in r, key
+    for key in ("speedup", "parse_vs_orjson"):
+        assert len(r[key]["ratios"]) == 2, key  # one per interleaved pair
+        assert r[key]["min"] <= r[key]["median"] <= r[key]["max"], key
+    assert len(r["worker_events_per_s"]) == len(r["naive_events_per_s"]) == 2
+    for key in (
+        "ddb_writes_per_1k_events",
+        "ddb_items_written_per_1k_events",
+        "ddb_reads_per_1k_events",
+        "ddb_items_read_per_1k_events",
+    ):
+        assert r[key] >= 0, key
+    # Every write item costs at least one unit; the naive worker writes 1 KB per event.
+    assert r["ddb_wru_per_1k_events"] >= r["ddb_items_written_per_1k_events"]
+    assert r["ddb_usd_per_million_events"] > 0
+    assert r["naive_ddb_usd_per_million_events"] >= r["prices"]["wru_usd_per_million"] / 2
+    assert "ConsumedCapacity" in r["units_basis"]
+    assert set(r["targets"]) == WORKER_TARGETS
+    for target in r["targets"].values():
+        assert set(target) == {"value", "target", "met"}
+    assert r["targets_met"] == all(t["met"] for t in r["targets"].values())
+
+
+def test_worker_bench_scale_reports_each_partner_count() -> None:
+    r = run_bench(
+        "bench/worker.py",
+        *("--scale", "3,40", "--events", "1500", "--objects", "2"),
+        *("--naive-sample", "100", "--pairs", "1"),
+    )
+    assert r["benchmark"] == "worker-scale"
+    assert [s["partners"] for s in r["sizes"]] == [3, 40]
+    for s in r["sizes"]:
+        assert 0 < s["partners_sending"] <= s["partners"]
+        assert len(s["speedup"]["ratios"]) == 1
+        assert {"ddb_reads_per_1k_events", "ddb_items_written_per_1k_events"} <= s.keys()
+
+
+def test_report_rewrites_only_the_marked_table(tmp_path: Path, monkeypatch: Any) -> None:
+    """bench/report.py --render: the saved results become the table between the markers,
+    and nothing else in the document changes."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import report
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    assert report.BEGIN in (ROOT / "docs" / "testing.md").read_text()
+    spread = {"median": 2.0, "min": 1.5, "max": 3.0, "ratios": [1.5, 2.0, 3.0]}
+    target = {"value": 2.0, "target": ">= 40", "met": False}
+    worker = {
+        "events": 1000, "partners": 5, "objects": 2, "speedup": spread,
+        "parse_vs_orjson": spread, "ddb_items_read_per_1k_events": 1,
+        "ddb_reads_per_1k_events": 1, "ddb_writes_per_1k_events": 2,
+        "ddb_items_written_per_1k_events": 3, "ddb_wru_per_1k_events": 6,
+        "ddb_rru_per_1k_events": 0.5, "ddb_usd_per_million_events": 0.004,
+        "naive_ddb_usd_per_million_events": 0.625, "targets": {"speedup": target},
+        "_measured": "today",
+    }  # fmt: skip
+    monkeypatch.setattr(report, "SAVED", tmp_path)
+    (tmp_path / "worker.json").write_bytes(orjson.dumps(worker))
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"before\n{report.BEGIN}\nold\n{report.END}\nafter\n")
+    report.rewrite(doc)
+    text = doc.read_text()
+    assert text.startswith(f"before\n{report.BEGIN}\n| benchmark |")
+    assert text.endswith(f"{report.END}\nafter\n")
+    assert "**2x** (1.5-3, 3 pairs)" in text and "speedup >= 40: **not met**" in text
+    assert "old" not in text
 
 
 def test_worker_lag_bench_runs_and_compares_both_modes() -> None:

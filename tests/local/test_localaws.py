@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import moto
@@ -243,3 +244,103 @@ def test_queue_scans_read_the_clock_once_and_agree_with_moto(
         assert not original.had_receipt_handle("not-a-handle")
     finally:
         backend.delete_queue("one-clock")
+
+
+# ---- TransactWriteItems without moto's whole-table copy (_cheap_transaction_rollback) -------
+
+
+async def _transactions(clients: Any, suffix: str, look: Callable[[], None]) -> list[Any]:
+    """Over HTTP: a cancelled transaction, then the same one committed, over a table with a
+    sort key and one without; returns what each table reads back after each step (a scan,
+    which keeps moto's item order, and a partition's query)."""
+    from botocore.exceptions import ClientError
+
+    ddb = clients.dynamodb
+    ranged, flat = f"ranged-{suffix}", f"flat-{suffix}"
+    await ddb.create_table(
+        TableName=ranged,
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    await ddb.create_table(
+        TableName=flat,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for pk, sk in (("p", "1"), ("p", "2"), ("p", "3"), ("q", "1")):
+        item = {"pk": {"S": pk}, "sk": {"S": sk}, "n": {"N": "1"}}
+        await ddb.put_item(TableName=ranged, Item=item)
+    for pk in ("a", "b", "c"):
+        await ddb.put_item(TableName=flat, Item={"pk": {"S": pk}, "n": {"N": "1"}})
+
+    async def state() -> Any:
+        scans = [(await ddb.scan(TableName=t))["Items"] for t in (ranged, flat)]
+        query = await ddb.query(
+            TableName=ranged,
+            KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues={":p": {"S": "p"}},
+        )
+        return [*scans, query["Items"]]
+
+    def ops(guard: str) -> list[dict[str, Any]]:
+        add = {"UpdateExpression": "ADD n :n", "ExpressionAttributeValues": {":n": {"N": "5"}}}
+        return [
+            {"Update": {"TableName": ranged, "Key": {"pk": {"S": "p"}, "sk": {"S": "1"}}, **add}},
+            {"Delete": {"TableName": ranged, "Key": {"pk": {"S": "p"}, "sk": {"S": "2"}}}},
+            {"Put": {"TableName": ranged, "Item": {"pk": {"S": "p"}, "sk": {"S": "0"}}}},
+            {"Put": {"TableName": ranged, "Item": {"pk": {"S": "new"}, "sk": {"S": "1"}}}},
+            {"Update": {"TableName": flat, "Key": {"pk": {"S": "a"}}, **add}},
+            {"Delete": {"TableName": flat, "Key": {"pk": {"S": "b"}}}},
+            {"Put": {"TableName": flat, "Item": {"pk": {"S": "d"}}}},
+            {
+                "ConditionCheck": {
+                    "TableName": ranged,
+                    "Key": {"pk": {"S": "q"}, "sk": {"S": "1"}},
+                    "ConditionExpression": guard,
+                }
+            },
+        ]
+
+    look()
+    states = [await state()]
+    with pytest.raises(ClientError) as cancelled:
+        await ddb.transact_write_items(TransactItems=ops("attribute_not_exists(pk)"))
+    assert cancelled.value.response["Error"]["Code"] == "TransactionCanceledException"
+    look()
+    states.append(await state())
+    await ddb.transact_write_items(TransactItems=ops("attribute_exists(pk)"))
+    look()
+    states.append(await state())
+    return states
+
+
+async def test_a_transaction_keeps_moto_answers_without_copying_tables(
+    clients: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled transaction leaves both tables as they were (items, values and order)
+    and a committed one applies, exactly as with moto's own whole-table copy; and ours
+    copied no table (moto's rollback swaps its copy in for the table)."""
+    from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
+
+    tables = dynamodb_backends[ACCOUNT][REGION].tables
+    seen: list[object] = []
+    ours = await _transactions(clients, "ours", lambda: seen.append(tables["ranged-ours"]))
+    before, after_cancel, after_commit = ours
+    assert after_cancel == before
+    assert after_commit != before
+    assert seen[0] is seen[1] is seen[2]
+
+    locked = DynamoDBBackend.transact_write_items.__wrapped__  # the lock around moto's own
+    monkeypatch.setattr(DynamoDBBackend, "transact_write_items", locked)
+    seen.clear()
+    theirs = await _transactions(clients, "moto", lambda: seen.append(tables["ranged-moto"]))
+    assert theirs == ours
+    assert seen[0] is not seen[1]  # moto's own did copy: the check above can tell
