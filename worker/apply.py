@@ -1,8 +1,9 @@
 """Count an object's events once each: per partner-minute, the keys of the events not
 counted before and the counters they add, in one DynamoDB transaction.
 
-`plan_chunks` and `new_events` are pure; `apply_minutes` reads what each partner-minute
-already holds (sesguard/aws/seen.py) and writes the rest. Why it is exact under
+`plan_chunks` and `new_events` are pure; `Applier` writes what each partner-minute does
+not hold yet (sesguard/aws/seen.py), judging from what this worker knows of it (`Known`)
+and reading the table only when a write finds it changed. Why it is exact under
 redelivery, repeats, concurrent workers and SIGKILL: docs/design.md, "Every event is
 counted exactly once". Log lines name the object through structlog's context
 (worker.pipeline binds its bucket and key).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -36,6 +38,7 @@ MAX_TRANSACT_ITEMS = 100  # AWS limit; moto does not enforce it, so we do
 # 400 KB item limit, 15,000 of each (360 KB) keeps under it with room for the attributes.
 PART_KEYS = 15_000
 PARALLEL_READS = 8  # partner-minute Queries in flight per object
+KNOWN_KEYS = 500_000  # event keys a worker remembers (about 40 MB), least recently used out
 _RETRY_REASONS = frozenset(
     {
         "TransactionConflict",
@@ -62,6 +65,41 @@ class ApplyError(Failed):
     """The transaction failed for a reason retrying here will not fix."""
 
 
+class Known:
+    """What this worker knows the partner-minutes hold: what it read or wrote last.
+
+    Why it may be stale and still be used: every write is conditional on the version it
+    assumes (`parts`), so a partition another worker (or another copy of an object) wrote
+    since fails the condition and is read again before anything is counted. A partition
+    never seen is assumed empty (a new minute: the common case), with the same safety.
+    So at steady state nothing is read; reads are what conflicts cost."""
+
+    def __init__(self, max_keys: int = KNOWN_KEYS) -> None:
+        self.max_keys = max_keys
+        self._seen: OrderedDict[str, Seen] = OrderedDict()
+        self._keys = 0
+        # One transaction at a time per worker: its objects never race each other for a
+        # partition (only other workers can), so a conflict is rare and costs one re-read.
+        self.writing = asyncio.Lock()
+
+    def get(self, pk: str) -> Seen:
+        seen = self._seen.get(pk)
+        if seen is None:
+            return Seen()
+        self._seen.move_to_end(pk)
+        return Seen(seen.parts, set(seen.keys), set(seen.jobs))
+
+    def put(self, pk: str, seen: Seen) -> None:
+        old = self._seen.pop(pk, None)
+        if old is not None:
+            self._keys -= len(old.keys)
+        self._seen[pk] = seen
+        self._keys += len(seen.keys)
+        while self._keys > self.max_keys and len(self._seen) > 1:
+            _, dropped = self._seen.popitem(last=False)
+            self._keys -= len(dropped.keys)
+
+
 @dataclass
 class Unit:
     """One partner-minute to write: what its partition held when read (`parts`) and the
@@ -71,6 +109,7 @@ class Unit:
     parts: int
     new: dict[bytes, Counted]
     jobs: list[bytes]  # job keys (sesguard.aws.seen.job_key) of the new Send events
+    seen: Seen = field(default_factory=Seen)  # what the partition was judged to hold
 
     @property
     def pk(self) -> str:
@@ -100,7 +139,7 @@ def new_events(minute: Minute, seen: Seen) -> tuple[Unit, list[str]]:
             if jk in seen.jobs:
                 twice.append(job_id)
             jobs.append(jk)
-    return Unit(minute, seen.parts, new, jobs), twice
+    return Unit(minute, seen.parts, new, jobs, seen), twice
 
 
 def unit_items(unit: Unit) -> int:
@@ -230,6 +269,7 @@ class Applier:
 
     store: PartnerStore
     object_url: str
+    known: Known = field(default_factory=Known)  # shared by all of a worker's objects
     max_attempts: int = 8
     max_items: int = MAX_TRANSACT_ITEMS
     result: ApplyResult = field(default_factory=ApplyResult)
@@ -237,12 +277,36 @@ class Applier:
     async def apply(self, minutes: Sequence[Minute], now: datetime | None = None) -> None:
         now = now or utcnow()
         self.result.handed += sum(len(m.events) for m in minutes)
-        units = await self._read(minutes)
-        for chunk in plan_chunks(units, self.max_items):
-            await self._write(chunk, now)
+        planned = [new_events(m, self.known.get(self._pk(m)))[0] for m in minutes]
+        for chunk in plan_chunks(planned, self.max_items):
+            async with self.known.writing:
+                # Judged again under the lock: another object may have counted some of
+                # these events meanwhile (a chunk can only shrink, so it still fits).
+                units = [self._judge(u.minute, self.known.get(u.pk)) for u in chunk]
+                await self._write([u for u in units if u.new], now)
+
+    @staticmethod
+    def _pk(minute: Minute) -> str:
+        return seen_pk(minute.partner_id, minute.minute)
+
+    def _judge(self, minute: Minute, seen: Seen) -> Unit:
+        unit, twice = new_events(minute, seen)
+        for job_id in twice:
+            log.error("job_sent_twice", alert=True, job_id=job_id, partner_id=minute.partner_id)
+        self.result.jobs_sent_twice += twice
+        return unit
+
+    def _committed(self, chunk: list[Unit]) -> None:
+        """Remember what the partitions hold now that the chunk is written."""
+        for unit in chunk:
+            seen = unit.seen
+            seen.parts = unit.parts + unit.part_count
+            seen.keys |= unit.new.keys()
+            seen.jobs.update(unit.jobs)
+            self.known.put(unit.pk, seen)
 
     async def _read(self, minutes: Sequence[Minute]) -> list[Unit]:
-        """What each partition holds now: every event it names is counted already."""
+        """What each partition holds now, from the table: every event it names is counted."""
         limit = asyncio.Semaphore(PARALLEL_READS)
 
         async def one(minute: Minute) -> Unit:
@@ -252,17 +316,15 @@ class Applier:
         return list(await asyncio.gather(*(one(m) for m in minutes)))
 
     async def _unit(self, minute: Minute) -> Unit:
-        seen, read = await read_seen(
-            self.store.dynamodb, self.store.table, seen_pk(minute.partner_id, minute.minute)
-        )
+        pk = self._pk(minute)
+        seen, read = await read_seen(self.store.dynamodb, self.store.table, pk)
         self.result.reads += read
-        unit, twice = new_events(minute, seen)
-        for job_id in twice:
-            log.error("job_sent_twice", alert=True, job_id=job_id, partner_id=minute.partner_id)
-        self.result.jobs_sent_twice += twice
-        return unit
+        self.known.put(pk, Seen(seen.parts, set(seen.keys), set(seen.jobs)))
+        return self._judge(minute, seen)
 
     async def _write(self, chunk: list[Unit], now: datetime) -> None:
+        if not chunk:
+            return
         for attempt in range(self.max_attempts):
             items = transaction_items(self.store, chunk, self.object_url, now)
             try:
@@ -273,9 +335,9 @@ class Applier:
                     reasons = cancellation_reasons(exc)
                     stale = self._stale(chunk, reasons)
                     if stale:
-                        # Another worker counted in these partitions since they were read
-                        # (or an earlier try of ours committed before its answer was lost):
-                        # read again; what they now hold is not counted twice.
+                        # Someone counted in these partitions since we knew them (another
+                        # worker or object, or our own earlier try whose answer was lost):
+                        # read them again; what they now hold is not counted twice.
                         chunk = await self._reread(chunk, stale)
                         if not chunk:
                             return
@@ -295,12 +357,16 @@ class Applier:
                 continue
             self.result.transactions += 1
             self.result.counted += sum(len(u.new) for u in chunk)
+            self._committed(chunk)
             return
         raise ApplyError(f"transaction still conflicting after {self.max_attempts} attempts")
 
     @staticmethod
     def _stale(chunk: list[Unit], reasons: list[str]) -> list[int]:
-        """Indexes (in `chunk`) of the units whose version or part condition failed."""
+        """Indexes (in `chunk`) of the units whose version or part condition failed; all
+        of them when the endpoint gave no reasons (reading them again is always safe)."""
+        if not reasons:
+            return list(range(len(chunk)))
         stale: list[int] = []
         pos = 0
         for i, unit in enumerate(chunk):

@@ -27,7 +27,7 @@ from sesguard.errors import Refused
 from sesguard.logging import get_logger
 from sesguard.settings import DEFAULT_MAX_OBJECT_BYTES
 from worker.aggregate import Aggregator, ObjectStats
-from worker.apply import Applier, ApplyResult
+from worker.apply import Applier, ApplyResult, Known
 from worker.enforce import Enforcer
 from worker.identities import IdentityCache
 
@@ -90,6 +90,8 @@ class Processor:
     # The account's verified identities: hard bounces to them count apart (worker/identities.py).
     identities: IdentityCache | None = None
     flush_events: int = FLUSH_EVENTS
+    # What this worker knows the partner-minutes hold, across its objects (worker/apply.py).
+    known: Known = field(default_factory=Known, repr=False, compare=False)
     _turn: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False, compare=False)
 
     async def process(self, bucket: str, key: str, now: datetime | None = None) -> ObjectResult:
@@ -112,7 +114,7 @@ class Processor:
         where = f"s3://{bucket}/{key}"
         size: int | None = resp.get("ContentLength")
         body = resp["Body"]
-        applier = Applier(self.store, where)
+        applier = Applier(self.store, where, self.known)
         async with body:  # releases the connection even if parsing fails
             if await self._counted_before(bucket, key, etag):
                 return _log_result(
