@@ -15,7 +15,7 @@ from sesguard.aws.store import PartnerStore
 from sesguard.core.partners import Counters
 from tests.fixtures.ses_events import event
 from worker.aggregate import Aggregator, Minute
-from worker.apply import MAX_TRANSACT_ITEMS, Applier, plan_chunks, transaction_items
+from worker.apply import MAX_TRANSACT_ITEMS, Applier, Known, plan_chunks, transaction_items
 from worker.classify import classify
 
 NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
@@ -247,3 +247,29 @@ async def test_a_job_sent_twice_is_reported(store: PartnerStore) -> None:
     await apply(store, [first])
     result = await apply(store, [second], "s3://b/later")
     assert result.jobs_sent_twice == ["order:42"] and result.counted == 1
+
+
+async def test_what_the_worker_knows_spares_reads_and_a_stale_guess_is_read_again(
+    store: PartnerStore,
+) -> None:
+    """At steady state nothing is read; a partition another worker wrote since fails the
+    write's condition and is read before anything is counted."""
+    known = Known()
+    first = [event("Send", "acme", NOW), event("Bounce", "acme", NOW)]
+    mine = Applier(store, "s3://b/1", known)
+    await mine.apply(minutes_of(first), NOW)
+    later = [event("Delivery", "acme", NOW)]
+    again = Applier(store, "s3://b/2", known)
+    await again.apply(minutes_of([*first, *later]), NOW)  # repeats found in memory
+    assert (again.result.reads, again.result.counted, again.result.duplicates) == (0, 1, 2)
+    other = [event("Send", "acme", NOW)]
+    await Applier(store, "s3://b/3").apply(minutes_of(other), NOW)  # another worker
+    stale = Applier(store, "s3://b/4", known)
+    await stale.apply(minutes_of([*other, event("Complaint", "acme", NOW)]), NOW)
+    assert stale.result.reads > 0 and (stale.result.counted, stale.result.duplicates) == (1, 1)
+    assert (await totals(store, "acme")).nonzero() == {
+        "sent": 2,
+        "hard_bounces": 1,
+        "delivered": 1,
+        "complaints": 1,
+    }
