@@ -16,6 +16,10 @@ from typing import Any
 import orjson
 
 Sink = Callable[[int, dict[str, Any]], None]  # receives (offset, record)
+# A record's JSON text -> the part of it that the sink reads (worker/classify.py,
+# read_fields); ValueError or RecursionError (nested too deep) to have it decoded whole.
+# Given only valid UTF-8, at most MAX_RECORD_BYTES long, and only the text of a line.
+Fields = Callable[[bytes], dict[str, Any]]
 Steps = Iterator[None]  # one item per pause: the caller may do other work in between
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -75,6 +79,14 @@ class Malformed:
     offset: int
     length: int
     reason: str
+
+
+def _is_utf8(text: bytes) -> bool:
+    try:
+        text.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _skip_ws(buf: bytes, pos: int) -> int:
@@ -158,7 +170,9 @@ class RecordStream:
     the classifier's call.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fields: Fields | None = None) -> None:
+        # Decodes only what the sink reads, or None: the whole record is decoded instead.
+        self._fields = fields
         self.malformed: list[Malformed] = []  # the first MALFORMED_KEPT
         self.malformed_count = 0  # all of them
         self.bytes_in = 0  # raw bytes fed
@@ -323,6 +337,9 @@ class RecordStream:
         loads, decode_error, fail = orjson.loads, orjson.JSONDecodeError, _FAIL
         blank_first, no_end, step, record_work = _WS_BYTES, _NO_END, STEP_WORK, RECORD_WORK
         most = MAX_RECORD_BYTES
+        # A fields decoder skips what it does not read, without checking that it is UTF-8
+        # (orjson checks the whole text): so it is used on valid UTF-8 only.
+        fields = self._fields if text.isascii() or _is_utf8(text) else None
         spent = self._spent  # a local in the loop, written back around every pause
         for start, lines, cost in _line_groups(text, base):
             offset = start
@@ -337,6 +354,15 @@ class RecordStream:
                     if spent >= step:
                         self._spent = spent = 0
                         yield
+                    if fields is not None and size <= most:
+                        try:
+                            record = fields(line)
+                        except (ValueError, RecursionError):  # refused: decoded whole below
+                            pass
+                        else:
+                            out(offset, record)
+                            offset += size + 1
+                            continue
                     try:  # a line too long to be one record may still be several
                         obj = loads(line) if line[-1] not in no_end and size <= most else fail
                     except decode_error:
