@@ -42,12 +42,16 @@ def event_key(kind: str, message_id: str, detail: Any, recipients: list[Any]) ->
             text = f"{kind}{_SEP}{message_id}{_SEP}{feedback}"
         else:
             parts = [kind, message_id]
-            for name in _DETAIL_FIELDS:
-                value = detail.get(name)
-                if value is not None:
-                    parts.append(f"{name}={value}")
-            for r in recipients:
-                parts.append(r if type(r) is str else _address(r))
+            at, link, ip, agent = map(detail.get, _DETAIL_FIELDS)  # in C: once per event
+            if at is not None:
+                parts.append(f"timestamp={at}")
+            if link is not None:
+                parts.append(f"link={link}")
+            if ip is not None:
+                parts.append(f"ipAddress={ip}")
+            if agent is not None:
+                parts.append(f"userAgent={agent}")
+            parts.extend(r if type(r) is str else _address(r) for r in recipients)
             text = _SEP.join(parts)
     return blake2b(text.encode(), digest_size=KEY_BYTES).digest()
 
