@@ -56,6 +56,7 @@ _WS_RUN = re.compile(rb"[ \t\r\n]*")
 # Text that starts blank or with a line shorter than this is split a window of about
 # _LINE_WINDOW bytes at a time, and windows of nothing but whitespace are skipped in C.
 _DENSE_LINE_BYTES = 32
+_BLANK_STARTS = frozenset([b"", *(bytes([c]) for c in _WS)])  # a piece's first byte, or none
 _LINE_WINDOW = 64 * 1024
 _OPEN = 0x7B
 # Bytes no JSON text can end with: where a candidate ends with one, orjson would fail, and
@@ -317,15 +318,42 @@ class RecordStream:
     # ---- cutting into records ----------------------------------------------------
 
     def _take(self, piece: bytes, out: Sink, final: bool) -> Steps:
-        buf = self._pending + piece if self._pending else piece
+        pending = self._pending
+        head = pending[:_DENSE_LINE_BYTES] + piece[:_DENSE_LINE_BYTES]
+        if (
+            not final
+            and head[:1] not in _BLANK_STARTS
+            and b"\n" not in head[:_DENSE_LINE_BYTES]
+            and pending.isascii()
+            and piece.isascii()
+        ):
+            # The usual piece (long lines of ASCII): split as it is, its first line joined
+            # to the tail held back, which spares two copies of the piece (`buf` below).
+            lines = piece.split(b"\n")
+            if len(lines) > 1:
+                rest = lines.pop()
+                lines[0] = pending + lines[0]
+                cut = len(pending) + len(piece) - len(rest)
+                self._pending = b""
+                self._spent += len(pending) + len(piece)
+                yield from self._lines([(self._base, lines, cut)], self._fields, out)
+                yield from self._hold(rest, self._base + cut, out)
+                return
+        buf = pending + piece if pending else piece
         self._pending = b""  # buf holds it now (one copy in memory, not two)
         self._spent += len(buf)
         base = self._base
         cut = len(buf) if final else buf.rfind(b"\n") + 1
         if cut:
-            yield from self._lines(buf[:cut], base, out)
-        rest = buf[cut:]
-        base += cut
+            text = buf[:cut]
+            # A fields decoder skips what it does not read, without checking that it is
+            # UTF-8 (orjson checks the whole text): so it is used on valid UTF-8 only.
+            fields = self._fields if text.isascii() or _is_utf8(text) else None
+            yield from self._lines(_line_groups(text, base), fields, out)
+        yield from self._hold(buf[cut:], base + cut, out)
+
+    def _hold(self, rest: bytes, base: int, out: Sink) -> Steps:
+        """Keep an undelimited tail for the next piece (cut into records if too long)."""
         if len(rest) > MAX_PENDING_BYTES:  # no newline in sight: records are concatenated
             used = yield from self._scan(rest, base, out, final=False)
             rest = rest[used:]
@@ -333,15 +361,14 @@ class RecordStream:
         self._pending = rest
         self._base = base
 
-    def _lines(self, text: bytes, base: int, out: Sink) -> Steps:
+    def _lines(
+        self, groups: Iterable[tuple[int, list[bytes], int]], fields: Fields | None, out: Sink
+    ) -> Steps:
         loads, decode_error, fail = orjson.loads, orjson.JSONDecodeError, _FAIL
         blank_first, no_end, step, record_work = _WS_BYTES, _NO_END, STEP_WORK, RECORD_WORK
         most = MAX_RECORD_BYTES
-        # A fields decoder skips what it does not read, without checking that it is UTF-8
-        # (orjson checks the whole text): so it is used on valid UTF-8 only.
-        fields = self._fields if text.isascii() or _is_utf8(text) else None
         spent = self._spent  # a local in the loop, written back around every pause
-        for start, lines, cost in _line_groups(text, base):
+        for start, lines, cost in groups:
             offset = start
             spent += cost
             if spent >= step:
