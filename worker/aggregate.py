@@ -102,7 +102,6 @@ class Aggregator:
         self.identities = identities  # verified in the account (worker/identities.py)
         self.stats = ObjectStats()
         self._minutes: dict[MinuteKey, Minute] = {}  # not yet taken (`take`)
-        self.pending = 0  # events in them
         self._partners: set[str] = set()
         self._stream = RecordStream(read_fields)
         self._finished = False
@@ -133,10 +132,9 @@ class Aggregator:
                 stats.invalid_tags += 1
         if not amount:
             return
-        mkey = (partner_id, when)
-        minute = self._minutes.get(mkey)
+        minute = self._minutes.get((partner_id, when))
         if minute is None:
-            minute = self._minutes[mkey] = Minute(partner_id, when)
+            minute = self._minutes[partner_id, when] = Minute(partner_id, when)
             self._partners.add(partner_id)
         events = minute.events
         if key in events:  # the same event twice in this object
@@ -165,7 +163,12 @@ class Aggregator:
             events[key] = counted
         if job is not None:
             minute.jobs.setdefault(job, key)
-        self.pending += 1
+
+    @property
+    def pending(self) -> int:
+        """Events grouped and not yet taken (counted when asked: a few hundred groups at
+        most, where a counter would cost every event a step)."""
+        return sum(len(m.events) for m in self._minutes.values())
 
     def feed_bytes(self, data: bytes) -> None:
         """Parse a chunk of the object's bytes (gzip or plain) and fold its records in."""
@@ -209,7 +212,6 @@ class Aggregator:
         object holds in memory is bounded by how often it is taken, not by its size."""
         out = list(self._minutes.values())
         self._minutes = {}
-        self.pending = 0
         return out
 
     def counts(self) -> dict[CellKey, Counters]:

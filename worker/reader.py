@@ -82,6 +82,11 @@ class Malformed:
     reason: str
 
 
+def _whole(text: bytes) -> dict[str, Any]:
+    """The Fields of a reader without one: every record is decoded whole."""
+    raise ValueError("decoded whole")
+
+
 def _is_utf8(text: bytes) -> bool:
     try:
         text.decode()
@@ -367,6 +372,7 @@ class RecordStream:
         loads, decode_error, fail = orjson.loads, orjson.JSONDecodeError, _FAIL
         blank_first, no_end, step, record_work = _WS_BYTES, _NO_END, STEP_WORK, RECORD_WORK
         most = MAX_RECORD_BYTES
+        decode, fields_most = (fields, most) if fields is not None else (_whole, -1)
         spent = self._spent  # a local in the loop, written back around every pause
         for start, lines, cost in groups:
             offset = start
@@ -381,9 +387,9 @@ class RecordStream:
                     if spent >= step:
                         self._spent = spent = 0
                         yield
-                    if fields is not None and size <= most:
+                    if size <= fields_most:
                         try:
-                            record = fields(line)
+                            record = decode(line)
                         except (ValueError, RecursionError):  # refused: decoded whole below
                             pass
                         else:
