@@ -17,7 +17,14 @@ from typing import Any
 
 from sesguard.core.identities import NO_IDENTITIES, Identities
 from sesguard.core.partners import COUNTERS, SIMULATOR_PREFIX, VERIFIED_HARD_BOUNCES, Counters
-from worker.classify import MISSPELLED_PREFIX, Ignored, NotAnEvent, WrongPipeline, classify
+from worker.classify import (
+    MISSPELLED_PREFIX,
+    Delta,
+    Ignored,
+    NotAnEvent,
+    classify,
+    read_fields,
+)
 from worker.reader import MALFORMED_KEPT, Malformed, RecordStream
 
 CellKey = tuple[str, datetime]  # (partner_id, hour)
@@ -27,6 +34,11 @@ _SIMULATOR_TWIN = {name: SIMULATOR_PREFIX + name for name in COUNTERS}
 
 # What one event adds: (hour, ((counter name, n), ...)) to the partner's counters.
 Counted = tuple[datetime, tuple[tuple[str, int], ...]]
+# (hour, counter, n) -> its Counted, shared by the events that add just that: an object
+# holds tens of thousands of events and few distinct values, and one tuple per event kept
+# until the object is written is most of what makes the garbage collector run.
+_COUNTED: dict[tuple[datetime, str, int], Counted] = {}
+_COUNTED_KEPT = 4096
 
 
 @dataclass
@@ -44,10 +56,11 @@ def fold(minutes: Iterable[Minute]) -> dict[CellKey, Counters]:
     """Per-(partner, hour) counters of the events of `minutes` (non-empty ones only)."""
     cells: dict[CellKey, dict[str, int]] = {}
     for m in minutes:
-        for hour, amounts in m.events.values():
+        # Events share their few distinct values (_COUNTED): count those in C first.
+        for (hour, amounts), times in Counter(m.events.values()).items():
             cell = cells.setdefault((m.partner_id, hour), {})
             for name, n in amounts:
-                cell[name] = cell.get(name, 0) + n
+                cell[name] = cell.get(name, 0) + n * times
     return {key: Counters(**cell) for key, cell in cells.items() if any(cell.values())}
 
 
@@ -89,12 +102,12 @@ class Aggregator:
         self.identities = identities  # verified in the account (worker/identities.py)
         self.stats = ObjectStats()
         self._minutes: dict[MinuteKey, Minute] = {}  # not yet taken (`take`)
-        self.pending = 0  # events in them
         self._partners: set[str] = set()
-        self._stream = RecordStream()
+        self._stream = RecordStream(read_fields)
         self._finished = False
 
     def add(self, offset: int, record: dict[str, Any]) -> None:
+        """Count one record (the sink of the reader: once per record, so kept lean)."""
         stats = self.stats
         stats.records += 1
         try:
@@ -104,47 +117,58 @@ class Aggregator:
             if len(stats.malformed) < MALFORMED_KEPT:
                 stats.malformed.append(Malformed(offset, 0, str(exc)))
             return
-        if isinstance(result, Ignored):
-            stats.ignored[result.kind] += 1
-            return
-        if isinstance(result, WrongPipeline):
-            stats.wrong_pipeline += 1
+        if type(result) is not Delta:
+            if type(result) is Ignored:
+                stats.ignored[result.kind] += 1
+            else:  # WrongPipeline
+                stats.wrong_pipeline += 1
             return
         stats.events += 1
-        partner_id = result.partner_id
-        if result.tag_problem is not None:
-            if result.tag_problem == "missing":
+        partner_id, hour, counter, amount, problem, simulator, verified, when, key, job = result
+        if problem is not None:
+            if problem == "missing":
                 stats.untagged += 1
             else:
                 stats.invalid_tags += 1
-        amount = result.amount
         if not amount:
             return
-        mkey = (partner_id, result.minute)
-        minute = self._minutes.get(mkey)
+        minute = self._minutes.get((partner_id, when))
         if minute is None:
-            minute = self._minutes[mkey] = Minute(partner_id, result.minute)
+            minute = self._minutes[partner_id, when] = Minute(partner_id, when)
             self._partners.add(partner_id)
-        if result.key in minute.events:  # the same event twice in this object
+        events = minute.events
+        if key in events:  # the same event twice in this object
             stats.duplicates += 1
             return
-        counter, simulator, verified = result.counter, result.simulator, result.verified
-        amounts: list[tuple[str, int]] = []
-        if simulator and not self.count_simulator:
-            stats.simulator += simulator
-            amounts.append((_SIMULATOR_TWIN[counter], simulator))
-            amount -= simulator
-        if verified:  # hard bounces SES leaves out of the bounce rate
-            stats.verified += verified
-            amounts.append((VERIFIED_HARD_BOUNCES, verified))
-            amount -= verified
-        if amount:
-            amounts.append((counter, amount))
-        stats.recipients += result.amount
-        minute.events[result.key] = (result.hour, tuple(amounts))
-        if result.job is not None:
-            minute.jobs.setdefault(result.job, result.key)
-        self.pending += 1
+        stats.recipients += amount
+        if (simulator and not self.count_simulator) or verified:
+            amounts: list[tuple[str, int]] = []
+            if simulator and not self.count_simulator:
+                stats.simulator += simulator
+                amounts.append((_SIMULATOR_TWIN[counter], simulator))
+                amount -= simulator
+            if verified:  # hard bounces SES leaves out of the bounce rate
+                stats.verified += verified
+                amounts.append((VERIFIED_HARD_BOUNCES, verified))
+                amount -= verified
+            if amount:
+                amounts.append((counter, amount))
+            events[key] = (hour, tuple(amounts))
+        else:  # the usual event: one counter, a few values in all, so shared
+            counted = _COUNTED.get((hour, counter, amount))
+            if counted is None:
+                if len(_COUNTED) >= _COUNTED_KEPT:
+                    _COUNTED.clear()
+                counted = _COUNTED[hour, counter, amount] = (hour, ((counter, amount),))
+            events[key] = counted
+        if job is not None:
+            minute.jobs.setdefault(job, key)
+
+    @property
+    def pending(self) -> int:
+        """Events grouped and not yet taken (counted when asked: a few hundred groups at
+        most, where a counter would cost every event a step)."""
+        return sum(len(m.events) for m in self._minutes.values())
 
     def feed_bytes(self, data: bytes) -> None:
         """Parse a chunk of the object's bytes (gzip or plain) and fold its records in."""
@@ -188,7 +212,6 @@ class Aggregator:
         object holds in memory is bounded by how often it is taken, not by its size."""
         out = list(self._minutes.values())
         self._minutes = {}
-        self.pending = 0
         return out
 
     def counts(self) -> dict[CellKey, Counters]:

@@ -7,14 +7,17 @@ record, and names the event (worker/eventkey.py) and, for a Send, the job its ta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple, Required, TypedDict, cast
+
+import msgspec
 
 from sesguard.aws.seen import MINUTE_FORMAT
 from sesguard.core.identities import NO_IDENTITIES, Identities, is_verified
 from sesguard.core.jobs import JOB_TAG, PARTNER_TAG, job_id_from_tag
-from sesguard.core.mailbox import is_simulator_address
+from sesguard.core.mailbox import SIMULATOR_DOMAIN, is_simulator_address
 from sesguard.core.partners import PARTNER_ID_RE, RESERVED_PREFIX, UNATTRIBUTED, hour_floor
 from sesguard.errors import Refused
 from worker.eventkey import content_message_id, event_key
@@ -79,10 +82,76 @@ _SUPPRESSED_SUBTYPE = "OnAccountSuppressionList"
 _SOFT_BOUNCES = frozenset({"Transient", "Undetermined"})
 
 
+# ---- the fields `classify` reads --------------------------------------------------------
+# Decoding only these (with `read_fields`) skips the rest of a record, mostly `headers` and
+# `commonHeaders`, at about half the cost of decoding it whole. Each is typed as SES writes
+# it (null included, which SES writes for some): a record where one is not is refused, and
+# decoded whole instead (same rules, slower). No number is read, so no number is decoded.
+# A field classify starts to read must be added here (tests/worker/test_fast_path.py).
+
+
+class _Recipient(TypedDict, total=False):
+    emailAddress: str | None
+
+
+class _Detail(TypedDict, total=False):
+    timestamp: str | None
+    feedbackId: str | None
+    link: str | None
+    ipAddress: str | None
+    userAgent: str | None
+    bounceType: str | None
+    bounceSubType: str | None
+    complaintSubType: str | None
+    recipients: list[str | _Recipient]
+    delayedRecipients: list[str | _Recipient]
+    bouncedRecipients: list[str | _Recipient]
+    complainedRecipients: list[str | _Recipient]
+
+
+class _Tags(TypedDict, total=False):  # PARTNER_TAG and JOB_TAG
+    partner_id: list[str]
+    sesguard_job: list[str]
+
+
+class _Mail(TypedDict, total=False):
+    timestamp: str | None
+    # Required: without one, the key is made of the whole record's content.
+    messageId: Required[Annotated[str, msgspec.Meta(min_length=1)]]
+    destination: list[str | _Recipient]
+    tags: _Tags
+
+
+class _Record(TypedDict, total=False):
+    eventType: str | None
+    mail: _Mail
+    notificationType: str | None
+    Type: str | None
+    Message: str | None
+    bounce: _Detail
+    complaint: _Detail
+    delivery: _Detail
+    deliveryDelay: _Detail
+    open: _Detail
+    click: _Detail
+    failure: _Detail
+
+
+# The fields `classify` reads from one record's JSON text, for it to classify exactly as
+# it would the whole record; ValueError (or RecursionError: nested too deep) if they cannot
+# stand in for it (a field not as SES types it, no message id, not JSON). Only for valid
+# UTF-8: see worker/reader.py.
+read_fields = cast("Callable[[bytes], dict[str, Any]]", msgspec.json.Decoder(_Record).decode)
+
+
 @lru_cache(maxsize=4096)
 def _utc_hour(prefix: str) -> datetime:
     """'YYYY-MM-DDTHH' of a UTC timestamp -> that hour (cached: an object spans few hours)."""
     return datetime.strptime(prefix, "%Y-%m-%dT%H").replace(tzinfo=UTC)
+
+
+_MINUTES: dict[str, tuple[datetime, str]] = {}  # an object spans a few minutes
+_MINUTES_KEPT = 4096
 
 
 def event_time(ts: Any) -> tuple[datetime, str]:
@@ -90,14 +159,18 @@ def event_time(ts: Any) -> tuple[datetime, str]:
     both UTC; ValueError if unusable."""
     if type(ts) is not str:
         raise ValueError("timestamp is not a string")
-    if (
-        len(ts) >= 20
-        and ts[10] == "T"
-        and ts[13] == ":"
-        and ts[16] == ":"
-        and (ts[-1] == "Z" or ts.endswith("+00:00"))
-    ):
-        return _utc_hour(ts[:13]), ts[:16]  # SES always writes UTC: skip the full parse
+    if len(ts) >= 20 and (ts[-1] == "Z" or ts.endswith("+00:00")):
+        # SES always writes UTC: skip the full parse. Known minutes are looked up by
+        # "YYYY-MM-DDTHH:MM:", which holds the three separators checked below.
+        found = _MINUTES.get(ts[:17])
+        if found is not None:
+            return found
+        if ts[10] == "T" and ts[13] == ":" and ts[16] == ":":
+            found = (_utc_hour(ts[:13]), ts[:16])
+            if len(_MINUTES) >= _MINUTES_KEPT:
+                _MINUTES.clear()
+            _MINUTES[ts[:17]] = found
+            return found
     parsed = datetime.fromisoformat(ts)
     if parsed.tzinfo is None:
         raise ValueError("timestamp has no time zone")
@@ -116,15 +189,27 @@ def partner_of(mail: dict[str, Any]) -> tuple[str, str | None]:
     value = tags.get(PARTNER_TAG) if type(tags) is dict else None
     if type(value) is list:
         value = value[0] if value else None
+    if type(value) is str:
+        found = _PARTNERS.get(value)
+        if found is None:
+            if len(_PARTNERS) >= _PARTNERS_KEPT:
+                _PARTNERS.clear()
+            found = _PARTNERS[value] = _partner_of_tag(value)
+        return found
     if value is None:
         return UNATTRIBUTED, "missing"
-    if (
-        type(value) is str
-        and PARTNER_ID_RE.fullmatch(value)
-        and not value.startswith(RESERVED_PREFIX)
-    ):
+    return UNATTRIBUTED, "invalid"
+
+
+def _partner_of_tag(value: str) -> tuple[str, str | None]:
+    if PARTNER_ID_RE.fullmatch(value) and not value.startswith(RESERVED_PREFIX):
         return value, None
     return UNATTRIBUTED, "invalid"
+
+
+# Tag value -> partner_of's answer: an object names a few partners thousands of times.
+_PARTNERS: dict[str, tuple[str, str | None]] = {}
+_PARTNERS_KEPT = 4096
 
 
 def _recipients(obj: Any, key: str, where: str) -> list[Any]:
@@ -134,8 +219,21 @@ def _recipients(obj: Any, key: str, where: str) -> list[Any]:
     return value
 
 
+# Every simulator address (is_simulator_address), lowercased, holds this: a list of
+# addresses whose lowercased text lacks it has none: one test in C for the whole list.
+_SIMULATOR_MARK = "@" + SIMULATOR_DOMAIN
+
+
 def _simulated(recipients: list[Any]) -> int:
     """How many entries (addresses, or objects with `emailAddress`) are simulator mail."""
+    if not recipients:
+        return 0
+    if type(recipients[0]) is str:
+        try:
+            if _SIMULATOR_MARK not in "\n".join(recipients).lower():
+                return 0
+        except TypeError:  # not all of them are strings
+            pass
     n = 0
     for r in recipients:
         if is_simulator_address(r.get("emailAddress") if type(r) is dict else r):
@@ -143,17 +241,15 @@ def _simulated(recipients: list[Any]) -> int:
     return n
 
 
-def _when(detail: Any, mail: dict[str, Any]) -> tuple[datetime, str]:
-    ts = detail.get("timestamp") if type(detail) is dict else None
-    try:
-        return event_time(ts if ts is not None else mail.get("timestamp"))
-    except ValueError:
-        if ts is not None:  # a bad event timestamp: fall back to the mail's time
-            try:
-                return event_time(mail.get("timestamp"))
-            except ValueError:
-                pass
-        raise NotAnEvent("no usable timestamp") from None
+def _when(ts: Any, mail: dict[str, Any]) -> tuple[datetime, str]:
+    """Where the event's time `ts` (or, if None, the message's) is unusable: the message's
+    time if `ts` was the event's, else NotAnEvent."""
+    if ts is not None:  # a bad event timestamp: fall back to the mail's time
+        try:
+            return event_time(mail.get("timestamp"))
+        except ValueError:
+            pass
+    raise NotAnEvent("no usable timestamp") from None
 
 
 def _fold(kind: str) -> str:
@@ -198,9 +294,13 @@ def classify(
         detail_key, counter, list_key = spec
         detail = record.get(detail_key) if detail_key else None
         if list_key is None:
-            recipients = _recipients(mail, "destination", "mail")
+            recipients = mail.get("destination")
+            if type(recipients) is not list:
+                raise NotAnEvent("mail.destination is not a list")
         elif list_key:
-            recipients = _recipients(detail, list_key, detail_key or "")
+            recipients = detail.get(list_key) if type(detail) is dict else None
+            if type(recipients) is not list:
+                raise NotAnEvent(f"{detail_key}.{list_key} is not a list")
         else:
             per_message = True
             dest = mail.get("destination")
@@ -246,23 +346,33 @@ def classify(
         amount = len(recipients)
     verified = _verified(recipients, identities) if counter == "hard_bounces" else 0
     partner_id, problem = partner_of(mail)
-    hour, minute = _when(detail, mail)
+    ts = detail.get("timestamp") if type(detail) is dict else None
+    try:  # the event's own time, else the message's (Send, Reject)
+        hour, minute = event_time(ts if ts is not None else mail.get("timestamp"))
+    except ValueError:
+        hour, minute = _when(ts, mail)
     message_id = mail.get("messageId")
     if type(message_id) is not str or not message_id:
         message_id = content_message_id(record)
     key = event_key(kind, message_id, detail, recipients)
     job = sent_job_id(mail) if counter == "sent" and problem is None else None
-    return Delta(partner_id, hour, counter, amount, problem, simulator, verified, minute, key, job)
+    # Delta(...) by tuple.__new__: the same tuple without a Python-level __new__ call
+    # (a third of a microsecond, once per record).
+    return _new_tuple(
+        Delta, (partner_id, hour, counter, amount, problem, simulator, verified, minute, key, job)
+    )
 
 
-def _first(value: Any) -> Any:
-    """SES publishes each tag as a list of values; the first one is the tag's value."""
-    if type(value) is list:
-        return value[0] if value else None
-    return value
+_new_tuple = tuple.__new__
 
 
 def sent_job_id(mail: dict[str, Any]) -> str | None:
-    """The job id the job tag names, if sesguard could have written it."""
+    """The job id the job tag names, if sesguard could have written it. SES publishes
+    each tag as a list of values; the first one is the tag's value."""
     tags = mail.get("tags")
-    return job_id_from_tag(_first(tags.get(JOB_TAG))) if type(tags) is dict else None
+    if type(tags) is not dict:
+        return None
+    value = tags.get(JOB_TAG)
+    if type(value) is list:
+        value = value[0] if value else None
+    return job_id_from_tag(value)

@@ -32,19 +32,28 @@ def event_key(kind: str, message_id: str, detail: Any, recipients: list[Any]) ->
     A bounce or complaint is named by SES's own `feedbackId`; a Send, Reject or Rendering
     Failure (one per message) by type and message; any other event also by its own
     timestamp and recipients (and link, address and user agent for opens and clicks)."""
-    parts = [kind, message_id]
-    if kind not in _ONE_PER_MESSAGE:
-        feedback = detail.get("feedbackId") if type(detail) is dict else None
+    if kind in _ONE_PER_MESSAGE:
+        text = f"{kind}{_SEP}{message_id}"
+    elif type(detail) is not dict:
+        text = _SEP.join([kind, message_id, *map(_address, recipients)])
+    else:
+        feedback = detail.get("feedbackId")
         if type(feedback) is str and feedback:
-            parts.append(feedback)
+            text = f"{kind}{_SEP}{message_id}{_SEP}{feedback}"
         else:
-            if type(detail) is dict:
-                for name in _DETAIL_FIELDS:
-                    value = detail.get(name)
-                    if value is not None:
-                        parts.append(f"{name}={value}")
-            parts.extend(_address(r) for r in recipients)
-    return blake2b(_SEP.join(parts).encode(), digest_size=KEY_BYTES).digest()
+            parts = [kind, message_id]
+            at, link, ip, agent = map(detail.get, _DETAIL_FIELDS)  # in C: once per event
+            if at is not None:
+                parts.append(f"timestamp={at}")
+            if link is not None:
+                parts.append(f"link={link}")
+            if ip is not None:
+                parts.append(f"ipAddress={ip}")
+            if agent is not None:
+                parts.append(f"userAgent={agent}")
+            parts.extend(r if type(r) is str else _address(r) for r in recipients)
+            text = _SEP.join(parts)
+    return blake2b(text.encode(), digest_size=KEY_BYTES).digest()
 
 
 def content_message_id(record: dict[str, Any]) -> str:

@@ -16,6 +16,10 @@ from typing import Any
 import orjson
 
 Sink = Callable[[int, dict[str, Any]], None]  # receives (offset, record)
+# A record's JSON text -> the part of it that the sink reads (worker/classify.py,
+# read_fields); ValueError or RecursionError (nested too deep) to have it decoded whole.
+# Given only valid UTF-8, at most MAX_RECORD_BYTES long, and only the text of a line.
+Fields = Callable[[bytes], dict[str, Any]]
 Steps = Iterator[None]  # one item per pause: the caller may do other work in between
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -52,6 +56,7 @@ _WS_RUN = re.compile(rb"[ \t\r\n]*")
 # Text that starts blank or with a line shorter than this is split a window of about
 # _LINE_WINDOW bytes at a time, and windows of nothing but whitespace are skipped in C.
 _DENSE_LINE_BYTES = 32
+_BLANK_STARTS = frozenset([b"", *(bytes([c]) for c in _WS)])  # a piece's first byte, or none
 _LINE_WINDOW = 64 * 1024
 _OPEN = 0x7B
 # Bytes no JSON text can end with: where a candidate ends with one, orjson would fail, and
@@ -75,6 +80,19 @@ class Malformed:
     offset: int
     length: int
     reason: str
+
+
+def _whole(text: bytes) -> dict[str, Any]:
+    """The Fields of a reader without one: every record is decoded whole."""
+    raise ValueError("decoded whole")
+
+
+def _is_utf8(text: bytes) -> bool:
+    try:
+        text.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _skip_ws(buf: bytes, pos: int) -> int:
@@ -158,7 +176,9 @@ class RecordStream:
     the classifier's call.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fields: Fields | None = None) -> None:
+        # Decodes only what the sink reads, or None: the whole record is decoded instead.
+        self._fields = fields
         self.malformed: list[Malformed] = []  # the first MALFORMED_KEPT
         self.malformed_count = 0  # all of them
         self.bytes_in = 0  # raw bytes fed
@@ -303,15 +323,42 @@ class RecordStream:
     # ---- cutting into records ----------------------------------------------------
 
     def _take(self, piece: bytes, out: Sink, final: bool) -> Steps:
-        buf = self._pending + piece if self._pending else piece
+        pending = self._pending
+        head = pending[:_DENSE_LINE_BYTES] + piece[:_DENSE_LINE_BYTES]
+        if (
+            not final
+            and head[:1] not in _BLANK_STARTS
+            and b"\n" not in head[:_DENSE_LINE_BYTES]
+            and pending.isascii()
+            and piece.isascii()
+        ):
+            # The usual piece (long lines of ASCII): split as it is, its first line joined
+            # to the tail held back, which spares two copies of the piece (`buf` below).
+            lines = piece.split(b"\n")
+            if len(lines) > 1:
+                rest = lines.pop()
+                lines[0] = pending + lines[0]
+                cut = len(pending) + len(piece) - len(rest)
+                self._pending = b""
+                self._spent += len(pending) + len(piece)
+                yield from self._lines([(self._base, lines, cut)], self._fields, out)
+                yield from self._hold(rest, self._base + cut, out)
+                return
+        buf = pending + piece if pending else piece
         self._pending = b""  # buf holds it now (one copy in memory, not two)
         self._spent += len(buf)
         base = self._base
         cut = len(buf) if final else buf.rfind(b"\n") + 1
         if cut:
-            yield from self._lines(buf[:cut], base, out)
-        rest = buf[cut:]
-        base += cut
+            text = buf[:cut]
+            # A fields decoder skips what it does not read, without checking that it is
+            # UTF-8 (orjson checks the whole text): so it is used on valid UTF-8 only.
+            fields = self._fields if text.isascii() or _is_utf8(text) else None
+            yield from self._lines(_line_groups(text, base), fields, out)
+        yield from self._hold(buf[cut:], base + cut, out)
+
+    def _hold(self, rest: bytes, base: int, out: Sink) -> Steps:
+        """Keep an undelimited tail for the next piece (cut into records if too long)."""
         if len(rest) > MAX_PENDING_BYTES:  # no newline in sight: records are concatenated
             used = yield from self._scan(rest, base, out, final=False)
             rest = rest[used:]
@@ -319,12 +366,15 @@ class RecordStream:
         self._pending = rest
         self._base = base
 
-    def _lines(self, text: bytes, base: int, out: Sink) -> Steps:
+    def _lines(
+        self, groups: Iterable[tuple[int, list[bytes], int]], fields: Fields | None, out: Sink
+    ) -> Steps:
         loads, decode_error, fail = orjson.loads, orjson.JSONDecodeError, _FAIL
         blank_first, no_end, step, record_work = _WS_BYTES, _NO_END, STEP_WORK, RECORD_WORK
         most = MAX_RECORD_BYTES
+        decode, fields_most = (fields, most) if fields is not None else (_whole, -1)
         spent = self._spent  # a local in the loop, written back around every pause
-        for start, lines, cost in _line_groups(text, base):
+        for start, lines, cost in groups:
             offset = start
             spent += cost
             if spent >= step:
@@ -337,6 +387,15 @@ class RecordStream:
                     if spent >= step:
                         self._spent = spent = 0
                         yield
+                    if size <= fields_most:
+                        try:
+                            record = decode(line)
+                        except (ValueError, RecursionError):  # refused: decoded whole below
+                            pass
+                        else:
+                            out(offset, record)
+                            offset += size + 1
+                            continue
                     try:  # a line too long to be one record may still be several
                         obj = loads(line) if line[-1] not in no_end and size <= most else fail
                     except decode_error:
