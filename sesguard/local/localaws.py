@@ -241,6 +241,11 @@ def _speed_up_moto() -> None:
       queue depth. The check now reads the retention period alone.
     - the server lists moto's package directory on disk for every request to find the
       service; the list is now read once.
+    - DynamoDB's Query on a table (not an index) listed and sorted every item of the table
+      to keep one partition's: O(table) per Query, so the worker's judgement slowed with
+      every item the table held. It now looks at the partition alone (moto keeps items by
+      partition key); the same items are then filtered and sorted by moto as before
+      (`_partition_query`).
     - a queue's visible messages and its three counts (`Queue.messages`, read by every
       receive, and the counts behind `Queue.attributes`, which every *send* computes to
       read ContentBasedDeduplication) asked the clock twice per message, ~10 us each: at
@@ -255,6 +260,7 @@ def _speed_up_moto() -> None:
     from moto.sqs.models import Message, SQSBackend
 
     _one_clock_sqs()
+    _partition_query()
 
     modules = tuple(backends.list_of_moto_modules())
     backends.list_of_moto_modules = lambda: modules
@@ -269,6 +275,37 @@ def _speed_up_moto() -> None:
     SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
         is_message_valid_based_on_retention_period
     )
+
+
+def _partition_query() -> None:
+    """moto's Table.query, reading only the queried partition of a table with a sort key.
+
+    moto's base-table branch keeps `item.hash_key == hash_key` of `all_items()` (every item
+    of the table, sorted); with `all_items` answering the partition's items alone for the
+    call, the filter, sort, paging and conditions that follow are moto's own, unchanged.
+    It holds the DynamoDB lock (`_serialise_dynamodb`) meanwhile, so the per-call
+    override is seen by no other request."""
+    from moto.dynamodb.models.table import Table
+
+    query = Table.query
+    if getattr(query, "_sesguard_partition", False):
+        return
+
+    @functools.wraps(query)
+    def partition_query(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
+        if index_name or not self.range_key_attr or hash_key is None:
+            return query(self, hash_key, *args, **kwargs)
+        with _lock:
+            partition = self.items.get(hash_key, {})
+            self.all_items = lambda: list(partition.values())  # type: ignore[method-assign]
+            try:
+                return query(self, hash_key, *args, **kwargs)
+            finally:
+                del self.all_items
+
+    partition_query._sesguard_partition = True  # type: ignore[attr-defined]
+    Table.query = partition_query  # type: ignore[method-assign]
 
 
 def _one_clock_sqs() -> None:

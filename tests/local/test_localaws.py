@@ -344,3 +344,68 @@ async def test_a_transaction_keeps_moto_answers_without_copying_tables(
     theirs = await _transactions(clients, "moto", lambda: seen.append(tables["ranged-moto"]))
     assert theirs == ours
     assert seen[0] is not seen[1]  # moto's own did copy: the check above can tell
+
+
+async def test_a_query_reads_one_partition_and_answers_as_moto_does(
+    clients: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queries of a sorted table (conditions on the sort key, paging, both directions)
+    answer the same with the stand-in's partition lookup and with moto's whole-table
+    scan; and ours never lists the table."""
+    from moto.dynamodb.models.table import Table
+
+    db = clients.dynamodb
+    await db.create_table(
+        TableName="q",
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for p in ("a", "b", "c"):
+        for i in range(7):
+            await db.put_item(
+                TableName="q", Item={"pk": {"S": p}, "sk": {"S": f"k{i}"}, "n": {"N": str(i)}}
+            )
+
+    async def answers() -> list[Any]:
+        out: list[Any] = []
+        for cond, values in (
+            ("pk = :p", {":p": {"S": "b"}}),
+            ("pk = :p AND sk >= :s", {":p": {"S": "b"}, ":s": {"S": "k3"}}),
+            ("pk = :p AND begins_with(sk, :s)", {":p": {"S": "c"}, ":s": {"S": "k1"}}),
+            ("pk = :p", {":p": {"S": "none"}}),
+        ):
+            for forward in (True, False):
+                kwargs: dict[str, Any] = {
+                    "TableName": "q",
+                    "KeyConditionExpression": cond,
+                    "ExpressionAttributeValues": values,
+                    "ScanIndexForward": forward,
+                    "Limit": 3,
+                }
+                pages = []
+                while True:
+                    resp = await db.query(**kwargs)
+                    pages.append((resp["Items"], resp.get("LastEvaluatedKey")))
+                    if "LastEvaluatedKey" not in resp:
+                        break
+                    kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+                out.append(pages)
+        return out
+
+    listed: list[int] = []
+    all_items = Table.all_items
+    monkeypatch.setattr(Table, "all_items", lambda self: listed.append(1) or all_items(self))
+    ours = await answers()
+    assert listed == []  # the partition alone was read
+    assert ours[0][0][0][0]["pk"] == {"S": "b"}  # and it found what is there
+    monkeypatch.setattr(Table, "query", Table.query.__wrapped__)  # moto's own
+    theirs = await answers()
+    assert listed  # moto's own lists the table: the check above can tell
+    assert theirs == ours
