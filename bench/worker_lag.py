@@ -53,6 +53,7 @@ from sesguard.ops.bootstrap import ensure_table
 from sesguard.settings import load_settings
 from tests.fixtures.hostile import BOMBS, records_object
 from worker.aggregate import Aggregator
+from worker.apply import Applier
 from worker.enforce import Enforcer
 from worker.pipeline import ObjectResult, ObjectTooLarge, Processor
 
@@ -82,9 +83,14 @@ class Stepped(Processor):
     held: list[float]
 
     async def _parse(
-        self, steps: Iterator[None], agg: Aggregator, where: str, size: int | None
+        self,
+        steps: Iterator[None],
+        agg: Aggregator,
+        where: str,
+        size: int | None,
+        applier: Applier,
     ) -> None:
-        await super()._parse(timed(steps, self.held), agg, where, size)
+        await super()._parse(timed(steps, self.held), agg, where, size, applier)
 
 
 class OneCall(Processor):
@@ -94,7 +100,12 @@ class OneCall(Processor):
     held: list[float]
 
     async def _parse(
-        self, steps: Iterator[None], agg: Aggregator, where: str, size: int | None
+        self,
+        steps: Iterator[None],
+        agg: Aggregator,
+        where: str,
+        size: int | None,
+        applier: Applier,
     ) -> None:
         start = time.thread_time()
         for _ in steps:
@@ -102,6 +113,8 @@ class OneCall(Processor):
         self.held.append(time.thread_time() - start)
         if self.on_step is not None:
             self.on_step(agg)
+        if agg.pending >= self.flush_events:  # as the service does, after its steps
+            await applier.apply(agg.take())
 
 
 @dataclass

