@@ -192,7 +192,7 @@ class Service:
 
 
 ROUTINE_EVENTS = frozenset(
-    {"job", "message", "visibility_extended", "object_processed", "jobs_confirmed_by_ses"}
+    {"job", "message", "visibility_extended", "object_processed", "object_counted_before"}
 )
 
 
