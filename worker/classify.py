@@ -279,6 +279,22 @@ def classify(
 ) -> Delta | Ignored | WrongPipeline:
     """Classify one record (see module docstring); raises NotAnEvent for non-events.
     `identities`: the account's verified identities (hard bounces to them count apart)."""
+    result = classify_tuple(record, identities)
+    if type(result) is tuple:
+        return _new_tuple(Delta, result)
+    return cast("Ignored | WrongPipeline", result)
+
+
+# A counted event's Delta fields, in order, as a plain tuple.
+DeltaFields = tuple[str, datetime, str, int, str | None, int, int, str, bytes, str | None]
+
+
+def classify_tuple(
+    record: dict[str, Any], identities: Identities = NO_IDENTITIES
+) -> DeltaFields | Ignored | WrongPipeline:
+    """`classify`, a counted event's Delta as a plain tuple (Ignored and WrongPipeline are
+    tuples too, but not of type tuple): for the aggregator, once per record, where making
+    a Delta costs about 0.1 µs more."""
     kind = record.get("eventType")
     if kind is None:
         wrong = _wrong_pipeline(record)
@@ -368,13 +384,10 @@ def classify(
     key = event_key(kind, message_id, detail, recipients)
     # A valid partner tag is in `tags`, so it is a dict: sent_job_id(mail) without mail.
     job = _tagged_job(tags) if counter == "sent" and problem is None else None
-    # Delta(...) by tuple.__new__: the same tuple without a Python-level __new__ call
-    # (a third of a microsecond, once per record).
-    return _new_tuple(
-        Delta, (partner_id, hour, counter, amount, problem, simulator, verified, minute, key, job)
-    )
+    return (partner_id, hour, counter, amount, problem, simulator, verified, minute, key, job)
 
 
+# Delta(...) by tuple.__new__: the same tuple without a Python-level __new__ call.
 _new_tuple = tuple.__new__
 
 
