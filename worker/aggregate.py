@@ -19,10 +19,10 @@ from sesguard.core.identities import NO_IDENTITIES, Identities
 from sesguard.core.partners import COUNTERS, SIMULATOR_PREFIX, VERIFIED_HARD_BOUNCES, Counters
 from worker.classify import (
     MISSPELLED_PREFIX,
-    Delta,
+    DeltaFields,
     Ignored,
     NotAnEvent,
-    classify,
+    classify_tuple,
     read_fields,
 )
 from worker.reader import MALFORMED_KEPT, Malformed, RecordStream
@@ -111,20 +111,21 @@ class Aggregator:
         stats = self.stats
         stats.records += 1
         try:
-            result = classify(record, self.identities)
+            result = classify_tuple(record, self.identities)
         except NotAnEvent as exc:
             stats.malformed_count += 1
             if len(stats.malformed) < MALFORMED_KEPT:
                 stats.malformed.append(Malformed(offset, 0, str(exc)))
             return
-        if type(result) is not Delta:
+        if type(result) is not tuple:  # not counted
             if type(result) is Ignored:
                 stats.ignored[result.kind] += 1
             else:  # WrongPipeline
                 stats.wrong_pipeline += 1
             return
         stats.events += 1
-        partner_id, hour, counter, amount, problem, simulator, verified, when, key, job = result
+        fields: DeltaFields = result  # type: ignore[assignment]  # (cast() is a call)
+        partner_id, hour, counter, amount, problem, simulator, verified, when, key, job = fields
         if problem is not None:
             if problem == "missing":
                 stats.untagged += 1

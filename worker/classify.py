@@ -279,6 +279,22 @@ def classify(
 ) -> Delta | Ignored | WrongPipeline:
     """Classify one record (see module docstring); raises NotAnEvent for non-events.
     `identities`: the account's verified identities (hard bounces to them count apart)."""
+    result = classify_tuple(record, identities)
+    if type(result) is tuple:
+        return _new_tuple(Delta, result)
+    return cast("Ignored | WrongPipeline", result)
+
+
+# A counted event's Delta fields, in order, as a plain tuple.
+DeltaFields = tuple[str, datetime, str, int, str | None, int, int, str, bytes, str | None]
+
+
+def classify_tuple(
+    record: dict[str, Any], identities: Identities = NO_IDENTITIES
+) -> DeltaFields | Ignored | WrongPipeline:
+    """`classify`, a counted event's Delta as a plain tuple (Ignored and WrongPipeline are
+    tuples too, but not of type tuple): for the aggregator, once per record, where making
+    a Delta costs about 0.1 µs more."""
     kind = record.get("eventType")
     if kind is None:
         wrong = _wrong_pipeline(record)
@@ -345,24 +361,33 @@ def classify(
     else:
         amount = len(recipients)
     verified = _verified(recipients, identities) if counter == "hard_bounces" else 0
-    partner_id, problem = partner_of(mail)
+    # partner_of and event_time, their caches looked up here first: once per record, a
+    # call each is a good part of the cost of classifying it.
+    tags: Any = mail.get("tags")
+    value = tags.get(PARTNER_TAG) if type(tags) is dict else None
+    found = (
+        _PARTNERS.get(value[0]) if type(value) is list and value and type(value[0]) is str else None
+    )
+    partner_id, problem = found if found is not None else partner_of(mail)
     ts = detail.get("timestamp") if type(detail) is dict else None
-    try:  # the event's own time, else the message's (Send, Reject)
-        hour, minute = event_time(ts if ts is not None else mail.get("timestamp"))
-    except ValueError:
-        hour, minute = _when(ts, mail)
+    at = ts if ts is not None else mail.get("timestamp")
+    when = _MINUTES.get(at[:17]) if type(at) is str and len(at) >= 20 and at[-1] == "Z" else None
+    if when is None:
+        try:  # the event's own time, else the message's (Send, Reject)
+            when = event_time(at)
+        except ValueError:
+            when = _when(ts, mail)
+    hour, minute = when
     message_id = mail.get("messageId")
     if type(message_id) is not str or not message_id:
         message_id = content_message_id(record)
     key = event_key(kind, message_id, detail, recipients)
-    job = sent_job_id(mail) if counter == "sent" and problem is None else None
-    # Delta(...) by tuple.__new__: the same tuple without a Python-level __new__ call
-    # (a third of a microsecond, once per record).
-    return _new_tuple(
-        Delta, (partner_id, hour, counter, amount, problem, simulator, verified, minute, key, job)
-    )
+    # A valid partner tag is in `tags`, so it is a dict: sent_job_id(mail) without mail.
+    job = _tagged_job(tags) if counter == "sent" and problem is None else None
+    return (partner_id, hour, counter, amount, problem, simulator, verified, minute, key, job)
 
 
+# Delta(...) by tuple.__new__: the same tuple without a Python-level __new__ call.
 _new_tuple = tuple.__new__
 
 
@@ -370,8 +395,10 @@ def sent_job_id(mail: dict[str, Any]) -> str | None:
     """The job id the job tag names, if sesguard could have written it. SES publishes
     each tag as a list of values; the first one is the tag's value."""
     tags = mail.get("tags")
-    if type(tags) is not dict:
-        return None
+    return _tagged_job(tags) if type(tags) is dict else None
+
+
+def _tagged_job(tags: dict[str, Any]) -> str | None:
     value = tags.get(JOB_TAG)
     if type(value) is list:
         value = value[0] if value else None
