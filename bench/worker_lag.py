@@ -113,8 +113,7 @@ class OneCall(Processor):
         self.held.append(time.thread_time() - start)
         if self.on_step is not None:
             self.on_step(agg)
-        if agg.pending >= self.flush_events:  # as the service does, after its steps
-            await applier.apply(agg.take())
+        await self._flush_when_full(agg, applier)  # as the service does, after its steps
 
 
 @dataclass

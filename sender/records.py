@@ -121,16 +121,11 @@ class JobRecords:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
             old: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
-            if old is None:  # an endpoint that does not return the old item
-                resp = await self.dynamodb.get_item(
-                    TableName=self.table,
-                    Key=t.key(t.job_pk(job.job_id), JOB_SK),
-                    ConsistentRead=True,
-                )
-                old = resp.get("Item")
-                if old is None:  # released in between: let the next delivery claim it
+            existing = None if old is None else t.from_item(old)
+            if existing is None:  # an endpoint that does not return the old item
+                existing = await self.read(job.job_id)
+                if existing is None:  # released in between: let the next delivery claim it
                     return Claim(ClaimState.IN_PROGRESS, retry_after=1.0)
-            existing = t.from_item(old)
             if is_our_claim(existing, token):
                 return Claim(ClaimState.CLAIMED)
             return judge_existing(existing, now, self.claim_seconds)

@@ -83,11 +83,13 @@ class Known:
         self.writing = asyncio.Lock()
 
     def get(self, pk: str) -> Seen:
+        """What the partition holds, as last known (never changed in place: `put` a new
+        one); empty if never seen."""
         seen = self._seen.get(pk)
         if seen is None:
             return Seen()
         self._seen.move_to_end(pk)
-        return Seen(seen.parts, set(seen.keys), set(seen.jobs))
+        return seen
 
     def put(self, pk: str, seen: Seen) -> None:
         old = self._seen.pop(pk, None)
@@ -100,20 +102,29 @@ class Known:
             self._keys -= len(dropped.keys)
 
 
+def minute_pk(minute: Minute) -> str:
+    """The partition holding the keys of the partner-minute's counted events."""
+    return seen_pk(minute.partner_id, minute.minute)
+
+
 @dataclass
 class Unit:
-    """One partner-minute to write: what its partition held when read (`parts`) and the
-    events of this object it did not hold (`new`), with the jobs their Sends name."""
+    """One partner-minute to write: what its partition was judged to hold (`seen`) and
+    the events of this object it did not hold (`new`), with the jobs their Sends name."""
 
     minute: Minute
-    parts: int
+    seen: Seen
     new: dict[bytes, Counted]
     jobs: list[bytes]  # job keys (sesguard.aws.seen.job_key) of the new Send events
-    seen: Seen = field(default_factory=Seen)  # what the partition was judged to hold
 
     @property
     def pk(self) -> str:
-        return seen_pk(self.minute.partner_id, self.minute.minute)
+        return minute_pk(self.minute)
+
+    @property
+    def parts(self) -> int:
+        """The parts the partition held: its version, which the write moves on."""
+        return self.seen.parts
 
     @property
     def part_count(self) -> int:
@@ -139,7 +150,7 @@ def new_events(minute: Minute, seen: Seen) -> tuple[Unit, list[str]]:
             if jk in seen.jobs:
                 twice.append(job_id)
             jobs.append(jk)
-    return Unit(minute, seen.parts, new, jobs, seen), twice
+    return Unit(minute, seen, new, jobs), twice
 
 
 def unit_items(unit: Unit) -> int:
@@ -277,17 +288,13 @@ class Applier:
     async def apply(self, minutes: Sequence[Minute], now: datetime | None = None) -> None:
         now = now or utcnow()
         self.result.handed += sum(len(m.events) for m in minutes)
-        planned = [new_events(m, self.known.get(self._pk(m)))[0] for m in minutes]
+        planned = [new_events(m, self.known.get(minute_pk(m)))[0] for m in minutes]
         for chunk in plan_chunks(planned, self.max_items):
             async with self.known.writing:
                 # Judged again under the lock: another object may have counted some of
                 # these events meanwhile (a chunk can only shrink, so it still fits).
                 units = [self._judge(u.minute, self.known.get(u.pk)) for u in chunk]
                 await self._write([u for u in units if u.new], now)
-
-    @staticmethod
-    def _pk(minute: Minute) -> str:
-        return seen_pk(minute.partner_id, minute.minute)
 
     def _judge(self, minute: Minute, seen: Seen) -> Unit:
         unit, twice = new_events(minute, seen)
@@ -299,11 +306,9 @@ class Applier:
     def _committed(self, chunk: list[Unit]) -> None:
         """Remember what the partitions hold now that the chunk is written."""
         for unit in chunk:
-            seen = unit.seen
-            seen.parts = unit.parts + unit.part_count
-            seen.keys |= unit.new.keys()
-            seen.jobs.update(unit.jobs)
-            self.known.put(unit.pk, seen)
+            old = unit.seen
+            keys, jobs = old.keys | unit.new.keys(), old.jobs | set(unit.jobs)
+            self.known.put(unit.pk, Seen(old.parts + unit.part_count, keys, jobs))
 
     async def _read(self, minutes: Sequence[Minute]) -> list[Unit]:
         """What each partition holds now, from the table: every event it names is counted."""
@@ -316,10 +321,10 @@ class Applier:
         return list(await asyncio.gather(*(one(m) for m in minutes)))
 
     async def _unit(self, minute: Minute) -> Unit:
-        pk = self._pk(minute)
+        pk = minute_pk(minute)
         seen, read = await read_seen(self.store.dynamodb, self.store.table, pk)
         self.result.reads += read
-        self.known.put(pk, Seen(seen.parts, set(seen.keys), set(seen.jobs)))
+        self.known.put(pk, seen)
         return self._judge(minute, seen)
 
     async def _write(self, chunk: list[Unit], now: datetime) -> None:

@@ -208,10 +208,15 @@ class Processor:
                         f" {agg.bytes_in} of its {size} bytes"
                     )
                 await asyncio.sleep(0)  # after the last step too: the next chunk's is next
-            if agg.pending >= self.flush_events:
-                await applier.apply(agg.take())
+            await self._flush_when_full(agg, applier)
             if not more:
                 return
+
+    async def _flush_when_full(self, agg: Aggregator, applier: Applier) -> None:
+        """Write the events held once there are `flush_events` of them: what an object
+        holds in memory is bounded by that, not by its size."""
+        if agg.pending >= self.flush_events:
+            await applier.apply(agg.take())
 
 
 def _log_result(r: ObjectResult) -> ObjectResult:

@@ -146,47 +146,32 @@ BATCH_GET_ATTEMPTS = 8  # per batch: UnprocessedKeys are asked again, with backo
 
 
 async def read_job_records(
-    dynamodb: DynamoDBClient,
-    table: str,
-    job_ids: Sequence[str],
-    *,
-    consistent: bool = False,
-    attributes: Sequence[str] = (),
-    parallel: int = 1,
-    on_call: Callable[[], None] = lambda: None,
+    dynamodb: DynamoDBClient, table: str, job_ids: Sequence[str], *, consistent: bool = False
 ) -> dict[str, dict[str, Any]]:
     """The job records (sesguard.aws.table J# items) of `job_ids`, by job id, 100 keys per
-    BatchGetItem and `parallel` calls at once; what DynamoDB leaves unprocessed is asked
-    again with backoff. `attributes` limits what is read (all by default); `on_call` is
-    called per request (for the callers' request counts)."""
+    BatchGetItem, one call at a time; what DynamoDB leaves unprocessed is asked again
+    with backoff."""
     unique = list(dict.fromkeys(job_ids))
-    request: dict[str, Any] = {"ConsistentRead": consistent}
-    if attributes:
-        names = {f"#a{i}": name for i, name in enumerate(("pk", *attributes))}
-        request["ProjectionExpression"] = ", ".join(names)
-        request["ExpressionAttributeNames"] = names
     found: dict[str, dict[str, Any]] = {}
-    gate = asyncio.Semaphore(parallel)
-
-    async def one(chunk: Sequence[str]) -> None:
-        pending: Any = {**request, "Keys": [t.key(t.job_pk(j), t.JOB_SK) for j in chunk]}
-        async with gate:
-            for attempt in range(BATCH_GET_ATTEMPTS):
-                on_call()
-                resp = await dynamodb.batch_get_item(RequestItems={table: pending})
-                for item in resp.get("Responses", {}).get(table, []):
-                    record = t.from_item(item)
-                    found[str(record["pk"]).removeprefix(t.JOB_PREFIX)] = record
-                left = (resp.get("UnprocessedKeys") or {}).get(table)
-                if not left or not left.get("Keys"):
-                    return
-                pending = left  # the same projection, only the keys not read yet
-                await asyncio.sleep(backoff_delay(attempt, base=0.05, cap=2.0))
-        raise RuntimeError(
-            f"DynamoDB left {len(pending['Keys'])} job records unread"
-            f" after {BATCH_GET_ATTEMPTS} calls"
-        )
-
-    chunks = [unique[i : i + BATCH_GET_KEYS] for i in range(0, len(unique), BATCH_GET_KEYS)]
-    await asyncio.gather(*(one(c) for c in chunks))
+    for start in range(0, len(unique), BATCH_GET_KEYS):
+        chunk = unique[start : start + BATCH_GET_KEYS]
+        pending: Any = {
+            "ConsistentRead": consistent,
+            "Keys": [t.key(t.job_pk(j), t.JOB_SK) for j in chunk],
+        }
+        for attempt in range(BATCH_GET_ATTEMPTS):
+            resp = await dynamodb.batch_get_item(RequestItems={table: pending})
+            for item in resp.get("Responses", {}).get(table, []):
+                record = t.from_item(item)
+                found[str(record["pk"]).removeprefix(t.JOB_PREFIX)] = record
+            left = (resp.get("UnprocessedKeys") or {}).get(table)
+            if not left or not left.get("Keys"):
+                break
+            pending = left  # only the keys not read yet
+            await asyncio.sleep(backoff_delay(attempt, base=0.05, cap=2.0))
+        else:
+            raise RuntimeError(
+                f"DynamoDB left {len(pending['Keys'])} job records unread"
+                f" after {BATCH_GET_ATTEMPTS} calls"
+            )
     return found

@@ -249,16 +249,10 @@ def test_queue_scans_read_the_clock_once_and_agree_with_moto(
 # ---- TransactWriteItems without moto's whole-table copy (_cheap_transaction_rollback) -------
 
 
-async def _transactions(clients: Any, suffix: str, look: Callable[[], None]) -> list[Any]:
-    """Over HTTP: a cancelled transaction, then the same one committed, over a table with a
-    sort key and one without; returns what each table reads back after each step (a scan,
-    which keeps moto's item order, and a partition's query)."""
-    from botocore.exceptions import ClientError
-
-    ddb = clients.dynamodb
-    ranged, flat = f"ranged-{suffix}", f"flat-{suffix}"
+async def ranged_table(ddb: Any, name: str) -> None:
+    """A table keyed as sesguard's: string `pk` and sort key `sk`, on demand."""
     await ddb.create_table(
-        TableName=ranged,
+        TableName=name,
         KeySchema=[
             {"AttributeName": "pk", "KeyType": "HASH"},
             {"AttributeName": "sk", "KeyType": "RANGE"},
@@ -269,6 +263,17 @@ async def _transactions(clients: Any, suffix: str, look: Callable[[], None]) -> 
         ],
         BillingMode="PAY_PER_REQUEST",
     )
+
+
+async def _transactions(clients: Any, suffix: str, look: Callable[[], None]) -> list[Any]:
+    """Over HTTP: a cancelled transaction, then the same one committed, over a table with a
+    sort key and one without; returns what each table reads back after each step (a scan,
+    which keeps moto's item order, and a partition's query)."""
+    from botocore.exceptions import ClientError
+
+    ddb = clients.dynamodb
+    ranged, flat = f"ranged-{suffix}", f"flat-{suffix}"
+    await ranged_table(ddb, ranged)
     await ddb.create_table(
         TableName=flat,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
@@ -355,18 +360,7 @@ async def test_a_query_reads_one_partition_and_answers_as_moto_does(
     from moto.dynamodb.models.table import Table
 
     db = clients.dynamodb
-    await db.create_table(
-        TableName="q",
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    await ranged_table(db, "q")
     for p in ("a", "b", "c"):
         for i in range(7):
             await db.put_item(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from sesguard.aws.seen import read_seen, seen_pk, ses_accepted
+from sesguard.aws.seen import Seen, read_seen, seen_pk, ses_accepted
 from sesguard.aws.store import PartnerStore
 from sesguard.core.partners import Counters
 from tests.fixtures.ses_events import event
@@ -51,7 +51,7 @@ async def apply(store: PartnerStore, records: list[dict[str, Any]], url: str = "
 def test_chunks_respect_the_transaction_limit() -> None:
     from worker.apply import Unit
 
-    units = [Unit(m, 0, dict(m.events), []) for m in minutes_of(sends(150, minutes=2))]
+    units = [Unit(m, Seen(), dict(m.events), []) for m in minutes_of(sends(150, minutes=2))]
     store = PartnerStore(object(), "sesguard")
     chunks = plan_chunks(units)
     assert sum(len(c) for c in chunks) == 300
