@@ -140,11 +140,8 @@ async def ses_word(
     job's message), or None: SES has said nothing (yet), or the claim's time is unreadable
     (nothing to look around)."""
     job_id = str(record.get("pk", "")).removeprefix(t.JOB_PREFIX)
-    try:
-        claimed = datetime.fromisoformat(str(record.get("claimed_at")))
-    except ValueError:
+    claimed = t.claimed_at(record)
+    if claimed is None:
         return None
-    if claimed.tzinfo is None:
-        claimed = claimed.replace(tzinfo=UTC)
     minute = await ses_accepted(dynamodb, table, partner_id, job_id, claimed, claim_seconds)
     return None if minute is None else {"job_id": job_id, "minute": minute}

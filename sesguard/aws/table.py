@@ -6,7 +6,7 @@ prefix here and in sesguard.ops.permissions. Number limits: docs/design.md, "6. 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, DecimalException
 from typing import Any
 
@@ -98,6 +98,16 @@ STATUS_PK, STATUS_SK = f"{PARTNER_PREFIX}_status", "EPOCH"
 JOB_SK = "JOB"
 JOB_SENDING, JOB_SENT = "sending", "sent"
 CONFIRMED_BY_SES = "ses"  # `confirmed_by` of a record SES's Send event marked sent
+
+
+def claimed_at(record: dict[str, Any]) -> datetime | None:
+    """When a job record's claim was written (`claimed_at`, UTC if it names no zone);
+    None if unreadable."""
+    try:
+        at = datetime.fromisoformat(str(record.get("claimed_at")))
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def event_pk(partner_id: str) -> str:

@@ -280,17 +280,9 @@ class Settlement:
     ready_at: datetime | None = None  # WAIT: when the settle time has passed
 
 
-def _claimed_at(record: dict[str, Any]) -> datetime | None:
-    try:
-        at = datetime.fromisoformat(str(record.get("claimed_at")))
-    except ValueError:
-        return None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
-
-
 def claim_age(record: dict[str, Any], now: datetime) -> float | None:
     """Seconds since the record's claim (None: unreadable)."""
-    claimed = _claimed_at(record)
+    claimed = t.claimed_at(record)
     return None if claimed is None else (now - claimed).total_seconds()
 
 
@@ -312,7 +304,7 @@ def settle(
             f"SES accepted its message: its Send event is counted (minute {evidence['minute']})",
             token,
         )
-    claimed = _claimed_at(record)
+    claimed = t.claimed_at(record)
     if claimed is not None:
         ready = claimed + timedelta(seconds=settle_seconds)
         if now < ready:
